@@ -1,0 +1,45 @@
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+TEST_ENV := DJANGO_SETTINGS_MODULE=tests.settings
+SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core
+
+.PHONY: run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The embedded default: SQLite, in-memory channel layer, local desktops, the builtin assistant.
+run: $(VENV)/.installed node_modules/.installed
+	-scripts/system-deps.sh xvfb x11vnc xterm
+	DEBUG=1 $(PY) manage.py migrate --noinput
+	DEBUG=1 $(PY) manage.py ensure_demo_admin
+	DEBUG=1 $(PY) manage.py collectstatic --noinput -v0
+	DEBUG=1 $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 config.asgi:application
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(VENV)/.installed node_modules/.installed
+	scripts/system-deps.sh $(SYSTEM_PACKAGES)
+	scripts/services.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
+	$(TEST_ENV) $(VENV)/bin/pytest
+
+bench: $(VENV)/.installed node_modules/.installed
+	scripts/services.sh
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) node_modules staticfiles .runtime

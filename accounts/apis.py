@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts import serializers as s
+from accounts.models import User
+from accounts.selectors import profile_data
+from accounts.services import AuthError, mfa_setup, mfa_verify, user_sign_in
+from accounts.tokens import new_access_token
+from audit.services import Origin
+from config.ratelimit import enforce, key_by_ip
+
+ERRORS = {400: s.ErrorOutput, 401: s.ErrorOutput, 403: s.ErrorOutput, 429: s.ErrorOutput}
+
+
+class SignInApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["auth"],
+        request=s.SignInInput,
+        responses={200: s.SignInOutput, **ERRORS},
+        summary="Sign in with email, password and (for MFA accounts) a TOTP code",
+    )
+    def post(self, request):
+        enforce(request, group="signin", rate=settings.WORKGATE_SIGNIN_RATE, key=key_by_ip)
+        data = s.SignInInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = user_sign_in(
+            email=data.validated_data["email"],
+            password=data.validated_data["password"],
+            otp=data.validated_data.get("otp") or None,
+            origin=Origin.of(request),
+        )
+        return Response(
+            {
+                "success": True,
+                "token": result["token"],
+                "refresh": result["refresh"],
+                "expiresInSec": result["expiresInSec"],
+                "profile": profile_data(result["user"]),
+            }
+        )
+
+
+class RefreshApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["auth"],
+        request=s.RefreshInput,
+        responses={200: s.RefreshOutput, **ERRORS},
+        summary="Exchange a refresh token for a new access token",
+    )
+    def post(self, request):
+        data = s.RefreshInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            refresh = RefreshToken(data.validated_data["refresh"])
+        except TokenError as exc:
+            raise AuthError("The refresh token is invalid or expired.", "token_not_valid") from exc
+        user = User.objects.filter(pk=refresh.get("user_id"), is_active=True).first()
+        if user is None:
+            raise AuthError("The account is inactive or no longer exists.", "user_inactive")
+        access = new_access_token(user, mfa=bool(refresh.get("mfa", False)))
+        return Response(
+            {
+                "success": True,
+                "token": str(access),
+                "expiresInSec": settings.WORKGATE_ACCESS_TOKEN_TTL,
+            }
+        )
+
+
+class MeApi(APIView):
+    @extend_schema(tags=["auth"], responses={200: s.MeOutput, 401: s.ErrorOutput})
+    def get(self, request):
+        return Response({"success": True, "profile": profile_data(request.user)})
+
+
+class MfaSetupApi(APIView):
+    @extend_schema(
+        tags=["auth"],
+        request=None,
+        responses={200: s.MfaSetupOutput, 401: s.ErrorOutput, 409: s.ErrorOutput},
+        summary="Start TOTP enrolment: a secret and an otpauth:// URI for an authenticator app",
+    )
+    def post(self, request):
+        return Response({"success": True, **mfa_setup(user=request.user)})
+
+
+class MfaVerifyApi(APIView):
+    @extend_schema(
+        tags=["auth"],
+        request=s.MfaVerifyInput,
+        responses={
+            200: s.MfaVerifyOutput,
+            400: s.ErrorOutput,
+            401: s.ErrorOutput,
+            409: s.ErrorOutput,
+        },
+        summary="Confirm TOTP enrolment with a current code; MFA is enabled from then on",
+    )
+    def post(self, request):
+        data = s.MfaVerifyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        mfa_verify(user=request.user, otp=data.validated_data["otp"], origin=Origin.of(request))
+        return Response({"success": True, "mfa_enabled": True})

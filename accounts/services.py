@@ -1,0 +1,138 @@
+"""Sign-in and TOTP enrolment."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+import pyotp
+from django.contrib.auth import authenticate
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import Profile, User
+from accounts.selectors import profile_of
+from accounts.tokens import issue_tokens
+from audit import services as audit
+from config.exceptions import APIError, Conflict
+
+TOTP_ISSUER = "Workgate"
+TOTP_DRIFT_STEPS = 1  # accept the previous and the next 30-second code too (clock drift)
+
+
+class AuthError(APIError):
+    def __init__(self, detail: str, code: str):
+        super().__init__(401, detail, code)
+
+
+def _matching_step(secret: str, otp: str, *, now: float | None = None) -> int | None:
+    """The TOTP time step whose code equals `otp`, looking one step either side."""
+    otp = (otp or "").strip()
+    if not otp.isdigit() or len(otp) != 6:
+        return None
+    totp = pyotp.TOTP(secret)
+    now = time.time() if now is None else now
+    current = int(now // totp.interval)
+    for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), otp):
+            return step
+    return None
+
+
+def _consume_otp(profile: Profile, otp: str) -> str | None:
+    """Verify `otp` once: None when accepted, else the failure code.
+
+    The step is claimed with one conditional UPDATE, so the same code cannot sign in twice,
+    even from two requests racing each other.
+    """
+    step = _matching_step(profile.totp_secret, otp)
+    if step is None:
+        return "invalid_otp"
+    claimed = Profile.objects.filter(pk=profile.pk, totp_last_step__lt=step).update(
+        totp_last_step=step
+    )
+    return None if claimed else "otp_reused"
+
+
+def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Origin) -> dict:
+    user = authenticate(username=(email or "").strip().lower(), password=password)
+    if user is None:
+        with transaction.atomic():
+            known = User.objects.filter(email__iexact=(email or "").strip()).first()
+            audit.record(
+                action="login_failed",
+                actor=known,
+                details={"email": email, "reason": "invalid_credentials"},
+                origin=origin,
+                success=False,
+            )
+        raise AuthError("Invalid email or password.", "invalid_credentials")
+
+    profile = profile_of(user)
+    if profile.mfa_enabled:
+        if not otp:
+            with transaction.atomic():
+                audit.record(
+                    action="login_failed",
+                    actor=user,
+                    details={"reason": "mfa_required"},
+                    origin=origin,
+                    success=False,
+                )
+            raise AuthError(
+                "A one-time code from your authenticator app is required.", "mfa_required"
+            )
+        failure = _consume_otp(profile, otp)
+        if failure is not None:
+            with transaction.atomic():
+                audit.record(
+                    action="login_failed",
+                    actor=user,
+                    details={"reason": failure},
+                    origin=origin,
+                    success=False,
+                )
+            message = {
+                "invalid_otp": "The one-time code is not valid.",
+                "otp_reused": "That one-time code was already used; wait for the next one.",
+            }[failure]
+            raise AuthError(message, failure)
+
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(last_login=timezone.now())
+        audit.record(
+            action="login",
+            actor=user,
+            details={"mfa": profile.mfa_enabled},
+            origin=origin,
+        )
+    return {"user": user, **issue_tokens(user, mfa=profile.mfa_enabled)}
+
+
+def mfa_setup(*, user) -> dict:
+    """Start TOTP enrolment: a new secret, stored encrypted, enabled only after `mfa_verify`."""
+    with transaction.atomic():
+        profile = Profile.objects.select_for_update().get(pk=profile_of(user).pk)
+        if profile.mfa_enabled:
+            raise Conflict("MFA is already enabled for this account.", "mfa_already_enabled")
+        profile.totp_secret = pyotp.random_base32()
+        profile.totp_last_step = 0
+        profile.save(update_fields=["totp_secret", "totp_last_step"])
+    uri = pyotp.TOTP(profile.totp_secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
+    return {"secret": profile.totp_secret, "otpauth_uri": uri}
+
+
+def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
+    with transaction.atomic():
+        profile = Profile.objects.select_for_update().get(pk=profile_of(user).pk)
+        if profile.mfa_enabled:
+            raise Conflict("MFA is already enabled for this account.", "mfa_already_enabled")
+        if not profile.totp_secret:
+            raise Conflict("Start with POST /api/auth/mfa/setup.", "mfa_not_started")
+        failure = _consume_otp(profile, otp)
+        if failure is not None:
+            raise APIError(400, "The one-time code is not valid.", failure)
+        profile.mfa_enabled = True
+        profile.mfa_enabled_at = timezone.now()
+        profile.save(update_fields=["mfa_enabled", "mfa_enabled_at"])
+        audit.record(action="mfa_enabled", actor=user, resource=f"user:{user.pk}", origin=origin)

@@ -1,0 +1,26 @@
+"""ASGI entry point: Django for HTTP; WebSockets pass the origin check and authentication first."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# Django must be set up before anything imports models (the routing modules below do).
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from config.websocket import OriginCheck  # noqa: E402
+from streaming.routing import websocket_urlpatterns as streaming_routes  # noqa: E402
+from vnc_proxy.routing import websocket_urlpatterns as relay_routes  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": OriginCheck(
+            AuthMiddlewareStack(URLRouter([*relay_routes, *streaming_routes]))
+        ),
+    }
+)

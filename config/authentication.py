@@ -1,0 +1,19 @@
+"""API authentication: the access token in `x-access-token` or `Authorization: Bearer`."""
+
+from __future__ import annotations
+
+from rest_framework_simplejwt.authentication import JWTAuthentication
+
+
+class AccessTokenAuthentication(JWTAuthentication):
+    """simplejwt's checks (signature, HS256 only, exp, token type, active user), two headers.
+
+    A request that carries no token falls through to the session cookie (browser pages); a
+    request that carries a bad token is refused outright with 401, never treated as anonymous.
+    """
+
+    def get_header(self, request):
+        token = request.META.get("HTTP_X_ACCESS_TOKEN")
+        if token:
+            return b"Bearer " + token.strip().encode("latin-1")
+        return super().get_header(request)

@@ -1,0 +1,93 @@
+"""Who is the client, and did they arrive over HTTPS?
+
+X-Forwarded-For and X-Forwarded-Proto are believed only when the direct peer lies in
+WORKGATE_TRUSTED_PROXIES; from anyone else they are ignored, so a client cannot claim to be
+inside the trusted network by sending a header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class ClientAddress:
+    ip: str
+    scheme: str
+
+
+def _is_trusted_proxy(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in settings.WORKGATE_TRUSTED_PROXIES)
+
+
+def resolve_client(
+    peer: str, forwarded_for: str, forwarded_proto: str, scheme: str
+) -> ClientAddress:
+    """Walk X-Forwarded-For from the right while the hop is a trusted proxy."""
+    if not _is_trusted_proxy(peer):
+        return ClientAddress(ip=peer, scheme=scheme)
+    client = peer
+    for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
+        client = hop
+        if not _is_trusted_proxy(hop):
+            break
+    proto = forwarded_proto.split(",")[0].strip().lower()
+    return ClientAddress(ip=client, scheme=proto if proto in ("http", "https") else scheme)
+
+
+def in_networks(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_from_scope(scope: dict) -> ClientAddress:
+    """The same resolution for a Channels scope (WebSocket or ASGI HTTP)."""
+    headers = dict(scope.get("headers") or [])
+    peer = (scope.get("client") or ("", 0))[0] or ""
+    default = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    return resolve_client(
+        peer,
+        headers.get(b"x-forwarded-for", b"").decode("latin-1"),
+        headers.get(b"x-forwarded-proto", b"").decode("latin-1"),
+        default,
+    )
+
+
+class TrustedProxyMiddleware:
+    """Rewrites REMOTE_ADDR and the request scheme from a trusted proxy's headers."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        client = resolve_client(
+            request.META.get("REMOTE_ADDR", ""),
+            request.META.get("HTTP_X_FORWARDED_FOR", ""),
+            request.META.get("HTTP_X_FORWARDED_PROTO", ""),
+            request.scheme,
+        )
+        request.META["REMOTE_ADDR"] = client.ip
+        if client.scheme != request.scheme:
+            request.META["wsgi.url_scheme"] = client.scheme
+            scope = getattr(request, "scope", None)
+            if scope is not None:
+                scope["scheme"] = client.scheme
+        return self.get_response(request)
+
+
+def client_ip(request) -> str:
+    return request.META.get("REMOTE_ADDR", "")
+
+
+def user_agent(request) -> str:
+    return request.META.get("HTTP_USER_AGENT", "")[:512]

@@ -1,0 +1,36 @@
+"""Rate limits on top of django-ratelimit's counters, answered as 429 with Retry-After.
+
+With REDIS_URL set the counters live in Redis, so every server process shares them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from django_ratelimit.core import get_usage
+from rest_framework.exceptions import Throttled
+
+from config.network import client_ip
+
+
+class RateLimited(Throttled):
+    default_detail = "Too many requests; try again later."
+    default_code = "rate_limited"
+
+
+def key_by_ip(group, request) -> str:
+    return client_ip(request)
+
+
+def key_by_user(group, request) -> str:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"ip:{client_ip(request)}"
+
+
+def enforce(request, *, group: str, rate: str, key=key_by_user) -> None:
+    """Count this request against `group`, raising 429 once the rate is exceeded."""
+    usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    if usage and usage["should_limit"]:
+        raise RateLimited(wait=max(1, math.ceil(usage["time_left"])))

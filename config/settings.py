@@ -1,0 +1,271 @@
+"""Workgate settings: one module, every knob from the environment (see the README's table)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _development_secret_key() -> str:
+    """A random key kept in a private file, so a restart of `make run` keeps people signed in."""
+    path = BASE_DIR / ".dev-secret-key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off")
+    SECRET_KEY = _development_secret_key()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "accounts",
+    "audit",
+    "workspaces",
+    "sessions_app",
+    "vnc_proxy",
+    "streaming",
+]
+
+MIDDLEWARE = [
+    "config.network.TrustedProxyMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data stores -------------------------------------------------------------------------------
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE makes every transaction take the write lock up front, so concurrent writers
+    # queue instead of failing with "database is locked" halfway through.
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "workgate",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # One process, one cache: the embedded default's rate limits are per process by design.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001", "django_ratelimit.E003"]
+
+RATELIMIT_USE_CACHE = "default"
+
+# --- Security ----------------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+
+def _encryption_keys() -> list[bytes]:
+    keys = env_list("WORKGATE_ENCRYPTION_KEY")
+    if keys:
+        return [key.encode() for key in keys]
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "WORKGATE_ENCRYPTION_KEY is required when DEBUG is off "
+            '(generate one: python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())")'
+        )
+    digest = hashlib.sha256(b"workgate-encryption:" + SECRET_KEY.encode()).digest()
+    return [base64.urlsafe_b64encode(digest)]
+
+
+WORKGATE_ENCRYPTION_KEYS = _encryption_keys()
+WORKGATE_TRUSTED_PROXIES = env_networks("WORKGATE_TRUSTED_PROXIES")
+WORKGATE_TRUSTED_NETWORKS = env_networks(
+    "WORKGATE_TRUSTED_NETWORKS",
+    ["100.64.0.0/10", *(["127.0.0.0/8", "::1/128"] if DEBUG else [])],
+)
+WORKGATE_REQUIRE_MFA = env_bool("WORKGATE_REQUIRE_MFA", False)
+WORKGATE_ACCESS_TOKEN_TTL = env_int("WORKGATE_ACCESS_TOKEN_TTL", 86400, minimum=60)
+WORKGATE_REFRESH_TOKEN_TTL = env_int("WORKGATE_REFRESH_TOKEN_TTL", 7 * 86400, minimum=60)
+WORKGATE_SIGNIN_RATE = env_rate("WORKGATE_SIGNIN_RATE", "20/m")
+WORKGATE_TICKET_RATE = env_rate("WORKGATE_TICKET_RATE", "10/m")
+WORKGATE_QANDA_RATE = env_rate("WORKGATE_QANDA_RATE", "30/m")
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+# --- Workspaces, sessions and desktops -------------------------------------------------------
+
+WORKGATE_MAX_SESSIONS_PER_USER = env_int("WORKGATE_MAX_SESSIONS_PER_USER", 5, minimum=1)
+WORKGATE_SESSION_IDLE_TIMEOUT = env_int("WORKGATE_SESSION_IDLE_TIMEOUT", 3600, minimum=60)
+WORKGATE_SESSION_MAX_AGE = env_int("WORKGATE_SESSION_MAX_AGE", 43200, minimum=60)
+WORKGATE_VNC_IDLE_TIMEOUT = env_int("WORKGATE_VNC_IDLE_TIMEOUT", 1800, minimum=10)
+WORKGATE_LOCAL_DESKTOP = env_bool("WORKGATE_LOCAL_DESKTOP", DEBUG)
+WORKGATE_LOCAL_DESKTOP_COMMAND = env_str("WORKGATE_LOCAL_DESKTOP_COMMAND", "xterm")
+WORKGATE_LOCAL_DESKTOP_GEOMETRY = env_str("WORKGATE_LOCAL_DESKTOP_GEOMETRY", "1280x800")
+WORKGATE_RUNTIME_DIR = Path(env_str("WORKGATE_RUNTIME_DIR", str(BASE_DIR / ".runtime")))
+
+# --- The assistant -----------------------------------------------------------------------------
+
+WORKGATE_AI_PROVIDER = env_choice(
+    "WORKGATE_AI_PROVIDER", "builtin", ("builtin", "openai", "anthropic")
+)
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+
+# --- API ---------------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "config.authentication.AccessTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=WORKGATE_ACCESS_TOKEN_TTL),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=WORKGATE_REFRESH_TOKEN_TTL),
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": SECRET_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_CLAIM": "user_id",
+    "UPDATE_LAST_LOGIN": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Workgate API",
+    "DESCRIPTION": "Zero-trust workspace gateway: catalog, sessions, desktop tickets, audit, "
+    "and the assistant stream.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.schema.add_bearer_alternative",
+    ],
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+# --- Internationalisation, static files, logging ------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+if (BASE_DIR / "node_modules" / "@novnc").exists():
+    STATICFILES_DIRS.append(("vendor/novnc", BASE_DIR / "node_modules" / "@novnc" / "novnc"))
+
+LOGIN_URL = "/login"
+LOGIN_REDIRECT_URL = "/"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django logs every 4xx with its full path; ticket query strings must never reach a log.
+        "django.request": {"level": "ERROR"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}

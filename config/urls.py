@@ -1,0 +1,54 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
+from drf_spectacular.renderers import OpenApiJsonRenderer
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.views import api_not_found
+
+handler404 = "config.views.page_not_found"
+handler500 = "config.views.server_error"
+
+admin.site.site_header = "Workgate administration"
+admin.site.site_title = "Workgate administration"
+admin.site.index_title = "Workgate"
+
+api_patterns = [
+    path("auth/", include("accounts.urls")),
+    path("", include("workspaces.urls")),
+    path("", include("sessions_app.urls")),
+    path("", include("vnc_proxy.urls")),
+    path("", include("audit.urls")),
+    path("", include("streaming.urls")),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path(
+        "rt-docs.json",
+        SpectacularAPIView.as_view(
+            renderer_classes=[OpenApiJsonRenderer],
+            custom_settings={
+                "TITLE": "Workgate runtime API",
+                "PREPROCESSING_HOOKS": ["config.schema.runtime_endpoints"],
+            },
+        ),
+        name="schema-runtime",
+    ),
+    path(
+        "admin-docs.json",
+        SpectacularAPIView.as_view(
+            renderer_classes=[OpenApiJsonRenderer],
+            custom_settings={
+                "TITLE": "Workgate administrator API",
+                "PREPROCESSING_HOOKS": ["config.schema.admin_endpoints"],
+            },
+        ),
+        name="schema-admin",
+    ),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    re_path(r"^.*$", api_not_found),
+]
+
+urlpatterns = [
+    path("api/", include(api_patterns)),
+    path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(url="/api/docs", permanent=False), name="home"),
+]

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from config.crypto import EncryptedTextField
+
+
+def new_runtime_id() -> str:
+    return f"wg-{secrets.token_hex(6)}"
+
+
+class WorkspaceSession(models.Model):
+    """One launch of a workspace by one user. Live while starting or ready."""
+
+    class Status(models.TextChoices):
+        STARTING = "starting"
+        READY = "ready"
+        TERMINATED = "terminated"
+        ERROR = "error"
+
+    class UpstreamKind(models.TextChoices):
+        NONE = ""
+        TCP = "tcp"
+        WEBSOCKET = "websocket"
+
+    LIVE = (Status.STARTING, Status.READY)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="workspace_sessions"
+    )
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", null=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
+    workspace_name = models.CharField(max_length=200)
+    workspace_type = models.CharField(max_length=16)
+    runtime_id = models.CharField(max_length=32, unique=True, default=new_runtime_id)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTING)
+    started_at = models.DateTimeField()
+    ready_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField()
+    end_reason = models.CharField(max_length=64, blank=True, default="")
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True, default="")
+    tunnel_status = models.CharField(max_length=32, blank=True, default="")
+    mfa_verified = models.BooleanField(default=False)
+
+    # Filled in by the provisioner: where the relay connects, and the desktop's RFB password.
+    provisioner = models.CharField(max_length=32, blank=True, default="")
+    provisioner_state = models.JSONField(default=dict, blank=True)
+    upstream_kind = models.CharField(
+        max_length=16, choices=UpstreamKind.choices, blank=True, default=UpstreamKind.NONE
+    )
+    upstream_target = models.CharField(max_length=500, blank=True, default="")
+    upstream_username = models.CharField(max_length=200, blank=True, default="")
+    upstream_secret = EncryptedTextField(blank=True, default="")
+    upstream_tls_verify = models.BooleanField(default=True)
+    rfb_password = EncryptedTextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "workspace"],
+                condition=Q(status__in=["starting", "ready"]),
+                name="one_live_session_per_user_and_workspace",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["user", "status"], name="session_user_status"),
+            models.Index(fields=["status", "last_seen_at"], name="session_status_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_name} for {self.user_id} ({self.status})"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE

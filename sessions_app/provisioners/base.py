@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+class ProvisionerUnavailable(Exception):
+    """This deployment cannot start such a desktop; the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where the relay connects for a session, and with which credentials."""
+
+    kind: Literal["tcp", "websocket"]
+    target: str  # "host:port" for tcp; the full ws(s):// URL for websocket
+    username: str = ""  # HTTP Basic auth for a KasmVNC-style websocket upstream
+    secret: str = ""
+    rfb_password: str = ""  # what the browser answers the VNC challenge with
+    tls_verify: bool = True
+
+
+class Provisioner(Protocol):
+    name: str
+
+    def check_available(self, workspace) -> None:
+        """Raise ProvisionerUnavailable when this provisioner cannot serve `workspace` here."""
+
+    def start(self, session) -> Upstream | None:
+        """Bring up the session's desktop; None when the workspace has no desktop to relay."""
+
+    def probe(self, session) -> bool:
+        """Is the desktop answering?"""
+
+    def stop(self, session) -> None:
+        """Tear the desktop down; safe to call twice and from any process."""

@@ -1,0 +1,178 @@
+"""Every error an API client can meet has the one shape: {success: false, detail, code}."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from django.conf import settings
+
+from accounts.tokens import new_access_token
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_error_shape(response, status, code=None):
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["success"] is False
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["code"], str) and body["code"]
+    if code:
+        assert body["code"] == code
+    return body
+
+
+def test_no_token_is_401(anon):
+    assert_error_shape(anon.get("/api/auth/me"), 401, "not_authenticated")
+
+
+def _claims(user, **overrides):
+    now = int(time.time())
+    claims = {
+        "token_type": "access",
+        "exp": now + 3600,
+        "iat": now,
+        "jti": "0123456789abcdef",
+        "user_id": str(user.pk),
+        "mfa": False,
+    }
+    claims.update(overrides)
+    return {key: value for key, value in claims.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(lambda user: "not-a-jwt", id="malformed"),
+        pytest.param(
+            lambda user: jwt.encode(_claims(user), "some other key", algorithm="HS256"), id="forged"
+        ),
+        pytest.param(
+            lambda user: jwt.encode(
+                _claims(user, exp=int(time.time()) - 10), settings.SECRET_KEY, algorithm="HS256"
+            ),
+            id="expired",
+        ),
+        pytest.param(lambda user: jwt.encode(_claims(user), None, algorithm="none"), id="alg-none"),
+        pytest.param(
+            lambda user: jwt.encode(
+                _claims(user, token_type="refresh"), settings.SECRET_KEY, algorithm="HS256"
+            ),
+            id="refresh-token-as-access",
+        ),
+        pytest.param(
+            lambda user: jwt.encode(
+                _claims(user, token_type="vnc_ticket"), settings.SECRET_KEY, algorithm="HS256"
+            ),
+            id="other-type",
+        ),
+        pytest.param(
+            lambda user: jwt.encode(_claims(user), settings.SECRET_KEY, algorithm="HS512"),
+            id="other-algorithm",
+        ),
+    ],
+)
+@pytest.mark.parametrize("header", ["HTTP_X_ACCESS_TOKEN", "HTTP_AUTHORIZATION"])
+def test_a_bad_token_is_401_in_either_header(anon, user, make_token, header):
+    token = make_token(user)
+    value = f"Bearer {token}" if header == "HTTP_AUTHORIZATION" else token
+
+    response = anon.get("/api/auth/me", **{header: value})
+
+    body = assert_error_shape(response, 401)
+    assert body["code"] in ("token_not_valid", "authentication_failed")
+
+
+def test_a_valid_token_built_the_same_way_is_accepted(anon, user):
+    """The control for the test above: the hand-built claims are right when signed right."""
+    token = jwt.encode(_claims(user), settings.SECRET_KEY, algorithm="HS256")
+    assert anon.get("/api/auth/me", HTTP_X_ACCESS_TOKEN=token).status_code == 200
+
+
+def test_a_deactivated_users_token_stops_working(anon, user):
+    token = str(new_access_token(user, mfa=False))
+    user.is_active = False
+    user.save()
+
+    assert_error_shape(anon.get("/api/auth/me", HTTP_X_ACCESS_TOKEN=token), 401)
+
+
+@pytest.mark.urls("tests.config.probe_urls")
+def test_an_admin_route_refuses_a_user_with_admin_access_required(api, admin_api):
+    body = assert_error_shape(api.get("/api/probe/admin"), 403)
+    assert body["detail"] == "Admin access required"
+    assert admin_api.get("/api/probe/admin").status_code == 200
+
+
+def test_unknown_api_paths_are_json_404(api, anon):
+    assert_error_shape(api.get("/api/no/such/route"), 404, "not_found")
+    assert_error_shape(anon.post("/api/nothing-here", {}), 404, "not_found")
+
+
+def test_a_wrong_method_is_405(api):
+    assert_error_shape(api.delete("/api/auth/me"), 405, "method_not_allowed")
+
+
+def test_malformed_json_is_400(anon, db):
+    response = anon.generic(
+        "POST", "/api/auth/signin", b"{not json", content_type="application/json"
+    )
+    assert_error_shape(response, 400)
+
+
+@pytest.mark.urls("tests.config.probe_urls")
+def test_a_server_error_is_json_without_internals(api):
+    api.raise_request_exception = False
+
+    response = api.get("/api/probe/boom")
+
+    body = assert_error_shape(response, 500, "server_error")
+    assert "hunter2" not in response.content.decode()
+    assert "Traceback" not in response.content.decode()
+    assert body == {"success": False, "detail": "Internal server error.", "code": "server_error"}
+
+
+def test_sign_in_is_rate_limited_per_client_ip_with_retry_after(anon, user, settings):
+    settings.WORKGATE_SIGNIN_RATE = "3/m"
+    body = {"email": "alice@example.com", "password": "wrong"}
+
+    statuses = [anon.post("/api/auth/signin", body, format="json").status_code for _ in range(3)]
+    limited = anon.post("/api/auth/signin", {**body, "password": PASSWORD}, format="json")
+    other_ip = anon.post(
+        "/api/auth/signin", {**body, "password": PASSWORD}, format="json", REMOTE_ADDR="10.1.2.3"
+    )
+
+    assert statuses == [401, 401, 401]
+    assert_error_shape(limited, 429, "rate_limited")
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert other_ip.status_code == 200
+
+
+def test_forwarded_for_is_ignored_from_untrusted_peers(anon, user, settings):
+    settings.WORKGATE_SIGNIN_RATE = "1/m"
+    body = {"email": "alice@example.com", "password": "wrong"}
+
+    anon.post("/api/auth/signin", body, format="json", HTTP_X_FORWARDED_FOR="1.1.1.1")
+    spoofed = anon.post("/api/auth/signin", body, format="json", HTTP_X_FORWARDED_FOR="2.2.2.2")
+
+    assert spoofed.status_code == 429
+
+
+def test_forwarded_for_is_believed_from_a_trusted_proxy(anon, user, settings):
+    import ipaddress
+
+    settings.WORKGATE_SIGNIN_RATE = "1/m"
+    settings.WORKGATE_TRUSTED_PROXIES = [ipaddress.ip_network("127.0.0.0/8")]
+    body = {"email": "alice@example.com", "password": "wrong"}
+
+    first = anon.post("/api/auth/signin", body, format="json", HTTP_X_FORWARDED_FOR="1.1.1.1")
+    second = anon.post("/api/auth/signin", body, format="json", HTTP_X_FORWARDED_FOR="2.2.2.2")
+
+    assert (first.status_code, second.status_code) == (401, 401)
+    from audit.models import AuditEntry
+
+    assert sorted(AuditEntry.objects.values_list("ip_address", flat=True)) == ["1.1.1.1", "2.2.2.2"]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.urls import resolve
+
+from config.schema import ADMIN, RUNTIME, audiences_of
+
+pytestmark = pytest.mark.django_db
+
+METHODS = {"get", "post", "put", "patch", "delete"}
+
+
+def operations(document):
+    for path, item in document["paths"].items():
+        for method in item:
+            if method in METHODS:
+                yield path, method
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x-1", path)
+
+
+@pytest.fixture
+def documents(anon):
+    full = anon.get("/api/schema?format=json")
+    runtime = anon.get("/api/rt-docs.json")
+    admin = anon.get("/api/admin-docs.json")
+    for response in (full, runtime, admin):
+        assert response.status_code == 200
+        assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    return full.json(), runtime.json(), admin.json()
+
+
+def test_the_full_document_declares_both_token_schemes(documents):
+    full = documents[0]
+    for document in documents:
+        schemes = document["components"]["securitySchemes"]
+        assert schemes["accessToken"] == {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-access-token",
+            "description": "The access token from POST /api/auth/signin.",
+        }
+        assert schemes["bearerAuth"]["scheme"] == "bearer"
+    me = full["paths"]["/api/auth/me"]["get"]
+    assert {"accessToken": []} in me["security"] and {"bearerAuth": []} in me["security"]
+
+
+def test_the_runtime_and_admin_documents_split_the_full_one_by_audience(documents):
+    full, runtime, admin = documents
+    runtime_ops = set(operations(runtime))
+    admin_ops = set(operations(admin))
+    assert ("/api/auth/signin", "post") in runtime_ops
+    assert ("/api/auth/signin", "post") not in admin_ops
+    for path, method in operations(full):
+        audiences = audiences_of(resolve(concrete(path)).func, method)
+        assert ((path, method) in runtime_ops) == (RUNTIME in audiences), (path, method)
+        assert ((path, method) in admin_ops) == (ADMIN in audiences), (path, method)
+    assert runtime_ops | admin_ops == set(operations(full))
+
+
+def test_the_schema_is_yaml_by_default_and_swagger_ui_is_served(anon):
+    assert anon.get("/api/schema").content.startswith(b"openapi: 3")
+    page = anon.get("/api/docs")
+    assert page.status_code == 200
+    assert b"swagger-ui" in page.content
+    assert b"cdn.jsdelivr" not in page.content  # served locally, works offline

@@ -1,0 +1,88 @@
+"""Shared fixtures: users, signed-in API clients, and a clean cache (rate limits) per test."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from accounts.tokens import issue_tokens
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def make_user(db):
+    counter = {"n": 0}
+
+    def make(email: str | None = None, *, admin: bool = False, superuser: bool = False, **extra):
+        counter["n"] += 1
+        email = email or f"user{counter['n']}@example.com"
+        return User.objects.create_user(
+            email=email,
+            password=PASSWORD,
+            is_staff=admin or superuser,
+            is_superuser=superuser,
+            **extra,
+        )
+
+    return make
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice@example.com", first_name="Alice")
+
+
+@pytest.fixture
+def other_user(make_user):
+    return make_user("bob@example.com", first_name="Bob")
+
+
+@pytest.fixture
+def admin_user(make_user):
+    return make_user("admin@example.com", admin=True)
+
+
+@pytest.fixture
+def superuser(make_user):
+    return make_user("root@example.com", superuser=True)
+
+
+def token_for(user, *, mfa: bool = False) -> str:
+    return issue_tokens(user, mfa=mfa)["token"]
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    """An API client that sends `x-access-token` for the given user."""
+
+    def make(user, *, mfa: bool = False, **defaults) -> APIClient:
+        client = APIClient(**defaults)
+        client.credentials(HTTP_X_ACCESS_TOKEN=token_for(user, mfa=mfa))
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(client_for, user):
+    return client_for(user)
+
+
+@pytest.fixture
+def admin_api(client_for, admin_user):
+    return client_for(admin_user)

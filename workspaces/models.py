@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import secrets
+
+from django.db import models
+
+from config.crypto import EncryptedTextField
+
+
+def new_workspace_id() -> str:
+    return f"ws-{secrets.token_hex(4)}"
+
+
+class Workspace(models.Model):
+    class Type(models.TextChoices):
+        HTML5 = "html5"
+        RDP = "rdp"
+        WEB = "web"
+        LINUX = "linux"
+        BROWSER = "browser"
+        WINDOWS = "windows"
+        DEV = "dev"
+        ADMIN = "admin"
+
+    class Status(models.TextChoices):
+        AVAILABLE = "available"
+        RUNNING = "running"
+        STOPPED = "stopped"
+        ERROR = "error"
+
+    class ConnectionType(models.TextChoices):
+        HTML5 = "html5"
+        WEB = "web"
+        VNC = "vnc"
+        BROWSER = "browser"
+
+    class Provisioner(models.TextChoices):
+        STATIC = "static"
+        LOCAL_DESKTOP = "local_desktop"
+
+    id = models.CharField(primary_key=True, max_length=64, default=new_workspace_id, editable=False)
+    name = models.CharField(max_length=200)
+    type = models.CharField(max_length=16, choices=Type.choices)
+    description = models.TextField()
+    image_url = models.CharField(max_length=500, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE)
+    cpu = models.CharField(max_length=32, default="2 vCPU")
+    memory = models.CharField(max_length=32, default="4 GB")
+    storage = models.CharField(max_length=32, default="50 GB")
+    url = models.CharField(max_length=500, blank=True, default="")
+    connection_type = models.CharField(
+        max_length=16, choices=ConnectionType.choices, default=ConnectionType.WEB
+    )
+    requires_netbird = models.BooleanField(default=True)
+    icon = models.CharField(max_length=64, default="default")
+
+    # How the relay reaches this workspace's desktop (connection_type vnc).
+    provisioner = models.CharField(
+        max_length=32, choices=Provisioner.choices, default=Provisioner.STATIC
+    )
+    vnc_target = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="tcp://host:port for a plain RFB server, ws(s)://host:port/path for KasmVNC",
+    )
+    vnc_tls_verify = models.BooleanField(
+        default=True,
+        help_text="Verify the wss:// upstream's certificate (off only for lab servers)",
+    )
+    vnc_username = models.CharField(max_length=200, blank=True, default="")
+    vnc_secret = EncryptedTextField(blank=True, default="")
+    rfb_password = EncryptedTextField(blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
