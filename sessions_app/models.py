@@ -83,3 +83,12 @@ class WorkspaceSession(models.Model):
     @property
     def is_live(self) -> bool:
         return self.status in self.LIVE
+
+    @property
+    def group_name(self) -> str:
+        """The channel-layer group of this session's live relay connections."""
+        return session_group(self.id)
+
+
+def session_group(session_id) -> str:
+    return f"session.{session_id}"
