@@ -49,7 +49,8 @@ def _claims(user, **overrides):
     [
         pytest.param(lambda user: "not-a-jwt", id="malformed"),
         pytest.param(
-            lambda user: jwt.encode(_claims(user), "some other key", algorithm="HS256"), id="forged"
+            lambda user: jwt.encode(_claims(user), "another key entirely, " * 3, algorithm="HS256"),
+            id="forged",
         ),
         pytest.param(
             lambda user: jwt.encode(
@@ -71,7 +72,7 @@ def _claims(user, **overrides):
             id="other-type",
         ),
         pytest.param(
-            lambda user: jwt.encode(_claims(user), settings.SECRET_KEY, algorithm="HS512"),
+            lambda user: jwt.encode(_claims(user), settings.SECRET_KEY * 2, algorithm="HS512"),
             id="other-algorithm",
         ),
     ],
