@@ -54,7 +54,8 @@ def _consume_otp(profile: Profile, otp: str) -> str | None:
     return None if claimed else "otp_reused"
 
 
-def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Origin) -> dict:
+def user_check_password(*, email: str, password: str, origin: audit.Origin) -> User:
+    """The first factor: the active account these credentials name, or AuthError (audited)."""
     user = authenticate(username=(email or "").strip().lower(), password=password)
     if user is None:
         with transaction.atomic():
@@ -67,46 +68,52 @@ def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Or
                 success=False,
             )
         raise AuthError("Invalid email or password.", "invalid_credentials")
+    return user
 
-    profile = profile_of(user)
-    if profile.mfa_enabled:
-        if not otp:
-            with transaction.atomic():
-                audit.record(
-                    action="login_failed",
-                    actor=user,
-                    details={"reason": "mfa_required"},
-                    origin=origin,
-                    success=False,
-                )
-            raise AuthError(
-                "A one-time code from your authenticator app is required.", "mfa_required"
+
+def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None:
+    """The second factor of an MFA account: AuthError (audited) when missing, wrong or replayed."""
+    if not otp:
+        with transaction.atomic():
+            audit.record(
+                action="login_failed",
+                actor=user,
+                details={"reason": "mfa_required"},
+                origin=origin,
+                success=False,
             )
-        failure = _consume_otp(profile, otp)
-        if failure is not None:
-            with transaction.atomic():
-                audit.record(
-                    action="login_failed",
-                    actor=user,
-                    details={"reason": failure},
-                    origin=origin,
-                    success=False,
-                )
-            message = {
-                "invalid_otp": "The one-time code is not valid.",
-                "otp_reused": "That one-time code was already used; wait for the next one.",
-            }[failure]
-            raise AuthError(message, failure)
+        raise AuthError("A one-time code from your authenticator app is required.", "mfa_required")
+    failure = _consume_otp(profile_of(user), otp)
+    if failure is not None:
+        with transaction.atomic():
+            audit.record(
+                action="login_failed",
+                actor=user,
+                details={"reason": failure},
+                origin=origin,
+                success=False,
+            )
+        message = {
+            "invalid_otp": "The one-time code is not valid.",
+            "otp_reused": "That one-time code was already used; wait for the next one.",
+        }[failure]
+        raise AuthError(message, failure)
 
+
+def user_record_sign_in(*, user: User, mfa: bool, origin: audit.Origin) -> None:
+    """Both factors passed (the API's token sign-in and the pages' session sign-in alike)."""
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(last_login=timezone.now())
-        audit.record(
-            action="login",
-            actor=user,
-            details={"mfa": profile.mfa_enabled},
-            origin=origin,
-        )
-    return {"user": user, **issue_tokens(user, mfa=profile.mfa_enabled)}
+        audit.record(action="login", actor=user, details={"mfa": mfa}, origin=origin)
+
+
+def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Origin) -> dict:
+    user = user_check_password(email=email, password=password, origin=origin)
+    mfa = profile_of(user).mfa_enabled
+    if mfa:
+        user_check_otp(user=user, otp=otp, origin=origin)
+    user_record_sign_in(user=user, mfa=mfa, origin=origin)
+    return {"user": user, **issue_tokens(user, mfa=mfa)}
 
 
 def mfa_setup(*, user) -> dict:

@@ -1,0 +1,179 @@
+"""Sign-in pages: email and password, then a one-time code for MFA accounts; sign-out.
+
+The pages sign in with a Django session (the browser's cookie), not a token. The session
+remembers whether a one-time code was verified, so launching a workspace that needs MFA works
+from the pages exactly as it does with an MFA token.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login, logout
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods
+
+from accounts.models import User
+from accounts.selectors import profile_of
+from accounts.services import (
+    AuthError,
+    user_check_otp,
+    user_check_password,
+    user_record_sign_in,
+)
+from audit.services import Origin
+from config.ratelimit import RateLimited, enforce, key_by_ip
+
+# Between the password and the one-time code, the session holds who passed the first factor.
+PENDING_KEY = "workgate_login_pending"
+PENDING_TTL = 300  # seconds to type the code before starting over
+MFA_VERIFIED_KEY = "workgate_mfa_verified"
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+class PasswordForm(forms.Form):
+    email = forms.EmailField(
+        widget=forms.EmailInput(attrs={"autocomplete": "username", "autofocus": True})
+    )
+    password = forms.CharField(
+        strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
+
+
+class OtpForm(forms.Form):
+    otp = forms.RegexField(
+        regex=r"^\s*\d{6}\s*$",
+        label="One-time code",
+        error_messages={"invalid": "Enter the 6 digits shown by your authenticator app."},
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "numeric",
+                "maxlength": "7",
+                "autofocus": True,
+            }
+        ),
+    )
+
+
+def session_mfa_verified(request) -> bool:
+    """Did this browser session's sign-in verify a one-time code?"""
+    return bool(request.session.get(MFA_VERIFIED_KEY, False))
+
+
+def _next_url(request) -> str:
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return settings.LOGIN_REDIRECT_URL
+
+
+def _pending_user(request) -> User | None:
+    pending = request.session.get(PENDING_KEY)
+    if not pending or pending.get("expires_at", 0) < time.time():
+        request.session.pop(PENDING_KEY, None)
+        return None
+    return User.objects.filter(pk=pending["user_id"], is_active=True).first()
+
+
+def _finish(request, user: User, *, mfa: bool, next_url: str):
+    user_record_sign_in(user=user, mfa=mfa, origin=Origin.of(request))
+    request.session.pop(PENDING_KEY, None)
+    login(request, user, backend=MODEL_BACKEND)  # rotates the session key
+    request.session[MFA_VERIFIED_KEY] = mfa
+    return redirect(next_url)
+
+
+def _rate_limited(request, form) -> bool:
+    try:
+        enforce(request, group="signin", rate=settings.WORKGATE_SIGNIN_RATE, key=key_by_ip)
+    except RateLimited as exc:
+        form.add_error(None, f"Too many attempts; try again in {exc.wait:.0f} seconds.")
+        return True
+    return False
+
+
+@sensitive_post_parameters("password", "otp")
+@never_cache
+@require_http_methods(["GET", "POST"])
+def login_page(request):
+    next_url = _next_url(request)
+    if request.method == "GET" and "restart" in request.GET:
+        request.session.pop(PENDING_KEY, None)
+    if request.user.is_authenticated and request.method == "GET":
+        return redirect(next_url)
+
+    pending = _pending_user(request)
+    if pending is not None:
+        return _otp_step(request, pending, next_url)
+
+    form = PasswordForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid() and not _rate_limited(request, form):
+        try:
+            user = user_check_password(
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"],
+                origin=Origin.of(request),
+            )
+        except AuthError as exc:
+            form.add_error(None, str(exc.detail))
+        else:
+            if not profile_of(user).mfa_enabled:
+                return _finish(request, user, mfa=False, next_url=next_url)
+            request.session[PENDING_KEY] = {
+                "user_id": user.pk,
+                "expires_at": time.time() + PENDING_TTL,
+            }
+            return _otp_step(request, user, next_url, form=OtpForm())
+    return render(request, "accounts/login.html", {"form": form, "next": next_url})
+
+
+def _otp_step(request, user: User, next_url: str, form: OtpForm | None = None):
+    if form is None:
+        form = OtpForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid() and not _rate_limited(request, form):
+            try:
+                user_check_otp(
+                    user=user, otp=form.cleaned_data["otp"].strip(), origin=Origin.of(request)
+                )
+            except AuthError as exc:
+                form.add_error("otp", str(exc.detail))
+            else:
+                return _finish(request, user, mfa=True, next_url=next_url)
+    return render(
+        request, "accounts/login_otp.html", {"form": form, "next": next_url, "email": user.email}
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def logout_page(request):
+    # Signing out changes state, so it is a POST (CSRF-checked); a GET only asks.
+    if request.method == "POST":
+        logout(request)
+        messages.success(request, "You are signed out.")
+        return redirect("login")
+    return render(request, "accounts/logout.html")
+
+
+def admin_login(request, extra_context=None):
+    """The Django admin signs in through /login too, so an MFA account's code is never skipped."""
+    next_url = request.GET.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = reverse("admin:index")
+    if request.user.is_authenticated:
+        if request.user.is_active and request.user.is_staff:
+            return redirect(next_url)
+        raise PermissionDenied("Administration is for administrators.")
+    return redirect(f"{reverse('login')}?{urlencode({'next': next_url})}")
