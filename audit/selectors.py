@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import QuerySet
+
 from audit.chain import GENESIS, entry_hash
 from audit.models import AuditEntry
+from config.permissions import is_admin
 
 
 @dataclass(frozen=True)
@@ -22,3 +25,32 @@ def audit_chain_first_break(*, batch_size: int = 2000) -> ChainBreak | None:
             return ChainBreak(entry.id, "hash does not match the entry's contents")
         previous = entry.hash
     return None
+
+
+def audit_entry_list(
+    *,
+    user,
+    action: str | None = None,
+    actor: int | str | None = None,
+    success: bool | None = None,
+    since=None,
+    until=None,
+) -> QuerySet[AuditEntry]:
+    """Audit entries newest first: an administrator's view is everything, anyone else's is the
+    entries they are the actor of. `actor` is a user id or an email address."""
+    entries = AuditEntry.objects.order_by("-id")
+    if not is_admin(user):
+        entries = entries.filter(actor_id=user.pk)
+    if action:
+        entries = entries.filter(action=action)
+    if isinstance(actor, int):
+        entries = entries.filter(actor_id=actor)
+    elif actor:
+        entries = entries.filter(actor_email__iexact=actor)
+    if success is not None:
+        entries = entries.filter(success=success)
+    if since is not None:
+        entries = entries.filter(created_at__gte=since)
+    if until is not None:
+        entries = entries.filter(created_at__lte=until)
+    return entries

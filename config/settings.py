@@ -239,7 +239,10 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.add_bearer_alternative",
     ],
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "WorkspaceStatusEnum": "workspaces.models.Workspace.Status",
+        "SessionStatusEnum": "sessions_app.models.WorkspaceSession.Status",
+    },
 }
 
 # --- Internationalisation, static files, logging ------------------------------------------------

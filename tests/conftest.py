@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
+from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.tokens import issue_tokens
+from tests.support.secret_scan import assert_no_stored_secret
 
 PASSWORD = "correct horse battery staple"
 
@@ -17,6 +19,20 @@ def _clean_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_stored_secret_in_any_json_response(monkeypatch):
+    """Every JSON response any test receives is scanned for the secrets stored in the database
+    (see tests/support/secret_scan.py); Django's and DRF's test clients both pass through here."""
+    original = Client.request
+
+    def request(self, **kwargs):
+        response = original(self, **kwargs)
+        assert_no_stored_secret(response)
+        return response
+
+    monkeypatch.setattr(Client, "request", request)
 
 
 @pytest.fixture

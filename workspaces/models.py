@@ -3,8 +3,15 @@ from __future__ import annotations
 import secrets
 
 from django.db import models
+from django.utils import timezone
 
 from config.crypto import EncryptedTextField
+from workspaces.validators import (
+    validate_cpu,
+    validate_size,
+    validate_vnc_target,
+    validate_web_url,
+)
 
 
 def new_workspace_id() -> str:
@@ -42,12 +49,14 @@ class Workspace(models.Model):
     name = models.CharField(max_length=200)
     type = models.CharField(max_length=16, choices=Type.choices)
     description = models.TextField()
-    image_url = models.CharField(max_length=500, blank=True, default="")
+    image_url = models.CharField(
+        max_length=500, blank=True, default="", validators=[validate_web_url]
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE)
-    cpu = models.CharField(max_length=32, default="2 vCPU")
-    memory = models.CharField(max_length=32, default="4 GB")
-    storage = models.CharField(max_length=32, default="50 GB")
-    url = models.CharField(max_length=500, blank=True, default="")
+    cpu = models.CharField(max_length=32, default="2 vCPU", validators=[validate_cpu])
+    memory = models.CharField(max_length=32, default="4 GB", validators=[validate_size])
+    storage = models.CharField(max_length=32, default="50 GB", validators=[validate_size])
+    url = models.CharField(max_length=500, blank=True, default="", validators=[validate_web_url])
     connection_type = models.CharField(
         max_length=16, choices=ConnectionType.choices, default=ConnectionType.WEB
     )
@@ -63,6 +72,7 @@ class Workspace(models.Model):
         blank=True,
         default="",
         help_text="tcp://host:port for a plain RFB server, ws(s)://host:port/path for KasmVNC",
+        validators=[validate_vnc_target],
     )
     vnc_tls_verify = models.BooleanField(
         default=True,
@@ -72,7 +82,9 @@ class Workspace(models.Model):
     vnc_secret = EncryptedTextField(blank=True, default="")
     rfb_password = EncryptedTextField(blank=True, default="")
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # A plain default rather than auto_now_add, so the seeded defaults can be given distinct,
+    # ordered creation times and list in their documented order.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -80,3 +92,11 @@ class Workspace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+    @property
+    def vnc_secret_set(self) -> bool:
+        return bool(self.vnc_secret)
+
+    @property
+    def rfb_password_set(self) -> bool:
+        return bool(self.rfb_password)

@@ -1,0 +1,79 @@
+"""Sessions in the Django admin: read-only rows, and a Terminate action that goes through
+`session_terminate` (so it is audited and closes live relay connections like every other end)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from audit.services import Origin
+from sessions_app.models import WorkspaceSession
+from sessions_app.services import EndReason, session_terminate
+
+
+@admin.register(WorkspaceSession)
+class WorkspaceSessionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "user",
+        "workspace_name",
+        "status",
+        "started_at",
+        "ended_at",
+        "end_reason",
+        "client_ip",
+        "tunnel_status",
+        "mfa_verified",
+    )
+    list_filter = ("status", "workspace_type", "tunnel_status", "mfa_verified", "provisioner")
+    search_fields = ("id", "runtime_id", "user__email", "workspace_name", "client_ip")
+    date_hierarchy = "started_at"
+    list_select_related = ("user",)
+    actions = ["terminate"]
+    # The upstream secret and RFB password are never shown, not even to administrators.
+    fields = (
+        "id",
+        "runtime_id",
+        "user",
+        "workspace",
+        "workspace_name",
+        "workspace_type",
+        "status",
+        "started_at",
+        "ready_at",
+        "ended_at",
+        "last_seen_at",
+        "end_reason",
+        "client_ip",
+        "user_agent",
+        "tunnel_status",
+        "mfa_verified",
+        "provisioner",
+        "upstream_kind",
+        "upstream_target",
+    )
+    readonly_fields = fields
+
+    @admin.action(description="Terminate the selected sessions", permissions=["terminate"])
+    def terminate(self, request, queryset):
+        live = list(queryset.filter(status__in=WorkspaceSession.LIVE))
+        for session in live:
+            session_terminate(
+                session=session,
+                actor=request.user,
+                reason=EndReason.ADMIN_TERMINATE,
+                origin=Origin.of(request),
+            )
+        self.message_user(request, f"Terminated {len(live)} session(s).", messages.SUCCESS)
+
+    def has_terminate_permission(self, request) -> bool:
+        return request.user.has_perm("sessions_app.change_workspacesession")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # Viewing only; the action above is the one way an administrator changes a session.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,36 @@
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
+
+from sessions_app.services import sessions_reap, tickets_prune
+
+
+class Command(BaseCommand):
+    help = (
+        "End sessions idle longer than WORKGATE_SESSION_IDLE_TIMEOUT or older than "
+        "WORKGATE_SESSION_MAX_AGE (audited as session_expired) and prune spent desktop tickets."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--loop",
+            type=int,
+            metavar="SECONDS",
+            help="Keep running, reaping every SECONDS seconds (otherwise run once).",
+        )
+
+    def handle(self, *args, loop=None, **options):
+        if loop is not None and loop < 1:
+            raise CommandError("--loop needs a number of seconds of at least 1")
+        while True:
+            close_old_connections()
+            ended = sessions_reap()
+            pruned = tickets_prune()
+            self.stdout.write(f"reaped {ended} session(s), pruned {pruned} ticket(s)")
+            if loop is None:
+                return
+            try:
+                time.sleep(loop)
+            except KeyboardInterrupt:
+                return

@@ -1,0 +1,108 @@
+"""Reading sessions: the one permission-checked fetch, lists, and what a launch really enforced."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from accounts.models import Profile
+from audit.models import AuditEntry
+from config.exceptions import NotFound
+from config.network import in_networks
+from config.permissions import is_admin
+from sessions_app.models import WorkspaceSession
+
+LIVE_FILTER = "live"  # a `status` filter value meaning starting or ready
+
+
+def access_session(user, session_id) -> WorkspaceSession:
+    """The session `session_id` if `user` may see it: its owner, or any admin.
+
+    Everyone else gets the same 404 as for a session that does not exist (and so does a
+    malformed id), so ids of other people's sessions cannot be probed.
+    """
+    try:
+        pk = session_id if isinstance(session_id, uuid.UUID) else uuid.UUID(str(session_id))
+    except ValueError:
+        raise NotFound("Session not found", "not_found") from None
+    sessions = WorkspaceSession.objects.select_related("user", "workspace")
+    if not is_admin(user):
+        sessions = sessions.filter(user_id=getattr(user, "pk", None))
+    session = sessions.filter(pk=pk).first()
+    if session is None:
+        raise NotFound("Session not found", "not_found")
+    return session
+
+
+def session_list(
+    *, user, status: str | None = None, workspace: str | None = None, user_id: int | None = None
+) -> QuerySet[WorkspaceSession]:
+    """The caller's sessions (an admin's: everyone's), newest first, optionally filtered.
+
+    `status` is one of the session statuses or "live" (starting or ready).
+    """
+    sessions = WorkspaceSession.objects.select_related("user").order_by("-started_at", "-id")
+    if not is_admin(user):
+        sessions = sessions.filter(user_id=user.pk)
+    if status == LIVE_FILTER:
+        sessions = sessions.filter(status__in=WorkspaceSession.LIVE)
+    elif status:
+        sessions = sessions.filter(status=status)
+    if workspace:
+        sessions = sessions.filter(workspace_id=workspace)
+    if user_id is not None:
+        sessions = sessions.filter(user_id=user_id)
+    return sessions
+
+
+def live_sessions_of(user) -> QuerySet[WorkspaceSession]:
+    return WorkspaceSession.objects.filter(
+        user_id=user.pk, status__in=WorkspaceSession.LIVE
+    ).order_by("-started_at")
+
+
+def client_is_tunnelled(ip: str | None) -> bool:
+    """Did the client reach us from a trusted network (WORKGATE_TRUSTED_NETWORKS: the NetBird
+    overlay, whose traffic is WireGuard-encrypted end to end)? The address is the one
+    TrustedProxyMiddleware resolved, so a client cannot claim it with a header."""
+    return bool(ip) and in_networks(ip, settings.WORKGATE_TRUSTED_NETWORKS)
+
+
+def mfa_required_for(user) -> bool:
+    if settings.WORKGATE_REQUIRE_MFA:
+        return True
+    return Profile.objects.filter(user_id=user.pk, mfa_enabled=True).exists()
+
+
+def session_security(session: WorkspaceSession) -> dict[str, bool]:
+    """What this deployment actually enforced for `session`'s launch, flag by flag.
+
+    - encrypted_tunnel: the launching client came from a trusted network (the NetBird overlay).
+    - identity_verified: the session belongs to an active account that authenticated (a signed
+      access token or a signed-in browser session) to launch it.
+    - mfa_enforced: a one-time code was verified for the sign-in that launched it. A user without
+      MFA, in a deployment that does not require it, gets false: nothing was enforced.
+    - session_recording: the launch is in the tamper-evident audit log. Workgate records the
+      session's lifecycle (launch, desktop connects and disconnects with byte counts, stop,
+      expiry), not its screen contents; the flag means exactly that record exists.
+    - no_open_ports: the client is given nothing to connect to but Workgate itself. True when the
+      desktop is reached only through the in-band relay (a VNC upstream held server-side) or the
+      workspace exposes no address at all; false when the workspace hands the browser a URL of
+      its own to open directly.
+    """
+    user = session.user
+    audited = AuditEntry.objects.filter(
+        action="launch_workspace", success=True, details__session_id=str(session.id)
+    ).exists()
+    workspace = session.workspace
+    direct_url = bool(workspace is not None and workspace.url)
+    relayed = bool(session.upstream_kind)
+    return {
+        "encrypted_tunnel": session.tunnel_status == "encrypted",
+        "identity_verified": bool(user.is_active),
+        "mfa_enforced": bool(session.mfa_verified),
+        "session_recording": audited,
+        "no_open_ports": relayed or not direct_url,
+    }

@@ -1,0 +1,434 @@
+"""Launching, stopping, terminating and reaping workspace sessions.
+
+Every way a session ends (stop, terminate, reset, delete, reaper, a failed start) goes through
+`_session_end`, which changes the row and writes the audit entry in one transaction and, once it
+commits, tells the session's relay connections to close (through the channel layer, so from any
+server process) and stops the provisioner's desktop. Desktops are never started or stopped
+inside a database transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.apps import apps
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit import services as audit
+from config.exceptions import APIError, Conflict, Forbidden, NotFound
+from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners import ProvisionerUnavailable, provisioner_named
+from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
+from workspaces.models import Workspace
+from workspaces.selectors import workspace_get
+
+logger = logging.getLogger(__name__)
+
+# How long a started desktop may take to answer its provisioner's probe.
+READY_TIMEOUT_SECONDS = 15.0
+PROBE_INTERVAL_SECONDS = 0.2
+
+Status = WorkspaceSession.Status
+
+
+class EndReason:
+    USER_STOP = "user_stop"
+    TERMINATED = "terminated"
+    ADMIN_TERMINATE = "admin_terminate"
+    IDLE_TIMEOUT = "idle_timeout"
+    MAX_AGE = "max_age"
+    WORKSPACE_DELETED = "workspace_deleted"
+    WORKSPACES_RESET = "workspaces_reset"
+    START_FAILED = "start_failed"
+
+
+# --- Launch --------------------------------------------------------------------------------------
+
+
+def session_launch(
+    *, user, workspace_id: str, origin: audit.Origin, mfa_verified: bool
+) -> tuple[WorkspaceSession, bool]:
+    """Launch `workspace_id` for `user`: (the session, whether it was created now).
+
+    A user who already has a live session of the workspace gets that session back. Checks, in
+    order: the workspace can be launched, the tunnel, MFA, the per-user limit, the provisioner.
+    Refusals are audited (success false) so denied access is visible in the log too.
+    """
+    workspace = workspace_get(workspace_id)
+    try:
+        _check_launchable(workspace, user=user, origin=origin, mfa_verified=mfa_verified)
+        existing = _live_session_of(user, workspace)
+        if existing is not None:
+            return existing, False
+        provisioner = provisioner_named(workspace.provisioner)
+        try:
+            provisioner.check_available(workspace)
+        except ProvisionerUnavailable as exc:
+            raise APIError(503, str(exc), "provisioner_unavailable") from exc
+        session, created = _session_create(
+            user=user, workspace=workspace, origin=origin, mfa_verified=mfa_verified
+        )
+    except APIError as exc:
+        if not isinstance(exc, NotFound):
+            _audit_refusal(user=user, workspace=workspace, origin=origin, error=exc)
+        raise
+    if not created:
+        return session, False
+    return _session_provision(session, user=user, origin=origin), True
+
+
+def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_verified: bool):
+    if workspace.status in (Workspace.Status.STOPPED, Workspace.Status.ERROR):
+        raise Conflict(
+            f"Workspace is {workspace.status} and cannot be launched.", "workspace_unavailable"
+        )
+    if workspace.requires_netbird and not client_is_tunnelled(origin.ip):
+        raise Forbidden(
+            "This workspace requires an encrypted tunnel: connect through NetBird and try again.",
+            "tunnel_required",
+        )
+    if mfa_required_for(user) and not mfa_verified:
+        raise Forbidden(
+            "Launching a workspace requires a sign-in verified with a one-time code.",
+            "mfa_required",
+        )
+
+
+def _audit_refusal(*, user, workspace: Workspace, origin: audit.Origin, error: APIError) -> None:
+    with transaction.atomic():
+        audit.record(
+            action="launch_workspace",
+            actor=user,
+            resource=f"workspace:{workspace.id}",
+            details={"refused": error.get_codes(), "status_code": error.status_code},
+            origin=origin,
+            success=False,
+        )
+
+
+def _live_session_of(user, workspace: Workspace) -> WorkspaceSession | None:
+    return live_sessions_of(user).filter(workspace=workspace).first()
+
+
+def _session_create(
+    *, user, workspace: Workspace, origin: audit.Origin, mfa_verified: bool
+) -> tuple[WorkspaceSession, bool]:
+    with transaction.atomic():
+        # One user's launches queue on their own row, so the per-user limit holds under races;
+        # the partial unique constraint below is the last word on one live session per workspace.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        existing = _live_session_of(user, workspace)
+        if existing is not None:
+            return existing, False
+        if live_sessions_of(user).count() >= settings.WORKGATE_MAX_SESSIONS_PER_USER:
+            raise Conflict(
+                f"You already have {settings.WORKGATE_MAX_SESSIONS_PER_USER} live sessions; "
+                "stop one before launching another.",
+                "session_limit",
+            )
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                session = WorkspaceSession.objects.create(
+                    user=user,
+                    workspace=workspace,
+                    workspace_name=workspace.name,
+                    workspace_type=workspace.type,
+                    status=Status.STARTING,
+                    started_at=now,
+                    last_seen_at=now,
+                    client_ip=origin.ip,
+                    user_agent=origin.user_agent[:512],
+                    tunnel_status=tunnel_status_for(origin.ip),
+                    mfa_verified=mfa_verified,
+                    provisioner=workspace.provisioner,
+                )
+        except IntegrityError:
+            existing = _live_session_of(user, workspace)
+            if existing is not None:
+                return existing, False
+            if not Workspace.objects.filter(pk=workspace.pk).exists():
+                raise NotFound("Workspace not found", "not_found") from None
+            raise
+        Workspace.objects.filter(
+            pk=workspace.pk, status__in=[Workspace.Status.AVAILABLE, Workspace.Status.RUNNING]
+        ).update(status=Workspace.Status.RUNNING, updated_at=now)
+        audit.record(
+            action="launch_workspace",
+            actor=user,
+            resource=f"workspace:{workspace.id}",
+            details={
+                "session_id": str(session.id),
+                "runtime_id": session.runtime_id,
+                "tunnel_status": session.tunnel_status,
+                "mfa_verified": mfa_verified,
+            },
+            origin=origin,
+        )
+    return session, True
+
+
+def tunnel_status_for(ip: str | None) -> str:
+    """ "encrypted" when the client came through a trusted network (the NetBird overlay)."""
+    return "encrypted" if client_is_tunnelled(ip) else "direct"
+
+
+def _session_provision(session: WorkspaceSession, *, user, origin: audit.Origin):
+    """Start the desktop (outside any transaction), record its upstream, wait until it answers."""
+    provisioner = provisioner_named(session.provisioner)
+    try:
+        upstream = provisioner.start(session)
+    except ProvisionerUnavailable as exc:
+        _start_failed(session, user=user, origin=origin, cause="provisioner_unavailable")
+        raise APIError(503, str(exc), "provisioner_unavailable") from exc
+    except Exception as exc:
+        logger.exception(
+            "provisioner %r could not start session %s", session.provisioner, session.id
+        )
+        _start_failed(session, user=user, origin=origin, cause="start_error")
+        raise APIError(
+            503, "The workspace's desktop could not be started.", "desktop_unavailable"
+        ) from exc
+
+    if upstream is not None:
+        session.upstream_kind = upstream.kind
+        session.upstream_target = upstream.target
+        session.upstream_username = upstream.username
+        session.upstream_secret = upstream.secret
+        session.upstream_tls_verify = upstream.tls_verify
+        session.rfb_password = upstream.rfb_password
+    recorded = WorkspaceSession.objects.filter(pk=session.pk, status=Status.STARTING).update(
+        provisioner_state=session.provisioner_state,
+        upstream_kind=session.upstream_kind,
+        upstream_target=session.upstream_target,
+        upstream_username=session.upstream_username,
+        upstream_secret=session.upstream_secret,
+        upstream_tls_verify=session.upstream_tls_verify,
+        rfb_password=session.rfb_password,
+    )
+    if not recorded:
+        _ended_while_starting(provisioner, session)
+
+    if not _wait_until_ready(provisioner, session):
+        _start_failed(session, user=user, origin=origin, cause="not_answering")
+        raise APIError(
+            503, "The workspace's desktop did not answer; try again later.", "desktop_unavailable"
+        )
+
+    now = timezone.now()
+    ready = WorkspaceSession.objects.filter(pk=session.pk, status=Status.STARTING).update(
+        status=Status.READY, ready_at=now, last_seen_at=now
+    )
+    if not ready:
+        _ended_while_starting(provisioner, session)
+    session.refresh_from_db()
+    return session
+
+
+def _wait_until_ready(provisioner, session: WorkspaceSession) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while True:
+        try:
+            if provisioner.probe(session):
+                return True
+        except Exception:
+            logger.exception("probing session %s failed", session.id)
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(PROBE_INTERVAL_SECONDS)
+
+
+def _ended_while_starting(provisioner, session: WorkspaceSession):
+    """Someone stopped the session while its desktop started: their stop may have run before
+    the desktop existed, so stop it again (stop is idempotent) and tell the launcher."""
+    _stop_desktop(session)
+    raise Conflict("The session ended while its desktop was starting.", "session_ended")
+
+
+def _start_failed(session: WorkspaceSession, *, user, origin: audit.Origin, cause: str) -> None:
+    _session_end(
+        session_id=session.pk,
+        actor=user,
+        reason=EndReason.START_FAILED,
+        origin=origin,
+        action="launch_failed",
+        status=Status.ERROR,
+        success=False,
+        resource=f"workspace:{session.workspace_id}",
+        details={"cause": cause},
+    )
+
+
+# --- Ending sessions --------------------------------------------------------------------------
+
+
+def workspace_stop(*, user, workspace_id: str, origin: audit.Origin) -> WorkspaceSession:
+    """Stop the caller's live session of `workspace_id` (404 `no_active_session` when none)."""
+    workspace = workspace_get(workspace_id)
+    session = _live_session_of(user, workspace)
+    if session is None:
+        raise NotFound("No active session for this workspace.", "no_active_session")
+    session, ended = _session_end(
+        session_id=session.pk,
+        actor=user,
+        reason=EndReason.USER_STOP,
+        origin=origin,
+        action="stop_workspace",
+        resource=f"workspace:{workspace.id}",
+    )
+    if not ended:
+        raise NotFound("No active session for this workspace.", "no_active_session")
+    return session
+
+
+def session_terminate(
+    *,
+    session: WorkspaceSession,
+    actor,
+    reason: str,
+    origin: audit.Origin,
+    action: str = "terminate_session",
+) -> WorkspaceSession:
+    """End `session` (idempotent: an ended session is returned as it is, and not audited again).
+
+    Permission is the caller's business: fetch the session with `access_session` first.
+    """
+    session, _ = _session_end(
+        session_id=session.pk, actor=actor, reason=reason, origin=origin, action=action
+    )
+    return session
+
+
+def sessions_reap(*, now=None) -> int:
+    """End live sessions idle longer than WORKGATE_SESSION_IDLE_TIMEOUT (since last_seen_at) or
+    older than WORKGATE_SESSION_MAX_AGE (since started_at); how many were ended."""
+    now = now or timezone.now()
+    idle_since = now - timedelta(seconds=settings.WORKGATE_SESSION_IDLE_TIMEOUT)
+    born_before = now - timedelta(seconds=settings.WORKGATE_SESSION_MAX_AGE)
+
+    def expiry(session: WorkspaceSession) -> str | None:
+        if session.started_at < born_before:
+            return EndReason.MAX_AGE
+        if session.last_seen_at < idle_since:
+            return EndReason.IDLE_TIMEOUT
+        return None
+
+    candidates = (
+        WorkspaceSession.objects.filter(status__in=WorkspaceSession.LIVE)
+        .filter(Q(last_seen_at__lt=idle_since) | Q(started_at__lt=born_before))
+        .order_by("started_at")
+        .values_list("pk", flat=True)
+    )
+    ended = 0
+    for session_id in list(candidates):
+        _, did_end = _session_end(
+            session_id=session_id,
+            actor=None,
+            reason=expiry,
+            origin=audit.SYSTEM,
+            action="session_expired",
+        )
+        ended += did_end
+    return ended
+
+
+def tickets_prune(*, now=None) -> int:
+    """Delete desktop tickets that can never open a connection again (used or expired).
+
+    The Ticket model belongs to vnc_proxy; until that app defines it there is nothing to prune.
+    """
+    try:
+        ticket_model = apps.get_model("vnc_proxy", "Ticket")
+    except LookupError:
+        return 0
+    now = now or timezone.now()
+    deleted, _ = ticket_model.objects.filter(
+        Q(used_at__isnull=False) | Q(expires_at__lte=now)
+    ).delete()
+    return deleted
+
+
+def _session_end(
+    *,
+    session_id,
+    actor,
+    reason: str | Callable[[WorkspaceSession], str | None],
+    origin: audit.Origin,
+    action: str,
+    status: str = Status.TERMINATED,
+    success: bool = True,
+    resource: str | None = None,
+    details: dict | None = None,
+) -> tuple[WorkspaceSession, bool]:
+    """End one session if it is still live: (the session, whether this call ended it).
+
+    `reason` may be a function of the locked row returning None to leave it alone (the reaper
+    uses this so a session that saw traffic since it was selected survives).
+    """
+    with transaction.atomic():
+        session = WorkspaceSession.objects.select_for_update().get(pk=session_id)
+        if not session.is_live:
+            return session, False
+        if callable(reason):
+            reason = reason(session)
+            if reason is None:
+                return session, False
+        workspace = None
+        if session.workspace_id is not None:
+            workspace = (
+                Workspace.objects.select_for_update().filter(pk=session.workspace_id).first()
+            )
+        now = timezone.now()
+        session.status = status
+        session.ended_at = now
+        session.end_reason = reason
+        session.save(update_fields=["status", "ended_at", "end_reason"])
+        if (
+            workspace is not None
+            and workspace.status == Workspace.Status.RUNNING
+            and not WorkspaceSession.objects.filter(
+                workspace_id=workspace.pk, status__in=WorkspaceSession.LIVE
+            ).exists()
+        ):
+            workspace.status = Workspace.Status.AVAILABLE
+            workspace.save(update_fields=["status", "updated_at"])
+        audit.record(
+            action=action,
+            actor=actor,
+            resource=resource or f"session:{session.id}",
+            details={
+                "session_id": str(session.id),
+                "runtime_id": session.runtime_id,
+                "workspace_id": session.workspace_id,
+                "reason": reason,
+                "duration_seconds": round((now - session.started_at).total_seconds()),
+                **(details or {}),
+            },
+            origin=origin,
+            success=success,
+        )
+        # Relays first, so viewers see the session end before the desktop disappears.
+        transaction.on_commit(partial(_notify_relays, session.group_name, reason), robust=True)
+        transaction.on_commit(partial(_stop_desktop, session), robust=True)
+    return session, True
+
+
+def _notify_relays(group: str, reason: str) -> None:
+    async_to_sync(get_channel_layer().group_send)(
+        group, {"type": "session.ended", "reason": reason}
+    )
+
+
+def _stop_desktop(session: WorkspaceSession) -> None:
+    provisioner_named(session.provisioner).stop(session)

@@ -1,0 +1,123 @@
+"""Workspaces in the Django admin. Saves and deletes go through the same services (and audit) as
+the admin API; the two secrets are write-only: the form never shows them, a blank field keeps
+the stored value, and a checkbox clears it."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from audit.services import Origin
+from workspaces import services
+from workspaces.models import Workspace
+
+SECRETS = ("vnc_secret", "rfb_password")
+
+
+class WorkspaceAdminForm(forms.ModelForm):
+    new_vnc_secret = forms.CharField(
+        label="New VNC secret",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="HTTP Basic password the relay sends to a KasmVNC upstream. Blank keeps it.",
+    )
+    clear_vnc_secret = forms.BooleanField(label="Clear the VNC secret", required=False)
+    new_rfb_password = forms.CharField(
+        label="New RFB password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The desktop's VNC password, handed to the browser with each ticket. "
+        "Blank keeps it.",
+    )
+    clear_rfb_password = forms.BooleanField(label="Clear the RFB password", required=False)
+
+    class Meta:
+        model = Workspace
+        fields = sorted(services.EDITABLE_FIELDS - set(SECRETS))
+
+    def secret_changes(self) -> dict:
+        changes = {}
+        for name in SECRETS:
+            if self.cleaned_data.get(f"clear_{name}"):
+                changes[name] = ""
+            elif self.cleaned_data.get(f"new_{name}"):
+                changes[name] = self.cleaned_data[f"new_{name}"]
+        return changes
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(admin.ModelAdmin):
+    form = WorkspaceAdminForm
+    list_display = (
+        "id",
+        "name",
+        "type",
+        "status",
+        "connection_type",
+        "provisioner",
+        "requires_netbird",
+        "vnc_secret_set",
+        "rfb_password_set",
+    )
+    list_filter = ("type", "status", "connection_type", "provisioner", "requires_netbird")
+    search_fields = ("id", "name", "description", "url", "vnc_target")
+    readonly_fields = ("id", "vnc_secret_set", "rfb_password_set", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("id", "name", "type", "description", "status", "icon", "image_url")}),
+        ("Resources", {"fields": ("cpu", "memory", "storage")}),
+        ("Access", {"fields": ("connection_type", "url", "requires_netbird")}),
+        (
+            "Desktop",
+            {
+                "fields": (
+                    "provisioner",
+                    "vnc_target",
+                    "vnc_tls_verify",
+                    "vnc_username",
+                    "vnc_secret_set",
+                    "new_vnc_secret",
+                    "clear_vnc_secret",
+                    "rfb_password_set",
+                    "new_rfb_password",
+                    "clear_rfb_password",
+                )
+            },
+        ),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(boolean=True, description="VNC secret set")
+    def vnc_secret_set(self, workspace):
+        return workspace.vnc_secret_set
+
+    @admin.display(boolean=True, description="RFB password set")
+    def rfb_password_set(self, workspace):
+        return workspace.rfb_password_set
+
+    def save_model(self, request, obj, form, change):
+        origin = Origin.of(request)
+        fields = [name for name in form.cleaned_data if name in services.EDITABLE_FIELDS]
+        if change:
+            data = {name: form.cleaned_data[name] for name in form.changed_data if name in fields}
+            data.update(form.secret_changes())
+            saved = services.workspace_update(
+                actor=request.user, workspace_id=obj.pk, data=data, origin=origin
+            )
+        else:
+            data = {name: form.cleaned_data[name] for name in fields}
+            data.update(form.secret_changes())
+            saved = services.workspace_create(actor=request.user, data=data, origin=origin)
+        obj.__dict__.update(saved.__dict__)
+
+    def delete_model(self, request, obj):
+        services.workspace_delete(
+            actor=request.user, workspace_id=obj.pk, origin=Origin.of(request)
+        )
+
+    def delete_queryset(self, request, queryset):
+        for workspace_id in queryset.values_list("pk", flat=True):
+            services.workspace_delete(
+                actor=request.user, workspace_id=workspace_id, origin=Origin.of(request)
+            )

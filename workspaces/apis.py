@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.serializers import ErrorOutput
+from audit.services import Origin
+from config.permissions import IsAdmin, is_admin
+from config.schema import ADMIN, RUNTIME
+from workspaces import selectors, services
+from workspaces import serializers as s
+
+READ_ERRORS = {401: ErrorOutput}
+ADMIN_ERRORS = {400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput}
+WORKSPACE_ID = OpenApiParameter("workspace_id", str, OpenApiParameter.PATH)
+
+
+class AdminWrites:
+    """Anyone signed in may read; only administrators may write."""
+
+    def get_permissions(self):
+        if self.request.method in ("GET", "HEAD", "OPTIONS"):
+            return [IsAuthenticated()]
+        return [IsAdmin()]
+
+
+def render_workspace(request, workspace) -> dict:
+    return s.WorkspaceOutput(workspace, context={"admin": is_admin(request.user)}).data
+
+
+class WorkspaceListApi(AdminWrites, APIView):
+    audience = {"GET": {RUNTIME, ADMIN}, "POST": ADMIN}
+
+    @extend_schema(
+        tags=["workspaces"],
+        responses={200: s.WorkspaceOutput(many=True), **READ_ERRORS},
+        summary="List workspaces (the five defaults are created when the catalog is empty)",
+    )
+    def get(self, request):
+        workspaces = selectors.workspace_list()
+        context = {"admin": is_admin(request.user)}
+        return Response(s.WorkspaceOutput(workspaces, many=True, context=context).data)
+
+    @extend_schema(
+        tags=["workspaces"],
+        request=s.WorkspaceInput,
+        responses={201: s.WorkspaceWriteOutput, **ADMIN_ERRORS},
+        summary="Create a workspace (admin)",
+    )
+    def post(self, request):
+        data = s.WorkspaceInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        workspace = services.workspace_create(
+            actor=request.user, data=data.validated_data, origin=Origin.of(request)
+        )
+        return Response(
+            {"message": "Workspace created", "workspace": render_workspace(request, workspace)},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class WorkspaceDetailApi(AdminWrites, APIView):
+    audience = {"GET": {RUNTIME, ADMIN}, "PUT": ADMIN, "PATCH": ADMIN, "DELETE": ADMIN}
+
+    @extend_schema(
+        tags=["workspaces"],
+        parameters=[WORKSPACE_ID],
+        responses={200: s.WorkspaceOutput, 404: ErrorOutput, **READ_ERRORS},
+        summary="One workspace",
+    )
+    def get(self, request, workspace_id: str):
+        return Response(render_workspace(request, selectors.workspace_get(workspace_id)))
+
+    def _update(self, request, workspace_id: str):
+        data = s.WorkspaceInput(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        workspace = services.workspace_update(
+            actor=request.user,
+            workspace_id=workspace_id,
+            data=data.validated_data,
+            origin=Origin.of(request),
+        )
+        return Response(
+            {"message": "Workspace updated", "workspace": render_workspace(request, workspace)}
+        )
+
+    @extend_schema(
+        tags=["workspaces"],
+        parameters=[WORKSPACE_ID],
+        request=s.WorkspaceInput(partial=True),
+        responses={200: s.WorkspaceWriteOutput, 404: ErrorOutput, **ADMIN_ERRORS},
+        summary="Update a workspace (admin; every field optional)",
+    )
+    def put(self, request, workspace_id: str):
+        return self._update(request, workspace_id)
+
+    @extend_schema(
+        tags=["workspaces"],
+        parameters=[WORKSPACE_ID],
+        request=s.WorkspaceInput(partial=True),
+        responses={200: s.WorkspaceWriteOutput, 404: ErrorOutput, **ADMIN_ERRORS},
+        summary="Update a workspace (admin; every field optional)",
+    )
+    def patch(self, request, workspace_id: str):
+        return self._update(request, workspace_id)
+
+    @extend_schema(
+        tags=["workspaces"],
+        parameters=[WORKSPACE_ID],
+        request=None,
+        responses={200: s.MessageOutput, 404: ErrorOutput, **ADMIN_ERRORS},
+        summary="Delete a workspace (admin); its live sessions are ended first",
+    )
+    def delete(self, request, workspace_id: str):
+        services.workspace_delete(
+            actor=request.user, workspace_id=workspace_id, origin=Origin.of(request)
+        )
+        return Response({"message": "Workspace deleted"})
+
+
+class WorkspaceResetApi(APIView):
+    audience = ADMIN
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        tags=["workspaces"],
+        request=None,
+        responses={200: s.ResetOutput, **ADMIN_ERRORS},
+        summary="End every live session, delete every workspace, recreate the five defaults",
+    )
+    def post(self, request):
+        count = services.workspaces_reset(actor=request.user, origin=Origin.of(request))
+        return Response({"message": "Workspaces reset to defaults", "count": count})

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from workspaces.models import Workspace
+
+ADMIN_ONLY = "Administrators only."
+ADMIN_FIELDS = (
+    "provisioner",
+    "vnc_target",
+    "vnc_tls_verify",
+    "vnc_username",
+    "vnc_secret_set",
+    "rfb_password_set",
+    "created_at",
+    "updated_at",
+)
+WRITABLE_FIELDS = (
+    "name",
+    "type",
+    "description",
+    "image_url",
+    "status",
+    "cpu",
+    "memory",
+    "storage",
+    "url",
+    "connection_type",
+    "requires_netbird",
+    "icon",
+    "provisioner",
+    "vnc_target",
+    "vnc_tls_verify",
+    "vnc_username",
+    "vnc_secret",
+    "rfb_password",
+)
+WRITE_ONLY_HELP = "Write-only; encrypted at rest, never returned (see {name}_set). Blank clears it."
+
+
+class WorkspaceInput(serializers.ModelSerializer):
+    """Create (name, type, description required) or, with partial=True, update a workspace.
+
+    The model's validators run here, so a bad size or target is a 400 naming the field.
+    """
+
+    class Meta:
+        model = Workspace
+        fields = WRITABLE_FIELDS
+        extra_kwargs = {
+            "vnc_secret": {
+                "write_only": True,
+                "help_text": WRITE_ONLY_HELP.format(name="vnc_secret"),
+                "style": {"input_type": "password"},
+            },
+            "rfb_password": {
+                "write_only": True,
+                "help_text": WRITE_ONLY_HELP.format(name="rfb_password"),
+                "style": {"input_type": "password"},
+            },
+            "cpu": {"help_text": 'e.g. "4 vCPU"'},
+            "memory": {"help_text": 'e.g. "8 GB"'},
+            "storage": {"help_text": 'e.g. "100 GB"'},
+        }
+
+
+class WorkspaceOutput(serializers.Serializer):
+    """A workspace as the catalog shows it. Administrators also see how its desktop is reached
+    and whether its secrets are set; the secrets themselves are never returned."""
+
+    id = serializers.CharField()
+    name = serializers.CharField()
+    type = serializers.ChoiceField(choices=Workspace.Type.choices)
+    description = serializers.CharField()
+    image_url = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=Workspace.Status.choices)
+    cpu = serializers.CharField()
+    memory = serializers.CharField()
+    storage = serializers.CharField()
+    url = serializers.CharField(allow_blank=True)
+    connection_type = serializers.ChoiceField(choices=Workspace.ConnectionType.choices)
+    requires_netbird = serializers.BooleanField()
+    icon = serializers.CharField()
+
+    provisioner = serializers.ChoiceField(
+        choices=Workspace.Provisioner.choices, required=False, help_text=ADMIN_ONLY
+    )
+    vnc_target = serializers.CharField(required=False, allow_blank=True, help_text=ADMIN_ONLY)
+    vnc_tls_verify = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
+    vnc_username = serializers.CharField(required=False, allow_blank=True, help_text=ADMIN_ONLY)
+    vnc_secret_set = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
+    rfb_password_set = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
+    created_at = serializers.DateTimeField(required=False, help_text=ADMIN_ONLY)
+    updated_at = serializers.DateTimeField(required=False, help_text=ADMIN_ONLY)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if not self.context.get("admin"):
+            for name in ADMIN_FIELDS:
+                data.pop(name, None)
+        return data
+
+
+class WorkspaceWriteOutput(serializers.Serializer):
+    message = serializers.CharField()
+    workspace = WorkspaceOutput()
+
+
+class MessageOutput(serializers.Serializer):
+    message = serializers.CharField()
+
+
+class ResetOutput(serializers.Serializer):
+    message = serializers.CharField()
+    count = serializers.IntegerField()

@@ -1,0 +1,149 @@
+"""Changing the workspace catalog (admins only; every change audited in its own transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from rest_framework.exceptions import ValidationError
+
+from audit import services as audit
+from config.exceptions import NotFound
+from sessions_app.models import WorkspaceSession
+from sessions_app.services import session_terminate
+from workspaces.defaults import insert_default_workspaces
+from workspaces.models import Workspace
+
+EDITABLE_FIELDS = frozenset(
+    {
+        "name",
+        "type",
+        "description",
+        "image_url",
+        "status",
+        "cpu",
+        "memory",
+        "storage",
+        "url",
+        "connection_type",
+        "requires_netbird",
+        "icon",
+        "provisioner",
+        "vnc_target",
+        "vnc_tls_verify",
+        "vnc_username",
+        "vnc_secret",
+        "rfb_password",
+    }
+)
+
+
+def _checked(data: Mapping) -> dict:
+    unknown = set(data) - EDITABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not editable workspace fields: {sorted(unknown)}")
+    return dict(data)
+
+
+def _validate(workspace: Workspace, *, exclude: list[str] | None = None) -> None:
+    """The model's own rules, so every caller (API, Django admin, shell) meets the same ones."""
+    try:
+        workspace.full_clean(exclude=exclude)
+    except DjangoValidationError as exc:
+        raise ValidationError(exc.message_dict) from exc
+
+
+def _locked(workspace_id: str) -> Workspace:
+    workspace = Workspace.objects.select_for_update().filter(pk=str(workspace_id)).first()
+    if workspace is None:
+        raise NotFound("Workspace not found", "not_found")
+    return workspace
+
+
+def _terminate_live_sessions(*, workspace_ids, actor, reason: str, origin: audit.Origin) -> int:
+    live = WorkspaceSession.objects.filter(
+        workspace_id__in=workspace_ids, status__in=WorkspaceSession.LIVE
+    ).order_by("started_at")
+    count = 0
+    for session in live:
+        session_terminate(session=session, actor=actor, reason=reason, origin=origin)
+        count += 1
+    return count
+
+
+def workspace_create(*, actor, data: Mapping, origin: audit.Origin) -> Workspace:
+    workspace = Workspace(**_checked(data))
+    _validate(workspace)
+    with transaction.atomic():
+        # force_insert: a generated id that collided would otherwise overwrite the other row.
+        workspace.save(force_insert=True)
+        audit.record(
+            action="create_workspace",
+            actor=actor,
+            resource=f"workspace:{workspace.id}",
+            details={"name": workspace.name, "type": workspace.type},
+            origin=origin,
+        )
+    return workspace
+
+
+def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: audit.Origin) -> Workspace:
+    """Apply a partial update; the audit entry names the fields that changed, never values."""
+    data = _checked(data)
+    with transaction.atomic():
+        workspace = _locked(workspace_id)
+        changed = sorted(name for name, value in data.items() if getattr(workspace, name) != value)
+        for name in changed:
+            setattr(workspace, name, data[name])
+        if changed:
+            _validate(workspace, exclude=["id"])
+            workspace.save(update_fields=[*changed, "updated_at"])
+        audit.record(
+            action="update_workspace",
+            actor=actor,
+            resource=f"workspace:{workspace.id}",
+            details={"changed": changed},
+            origin=origin,
+        )
+    return workspace
+
+
+def workspace_delete(*, actor, workspace_id: str, origin: audit.Origin) -> None:
+    """Delete one workspace, ending its live sessions first; session history keeps a snapshot."""
+    with transaction.atomic():
+        workspace = _locked(workspace_id)
+        terminated = _terminate_live_sessions(
+            workspace_ids=[workspace.id], actor=actor, reason="workspace_deleted", origin=origin
+        )
+        workspace.delete()
+        audit.record(
+            action="delete_workspace",
+            actor=actor,
+            resource=f"workspace:{workspace_id}",
+            details={"name": workspace.name, "terminated_sessions": terminated},
+            origin=origin,
+        )
+
+
+def workspaces_reset(*, actor, origin: audit.Origin) -> int:
+    """End every live session, delete every workspace, recreate the defaults; their count."""
+    with transaction.atomic():
+        # Lock the whole catalog before the first audit entry takes the chain lock, so a launch
+        # holding one workspace row while it waits for the chain cannot deadlock with us.
+        ids = list(
+            Workspace.objects.select_for_update().order_by("id").values_list("id", flat=True)
+        )
+        terminated = _terminate_live_sessions(
+            workspace_ids=ids, actor=actor, reason="workspaces_reset", origin=origin
+        )
+        Workspace.objects.all().delete()
+        count = insert_default_workspaces()
+        audit.record(
+            action="reset_workspaces",
+            actor=actor,
+            resource="workspace:*",
+            details={"deleted": len(ids), "created": count, "terminated_sessions": terminated},
+            origin=origin,
+        )
+    return count
