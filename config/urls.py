@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.views import admin_login
 from config.views import api_not_found
 
 handler404 = "config.views.page_not_found"
@@ -12,6 +12,7 @@ handler500 = "config.views.server_error"
 admin.site.site_header = "Workgate administration"
 admin.site.site_title = "Workgate administration"
 admin.site.index_title = "Workgate"
+admin.site.login = admin_login  # one sign-in page for everyone, with its TOTP step
 
 api_patterns = [
     path("auth/", include("accounts.urls")),
@@ -50,5 +51,5 @@ api_patterns = [
 urlpatterns = [
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
-    path("", RedirectView.as_view(url="/api/docs", permanent=False), name="home"),
+    path("", include("config.pages")),
 ]

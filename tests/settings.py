@@ -17,3 +17,4 @@ from config.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast hashing in tests only
 WHITENOISE_AUTOREFRESH = True  # serve from the finders; the suite never runs collectstatic
+WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,119 @@
+"""Session pages: the list (own sessions; admins everyone's), stopping one, and the viewer."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Case, Value, When
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from accounts.models import User
+from audit.services import Origin
+from config.exceptions import APIError
+from config.permissions import is_admin
+from sessions_app import selectors, services
+from sessions_app.models import WorkspaceSession
+from workspaces.selectors import workspace_list
+
+PAGE_SIZE = 50
+
+
+def _user_id_for(email: str) -> int:
+    """The id of the account with this email; 0 (nobody) when there is none."""
+    return User.objects.filter(email__iexact=email).values_list("pk", flat=True).first() or 0
+
+
+def _live_first(sessions):
+    live = Case(When(status__in=WorkspaceSession.LIVE, then=Value(0)), default=Value(1))
+    return sessions.annotate(live_rank=live).order_by("live_rank", "-started_at", "-id")
+
+
+@login_required
+def session_list_page(request):
+    admin = is_admin(request.user)
+    filters = {
+        "status": request.GET.get("status", ""),
+        "workspace": request.GET.get("workspace", "").strip(),
+        "user": request.GET.get("user", "").strip() if admin else "",
+    }
+    rows = selectors.session_list(
+        user=request.user,
+        status=filters["status"] or None,
+        workspace=filters["workspace"] or None,
+        user_id=_user_id_for(filters["user"]) if filters["user"] else None,
+    )
+    page = Paginator(_live_first(rows), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "sessions_app/sessions.html",
+        {
+            "page": page,
+            "admin": admin,
+            "filters": filters,
+            "statuses": [(selectors.LIVE_FILTER, "Live"), *WorkspaceSession.Status.choices],
+            "workspaces": workspace_list(),
+            "query": query.urlencode(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def session_stop(request, session_id):
+    try:
+        session = selectors.access_session(request.user, session_id)
+        reason = (
+            services.EndReason.USER_STOP
+            if session.user_id == request.user.pk
+            else services.EndReason.ADMIN_TERMINATE
+        )
+        services.session_terminate(
+            session=session, actor=request.user, reason=reason, origin=Origin.of(request)
+        )
+    except APIError as exc:
+        messages.error(request, str(exc.detail))
+    else:
+        messages.success(request, f"The session of {session.workspace_name} was stopped.")
+    back = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        return redirect(back)
+    return redirect("sessions")
+
+
+def _frameable_url(url: str) -> str:
+    """Only http(s) targets go into the iframe; anything else (javascript:, data:) never does."""
+    return url if urlsplit(url).scheme in ("http", "https") else ""
+
+
+@login_required
+def viewer(request, session_id):
+    # The one permission-checked fetch; the viewer is for the owner alone (an admin watching
+    # someone's desktop would need a ticket, and tickets are only ever minted for the owner).
+    try:
+        session = selectors.access_session(request.user, session_id)
+    except APIError as exc:
+        raise Http404("No such session.") from exc
+    if session.user_id != request.user.pk:
+        raise Http404("No such session.")
+    workspace = session.workspace
+    desktop = bool(session.upstream_kind) or (
+        workspace is not None and workspace.connection_type == workspace.ConnectionType.VNC
+    )
+    return render(
+        request,
+        "sessions_app/viewer.html",
+        {
+            "session": session,
+            "workspace": workspace,
+            "desktop": desktop,
+            "frame_url": "" if desktop or workspace is None else _frameable_url(workspace.url),
+        },
+    )

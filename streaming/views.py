@@ -1,0 +1,64 @@
+"""The assistant page: the conversation list and past turns, rendered; new turns stream in JS."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+
+from streaming.models import Conversation, History
+
+CONVERSATIONS_SHOWN = 50
+TURNS_SHOWN = 100
+
+
+def _pretty(value) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _turn(history: History) -> dict:
+    return {
+        "status": history.status,
+        "inputs": history.inputs,
+        "thinking": history.thinking,
+        "tool_calls": [
+            {
+                **call,
+                "arguments_json": _pretty(call.get("arguments", {})),
+                "response_json": _pretty(call.get("response", "")),
+            }
+            for call in history.tool_calls
+        ],
+        "completion": history.completion or "\n".join(history.outputs),
+        "error_message": history.error_message,
+        "created_at": history.created_at,
+        "model": history.model,
+    }
+
+
+@login_required
+def assistant(request):
+    conversations = Conversation.objects.filter(user=request.user).order_by("-updated_at")
+    course_id = request.GET.get("course", "")
+    current = conversations.filter(course_id=course_id).first() if course_id else None
+    turns = []
+    if current is not None:
+        recent = History.objects.filter(user=request.user, conversation=current).order_by(
+            "-created_at", "-id"
+        )[:TURNS_SHOWN]
+        turns = [_turn(history) for history in reversed(recent)]
+    return render(
+        request,
+        "streaming/assistant.html",
+        {
+            "conversations": conversations[:CONVERSATIONS_SHOWN],
+            "current": current,
+            "turns": turns,
+        },
+    )

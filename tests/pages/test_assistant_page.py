@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from streaming.models import Conversation, History
+
+pytestmark = pytest.mark.django_db
+
+
+def make_turn(user, conversation, **fields) -> History:
+    defaults = {
+        "inputs": ["Which desktops are up?"],
+        "outputs": ["Nothing is running."],
+        "completion": "Nothing is running.",
+        "status": "complete",
+        "model": "builtin",
+        "created_at": timezone.now(),
+    }
+    return History.objects.create(user=user, conversation=conversation, **{**defaults, **fields})
+
+
+def test_the_assistant_page_lists_conversations_and_shows_past_turns(browser_for, user):
+    chat = Conversation.objects.create(user=user, course_id="c-1", course_name="Desktops")
+    make_turn(
+        user,
+        chat,
+        thinking=[{"id": "round-0", "round": 0, "text": "Look at the sessions."}],
+        tool_calls=[
+            {
+                "call_id": "call-1",
+                "name": "list_sessions",
+                "arguments": {},
+                "response": {"sessions": []},
+                "success": True,
+                "duration_ms": 12,
+            }
+        ],
+    )
+    make_turn(user, chat, inputs=["Open the wiki"], completion="Stopped early", status="cancelled")
+    client = browser_for(user)
+
+    start = client.get("/assistant").content.decode()
+    assert "Desktops" in start and "Which desktops are up?" not in start
+
+    html = client.get("/assistant", {"course": "c-1"}).content.decode()
+    assert html.index("Which desktops are up?") < html.index("Open the wiki")
+    assert "Reasoning, round 1" in html and "Look at the sessions." in html
+    assert "list_sessions" in html and "12 ms" in html
+    assert "Stopped" in html
+    assert "workgate/assistant.js" in html
+
+
+def test_nobody_sees_another_persons_conversation(browser_for, user, other_user):
+    chat = Conversation.objects.create(user=user, course_id="c-1", course_name="Private")
+    make_turn(user, chat, inputs=["my secret question"])
+    html = browser_for(other_user).get("/assistant", {"course": "c-1"}).content.decode()
+    assert "Private" not in html and "my secret question" not in html

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEntry
+from sessions_app.models import WorkspaceSession
+from workspaces.models import Workspace
+
+pytestmark = pytest.mark.django_db
+
+
+def make_workspace(**fields) -> Workspace:
+    defaults = {
+        "name": "Wiki",
+        "type": "web",
+        "description": "The team wiki",
+        "url": "https://wiki.example.com/",
+        "connection_type": "web",
+        "requires_netbird": False,
+    }
+    return Workspace.objects.create(**{**defaults, **fields})
+
+
+def make_session(user, workspace, *, status="ready", minutes_ago=0, **fields):
+    started = timezone.now() - timedelta(minutes=minutes_ago)
+    return WorkspaceSession.objects.create(
+        user=user,
+        workspace=workspace,
+        workspace_name=workspace.name,
+        workspace_type=workspace.type,
+        status=status,
+        started_at=started,
+        last_seen_at=started,
+        ended_at=None if status in WorkspaceSession.LIVE else started,
+        **fields,
+    )
+
+
+def row_order(html: str, sessions) -> list[int]:
+    return sorted(range(len(sessions)), key=lambda i: html.index(str(sessions[i].id)))
+
+
+def test_a_person_sees_only_their_own_sessions_live_first(browser_for, user, other_user):
+    wiki, mail = make_workspace(), make_workspace(name="Mail")
+    old_live = make_session(user, wiki, minutes_ago=30)
+    recent_ended = make_session(user, mail, status="terminated", minutes_ago=1)
+    theirs = make_session(other_user, wiki)
+
+    html = browser_for(user).get("/sessions").content.decode()
+
+    assert row_order(html, [old_live, recent_ended]) == [0, 1]
+    assert str(theirs.id) not in html
+    assert f'href="/viewer/{old_live.id}"' in html
+    assert f'href="/viewer/{recent_ended.id}"' not in html  # ended: nothing to open
+
+
+def test_an_admin_sees_everyones_sessions_and_filters_them(
+    browser_for, admin_user, user, other_user
+):
+    wiki = make_workspace()
+    mine = make_session(user, wiki)
+    theirs = make_session(other_user, wiki, status="terminated")
+    client = browser_for(admin_user)
+
+    everyone = client.get("/sessions").content.decode()
+    assert str(mine.id) in everyone and str(theirs.id) in everyone
+    assert f'href="/viewer/{mine.id}"' not in everyone  # the viewer is for the owner only
+
+    by_user = client.get("/sessions", {"user": "bob@example.com"}).content.decode()
+    assert str(theirs.id) in by_user and str(mine.id) not in by_user
+    live = client.get("/sessions", {"status": "live"}).content.decode()
+    assert str(mine.id) in live and str(theirs.id) not in live
+
+
+def test_stopping_a_session_from_the_list_terminates_it_and_is_audited(browser_for, user):
+    session = make_session(user, make_workspace())
+    response = browser_for(user).post(f"/sessions/{session.id}/stop", follow=True)
+    assert response.redirect_chain == [("/sessions", 302)]
+    session.refresh_from_db()
+    assert (session.status, session.end_reason) == ("terminated", "user_stop")
+    assert AuditEntry.objects.filter(action="terminate_session", actor=user).count() == 1
+
+
+def test_nobody_can_stop_someone_elses_session(browser_for, user, other_user):
+    session = make_session(user, make_workspace())
+    response = browser_for(other_user).post(f"/sessions/{session.id}/stop", follow=True)
+    assert "Session not found" in next(str(m) for m in response.context["messages"])
+    session.refresh_from_db()
+    assert session.is_live
+
+
+def test_the_viewer_is_for_the_owner_alone(browser_for, user, other_user, admin_user):
+    session = make_session(user, make_workspace())
+    assert browser_for(user).get(f"/viewer/{session.id}").status_code == 200
+    assert browser_for(other_user).get(f"/viewer/{session.id}").status_code == 404
+    assert browser_for(admin_user).get(f"/viewer/{session.id}").status_code == 404
+
+
+def test_a_web_workspace_opens_in_a_sandboxed_frame_with_a_new_tab_fallback(browser_for, user):
+    session = make_session(user, make_workspace())
+    html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
+    assert '<iframe src="https://wiki.example.com/"' in html
+    assert 'sandbox="allow-scripts' in html
+    assert 'target="_blank" rel="noopener noreferrer"' in html
+    assert "novnc" not in html
+
+
+def test_a_workspace_url_that_is_not_http_is_never_framed(browser_for, user):
+    session = make_session(user, make_workspace(url="javascript:alert(1)"))
+    html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
+    assert "javascript:alert" not in html
+    assert "<iframe" not in html
+
+
+def test_a_desktop_session_loads_novnc_from_the_npm_package(browser_for, user):
+    desktop = make_workspace(name="Desk", type="linux", connection_type="vnc", url="")
+    session = make_session(user, desktop, upstream_kind="tcp", upstream_target="127.0.0.1:5999")
+    html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
+    assert '"novnc/": "/static/vendor/novnc/"' in html
+    assert "workgate/viewer.js" in html
+    assert f'data-runtime="{session.runtime_id}"' in html
+    assert browser_for(user).get("/static/vendor/novnc/core/rfb.js").status_code == 200
+
+
+def test_an_ended_session_shows_that_it_ended(browser_for, user):
+    session = make_session(user, make_workspace(), status="terminated", end_reason="user_stop")
+    html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
+    assert "Session ended" in html
+    assert "<iframe" not in html
