@@ -198,6 +198,8 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+# The model of turns that name no assistant; empty: the provider's own default.
+WORKGATE_AI_MODEL = env_str("WORKGATE_AI_MODEL")
 
 # --- API ---------------------------------------------------------------------------------------
 
@@ -242,6 +244,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "WorkspaceStatusEnum": "workspaces.models.Workspace.Status",
         "SessionStatusEnum": "sessions_app.models.WorkspaceSession.Status",
+        "HistoryStatusEnum": "streaming.models.History.Status",
     },
 }
 

@@ -1,0 +1,212 @@
+"""The assistant's HTTP API: the Q&A turn as Server-Sent Events or as JSON, histories, courses."""
+
+from __future__ import annotations
+
+import inspect
+
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.serializers import ErrorOutput
+from accounts.tokens import token_mfa
+from audit.services import Origin
+from config.exceptions import APIError
+from config.permissions import IsAdmin
+from config.ratelimit import enforce, key_by_user
+from config.schema import ADMIN, RUNTIME
+from streaming import serializers as s
+from streaming.database import in_db_thread
+from streaming.delivery import socket_sink
+from streaming.engine import TurnRequest, qanda_run, run_turn
+from streaming.selectors import course_list, history_get, history_list, history_list_all
+from streaming.services import turn_prepare
+from streaming.sse import sse_response
+
+ERRORS = {400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput, 429: ErrorOutput}
+
+STREAM_DESCRIPTION = """\
+`text/event-stream; charset=utf-8`: one `data: <json>` line and a blank line per event. `connected`
+comes first and `done` last, with `complete` or `error` right before `done`:
+
+| type | fields |
+|---|---|
+| `connected` | `message` |
+| `stream` | `prompt` (the answer so far), `delta` (the new text) |
+| `thinking` | `id` (`round-N`), `round`, `delta`; the round closes with `text`, `done: true` and, \
+from Anthropic, `signature` |
+| `tool_call` | `call_id`, `name`, `arguments`, `displayInfo` {`icon`, `label`} |
+| `tool_result` | `call_id`, `name`, `response`, `success`, `responseDurationMs` |
+| `complete` | `success`, `usage`, `outputs`, `model`, `cached`, `completion` |
+| `error` | `error` {`message`, `status`} |
+| `done` | |
+
+Thinking is sent only where the institution displays it (always for personal use). While a long \
+tool call runs, a `: keep-alive` comment line is sent every 15 seconds. Closing the connection \
+cancels the turn."""
+
+
+class AsyncApiView(APIView):
+    """An APIView whose handlers are coroutines, for responses that stream.
+
+    DRF's dispatch is synchronous. Here authentication and permission checks, which read the
+    database, run in the assistant's database threads, and the handler runs on the event loop,
+    so it may return a StreamingHttpResponse over an async generator.
+    """
+
+    view_is_async = True
+
+    async def dispatch(self, request, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            await in_db_thread(self.initial)(request, *args, **kwargs)
+            method = request.method.lower()
+            handler = getattr(self, method, None) if method in self.http_method_names else None
+            response = (handler or self.http_method_not_allowed)(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+
+def _prepare(request, *, with_socket: bool = False) -> tuple[TurnRequest, str]:
+    """Rate limit, validate and check the request; every refusal happens before a stream opens."""
+    enforce(request, group="qanda", rate=settings.WORKGATE_QANDA_RATE, key=key_by_user)
+    data = s.QandaInput(data=request.data)
+    data.is_valid(raise_exception=True)
+    args = data.validated_data.get("requestArgs") or {}
+    course = args.get("selectedCourse") or {}
+    turn = turn_prepare(
+        user=request.user,
+        inputs=data.validated_data["inputs"],
+        origin=Origin.of(request),
+        mfa_verified=token_mfa(request.auth),
+        institution_public_id=args.get("institutionPublicId"),
+        assistant_id=args.get("assistantId"),
+        course_id=course.get("course_id"),
+        course_name=course.get("course_name", ""),
+        rag_only=args.get("ragOnly", False),
+        timezone_name=args.get("userTimezone"),
+    )
+    return turn, (args.get("socketId") or "") if with_socket else ""
+
+
+_prepare_in_db_thread = in_db_thread(_prepare)
+
+
+class QandaStreamApi(AsyncApiView):
+    audience = RUNTIME
+
+    @extend_schema(
+        tags=["assistant"],
+        request=s.QandaInput,
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR, description=STREAM_DESCRIPTION
+            ),
+            **ERRORS,
+        },
+        summary="Ask the assistant; the answer streams as Server-Sent Events",
+    )
+    async def post(self, request):
+        turn, _ = await _prepare_in_db_thread(request)
+        return sse_response(run_turn(turn))
+
+
+class QandaApi(AsyncApiView):
+    audience = RUNTIME
+
+    @extend_schema(
+        tags=["assistant"],
+        request=s.QandaInput,
+        responses={200: s.QandaOutput, **ERRORS, 502: ErrorOutput},
+        summary="Ask the assistant; the whole answer comes back as JSON",
+        description="With `requestArgs.socketId` the turn also streams to that Socket.IO "
+        "socket; `streamingFailed: true` says it could not.",
+    )
+    async def post(self, request):
+        turn, socket_id = await _prepare_in_db_thread(request, with_socket=True)
+        sink = await socket_sink(user=request.user, socket_id=socket_id) if socket_id else None
+        outcome = await qanda_run(turn, sink=sink)
+        if outcome.error is not None:
+            raise APIError(outcome.error.status, outcome.error.message, "assistant_error")
+        return Response(
+            {
+                "success": True,
+                "streamingFailed": bool(socket_id) and (sink is None or outcome.streaming_failed),
+                "outputs": outcome.outputs,
+                "usage": outcome.usage,
+                "model": outcome.model,
+                "query_duration_ms": outcome.duration_ms,
+                "historyId": outcome.history_id,
+            }
+        )
+
+
+class UserHistoryListApi(APIView):
+    audience = RUNTIME
+
+    @extend_schema(
+        tags=["assistant"],
+        operation_id="user_histories_list",
+        parameters=[s.HistoryQueryInput],
+        responses={200: s.HistoryListOutput, 400: ErrorOutput, 401: ErrorOutput},
+        summary="The caller's own assistant turns, newest first",
+    )
+    def get(self, request):
+        query = s.HistoryQueryInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        histories = history_list(user=request.user, **query.validated_data)
+        return Response({"success": True, "data": s.HistoryOutput(histories, many=True).data})
+
+
+class UserHistoryDetailApi(APIView):
+    audience = RUNTIME
+
+    @extend_schema(
+        tags=["assistant"],
+        responses={200: s.HistoryDetailOutput, 401: ErrorOutput, 404: ErrorOutput},
+        summary="One of the caller's assistant turns",
+    )
+    def get(self, request, history_id: int):
+        history = history_get(user=request.user, history_id=history_id)
+        return Response({"success": True, "data": s.HistoryOutput(history).data})
+
+
+class AdminHistoryListApi(APIView):
+    audience = ADMIN
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        tags=["assistant"],
+        operation_id="admin_histories_list",
+        parameters=[s.AdminHistoryQueryInput],
+        responses={200: s.AdminHistoryListOutput, **ERRORS},
+        summary="Everyone's assistant turns with their latency (administrators)",
+    )
+    def get(self, request):
+        query = s.AdminHistoryQueryInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        histories = history_list_all(**query.validated_data)
+        return Response({"success": True, "data": s.AdminHistoryOutput(histories, many=True).data})
+
+
+class UserCourseListApi(APIView):
+    audience = RUNTIME
+
+    @extend_schema(
+        tags=["assistant"],
+        operation_id="user_courses_list",
+        responses={200: s.CourseListOutput, 401: ErrorOutput},
+        summary="The caller's conversations (courses) with their turn counts",
+    )
+    def get(self, request):
+        courses = course_list(user=request.user)
+        return Response({"success": True, "data": s.CourseOutput(courses, many=True).data})

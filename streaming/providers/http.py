@@ -1,0 +1,84 @@
+"""What the two remote providers share: the HTTP client, the SSE reader, error translation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+
+from streaming.providers.base import ProviderError
+
+# A model may think for a long while between two chunks; connecting should be quick.
+TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
+
+
+def new_client() -> httpx.AsyncClient:
+    # One client per turn: the turn owns its connection, so cancelling the turn closes it.
+    return httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+
+
+async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The `data` of each server-sent event, multi-line data joined with newlines."""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue  # a comment: the server's keep-alive
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield "\n".join(data)
+
+
+def load_json(data: str, provider: str) -> dict:
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise ProviderError(f"The {provider} provider sent an unreadable event.") from exc
+    if not isinstance(value, dict):
+        raise ProviderError(f"The {provider} provider sent an unexpected event.")
+    return value
+
+
+def _message_of(body: bytes) -> str:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()[:300]
+    error = value.get("error") if isinstance(value, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or "")[:300]
+    if isinstance(error, str):
+        return error[:300]
+    return str(value.get("message", "") if isinstance(value, dict) else "")[:300]
+
+
+async def raise_for_status(response: httpx.Response, provider: str) -> None:
+    """Turn a refusal into a ProviderError: 429 stays 429 (retry later), the rest are 502."""
+    if response.status_code < 400:
+        return
+    message = _message_of(await response.aread())
+    if response.status_code == 429:
+        retry = response.headers.get("retry-after")
+        hint = f" (retry after {retry} s)" if retry else ""
+        raise ProviderError(
+            f"The {provider} provider is rate limiting requests{hint}: {message}".rstrip(": "),
+            429,
+        )
+    raise ProviderError(
+        f"The {provider} provider answered {response.status_code}: {message}".rstrip(": "), 502
+    )
+
+
+def connection_failed(exc: httpx.HTTPError, provider: str) -> ProviderError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError(f"The {provider} provider did not answer in time.", 504)
+    if isinstance(exc, httpx.ConnectError):
+        return ProviderError(f"The {provider} provider cannot be reached.", 502)
+    return ProviderError(f"The {provider} provider's connection broke off mid-answer.", 502)

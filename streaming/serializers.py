@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import zoneinfo
+from functools import cache
+
+from rest_framework import serializers
+
+from streaming.models import History
+
+
+@cache
+def _iana_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+class StrictText(serializers.CharField):
+    """A JSON string, and only a string (CharField would turn 42 into "42")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class CourseInput(serializers.Serializer):
+    course_id = serializers.CharField(max_length=128)
+    course_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class RequestArgsInput(serializers.Serializer):
+    institutionPublicId = serializers.UUIDField(
+        required=False, allow_null=True, help_text="The institution (digital twin) to ask in."
+    )
+    assistantId = serializers.UUIDField(
+        required=False, allow_null=True, help_text="The assistant to use."
+    )
+    selectedCourse = CourseInput(
+        required=False, allow_null=True, help_text="The conversation this turn belongs to."
+    )
+    ragOnly = serializers.BooleanField(
+        required=False, default=False, help_text="Only the catalog search's results, no model."
+    )
+    userTimezone = serializers.CharField(
+        required=False, allow_null=True, max_length=64, help_text="An IANA time zone name."
+    )
+    socketId = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=128,
+        help_text="JSON route only: also stream the turn to this Socket.IO socket.",
+    )
+
+    def validate_userTimezone(self, value):
+        if value and value not in _iana_names():
+            raise serializers.ValidationError("Not an IANA time zone name.")
+        return value or None
+
+
+class QandaInput(serializers.Serializer):
+    inputs = serializers.ListField(
+        child=StrictText(max_length=32000), allow_empty=False, max_length=50
+    )
+    requestArgs = RequestArgsInput(required=False)
+
+
+class UsageOutput(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    cached_input_tokens = serializers.IntegerField()
+
+
+class QandaOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    streamingFailed = serializers.BooleanField(
+        help_text="A socketId was given but the turn could not be streamed to it."
+    )
+    outputs = serializers.ListField(child=serializers.CharField())
+    usage = UsageOutput()
+    model = serializers.CharField()
+    query_duration_ms = serializers.IntegerField()
+    historyId = serializers.IntegerField()
+
+
+class AssistantRef(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
+class ThinkingRoundOutput(serializers.Serializer):
+    id = serializers.CharField()
+    round = serializers.IntegerField()
+    text = serializers.CharField()
+    signature = serializers.CharField(required=False)
+
+
+class ToolCallOutput(serializers.Serializer):
+    call_id = serializers.CharField()
+    name = serializers.CharField()
+    arguments = serializers.DictField()
+    response = serializers.JSONField(allow_null=True)
+    success = serializers.BooleanField()
+    duration_ms = serializers.IntegerField()
+    round = serializers.IntegerField()
+
+
+class HistoryOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    status = serializers.ChoiceField(choices=History.Status.choices)
+    error = serializers.CharField(source="error_message")
+    course_id = serializers.CharField(source="conversation.course_id", allow_null=True)
+    course_name = serializers.CharField(source="conversation.course_name", allow_null=True)
+    institutionPublicId = serializers.UUIDField(source="institution.public_id", allow_null=True)
+    assistant = AssistantRef(allow_null=True)
+    inputs = serializers.ListField(child=serializers.CharField())
+    outputs = serializers.ListField(child=serializers.CharField())
+    completion = serializers.CharField()
+    thinking = ThinkingRoundOutput(many=True)
+    tool_calls = ToolCallOutput(many=True)
+    usage = serializers.DictField(child=serializers.IntegerField())
+    model = serializers.CharField()
+    provider = serializers.CharField()
+    cached = serializers.BooleanField()
+
+
+class UserRef(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+
+
+class AdminHistoryOutput(HistoryOutput):
+    user = UserRef()
+    latency_ms = serializers.IntegerField()
+
+
+class HistoryListOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = HistoryOutput(many=True)
+
+
+class HistoryDetailOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = HistoryOutput()
+
+
+class AdminHistoryListOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = AdminHistoryOutput(many=True)
+
+
+class HistoryQueryInput(serializers.Serializer):
+    course_id = serializers.CharField(required=False, max_length=128)
+    before = serializers.DateTimeField(required=False, help_text="Only turns created before.")
+    after = serializers.DateTimeField(required=False, help_text="Only turns created after.")
+    search = serializers.CharField(required=False, max_length=200)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+
+
+class AdminHistoryQueryInput(HistoryQueryInput):
+    user_id = serializers.IntegerField(required=False, min_value=1)
+    status = serializers.ChoiceField(required=False, choices=History.Status.choices)
+
+
+class CourseOutput(serializers.Serializer):
+    course_id = serializers.CharField()
+    course_name = serializers.CharField()
+    history_count = serializers.IntegerField()
+    last_dialogue_date = serializers.DateTimeField(allow_null=True)
+    assistant = AssistantRef(allow_null=True)
+
+
+class CourseListOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    data = CourseOutput(many=True)
