@@ -207,8 +207,8 @@ async function ask(question) {
       credentials: "same-origin",
       signal: controller.signal,
       headers: {
+        // No `Accept: text/event-stream`: the API negotiates JSON renderers and would answer 406.
         "Content-Type": "application/json",
-        Accept: "text/event-stream",
         "X-CSRFToken": csrfToken(),
       },
       body: JSON.stringify({
