@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -418,17 +417,32 @@ def _session_end(
             origin=origin,
             success=success,
         )
-        # Relays first, so viewers see the session end before the desktop disappears.
-        transaction.on_commit(partial(_notify_relays, session.group_name, reason), robust=True)
-        transaction.on_commit(partial(_stop_desktop, session), robust=True)
+        _after_commit_end(session, reason)
     return session, True
 
 
-def _notify_relays(group: str, reason: str) -> None:
-    async_to_sync(get_channel_layer().group_send)(
-        group, {"type": "session.ended", "reason": reason}
-    )
+def _after_commit_end(session: WorkspaceSession, reason: str) -> None:
+    """Once the end commits: relays first, so viewers see the session end before the desktop
+    disappears. Each step is robust: a failure is logged and never undoes the end."""
+
+    def notify_relays() -> None:
+        async_to_sync(get_channel_layer().group_send)(
+            session.group_name, {"type": "session.ended", "reason": reason}
+        )
+
+    def stop_desktop() -> None:
+        _stop_desktop(session)  # logs its own failures
+
+    transaction.on_commit(notify_relays, robust=True)
+    transaction.on_commit(stop_desktop)
 
 
 def _stop_desktop(session: WorkspaceSession) -> None:
-    provisioner_named(session.provisioner).stop(session)
+    try:
+        provisioner_named(session.provisioner).stop(session)
+    except Exception:
+        # The session has ended either way; a desktop left behind is cleaned up by the
+        # provisioner's next start (orphan sweep), so log it rather than fail the caller.
+        logger.exception(
+            "provisioner %r failed to stop session %s", session.provisioner, session.pk
+        )

@@ -24,7 +24,6 @@ class Command(BaseCommand):
         if loop is not None and loop < 1:
             raise CommandError("--loop needs a number of seconds of at least 1")
         while True:
-            close_old_connections()
             ended = sessions_reap()
             pruned = tickets_prune()
             self.stdout.write(f"reaped {ended} session(s), pruned {pruned} ticket(s)")
@@ -34,3 +33,5 @@ class Command(BaseCommand):
                 time.sleep(loop)
             except KeyboardInterrupt:
                 return
+            # A long-running loop must not keep a connection the database has dropped.
+            close_old_connections()

@@ -1,0 +1,191 @@
+"""GET /api/audit-logs: everything for administrators, their own for users; filters, pages, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import transaction
+from django.http import StreamingHttpResponse
+
+from audit import services as audit
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+ENTRY_FIELDS = {
+    "id",
+    "created_at",
+    "actor_id",
+    "actor_email",
+    "action",
+    "resource",
+    "details",
+    "ip_address",
+    "user_agent",
+    "success",
+    "prev_hash",
+    "hash",
+}
+
+
+@pytest.fixture
+def log(user, other_user):
+    with transaction.atomic():
+        audit.record(action="login", actor=user, origin=audit.Origin(ip="10.0.0.1"))
+        audit.record(action="login_failed", actor=other_user, success=False)
+        audit.record(action="launch_workspace", actor=user, resource="workspace:ws-1")
+        audit.record(action="login", actor=other_user)
+
+
+def actions(response) -> list[str]:
+    return [item["action"] for item in response.json()["results"]]
+
+
+def test_an_admin_sees_every_entry_newest_first(admin_api, log):
+    response = admin_api.get("/api/audit-logs")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 4
+    assert actions(response) == ["login", "launch_workspace", "login_failed", "login"]
+    assert set(body["results"][0]) == ENTRY_FIELDS
+    assert body["results"][-1]["ip_address"] == "10.0.0.1"
+
+
+def test_a_user_sees_only_their_own_entries(api, log, user):
+    body = api.get("/api/audit-logs").json()
+
+    assert body["count"] == 2
+    assert {item["actor_id"] for item in body["results"]} == {user.pk}
+
+
+def test_a_user_cannot_widen_their_view_with_the_user_filter(api, log, other_user):
+    assert api.get(f"/api/audit-logs?user={other_user.pk}").json()["count"] == 0
+
+
+def test_filters_by_action_user_and_success(admin_api, log, user, other_user):
+    assert actions(admin_api.get("/api/audit-logs?action=login")) == ["login", "login"]
+    assert admin_api.get(f"/api/audit-logs?user={user.pk}").json()["count"] == 2
+    assert admin_api.get("/api/audit-logs?user=BOB@example.com").json()["count"] == 2
+    assert actions(admin_api.get("/api/audit-logs?success=false")) == ["login_failed"]
+    assert admin_api.get("/api/audit-logs?success=true").json()["count"] == 3
+
+
+def test_filters_by_a_time_window_with_inclusive_bounds(admin_api, user, monkeypatch):
+    from audit import services as audit_services
+
+    january, february = datetime(2026, 1, 15, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)
+    with transaction.atomic(), monkeypatch.context() as clock:
+        for moment, action in ((january, "in_january"), (february, "in_february")):
+            clock.setattr(audit_services.timezone, "now", lambda moment=moment: moment)
+            audit.record(action=action, actor=user)
+
+    def window(**bounds) -> list[str]:
+        query = {key: value.isoformat() for key, value in bounds.items()}
+        return actions(admin_api.get("/api/audit-logs", query))
+
+    assert window(since=february) == ["in_february"]
+    assert window(until=january) == ["in_january"]
+    assert window(since=january, until=february) == ["in_february", "in_january"]
+    assert window(since=february + timedelta(seconds=1)) == []
+
+
+@pytest.mark.parametrize("query", ["since=yesterday", "until=2026-13-01", "success=maybe"])
+def test_a_bad_filter_is_400(admin_api, query):
+    response = admin_api.get(f"/api/audit-logs?{query}")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+
+
+def test_entries_are_paginated(admin_api, user):
+    with transaction.atomic():
+        for n in range(60):
+            audit.record(action="bulk", actor=user, details={"n": n})
+
+    first = admin_api.get("/api/audit-logs").json()
+    second = admin_api.get("/api/audit-logs?page=2").json()
+
+    assert first["count"] == 60
+    assert len(first["results"]) == 50
+    assert first["results"][0]["details"] == {"n": 59}
+    assert first["next"].endswith("page=2")
+    assert len(second["results"]) == 10
+    assert second["next"] is None
+
+
+class TestCsv:
+    def rows(self, response) -> list[list[str]]:
+        assert isinstance(response, StreamingHttpResponse)
+        text = b"".join(response.streaming_content).decode()
+        return list(csv.reader(io.StringIO(text)))
+
+    def test_format_csv_streams_every_matching_entry(self, admin_api, log):
+        response = admin_api.get("/api/audit-logs?format=csv")
+
+        assert response.status_code == 200
+        assert response["Content-Type"] == "text/csv"
+        assert response["Content-Disposition"].startswith('attachment; filename="audit-')
+        rows = self.rows(response)
+        assert rows[0][:6] == ["id", "created_at", "actor_id", "actor_email", "action", "resource"]
+        assert [row[4] for row in rows[1:]] == [
+            "login",
+            "launch_workspace",
+            "login_failed",
+            "login",
+        ]
+
+    def test_csv_honours_the_filters_and_the_callers_scope(self, api, log, user):
+        rows = self.rows(api.get("/api/audit-logs?format=csv&action=login"))
+
+        assert len(rows) == 2
+        assert rows[1][3] == "alice@example.com"
+
+    def test_csv_is_not_paginated(self, admin_api, user):
+        with transaction.atomic():
+            for n in range(120):
+                audit.record(action="bulk", actor=user, details={"n": n})
+
+        assert len(self.rows(admin_api.get("/api/audit-logs?format=csv"))) == 121
+
+    def test_cells_a_spreadsheet_would_run_as_formulas_are_defused(self, admin_api, user):
+        with transaction.atomic():
+            audit.record(
+                action="login",
+                actor=user,
+                origin=audit.Origin(ip="10.0.0.9", user_agent='=HYPERLINK("http://x")'),
+            )
+
+        row = self.rows(admin_api.get("/api/audit-logs?format=csv"))[1]
+
+        assert row[8] == '\'=HYPERLINK("http://x")'
+
+    def test_errors_stay_json_even_when_csv_was_asked_for(self, anon, admin_api):
+        unauthenticated = anon.get("/api/audit-logs?format=csv")
+        invalid = admin_api.get("/api/audit-logs?format=csv&since=never")
+
+        assert unauthenticated.status_code == 401
+        assert unauthenticated.json()["code"] == "not_authenticated"
+        assert invalid.status_code == 400
+        assert invalid["Content-Type"].startswith("application/json")
+
+    def test_an_unknown_format_is_400(self, admin_api):
+        assert admin_api.get("/api/audit-logs?format=xml").status_code == 400
+
+
+def test_sign_ins_and_failures_reach_the_log(anon, admin_api, user):
+    anon.post("/api/auth/signin", {"email": user.email, "password": PASSWORD}, format="json")
+    anon.post("/api/auth/signin", {"email": user.email, "password": "wrong"}, format="json")
+
+    body = admin_api.get(f"/api/audit-logs?user={user.pk}").json()
+
+    assert [item["action"] for item in body["results"]] == ["login_failed", "login"]
+    assert [item["success"] for item in body["results"]] == [False, True]
+    assert "wrong" not in str(body)
+
+
+def test_the_audit_log_needs_a_signed_in_user(anon):
+    assert anon.get("/api/audit-logs").status_code == 401

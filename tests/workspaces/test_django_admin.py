@@ -1,0 +1,125 @@
+"""Workspaces in the Django admin: saves go through the audited services; secrets are write-only."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.models import AuditEntry
+from workspaces.models import Workspace
+
+pytestmark = pytest.mark.django_db
+
+FORM = {
+    "name": "Kasm desk",
+    "type": "linux",
+    "description": "A KasmVNC host.",
+    "status": "available",
+    "icon": "linux",
+    "image_url": "",
+    "cpu": "2 vCPU",
+    "memory": "4 GB",
+    "storage": "50 GB",
+    "connection_type": "vnc",
+    "url": "",
+    "requires_netbird": "on",
+    "provisioner": "static",
+    "vnc_target": "wss://kasm.internal:6901/websockify",
+    "vnc_tls_verify": "on",
+    "vnc_username": "kasm_user",
+    "new_vnc_secret": "",
+    "new_rfb_password": "",
+}
+
+
+@pytest.fixture
+def site(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
+def kasm(site):
+    response = site.post(
+        "/admin/workspaces/workspace/add/",
+        {**FORM, "new_vnc_secret": "kasm-Basic-1", "new_rfb_password": "kasm-rfb-1"},
+    )
+    assert response.status_code == 302, response.content
+    return Workspace.objects.get(name="Kasm desk")
+
+
+def test_the_workspace_list_filters_and_searches(site, api):
+    api.get("/api/workspaces")
+
+    for query in ("", "?type__exact=linux", "?provisioner__exact=local_desktop", "?q=SAP"):
+        response = site.get(f"/admin/workspaces/workspace/{query}")
+        assert response.status_code == 200
+    assert b"Linux Desktop" in site.get("/admin/workspaces/workspace/?q=linux").content
+
+
+def test_adding_a_workspace_is_audited_and_stores_its_secrets_encrypted(kasm, superuser):
+    assert kasm.vnc_secret == "kasm-Basic-1"
+    assert kasm.rfb_password == "kasm-rfb-1"
+    entry = AuditEntry.objects.get(action="create_workspace")
+    assert entry.actor == superuser
+    assert entry.resource == f"workspace:{kasm.id}"
+    assert "kasm-Basic-1" not in str(entry.details)
+
+
+def test_the_change_page_never_shows_a_secret(site, kasm):
+    page = site.get(f"/admin/workspaces/workspace/{kasm.id}/change/")
+
+    assert page.status_code == 200
+    assert b"kasm-Basic-1" not in page.content and b"kasm-rfb-1" not in page.content
+
+
+def test_saving_with_blank_secret_fields_keeps_the_secrets(site, kasm):
+    response = site.post(
+        f"/admin/workspaces/workspace/{kasm.id}/change/", {**FORM, "memory": "8 GB"}
+    )
+
+    assert response.status_code == 302
+    kasm.refresh_from_db()
+    assert kasm.memory == "8 GB"
+    assert kasm.vnc_secret == "kasm-Basic-1" and kasm.rfb_password == "kasm-rfb-1"
+    assert AuditEntry.objects.get(action="update_workspace").details == {"changed": ["memory"]}
+
+
+def test_a_new_secret_replaces_and_the_clear_box_removes(site, kasm):
+    site.post(
+        f"/admin/workspaces/workspace/{kasm.id}/change/",
+        {**FORM, "new_vnc_secret": "kasm-Basic-2", "clear_rfb_password": "on"},
+    )
+
+    kasm.refresh_from_db()
+    assert kasm.vnc_secret == "kasm-Basic-2"
+    assert kasm.rfb_password == ""
+    assert AuditEntry.objects.get(action="update_workspace").details == {
+        "changed": ["rfb_password", "vnc_secret"]
+    }
+
+
+def test_an_invalid_size_is_refused_by_the_form(site):
+    response = site.post("/admin/workspaces/workspace/add/", {**FORM, "cpu": "lots"})
+
+    assert response.status_code == 200
+    assert b"vCPU" in response.content
+    assert not Workspace.objects.exists()
+
+
+def test_deleting_through_the_admin_is_audited(site, kasm, superuser):
+    response = site.post(f"/admin/workspaces/workspace/{kasm.id}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Workspace.objects.exists()
+    assert AuditEntry.objects.get(action="delete_workspace").actor == superuser
+
+
+def test_the_users_list_shows_their_mfa_state(site, user):
+    from accounts.models import Profile
+
+    Profile.objects.update_or_create(user=user, defaults={"mfa_enabled": True})
+
+    response = site.get("/admin/accounts/user/?profile__mfa_enabled__exact=1")
+
+    assert response.status_code == 200
+    assert b"alice@example.com" in response.content
