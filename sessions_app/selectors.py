@@ -93,8 +93,13 @@ def session_security(session: WorkspaceSession) -> dict[str, bool]:
       its own to open directly.
     """
     user = session.user
+    # The entry is written after the session row, in the same transaction: bounding created_at
+    # keeps this an index range scan however long the log grows.
     audited = AuditEntry.objects.filter(
-        action="launch_workspace", success=True, details__session_id=str(session.id)
+        created_at__gte=session.started_at,
+        action="launch_workspace",
+        success=True,
+        details__session_id=str(session.id),
     ).exists()
     workspace = session.workspace
     direct_url = bool(workspace is not None and workspace.url)

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # How long a started desktop may take to answer its provisioner's probe.
 READY_TIMEOUT_SECONDS = 15.0
 PROBE_INTERVAL_SECONDS = 0.2
+# A session still starting after this long lost its launching process (a crash or a restart
+# mid-start); the reaper ends it so the user's next launch starts afresh.
+STARTING_ABANDONED_AFTER = timedelta(minutes=5)
 
 Status = WorkspaceSession.Status
 
@@ -49,6 +52,7 @@ class EndReason:
     WORKSPACE_DELETED = "workspace_deleted"
     WORKSPACES_RESET = "workspaces_reset"
     START_FAILED = "start_failed"
+    START_ABANDONED = "start_abandoned"
 
 
 # --- Launch --------------------------------------------------------------------------------------
@@ -310,22 +314,30 @@ def session_terminate(
 
 
 def sessions_reap(*, now=None) -> int:
-    """End live sessions idle longer than WORKGATE_SESSION_IDLE_TIMEOUT (since last_seen_at) or
-    older than WORKGATE_SESSION_MAX_AGE (since started_at); how many were ended."""
+    """End live sessions idle longer than WORKGATE_SESSION_IDLE_TIMEOUT (since last_seen_at),
+    older than WORKGATE_SESSION_MAX_AGE (since started_at), or abandoned while starting; how
+    many were ended."""
     now = now or timezone.now()
     idle_since = now - timedelta(seconds=settings.WORKGATE_SESSION_IDLE_TIMEOUT)
     born_before = now - timedelta(seconds=settings.WORKGATE_SESSION_MAX_AGE)
+    abandoned_before = now - STARTING_ABANDONED_AFTER
 
     def expiry(session: WorkspaceSession) -> str | None:
         if session.started_at < born_before:
             return EndReason.MAX_AGE
         if session.last_seen_at < idle_since:
             return EndReason.IDLE_TIMEOUT
+        if session.status == Status.STARTING and session.started_at < abandoned_before:
+            return EndReason.START_ABANDONED
         return None
 
     candidates = (
         WorkspaceSession.objects.filter(status__in=WorkspaceSession.LIVE)
-        .filter(Q(last_seen_at__lt=idle_since) | Q(started_at__lt=born_before))
+        .filter(
+            Q(last_seen_at__lt=idle_since)
+            | Q(started_at__lt=born_before)
+            | Q(status=Status.STARTING, started_at__lt=abandoned_before)
+        )
         .order_by("started_at")
         .values_list("pk", flat=True)
     )

@@ -88,6 +88,20 @@ def test_the_timeouts_come_from_settings_and_time_can_be_injected(live_session, 
     assert session.end_reason == "idle_timeout"
 
 
+def test_a_session_stuck_starting_is_ended_so_the_next_launch_starts_afresh(
+    live_session, api, web_workspace
+):
+    session = live_session()
+    WorkspaceSession.objects.filter(pk=session.pk).update(status="starting")
+    age(session, started=301, seen=301)
+
+    assert sessions_reap() == 1
+
+    session.refresh_from_db()
+    assert session.end_reason == "start_abandoned"
+    assert launch(api, web_workspace.id).json()["session_id"] != str(session.id)
+
+
 def test_ended_sessions_are_not_reaped_again(live_session):
     session = live_session()
     age(session, started=90000, seen=90000)

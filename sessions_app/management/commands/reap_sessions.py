@@ -1,9 +1,12 @@
+import logging
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from sessions_app.services import sessions_reap, tickets_prune
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -24,9 +27,16 @@ class Command(BaseCommand):
         if loop is not None and loop < 1:
             raise CommandError("--loop needs a number of seconds of at least 1")
         while True:
-            ended = sessions_reap()
-            pruned = tickets_prune()
-            self.stdout.write(f"reaped {ended} session(s), pruned {pruned} ticket(s)")
+            try:
+                ended = sessions_reap()
+                pruned = tickets_prune()
+            except DatabaseError:
+                if loop is None:
+                    raise
+                # A database restart must not end the loop: try again next round.
+                logger.exception("reaping failed; retrying in %s s", loop)
+            else:
+                self.stdout.write(f"reaped {ended} session(s), pruned {pruned} ticket(s)")
             if loop is None:
                 return
             try:
