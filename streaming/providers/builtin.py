@@ -303,7 +303,8 @@ class BuiltinSession(ModelSession):
         launched = self._last("launch_workspace")
         if launched is not None:
             if not launched.success:
-                return f"I could not launch {target}: {launched.response.get('error')}"
+                name = next((c["name"] for c in self._launch_candidates()), target)
+                return f"I could not launch {name}: {launched.response.get('error')}"
             data = launched.response
             name, url = data["workspace"]["name"], data["stream_url"]
             if not data["created"]:

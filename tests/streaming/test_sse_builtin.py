@@ -129,3 +129,110 @@ async def test_open_the_team_wiki_launches_it_through_the_session_service(ask, u
     assert again.events[-2]["completion"] == (
         f"Team Wiki is already running for you. Open it at /viewer/{session.id}"
     )
+
+
+async def test_stop_ends_the_callers_own_session(ask, user, team_wiki):
+    await ask(user, {"inputs": ["open the team wiki"]})
+
+    streamed = await ask(user, {"inputs": ["stop the team wiki"]})
+
+    assert_contract(streamed)
+    assert [e["name"] for e in streamed.of_type("tool_call")] == [
+        "list_sessions",
+        "stop_workspace",
+    ]
+    assert streamed.events[-2]["completion"] == "I stopped Team Wiki."
+    session = await orm(WorkspaceSession.objects.get, user=user)
+    assert session.status == WorkspaceSession.Status.TERMINATED
+    stop = await orm(AuditEntry.objects.filter(action="stop_workspace").get)
+    assert stop.actor_id == user.pk and stop.resource == "workspace:ws-team-wiki"
+
+
+async def test_a_refused_launch_is_a_failed_tool_result_not_a_failed_turn(ask, user, team_wiki):
+    def require_tunnel():
+        team_wiki.requires_netbird = True
+        team_wiki.save()
+
+    await orm(require_tunnel)
+
+    streamed = await ask(user, {"inputs": ["open the team wiki"]})
+
+    assert_contract(streamed)
+    launch = streamed.of_type("tool_result")[-1]
+    assert launch["name"] == "launch_workspace"
+    assert launch["success"] is False
+    assert launch["response"]["code"] == "tunnel_required"
+    assert streamed.types[-2] == "complete"
+    assert streamed.events[-2]["completion"].startswith("I could not launch Team Wiki: ")
+    assert not await orm(WorkspaceSession.objects.exists)
+    tool_entry = await orm(AuditEntry.objects.filter(action="assistant_tool").last)
+    assert tool_entry.details["tool"] == "search_workspaces"  # ordering is newest first
+    refused = await orm(
+        lambda: list(AuditEntry.objects.filter(success=False).values_list("action", flat=True))
+    )
+    assert sorted(refused) == ["assistant_tool", "launch_workspace"]
+
+
+async def test_the_assistant_cannot_see_or_stop_another_users_session(
+    ask, user, other_user, admin_user, team_wiki
+):
+    await ask(other_user, {"inputs": ["open the team wiki"]})
+    theirs = await orm(WorkspaceSession.objects.get, user=other_user)
+
+    status = await ask(user, {"inputs": ["what is running?"]})
+    stop = await ask(user, {"inputs": ["stop the team wiki"]})
+    stop_all = await ask(user, {"inputs": ["stop everything"]})
+    admin_status = await ask(admin_user, {"inputs": ["what is running?"]})
+
+    assert status.of_type("tool_result")[0]["response"]["sessions"] == []
+    assert admin_status.of_type("tool_result")[0]["response"]["sessions"] == []
+    for streamed in (stop, stop_all):
+        assert [e["name"] for e in streamed.of_type("tool_call")] == ["list_sessions"]
+        assert streamed.events[-2]["completion"] == (
+            "Nothing is running, so there is nothing to stop."
+        )
+    await orm(theirs.refresh_from_db)
+    assert theirs.status == WorkspaceSession.Status.READY
+
+
+async def test_list_and_search_answer_from_the_catalog(ask, user):
+    listed = await ask(user, {"inputs": ["list my workspaces"]})
+    found = await ask(user, {"inputs": ["search for browser"]})
+
+    assert [e["name"] for e in listed.of_type("tool_call")] == ["list_workspaces"]
+    names = [w["name"] for w in listed.of_type("tool_result")[0]["response"]["workspaces"]]
+    assert names == [
+        "SAP Neogénesys",
+        "Remote Desktop",
+        "1Panel Admin",
+        "Linux Desktop",
+        "Secure Browser",
+    ]  # the five defaults, seeded by the catalog's own selector
+    assert listed.events[-2]["completion"].startswith("There are 5 workspaces:\n- SAP")
+    assert found.of_type("tool_call")[0]["arguments"] == {"query": "browser"}
+    assert found.events[-2]["completion"] == (
+        "2 workspaces match “browser”:\n"
+        "- Linux Desktop (linux, ws-linux-desktop)\n"  # "streamed in the browser"
+        "- Secure Browser (browser, ws-secure-browser)"
+    )
+
+
+async def test_the_same_question_gets_the_same_answer(ask, user, team_wiki):
+    first = await ask(user, {"inputs": ["list my workspaces"]})
+    second = await ask(user, {"inputs": ["list my workspaces"]})
+
+    def strip(events):
+        return [
+            {k: v for k, v in e.items() if k not in ("responseDurationMs", "call_id")}
+            for e in events
+        ]
+
+    assert strip(first.events) == strip(second.events)
+
+
+async def test_a_question_it_does_not_understand_gets_help_and_no_tool(ask, user):
+    streamed = await ask(user, {"inputs": ["tell me a joke"]})
+
+    assert_contract(streamed)
+    assert streamed.of_type("tool_call") == []
+    assert "open my Linux desktop" in streamed.events[-2]["completion"]

@@ -1,0 +1,230 @@
+"""The openai provider against a loopback server speaking streamed Chat Completions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streaming.models import History
+from tests.streaming.conftest import orm
+from tests.streaming.fakes import (
+    Reply,
+    openai_chunk,
+    openai_event,
+    openai_text_reply,
+    openai_tool_reply,
+)
+from tests.streaming.test_sse_builtin import assert_contract
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def assistant(make_assistant):
+    return make_assistant(
+        "openai", model="gpt-test", instructions="Answer like a librarian.", name="Librarian"
+    )
+
+
+def body(assistant, *inputs: str) -> dict:
+    return {"inputs": list(inputs), "requestArgs": {"assistantId": str(assistant.pk)}}
+
+
+async def test_reasoning_a_tool_call_and_the_answer_stream_in_order(
+    ask, user, assistant, openai_server, team_wiki
+):
+    openai_server.script(
+        openai_tool_reply("call_abc", "search_workspaces", '{"query": "wiki"}'),
+        openai_text_reply("The Team ", "Wiki is ", "available.", reasoning=("It is ", "there.")),
+    )
+
+    streamed = await ask(user, body(assistant, "Is there a wiki?"))
+
+    assert_contract(streamed)
+    assert streamed.types == [
+        "connected",
+        "tool_call",
+        "tool_result",
+        "thinking",
+        "thinking",
+        "thinking",
+        "stream",
+        "stream",
+        "stream",
+        "complete",
+        "done",
+    ]
+    call, result = streamed.of_type("tool_call")[0], streamed.of_type("tool_result")[0]
+    assert call == {
+        "type": "tool_call",
+        "call_id": "call_abc",
+        "name": "search_workspaces",
+        "arguments": {"query": "wiki"},
+        "displayInfo": {"icon": "search", "label": 'Searching workspaces for "wiki"'},
+    }
+    assert result["success"] is True and result["response"]["count"] == 1
+    thinking = streamed.of_type("thinking")
+    assert [t["id"] for t in thinking] == ["round-1"] * 3
+    assert thinking[-1] == {
+        "type": "thinking",
+        "id": "round-1",
+        "round": 1,
+        "text": "It is there.",
+        "done": True,
+    }
+    assert streamed.events[-2] == {
+        "type": "complete",
+        "success": True,
+        "usage": {
+            "input_tokens": 30,
+            "output_tokens": 13,
+            "total_tokens": 43,
+            "cached_input_tokens": 0,
+        },
+        "outputs": ["The Team Wiki is available."],
+        "model": "gpt-test",
+        "cached": False,
+        "completion": "The Team Wiki is available.",
+    }
+
+    first, second = openai_server.requests
+    assert openai_server.headers[0]["Authorization"] == "Bearer sk-test-openai"
+    assert first["model"] == "gpt-test" and first["stream"] is True
+    assert first["stream_options"] == {"include_usage": True}
+    assert first["messages"][0]["role"] == "system"
+    assert "Answer like a librarian." in first["messages"][0]["content"]
+    assert first["messages"][1] == {"role": "user", "content": "Is there a wiki?"}
+    assert {tool["function"]["name"] for tool in first["tools"]} == {
+        "list_workspaces",
+        "search_workspaces",
+        "launch_workspace",
+        "stop_workspace",
+        "list_sessions",
+    }
+    assert second["messages"][2] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_abc",
+                "type": "function",
+                "function": {"name": "search_workspaces", "arguments": '{"query": "wiki"}'},
+            }
+        ],
+    }
+    tool_message = second["messages"][3]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_abc"
+    assert json.loads(tool_message["content"])["workspaces"][0]["id"] == "ws-team-wiki"
+
+    history = await orm(History.objects.get)
+    assert history.status == History.Status.COMPLETE and history.provider == "openai"
+    assert history.thinking == [{"id": "round-1", "round": 1, "text": "It is there."}]
+    assert history.tool_calls[0]["response"]["count"] == 1
+    assert history.usage["total_tokens"] == 43
+
+
+async def test_ollama_style_reasoning_and_a_stream_without_done_marker_still_complete(
+    ask, user, assistant, openai_server
+):
+    openai_server.script(
+        Reply(
+            [
+                openai_chunk({"role": "assistant", "reasoning": "Hmm."}),
+                openai_chunk({"content": "Hello."}),
+                openai_chunk(finish="stop"),
+            ]
+        )
+    )
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert_contract(streamed)
+    assert [t.get("done", False) for t in streamed.of_type("thinking")] == [False, True]
+    assert streamed.events[-2]["completion"] == "Hello."
+
+
+async def test_arguments_that_are_not_json_fail_the_tool_not_the_turn(
+    ask, user, assistant, openai_server
+):
+    openai_server.script(
+        openai_tool_reply("call_1", "launch_workspace", "{not json"),
+        openai_text_reply("Sorry."),
+    )
+
+    streamed = await ask(user, body(assistant, "launch"))
+
+    [result] = streamed.of_type("tool_result")
+    assert result["success"] is False
+    assert result["response"]["code"] == "invalid_arguments"
+    assert streamed.events[-2]["completion"] == "Sorry."
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "message"),
+    [
+        (
+            Reply(
+                status=429, body={"error": {"message": "Slow down"}}, headers={"Retry-After": "7"}
+            ),
+            429,
+            "The openai provider is rate limiting requests (retry after 7 s): Slow down",
+        ),
+        (
+            Reply(status=500, body={"error": {"message": "boom", "type": "server_error"}}),
+            502,
+            "The openai provider answered 500: boom",
+        ),
+        (
+            Reply([openai_chunk({"content": "Half an ans"})], drop=True),
+            502,
+            "The openai provider's connection broke off mid-answer.",
+        ),
+        (
+            Reply([openai_chunk({"content": "Half"}), openai_event({"error": {"message": "oom"}})]),
+            502,
+            "The openai provider failed: oom",
+        ),
+    ],
+    ids=["429", "500", "mid-stream-disconnect", "error-chunk"],
+)
+async def test_provider_failures_end_with_an_error_event_and_an_error_history(
+    ask, user, assistant, openai_server, reply, status, message
+):
+    openai_server.script(reply)
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert_contract(streamed)
+    assert streamed.events[-2] == {"type": "error", "error": {"message": message, "status": status}}
+    history = await orm(History.objects.get)
+    assert history.status == History.Status.ERROR
+    assert history.error_message == message
+
+
+async def test_a_provider_that_cannot_be_reached_is_an_error_event(ask, user, assistant, settings):
+    from tests.support.processes import free_port
+
+    settings.OPENAI_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["error"] == {
+        "message": "The openai provider cannot be reached.",
+        "status": 502,
+    }
+
+
+async def test_the_json_route_reports_a_provider_failure_in_the_error_shape(
+    ask_json, user, assistant, openai_server
+):
+    openai_server.script(Reply(status=500, body={"error": {"message": "boom"}}))
+
+    response = await ask_json(user, body(assistant, "hi"))
+
+    assert response.status_code == 502
+    assert response.json() == {
+        "success": False,
+        "detail": "The openai provider answered 500: boom",
+        "code": "assistant_error",
+    }
