@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from audit.chain import GENESIS, entry_hash
 from audit.models import AuditEntry
-from config.network import client_ip, user_agent
+from config.network import client_from_scope, client_ip, user_agent
 
 # An arbitrary constant naming the lock that serialises appends to the chain on PostgreSQL.
 _CHAIN_LOCK = 0x57_6F_72_6B_67_61_74_65  # "Workgate"
@@ -43,6 +43,13 @@ class Origin:
         if request is None:
             return cls()
         return cls(ip=client_ip(request) or None, user_agent=user_agent(request))
+
+    @classmethod
+    def of_scope(cls, scope: dict) -> Origin:
+        """The same for a Channels scope (a WebSocket connection)."""
+        headers = dict(scope.get("headers") or [])
+        agent = headers.get(b"user-agent", b"").decode("latin-1")[:512]
+        return cls(ip=client_from_scope(scope).ip or None, user_agent=agent)
 
 
 SYSTEM = Origin()

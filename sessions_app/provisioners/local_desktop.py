@@ -1,21 +1,448 @@
-"""Xvfb + x11vnc on loopback per session (issue 4 fills this in)."""
+"""Xvfb + x11vnc on loopback, one desktop per session, for a single trusted host.
+
+Each desktop lives in a private directory (0700) under WORKGATE_RUNTIME_DIR holding its X
+authority cookie and its RFB password file (both 0600): no secret is ever on a command line,
+where any local user could read it with ps. Xvfb leads a process group that x11vnc and the
+desktop program join; the group id and the directory are kept in the session's
+`provisioner_state`, so any server process on this host can stop what another one started.
+
+Every process of a desktop also carries WORKGATE_DESKTOP_DIR=<its directory> in its environment.
+Before signalling a group this module checks that a process carrying that mark is in it, so a
+process group id recycled by the kernel for someone else's processes is never killed, and a
+process that left the group (setsid) is still found.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import secrets
+import select
+import shlex
+import shutil
+import signal
+import socket
+import string
+import struct
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from django.conf import settings
+from django.db import connection
+
+from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
+from sessions_app.provisioners.static import rfb_greets
+
+logger = logging.getLogger(__name__)
+
+MARK = "WORKGATE_DESKTOP_DIR"
+START_TIMEOUT = 15.0  # seconds for Xvfb to take connections and x11vnc to greet
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+PORT_ATTEMPTS = 3  # a free port can be taken between choosing it and x11vnc binding it
+RFB_PASSWORD_LENGTH = 8  # VNC authentication uses the first 8 bytes of the password, no more
+_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+_GEOMETRY = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+# Only these variables of the server's environment reach a desktop: the server's own secrets
+# (SECRET_KEY, WORKGATE_ENCRYPTION_KEY, DATABASE_URL, API keys) must not be readable from a
+# shell the end user opens on it.
+_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ")
+
+# VNC's "obfuscation" of stored passwords: DES with this fixed key (d3des bit order, i.e. the
+# standard-DES key e84ad660c4721ae0). It hides nothing from a reader of the file, hence 0600.
+_VNC_FILE_KEY = bytes([0xE8, 0x4A, 0xD6, 0x60, 0xC4, 0x72, 0x1A, 0xE0])
+
+
+@dataclass(frozen=True)
+class Geometry:
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
 
 
 class LocalDesktopProvisioner:
     name = "local_desktop"
 
-    def check_available(self, workspace) -> None:
-        raise ProvisionerUnavailable("Local desktops are not implemented yet.")
+    def check_available(self, workspace=None) -> None:
+        _configuration()
 
-    def start(self, session) -> Upstream | None:
-        raise ProvisionerUnavailable("Local desktops are not implemented yet.")
+    def start(self, session) -> Upstream:
+        geometry, command = _configuration()
+        reap_orphans()
+        directory = _desktop_dir(session.id)
+        try:
+            return _start_desktop(session, directory, geometry, command)
+        except BaseException:
+            _stop_desktop_in(directory)
+            raise
 
     def probe(self, session) -> bool:
-        return False
+        return bool(session.upstream_target) and rfb_greets(session.upstream_target)
 
     def stop(self, session) -> None:
-        return None
+        # The directory follows from the session id alone: a stop that races the start (before
+        # provisioner_state was saved) still finds the desktop, and no path read back from the
+        # database is ever deleted on its word.
+        directory = _runtime_root() / str(session.id)
+        if directory.exists() or str(directory) in _marked_processes():
+            _stop_desktop_in(directory)
+
+
+# --- Configuration -----------------------------------------------------------------------------
+
+
+def _configuration() -> tuple[Geometry, list[str]]:
+    """The desktop's geometry and command, or ProvisionerUnavailable saying what to fix."""
+    if not settings.WORKGATE_LOCAL_DESKTOP:
+        raise ProvisionerUnavailable(
+            "Local desktops are turned off on this server: set WORKGATE_LOCAL_DESKTOP=1 "
+            "(DEBUG=1 turns them on too), or give the workspace a static vnc_target."
+        )
+    missing = [binary for binary in ("Xvfb", "x11vnc") if shutil.which(binary) is None]
+    if missing:
+        raise ProvisionerUnavailable(
+            f"Local desktops need {' and '.join(missing)} on the server's PATH: install the "
+            "packages xvfb and x11vnc (apt-get install xvfb x11vnc)."
+        )
+    match = _GEOMETRY.match(settings.WORKGATE_LOCAL_DESKTOP_GEOMETRY.strip())
+    if not match:
+        raise ProvisionerUnavailable(
+            "WORKGATE_LOCAL_DESKTOP_GEOMETRY must look like 1280x800, not "
+            f"{settings.WORKGATE_LOCAL_DESKTOP_GEOMETRY!r}."
+        )
+    try:
+        command = shlex.split(settings.WORKGATE_LOCAL_DESKTOP_COMMAND)
+    except ValueError as exc:
+        raise ProvisionerUnavailable(
+            f"WORKGATE_LOCAL_DESKTOP_COMMAND cannot be parsed: {exc}."
+        ) from exc
+    if command and shutil.which(command[0]) is None:
+        raise ProvisionerUnavailable(
+            f"WORKGATE_LOCAL_DESKTOP_COMMAND names {command[0]!r}, which is not installed "
+            "(the default, xterm, comes with apt-get install xterm)."
+        )
+    return Geometry(int(match[1]), int(match[2])), command
+
+
+def _runtime_root() -> Path:
+    """This installation's desktops: one folder per database, so two Workgate servers sharing a
+    runtime directory but not a database never take each other's desktops for orphans."""
+    db = connection.settings_dict
+    identity = f"{db['ENGINE']}|{db.get('HOST', '')}|{db.get('PORT', '')}|{db['NAME']}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return Path(settings.WORKGATE_RUNTIME_DIR).resolve() / "desktops" / digest
+
+
+def _desktop_dir(session_id) -> Path:
+    root = _runtime_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory = root / str(session_id)
+    if directory.exists():  # a leftover of an earlier attempt at this very session
+        _stop_desktop_in(directory)
+    directory.mkdir(mode=0o700)
+    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    return directory
+
+
+# --- Starting ----------------------------------------------------------------------------------
+
+
+def _start_desktop(session, directory: Path, geometry: Geometry, command: list[str]) -> Upstream:
+    password = new_rfb_password()
+    xauthority = directory / "Xauthority"
+    rfbauth = directory / "rfbauth"
+    _write_private(xauthority, xauthority_cookie(secrets.token_bytes(16)))
+    _write_private(rfbauth, vnc_password_file(password))
+    env = _desktop_env(directory, xauthority)
+    deadline = time.monotonic() + START_TIMEOUT
+
+    xvfb, display = _start_xvfb(directory, geometry, xauthority, env, deadline)
+    state = {"pgid": xvfb.pid, "dir": str(directory), "display": display}
+    _remember(session, state)  # from here on, any process can find and stop this desktop
+
+    port = _start_x11vnc(directory, display, xauthority, rfbauth, env, xvfb.pid, deadline)
+    state["port"] = port
+    if command:
+        home = env.get("HOME", "")
+        with open(directory / "desktop.log", "ab") as log:
+            desktop = subprocess.Popen(  # noqa: S603 - argv from the operator's own setting
+                command,
+                env={**env, "DISPLAY": f":{display}"},
+                cwd=home if home and os.path.isdir(home) else directory,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=xvfb.pid,
+            )
+        _children.append(desktop)
+    _remember(session, state)
+    return Upstream(kind="tcp", target=f"127.0.0.1:{port}", rfb_password=password)
+
+
+def _remember(session, state: dict) -> None:
+    session.provisioner_state = dict(state)
+    type(session).objects.filter(pk=session.pk).update(provisioner_state=session.provisioner_state)
+
+
+def _desktop_env(directory: Path, xauthority: Path) -> dict[str, str]:
+    env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["XAUTHORITY"] = str(xauthority)
+    env[MARK] = str(directory)
+    return env
+
+
+def _start_xvfb(directory, geometry, xauthority, env, deadline) -> tuple[subprocess.Popen, int]:
+    """Xvfb picks a free display itself and writes its number to a pipe once it takes clients."""
+    read_end, write_end = os.pipe()
+    try:
+        with open(directory / "xvfb.log", "ab") as log:
+            xvfb = subprocess.Popen(  # noqa: S603 - fixed argv
+                [
+                    shutil.which("Xvfb"),
+                    "-displayfd",
+                    str(write_end),
+                    "-screen",
+                    "0",
+                    f"{geometry}x24",
+                    "-auth",
+                    str(xauthority),
+                    "-nolisten",
+                    "tcp",
+                    "-noreset",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_end,),
+                process_group=0,  # a new group, led by Xvfb, that the rest of the desktop joins
+            )
+        _children.append(xvfb)
+        os.close(write_end)
+        write_end = -1
+        answer = b""
+        while not answer.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([read_end], [], [], remaining)[0]:
+                raise ProvisionerUnavailable("The local desktop's X server did not start in time.")
+            chunk = os.read(read_end, 32)
+            if not chunk:
+                raise ProvisionerUnavailable(
+                    f"The local desktop's X server exited ({_tail(directory / 'xvfb.log')})."
+                )
+            answer += chunk
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    return xvfb, int(answer.strip())
+
+
+def _start_x11vnc(directory, display, xauthority, rfbauth, env, pgid, deadline) -> int:
+    for _attempt in range(PORT_ATTEMPTS):
+        port = _free_port()
+        with open(directory / "x11vnc.log", "ab") as log:
+            x11vnc = subprocess.Popen(  # noqa: S603 - fixed argv; the password is in a file
+                [
+                    shutil.which("x11vnc"),
+                    "-display",
+                    f":{display}",
+                    "-auth",
+                    str(xauthority),
+                    "-rfbauth",
+                    str(rfbauth),
+                    "-rfbport",
+                    str(port),
+                    "-localhost",
+                    "-no6",
+                    # The desktop outlives its viewers: it takes reconnects and shares the
+                    # screen between viewers of the same session.
+                    "-forever",
+                    "-shared",
+                    "-norc",
+                    "-nolookup",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                process_group=pgid,
+            )
+        _children.append(x11vnc)
+        while time.monotonic() < deadline:
+            if x11vnc.poll() is not None:
+                break  # most likely the port was taken meanwhile: try another
+            if rfb_greets(f"127.0.0.1:{port}", timeout=1.0):
+                return port
+            time.sleep(0.05)
+        else:
+            raise ProvisionerUnavailable("The local desktop's VNC server did not start in time.")
+    raise ProvisionerUnavailable(
+        f"The local desktop's VNC server would not start ({_tail(directory / 'x11vnc.log')})."
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, limit: int = 200) -> str:
+    with contextlib.suppress(OSError):
+        lines = path.read_text(errors="replace").strip().splitlines()
+        if lines:
+            return lines[-1][-limit:]
+    return "no output"
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
+def new_rfb_password() -> str:
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(RFB_PASSWORD_LENGTH))
+
+
+def vnc_password_file(password: str) -> bytes:
+    """The 8 bytes of a VNC `passwd` file (what `vncpasswd` and `x11vnc -storepasswd` write)."""
+    padded = password.encode("latin-1")[:8].ljust(8, b"\0")
+    # Three equal DES keys make TripleDES plain single DES, which is what VNC uses.
+    encryptor = Cipher(TripleDES(_VNC_FILE_KEY * 3), modes.ECB()).encryptor()  # noqa: S305
+    return encryptor.update(padded) + encryptor.finalize()
+
+
+def xauthority_cookie(cookie: bytes) -> bytes:
+    """An Xauthority file with one MIT-MAGIC-COOKIE-1 entry valid for any host and display."""
+
+    def counted(value: bytes) -> bytes:
+        return struct.pack(">H", len(value)) + value
+
+    family_wild = 0xFFFF
+    return (
+        struct.pack(">H", family_wild)
+        + counted(b"")
+        + counted(b"")
+        + counted(b"MIT-MAGIC-COOKIE-1")
+        + counted(cookie)
+    )
+
+
+# --- Stopping and orphans ---------------------------------------------------------------------
+
+
+def _marked_processes() -> dict[str, list[tuple[int, int]]]:
+    """Every live (not zombie) process carrying the desktop mark: {directory: [(pid, pgid)]}."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    needle = f"{MARK}=".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = handle.read()
+            if needle not in environ:
+                continue
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:  # gone meanwhile, or another user's process
+            continue
+        # Fields after the parenthesised command name: state, ppid, pgrp, ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields[0] == b"Z":
+            continue
+        for variable in environ.split(b"\0"):
+            if variable.startswith(needle):
+                directory = variable[len(needle) :].decode(errors="replace")
+                found.setdefault(directory, []).append((pid, int(fields[2])))
+                break
+    return found
+
+
+def _stop_desktop_in(directory: Path) -> None:
+    """End every process of the desktop living in `directory`, then delete the directory.
+
+    Each marked process's whole group is signalled (Xvfb leads the group that x11vnc and the
+    desktop program joined; the program's own children are in it too), and each marked process
+    on its own in case it left the group.
+    """
+    members = _marked_processes().get(str(directory), [])
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not members:
+            break
+        for group in {group for _, group in members}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, sig)
+        for pid, _ in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while members and time.monotonic() < deadline:
+            time.sleep(0.05)
+            _reap_children()
+            members = _marked_processes().get(str(directory), [])
+    if members:
+        logger.warning("local desktop processes in %s survived SIGKILL", directory)
+    _reap_children()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+# Desktop processes this server process started, until they have exited and been waited for:
+# a stop from another process kills them, and this one still owes them a wait().
+_children: list[subprocess.Popen] = []
+
+
+def _reap_children() -> None:
+    _children[:] = [child for child in _children if child.poll() is None]
+
+
+def reap_orphans() -> int:
+    """Stop desktops left behind by a crash: those whose session is no longer live here.
+
+    Run at every start. A desktop whose session is still live is left alone, wherever it was
+    started: after a server restart its viewers reconnect to it through any process.
+    """
+    root = _runtime_root()
+    directories = set()
+    if root.exists():
+        directories = {str(path) for path in root.iterdir() if path.is_dir()}
+    directories |= {d for d in _marked_processes() if _is_inside(Path(d), root)}
+    if not directories:
+        return 0
+    ids = []
+    for directory in directories:
+        with contextlib.suppress(ValueError):
+            ids.append(uuid.UUID(Path(directory).name))
+    live = {
+        str(root / str(session_id))
+        for session_id in WorkspaceSession.objects.filter(
+            id__in=ids, status__in=WorkspaceSession.LIVE
+        ).values_list("id", flat=True)
+    }
+    orphans = sorted(directories - live)
+    for directory in orphans:
+        logger.info("stopping an orphaned local desktop: %s", directory)
+        _stop_desktop_in(Path(directory))
+    return len(orphans)
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root) and path.resolve() != root
+    except (OSError, ValueError):
+        return False

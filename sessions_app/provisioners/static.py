@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
 
 PROBE_TIMEOUT = 2.0
+_DEFAULT_PORTS = {"ws": 80, "wss": 443}
 
 
 class StaticProvisioner:
@@ -18,6 +19,13 @@ class StaticProvisioner:
             raise ProvisionerUnavailable(
                 f"Workspace {workspace.id} has no vnc_target; an administrator must set one "
                 "(tcp://host:port or wss://host:port/path)."
+            )
+        if workspace.vnc_target and urlsplit(workspace.vnc_target).scheme not in (
+            "tcp",
+            *_DEFAULT_PORTS,
+        ):
+            raise ProvisionerUnavailable(
+                f"Workspace {workspace.id} has a vnc_target that is neither tcp:// nor ws(s)://."
             )
 
     def start(self, session) -> Upstream | None:
@@ -37,19 +45,37 @@ class StaticProvisioner:
         )
 
     def probe(self, session) -> bool:
-        if session.upstream_kind != "tcp":
-            return True  # no desktop, or a websocket upstream checked when the relay connects
-        return rfb_greets(session.upstream_target)
+        if session.upstream_kind == "tcp":
+            return rfb_greets(session.upstream_target)
+        if session.upstream_kind == "websocket":
+            # A KasmVNC-style server answers RFB only inside an authenticated WebSocket: taking
+            # the TCP connection is what can be checked without speaking for a viewer.
+            parts = urlsplit(session.upstream_target)
+            try:
+                port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 443)
+            except ValueError:
+                return False
+            return accepts_connections(parts.hostname or "", port)
+        return True  # no desktop: ready as soon as it is launched
 
-    def stop(self, session) -> None:
-        return None
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    return socket.create_connection((host.strip("[]"), port), timeout=timeout)
+
+
+def accepts_connections(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> bool:
+    try:
+        with _connect(host, port, timeout):
+            return True
+    except OSError:
+        return False
 
 
 def rfb_greets(hostport: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """Does host:port accept a connection and send an "RFB 003.00x" protocol version?"""
     host, _, port = hostport.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+        with _connect(host, int(port), timeout) as conn:
             conn.settimeout(timeout)
             greeting = conn.recv(12)
     except (OSError, ValueError):

@@ -1,0 +1,184 @@
+"""Fixtures for desktops, tickets and the relay: real local desktops (Xvfb + x11vnc) started
+through the launch API, tickets through the ticket API, and the relay through the full ASGI
+application (origin check included) with WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import close_old_connections
+from django.utils import timezone
+
+from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners import local_desktop
+from workspaces.models import Workspace
+
+
+def db(function):
+    """Run sync test code (ORM, API client) from an async test, closing its connection after,
+    so no connection outlives the test database."""
+
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call)
+
+
+needs_desktops = pytest.mark.skipif(
+    not (shutil.which("Xvfb") and shutil.which("x11vnc")), reason="needs Xvfb and x11vnc"
+)
+GEOMETRY = (800, 600)
+
+
+@pytest.fixture
+def desktops(settings, tmp_path):
+    """Local desktops under a private runtime directory; whatever is left is stopped after."""
+    runtime = tmp_path / "runtime"
+    settings.WORKGATE_LOCAL_DESKTOP = True
+    settings.WORKGATE_RUNTIME_DIR = runtime
+    settings.WORKGATE_LOCAL_DESKTOP_COMMAND = ""  # no program: faster, and the screen is enough
+    settings.WORKGATE_LOCAL_DESKTOP_GEOMETRY = "{}x{}".format(*GEOMETRY)
+    yield runtime
+    stop_desktops_under(runtime)
+
+
+def stop_desktops_under(runtime: Path) -> None:
+    root = str(runtime.resolve())
+    for directory in local_desktop._marked_processes():
+        if directory.startswith(root):
+            local_desktop._stop_desktop_in(Path(directory))
+
+
+@pytest.fixture
+def make_workspace(db):
+    counter = {"n": 0}
+
+    def make(**fields) -> Workspace:
+        counter["n"] += 1
+        fields.setdefault("id", f"ws-vnc{counter['n']:05d}")
+        fields.setdefault("name", f"Desktop {counter['n']}")
+        fields.setdefault("type", Workspace.Type.LINUX)
+        fields.setdefault("description", "A desktop made by a test.")
+        fields.setdefault("connection_type", Workspace.ConnectionType.VNC)
+        fields.setdefault("provisioner", Workspace.Provisioner.LOCAL_DESKTOP)
+        fields.setdefault("requires_netbird", False)
+        return Workspace.objects.create(**fields)
+
+    return make
+
+
+@pytest.fixture
+def launch(client_for):
+    """Launch a workspace through the API as `user`; the session row, ready."""
+
+    def run(user, workspace: Workspace) -> WorkspaceSession:
+        response = client_for(user).post(f"/api/workspaces/{workspace.id}/launch")
+        assert response.status_code in (200, 201), response.content
+        session = WorkspaceSession.objects.get(pk=response.json()["session_id"])
+        assert session.status == WorkspaceSession.Status.READY
+        return session
+
+    return run
+
+
+@pytest.fixture
+def desktop(desktops, make_workspace, launch, user):
+    """`user`'s ready local desktop."""
+    return launch(user, make_workspace())
+
+
+@pytest.fixture
+def make_runtime(make_workspace):
+    """A session row in the given status with a relayable upstream, without a real desktop."""
+
+    def make(user, status=WorkspaceSession.Status.READY, **fields) -> WorkspaceSession:
+        workspace = fields.pop("workspace", None) or make_workspace(provisioner="static")
+        now = timezone.now()
+        fields.setdefault("upstream_kind", WorkspaceSession.UpstreamKind.TCP)
+        fields.setdefault("upstream_target", "127.0.0.1:9")
+        return WorkspaceSession.objects.create(
+            user=user,
+            workspace=workspace,
+            workspace_name=workspace.name,
+            workspace_type=workspace.type,
+            status=status,
+            started_at=now - timedelta(minutes=5),
+            ready_at=now if status == WorkspaceSession.Status.READY else None,
+            last_seen_at=now,
+            provisioner="static",
+            rfb_password=fields.pop("rfb_password", "pw123456"),
+            **fields,
+        )
+
+    return make
+
+
+@pytest.fixture
+def ticket_for(client_for):
+    """Mint a ticket through the API; the response body."""
+
+    def mint(user, runtime_id: str) -> dict:
+        response = client_for(user).post(
+            "/api/agents/workspace/ticket", {"workspaceId": runtime_id}, format="json"
+        )
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    return mint
+
+
+def relay_path(body: dict) -> str:
+    """The path and query of a ticket's vncUrl (what a browser would open)."""
+    url = body["vncUrl"]
+    return url[url.index("/api/") :]
+
+
+class RelayClosed(Exception):
+    def __init__(self, code, reason):
+        super().__init__(f"closed {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class CommunicatorConnection:
+    """WebsocketCommunicator with the recv()/send() of a WebSocket client, for RfbClient."""
+
+    def __init__(self, communicator: WebsocketCommunicator):
+        self.communicator = communicator
+
+    async def recv(self) -> bytes:
+        output = await self.communicator.receive_output(timeout=10)
+        if output["type"] == "websocket.send":
+            return output["bytes"]
+        raise RelayClosed(output.get("code"), output.get("reason", ""))
+
+    async def send(self, data: bytes) -> None:
+        await self.communicator.send_input({"type": "websocket.receive", "bytes": data})
+
+
+def relay_communicator(path: str, *, origin: str | None = None, subprotocols=("binary",)):
+    from config.asgi import application
+
+    headers = [(b"origin", origin.encode())] if origin else []
+    headers.append((b"user-agent", b"pytest-viewer/1"))
+    return WebsocketCommunicator(
+        application, path, headers=headers, subprotocols=list(subprotocols)
+    )
+
+
+async def refused_with(communicator: WebsocketCommunicator) -> tuple[int, str]:
+    """Connect and expect accept-then-close: (code, reason)."""
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    output = await communicator.receive_output(timeout=10)
+    assert output["type"] == "websocket.close", output
+    await communicator.wait()
+    return output["code"], output.get("reason", "")

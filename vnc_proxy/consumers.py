@@ -1,0 +1,264 @@
+"""The VNC relay: `/api/agents/workspace/vnc/<workspaceId>?ticket=<jwt>`.
+
+The ticket is the only credential. It is spent and checked before the handshake is accepted and
+before the desktop is contacted; a refusal accepts the handshake only to close it at once with a
+named code (see close_codes.py), so a viewer can tell the user why. An admitted connection joins
+its session's channel-layer group (a stop from any server process closes it), connects to the
+desktop (TCP to a plain RFB server, or a WebSocket with HTTP Basic auth to a KasmVNC-style one),
+and then moves bytes both ways until either side closes, which closes the other.
+
+This is a plain ASGI application, not a Channels consumer class: AsyncConsumer hops to a worker
+thread (close_old_connections) for every message it dispatches, which would cost more than the
+relaying itself. The hot path here is `_browser_to_desktop` and `_desktop_to_browser`: no ORM,
+no logging, no per-message allocation beyond the payloads, and waits only where flow control
+says to (see browser.py and upstreams.py). The database is touched when a connection is
+admitted, opened and closed, and at most every 30 seconds while traffic flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from urllib.parse import parse_qsl
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections
+
+from audit import services as audit
+from vnc_proxy import services
+from vnc_proxy.browser import AsgiBrowser, browser_for
+from vnc_proxy.close_codes import CloseCode
+from vnc_proxy.upstreams import UpstreamError, upstream_open
+
+logger = logging.getLogger(__name__)
+
+SEEN_INTERVAL = 30.0  # seconds between last_seen_at updates while traffic flows
+
+
+def _db(function):
+    """`function` in a worker thread, with a database connection of its own for the call.
+
+    Not thread-sensitive: relay bookkeeping must not queue behind other sync work of the
+    process, and each call is a self-contained transaction. The connection is closed inside
+    the call: Channels' database_sync_to_async closes connections outside the context the
+    function ran in, where a non-thread-sensitive call's connection is not visible, and so
+    would leak one per call.
+    """
+
+    def call(*args, **kwargs):
+        close_old_connections()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call, thread_sensitive=False)
+
+
+def _ticket_of(scope: dict) -> str:
+    query = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(query, max_num_fields=20):
+        if name == "ticket":
+            return value
+    return ""
+
+
+class VncRelay:
+    """The ASGI application for one route; one RelayConnection per WebSocket."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "websocket":
+            raise ValueError("the VNC relay speaks WebSocket only")
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await RelayConnection(scope, browser_for(receive, send)).run()
+
+
+class RelayConnection:
+    def __init__(self, scope: dict, browser: AsgiBrowser):
+        self.browser = browser
+        self.workspace_id = scope["url_route"]["kwargs"]["workspace_id"]
+        self.ticket = _ticket_of(scope)
+        self.origin = audit.Origin.of_scope(scope)
+        self.subprotocol = "binary" if "binary" in scope.get("subprotocols", ()) else None
+        self.bytes_to_browser = 0
+        self.bytes_to_desktop = 0
+        self.close_code: int | None = None
+        self.closed_by = "browser"
+        self.upstream = None
+        self.target: services.RelayTarget | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task] = set()
+
+    async def run(self) -> None:
+        try:
+            self.target = await _db(services.relay_admit)(
+                ticket=self.ticket, workspace_id=self.workspace_id, origin=self.origin
+            )
+        except services.RelayRefused as refused:
+            await self.browser.accept(self.subprotocol)
+            await self.browser.close(refused.code, refused.reason)
+            return
+        finally:
+            self.ticket = ""  # spent or refused: nothing keeps it from here on
+        await self.browser.accept(self.subprotocol)
+
+        layer = get_channel_layer()
+        channel = await layer.new_channel() if layer is not None else None
+        if channel is not None:
+            await layer.group_add(self.target.group, channel)
+        started = time.monotonic()
+        opened = False
+        tasks: list[asyncio.Task] = []
+        try:
+            opened = await self._open_upstream()
+            if opened:
+                tasks.append(asyncio.create_task(self._desktop_to_browser()))
+                if channel is not None:
+                    tasks.append(asyncio.create_task(self._listen(layer, channel)))
+                self._start_timer()
+            await self._browser_to_desktop(forward=opened)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            for task in tasks:
+                task.cancel()
+            if self.upstream is not None:
+                await self.upstream.close()
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await layer.group_discard(self.target.group, channel)
+            if opened:
+                await _db(services.relay_closed)(
+                    target=self.target,
+                    origin=self.origin,
+                    bytes_to_browser=self.bytes_to_browser,
+                    bytes_to_desktop=self.bytes_to_desktop,
+                    duration=time.monotonic() - started,
+                    close_code=self.close_code or CloseCode.NORMAL,
+                    closed_by=self.closed_by,
+                )
+
+    async def _open_upstream(self) -> bool:
+        target = self.target
+        try:
+            self.upstream = await upstream_open(
+                kind=target.kind,
+                target=target.target,
+                username=target.username,
+                secret=target.secret,
+                tls_verify=target.tls_verify,
+            )
+        except UpstreamError as exc:
+            await _db(services.relay_failed)(target=target, origin=self.origin, reason=str(exc))
+            await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
+            return False
+        if not await _db(services.relay_opened)(
+            target=target, origin=self.origin, subprotocol=self.subprotocol
+        ):
+            await self._finish(CloseCode.NOT_READY, "workspace not ready", by="session")
+            return False
+        # The desktop's socket buffer decides when to stop reading from the browser.
+        self.upstream.on_pause = self.browser.pause_reading
+        self.upstream.on_resume = self.browser.resume_reading
+        return True
+
+    async def _finish(self, code: int, reason: str, *, by: str) -> None:
+        """Close the browser's side (once); its disconnect then ends `run`."""
+        if self.close_code is not None:
+            return
+        self.close_code = int(code)
+        self.closed_by = by
+        await self.browser.close(code, reason)
+
+    # --- The hot path ---------------------------------------------------------------------------
+
+    async def _browser_to_desktop(self, *, forward: bool) -> None:
+        """Until the browser is gone: each binary message to the desktop, as it is."""
+        receive = self.browser.receive
+        write = self.upstream.write if forward else None
+        while True:
+            message = await receive()
+            data = message.get("bytes")
+            if data is not None:
+                if write is not None and self.close_code is None:
+                    self.bytes_to_desktop += len(data)
+                    try:
+                        await write(data)
+                    except UpstreamError as exc:
+                        await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
+                continue
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                if self.close_code is None:
+                    self.close_code = message.get("code", 1005)
+                return
+            if kind == "websocket.receive":  # a text frame
+                await self._finish(CloseCode.UNSUPPORTED_DATA, "binary frames only", by="relay")
+
+    async def _desktop_to_browser(self) -> None:
+        read = self.upstream.read
+        send = self.browser.send
+        try:
+            while True:
+                data = await read()
+                if not data:
+                    break
+                self.bytes_to_browser += len(data)
+                await send(data)
+        except UpstreamError as exc:
+            await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
+            return
+        await self._finish(CloseCode.NORMAL, "the desktop closed the connection", by="desktop")
+
+    # --- Control: stops from any process, idleness, last_seen_at ---------------------------------
+
+    async def _listen(self, layer, channel: str) -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except Exception:
+                logger.warning(
+                    "a relay lost its channel layer; stops will not reach it", exc_info=True
+                )
+                return
+            if message.get("type") == "session.ended":
+                await self._finish(CloseCode.SESSION_ENDED, "the session ended", by="session")
+                if self.upstream is not None:
+                    await self.upstream.close()
+                return
+
+    def _start_timer(self) -> None:
+        self._idle_timeout = float(settings.WORKGATE_VNC_IDLE_TIMEOUT)
+        self._interval = min(SEEN_INTERVAL, self._idle_timeout / 4)
+        loop = asyncio.get_running_loop()
+        self._active_at = self._seen_at = loop.time()
+        self._counted = 0
+        self._timer = loop.call_later(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        counted = self.bytes_to_browser + self.bytes_to_desktop
+        if counted != self._counted:
+            self._counted, self._active_at = counted, now
+            if now - self._seen_at >= SEEN_INTERVAL:
+                self._seen_at = now
+                self._spawn(_db(services.relay_seen)(session_id=self.target.session_id))
+        elif now - self._active_at >= self._idle_timeout:
+            self._spawn(self._finish(CloseCode.IDLE, "idle timeout", by="idle"))
+            return
+        self._timer = loop.call_later(self._interval, self._tick)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+relay = VncRelay()

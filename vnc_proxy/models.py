@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Ticket(models.Model):
+    """The server-side half of a desktop ticket: the JWT names it by `jti`.
+
+    A ticket opens at most one relay connection: using it is one conditional UPDATE that sets
+    `used_at` only while it is unused and unexpired, which exactly one of any number of
+    concurrent attempts (in any number of server processes) can win.
+    """
+
+    jti = models.CharField(primary_key=True, max_length=64)
+    session = models.ForeignKey(
+        "sessions_app.WorkspaceSession", on_delete=models.CASCADE, related_name="tickets"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="desktop_tickets"
+    )
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    client_ip = models.GenericIPAddressField(
+        null=True, blank=True, help_text="Where the ticket was requested from"
+    )
+    used_ip = models.GenericIPAddressField(
+        null=True, blank=True, help_text="Where the ticket was used from"
+    )
+
+    class Meta:
+        ordering = ["-issued_at"]
+
+    def __str__(self) -> str:
+        return f"ticket {self.jti} for session {self.session_id}"

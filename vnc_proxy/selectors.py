@@ -1,0 +1,90 @@
+"""Reading desktop runtimes: the sessions behind the agents API's `workspaceId`."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from config.exceptions import NotFound
+from sessions_app.models import WorkspaceSession
+from workspaces.models import Workspace
+
+# The agents API's names for session statuses.
+RUNTIME_STATUS = {
+    WorkspaceSession.Status.STARTING: "provisioning",
+    WorkspaceSession.Status.READY: "ready",
+    WorkspaceSession.Status.TERMINATED: "stopped",
+    WorkspaceSession.Status.ERROR: "error",
+}
+
+_DESKTOP = Q(
+    upstream_kind__in=[WorkspaceSession.UpstreamKind.TCP, WorkspaceSession.UpstreamKind.WEBSOCKET]
+) | Q(workspace__connection_type=Workspace.ConnectionType.VNC)
+
+
+def desktop_runtimes() -> QuerySet[WorkspaceSession]:
+    """Sessions with a desktop the relay can reach (or that will have one once started)."""
+    return (
+        WorkspaceSession.objects.filter(_DESKTOP)
+        .select_related("workspace", "user")
+        .order_by("-started_at", "-id")
+    )
+
+
+def desktop_runtimes_of(user, *, live: bool = False) -> QuerySet[WorkspaceSession]:
+    runtimes = desktop_runtimes().filter(user_id=user.pk)
+    return runtimes.filter(status__in=WorkspaceSession.LIVE) if live else runtimes
+
+
+def live_runtimes() -> QuerySet[WorkspaceSession]:
+    return desktop_runtimes().filter(status__in=WorkspaceSession.LIVE)
+
+
+def access_runtime(user, runtime_id: str) -> WorkspaceSession:
+    """The caller's own desktop runtime `runtime_id`, in any status.
+
+    Someone else's runtime and one that does not exist get the same 404, so runtime ids
+    cannot be probed.
+    """
+    runtime = desktop_runtimes_of(user).filter(runtime_id=runtime_id).first()
+    if runtime is None:
+        raise NotFound("Workspace runtime not found", "not_found")
+    return runtime
+
+
+def runtime_get(runtime_id: str) -> WorkspaceSession:
+    """Any desktop runtime, for the super gate's routes."""
+    runtime = desktop_runtimes().filter(runtime_id=runtime_id).first()
+    if runtime is None:
+        raise NotFound("Workspace runtime not found", "not_found")
+    return runtime
+
+
+def current_runtime_of(user) -> WorkspaceSession | None:
+    """The runtime /me reports: the newest live one, else the newest that ever was."""
+    return desktop_runtimes_of(user, live=True).first() or desktop_runtimes_of(user).first()
+
+
+def runtime_data(runtime: WorkspaceSession) -> dict:
+    return {
+        "workspaceId": runtime.runtime_id,
+        "status": RUNTIME_STATUS.get(runtime.status, runtime.status),
+        "sessionId": runtime.id,
+        "workspace": {
+            "id": runtime.workspace_id,
+            "name": runtime.workspace_name,
+            "type": runtime.workspace_type,
+        },
+        "startedAt": runtime.started_at,
+        "readyAt": runtime.ready_at,
+    }
+
+
+def runtime_admin_data(runtime: WorkspaceSession) -> dict:
+    return {
+        **runtime_data(runtime),
+        "user": {"id": runtime.user_id, "email": runtime.user.email},
+        "lastSeenAt": runtime.last_seen_at,
+        "endedAt": runtime.ended_at,
+        "endReason": runtime.end_reason,
+        "clientIp": runtime.client_ip,
+    }

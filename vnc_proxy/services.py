@@ -1,0 +1,272 @@
+"""Desktop tickets and the relay's bookkeeping: every write of the vnc_proxy app.
+
+The relay consumer calls these through `database_sync_to_async`, three times per connection
+(admission, opening, closing) and at most every 30 seconds in between; never per frame.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Q
+
+from audit import services as audit
+from config.exceptions import Conflict, NotFound
+from sessions_app.models import WorkspaceSession
+from sessions_app.services import EndReason, session_terminate
+from vnc_proxy import tickets
+from vnc_proxy.close_codes import CloseCode
+from vnc_proxy.models import Ticket
+from vnc_proxy.selectors import access_runtime, runtime_get
+
+READY = WorkspaceSession.Status.READY
+
+
+# --- Tickets -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedTicket:
+    ticket: str
+    workspace_id: str
+    rfb_password: str
+    expires_in: int
+
+
+def ticket_issue(*, user, workspace_id: str, origin: audit.Origin) -> IssuedTicket:
+    """A single-use ticket for the caller's own ready runtime `workspace_id` (404, 409)."""
+    runtime = access_runtime(user, workspace_id)
+    if runtime.status != READY or not runtime.upstream_kind:
+        raise Conflict("The workspace is not ready yet.", "not_ready")
+    issued_at = tickets.now()
+    token, claims = tickets.ticket_mint(
+        user_id=user.pk, workspace_id=runtime.runtime_id, issued_at=issued_at
+    )
+    with transaction.atomic():
+        Ticket.objects.create(
+            jti=claims.jti,
+            session=runtime,
+            user=user,
+            issued_at=issued_at,
+            expires_at=claims.expires_at,
+            client_ip=origin.ip,
+        )
+        audit.record(
+            action="ticket_issued",
+            actor=user,
+            resource=f"session:{runtime.id}",
+            details={
+                "workspaceId": runtime.runtime_id,
+                "jti": claims.jti,
+                "expires_at": claims.expires_at.isoformat(),
+            },
+            origin=origin,
+        )
+    return IssuedTicket(
+        ticket=token,
+        workspace_id=runtime.runtime_id,
+        rfb_password=runtime.rfb_password,
+        expires_in=tickets.TICKET_TTL_SECONDS,
+    )
+
+
+def tickets_prune(*, now: datetime | None = None) -> int:
+    """Delete tickets that can never open a connection again (used or expired); how many."""
+    now = now or tickets.now()
+    deleted, _ = Ticket.objects.filter(Q(used_at__isnull=False) | Q(expires_at__lte=now)).delete()
+    return deleted
+
+
+# --- The relay -----------------------------------------------------------------------------------
+
+
+class RelayRefused(Exception):
+    def __init__(self, code: CloseCode, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RelayTarget:
+    """What an admitted connection relays to. Holds the upstream secret in memory only."""
+
+    session_id: uuid.UUID
+    runtime_id: str
+    user: object
+    group: str
+    kind: str
+    target: str
+    username: str
+    secret: str
+    tls_verify: bool
+
+    @property
+    def resource(self) -> str:
+        return f"session:{self.session_id}"
+
+
+def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> RelayTarget:
+    """Use `ticket` to open the relay to `workspace_id`, or raise RelayRefused.
+
+    The ticket is spent by one conditional UPDATE before anything else is decided, so of any
+    number of simultaneous attempts (in any number of processes) exactly one gets past it, and a
+    ticket shown at the wrong door is spent too. Refusals of a genuine ticket are audited.
+    """
+    try:
+        claims = tickets.ticket_decode(ticket)
+    except tickets.InvalidTicket as exc:
+        raise RelayRefused(CloseCode.TICKET_INVALID, str(exc)) from None
+    at = tickets.now()
+    with transaction.atomic():
+        spent = Ticket.objects.filter(
+            jti=claims.jti, used_at__isnull=True, expires_at__gt=at
+        ).update(used_at=at, used_ip=origin.ip)
+        row = Ticket.objects.select_related("session", "user").filter(jti=claims.jti).first()
+        refusal = _refusal(spent=bool(spent), row=row, claims=claims, workspace_id=workspace_id)
+        if row is not None and refusal is not None:
+            audit.record(
+                action="vnc_connect",
+                actor=row.user,
+                resource=f"session:{row.session_id}",
+                details={
+                    "workspaceId": workspace_id,
+                    "refused": refusal.reason,
+                    "close_code": int(refusal.code),
+                },
+                origin=origin,
+                success=False,
+            )
+    if refusal is not None:
+        raise refusal
+    session = row.session
+    return RelayTarget(
+        session_id=session.id,
+        runtime_id=session.runtime_id,
+        user=row.user,
+        group=session.group_name,
+        kind=session.upstream_kind,
+        target=session.upstream_target,
+        username=session.upstream_username,
+        secret=session.upstream_secret,
+        tls_verify=session.upstream_tls_verify,
+    )
+
+
+def _refusal(*, spent: bool, row: Ticket | None, claims, workspace_id: str) -> RelayRefused | None:
+    if row is None or row.user_id != claims.user_id:
+        return RelayRefused(CloseCode.TICKET_INVALID, "unknown ticket")
+    if not spent:
+        reason = "ticket already used" if row.used_at is not None else "ticket expired"
+        return RelayRefused(CloseCode.TICKET_INVALID, reason)
+    if not row.user.is_active:
+        return RelayRefused(CloseCode.FORBIDDEN, "account disabled")
+    session = row.session
+    if workspace_id != session.runtime_id or workspace_id != claims.workspace_id:
+        # The same answer as the API's 404 unless the door is the ticket holder's own.
+        try:
+            access_runtime(row.user, workspace_id)
+        except NotFound:
+            return RelayRefused(CloseCode.UNKNOWN_WORKSPACE, "unknown workspace")
+        return RelayRefused(CloseCode.FORBIDDEN, "ticket issued for another workspace")
+    if session.status != READY or not session.upstream_kind:
+        return RelayRefused(CloseCode.NOT_READY, "workspace not ready")
+    return None
+
+
+def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str | None) -> bool:
+    """The desktop answered: audit the connection, if the session is still ready.
+
+    Called after the relay joined the session's channel-layer group, so a stop that this check
+    misses is one whose `session.ended` message the relay will receive.
+    """
+    at = tickets.now()
+    with transaction.atomic():
+        ready = WorkspaceSession.objects.filter(pk=target.session_id, status=READY).update(
+            last_seen_at=at
+        )
+        audit.record(
+            action="vnc_connect",
+            actor=target.user,
+            resource=target.resource,
+            details={
+                "workspaceId": target.runtime_id,
+                "upstream": target.kind,
+                "subprotocol": subprotocol or "",
+                **({} if ready else {"refused": "workspace not ready"}),
+            },
+            origin=origin,
+            success=bool(ready),
+        )
+    return bool(ready)
+
+
+def relay_failed(*, target: RelayTarget, origin: audit.Origin, reason: str) -> None:
+    """The desktop could not be reached: the ticket is spent, the attempt audited."""
+    with transaction.atomic():
+        audit.record(
+            action="vnc_connect",
+            actor=target.user,
+            resource=target.resource,
+            details={"workspaceId": target.runtime_id, "upstream": target.kind, "error": reason},
+            origin=origin,
+            success=False,
+        )
+
+
+def relay_seen(*, session_id: uuid.UUID, at: datetime | None = None) -> None:
+    """Traffic went through: keep the session from being reaped as idle."""
+    at = at or tickets.now()
+    WorkspaceSession.objects.filter(
+        pk=session_id, status__in=WorkspaceSession.LIVE, last_seen_at__lt=at
+    ).update(last_seen_at=at)
+
+
+def relay_closed(
+    *,
+    target: RelayTarget,
+    origin: audit.Origin,
+    bytes_to_browser: int,
+    bytes_to_desktop: int,
+    duration: float,
+    close_code: int,
+    closed_by: str,
+) -> None:
+    at = tickets.now()
+    with transaction.atomic():
+        if bytes_to_browser or bytes_to_desktop:
+            relay_seen(session_id=target.session_id, at=at)
+        audit.record(
+            action="vnc_disconnect",
+            actor=target.user,
+            resource=target.resource,
+            details={
+                "workspaceId": target.runtime_id,
+                "bytes_to_browser": bytes_to_browser,
+                "bytes_to_desktop": bytes_to_desktop,
+                "duration_seconds": round(duration, 3),
+                "close_code": close_code,
+                "closed_by": closed_by,
+            },
+            origin=origin,
+        )
+
+
+# --- The super gate ------------------------------------------------------------------------------
+
+
+def runtime_terminate(*, actor, workspace_id: str, origin: audit.Origin) -> WorkspaceSession:
+    """End anyone's live runtime (superusers only; the view checks). 404, 409 when ended."""
+    runtime = runtime_get(workspace_id)
+    if not runtime.is_live:
+        raise Conflict("The workspace runtime has already ended.", "not_live")
+    return session_terminate(
+        session=runtime,
+        actor=actor,
+        reason=EndReason.ADMIN_TERMINATE,
+        origin=origin,
+        action="terminate_session",
+    )

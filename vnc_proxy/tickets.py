@@ -1,0 +1,101 @@
+"""Desktop tickets as JWTs: their own token type and audience, a 60-second life, one use.
+
+The JWT carries jti, user_id, workspaceId (the runtime id) and exp; the database row (see
+models.Ticket) is what makes it single-use. Neither an access token nor any token of another
+type, audience or key is accepted as a ticket, and a ticket is not accepted as an access token
+(its token_type differs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework_simplejwt.backends import TokenBackend
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import Token
+
+TICKET_TTL_SECONDS = 60
+TICKET_TYPE = "vnc_ticket"
+TICKET_AUDIENCE = "workgate:vnc-relay"
+WORKSPACE_CLAIM = "workspaceId"
+
+
+def now() -> datetime:
+    """The clock every ticket decision reads; tests replace it to move time."""
+    return timezone.now()
+
+
+class InvalidTicket(Exception):
+    """The string is not a ticket we issued, or no longer a valid one; the message says why."""
+
+
+class TicketToken(Token):
+    token_type = TICKET_TYPE
+    lifetime = timedelta(seconds=TICKET_TTL_SECONDS)
+
+    @property
+    def token_backend(self) -> TokenBackend:
+        # Built per use rather than once, so tests that change the signing key are honoured.
+        jwt = settings.SIMPLE_JWT
+        return TokenBackend(
+            jwt.get("ALGORITHM", "HS256"),
+            signing_key=jwt.get("SIGNING_KEY", settings.SECRET_KEY),
+            audience=TICKET_AUDIENCE,
+        )
+
+    def check_exp(self, claim: str = "exp", current_time: datetime | None = None) -> None:
+        super().check_exp(claim, current_time or now())
+
+
+@dataclass(frozen=True)
+class TicketClaims:
+    jti: str
+    user_id: int
+    workspace_id: str
+    expires_at: datetime
+
+
+def ticket_mint(
+    *, user_id: int, workspace_id: str, issued_at: datetime
+) -> tuple[str, TicketClaims]:
+    token = TicketToken()
+    token.set_iat(at_time=issued_at)
+    token.set_exp(from_time=issued_at)
+    token["aud"] = TICKET_AUDIENCE
+    token[settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id")] = str(user_id)
+    token[WORKSPACE_CLAIM] = workspace_id
+    return str(token), _claims(token)
+
+
+def ticket_decode(raw: str) -> TicketClaims:
+    """Verify signature, algorithm, audience, type, jti and exp; InvalidTicket otherwise."""
+    if not raw or len(raw) > 4096:
+        raise InvalidTicket("missing ticket" if not raw else "malformed ticket")
+    try:
+        token = TicketToken(raw)
+    except TokenError as exc:
+        raise InvalidTicket(_reason(exc)) from None
+    try:
+        return _claims(token)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidTicket("malformed ticket") from None
+
+
+def _claims(token: Token) -> TicketClaims:
+    workspace_id = token[WORKSPACE_CLAIM]
+    if not isinstance(workspace_id, str):
+        raise TypeError("workspaceId")
+    return TicketClaims(
+        jti=str(token["jti"]),
+        user_id=int(token[settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id")]),
+        workspace_id=workspace_id,
+        expires_at=datetime.fromtimestamp(int(token["exp"]), tz=UTC),
+    )
+
+
+def _reason(exc: TokenError) -> str:
+    message = str(exc.args[0] if exc.args else exc).lower()
+    return "ticket expired" if "expired" in message else "invalid ticket"
