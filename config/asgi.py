@@ -1,4 +1,5 @@
-"""ASGI entry point: Django for HTTP; WebSockets pass the origin check and authentication first."""
+"""ASGI entry point: Django for HTTP (but Socket.IO polling); WebSockets pass the origin check and
+authentication first."""
 
 import os
 
@@ -11,14 +12,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from config.websocket import OriginCheck  # noqa: E402
+from streaming.routing import http_urlpatterns as streaming_http_routes  # noqa: E402
 from streaming.routing import websocket_urlpatterns as streaming_routes  # noqa: E402
 from vnc_proxy.routing import websocket_urlpatterns as relay_routes  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Socket.IO long-polling is a Channels consumer; every other request goes to Django.
+        "http": URLRouter([*streaming_http_routes, re_path(r"", django_asgi_app)]),
         "websocket": OriginCheck(
             AuthMiddlewareStack(URLRouter([*relay_routes, *streaming_routes]))
         ),

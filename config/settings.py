@@ -115,7 +115,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            # redis-py 8 times socket reads out after 5 s by default, which aborts the layer's
+            # blocking BZPOPMIN on every idle consumer (django/channels_redis#422).
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "capacity": 1500,
+                "expiry": 30,
+            },
         }
     }
     CACHES = {
@@ -200,6 +206,12 @@ ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 # The model of turns that name no assistant; empty: the provider's own default.
 WORKGATE_AI_MODEL = env_str("WORKGATE_AI_MODEL")
+# Socket.IO heartbeat, in milliseconds as the Engine.IO open packet states it: the server pings
+# every interval and drops a client that has not answered within the timeout.
+WORKGATE_SOCKETIO_PING_INTERVAL_MS = env_int(
+    "WORKGATE_SOCKETIO_PING_INTERVAL_MS", 25000, minimum=50
+)
+WORKGATE_SOCKETIO_PING_TIMEOUT_MS = env_int("WORKGATE_SOCKETIO_PING_TIMEOUT_MS", 20000, minimum=50)
 
 # --- API ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,245 @@
+"""What the server does with a client's packets, whichever transport and process carries them.
+
+A long-poll POST builds a Connection for the packets in its body and throws it away; the
+WebSocket consumer keeps one for its lifetime. Either way the session's state is in the store,
+and packets for the client go out through `deliver`: straight down the WebSocket, or into the
+session's poll channel for whichever process answers the next GET.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from channels.layers import get_channel_layer
+
+from streaming.socketio import protocol
+from streaming.socketio.auth import TokenRejected, user_for_token
+from streaming.socketio.groups import Message, poll_channel, socket_group, turn_group
+from streaming.socketio.protocol import (
+    ClientEvent,
+    EnginePacket,
+    EnginePacketType,
+    ProtocolError,
+    SocketPacket,
+    SocketPacketType,
+    Timing,
+    Transport,
+)
+from streaming.socketio.store import Attach, EngineSession, get_store, new_id, now_ms
+
+logger = logging.getLogger(__name__)
+
+BINARY_REFUSED = "Binary payloads are not supported"
+INVALID_NAMESPACE = "Invalid namespace"
+OTHER_USER = "This socket is registered to another user"
+
+Deliver = Callable[[list[str]], Awaitable[None]]
+
+
+def new_session(*, transport: Transport, channel: str | None, timing: Timing) -> EngineSession:
+    """A fresh session; a polling one is reached through its own poll channel."""
+    sid = new_id()
+    now = now_ms()
+    return EngineSession(
+        sid=sid,
+        transport=transport,
+        channel=channel or poll_channel(sid),
+        ping_due=now + timing.ping_interval,
+        deadline=now + timing.ping_interval + timing.ping_timeout,
+    )
+
+
+async def release(session: EngineSession) -> None:
+    """Let go of a session that has left the store: its socket's group, its running turns."""
+    if session.socket_id:
+        layer = get_channel_layer()
+        await layer.group_discard(socket_group(session.socket_id), session.channel)
+        await layer.group_send(turn_group(session.socket_id), {"type": Message.SOCKET_GONE.value})
+
+
+async def close_session(sid: str) -> None:
+    """End a session from any process; only the caller that removes it cleans up after it."""
+    session = await get_store().delete(sid)
+    if session is None:
+        return
+    await release(session)
+    if session.transport is Transport.POLLING:
+        # A GET may be waiting on the poll channel, here or in another process.
+        await get_channel_layer().send(poll_channel(sid), {"type": Message.CLOSE.value})
+
+
+class Connection:
+    def __init__(self, session: EngineSession, *, deliver: Deliver, timing: Timing):
+        self.session = session
+        self.deliver = deliver
+        self.timing = timing
+        self.store = get_store()
+        self.layer = get_channel_layer()
+
+    # --- Engine.IO ---------------------------------------------------------------------------
+
+    async def receive(self, packet: EnginePacket) -> None:
+        await self._engine_handlers[packet.type](self, packet)
+
+    async def heartbeat(self) -> bool:
+        """The client answered a ping: it keeps its session for another interval + timeout."""
+        now = now_ms()
+        return await self.store.heartbeat(
+            self.session.sid,
+            ping_due=now + self.timing.ping_interval,
+            deadline=now + self.timing.ping_interval + self.timing.ping_timeout,
+        )
+
+    async def _on_pong(self, packet: EnginePacket) -> None:
+        await self.heartbeat()
+
+    async def _on_ping(self, packet: EnginePacket) -> None:
+        # Engine.IO v4 clients never ping; answering costs nothing and mirrors the reference.
+        await self.deliver([EnginePacket(EnginePacketType.PONG, packet.data).encode()])
+
+    async def _on_close(self, packet: EnginePacket) -> None:
+        await close_session(self.session.sid)
+
+    async def _on_noop(self, packet: EnginePacket) -> None:
+        pass
+
+    async def _on_unexpected(self, packet: EnginePacket) -> None:
+        raise ProtocolError(f"unexpected {packet.type.name} packet")
+
+    async def _on_message(self, packet: EnginePacket) -> None:
+        message = protocol.parse_socket_packet(packet.data)
+        if message.namespace != "/" and message.type is not SocketPacketType.CONNECT:
+            return  # never connected there; the reference server ignores these too
+        await self._socket_handlers[message.type](self, message)
+
+    _engine_handlers = {
+        EnginePacketType.OPEN: _on_unexpected,
+        EnginePacketType.CLOSE: _on_close,
+        EnginePacketType.PING: _on_ping,
+        EnginePacketType.PONG: _on_pong,
+        EnginePacketType.MESSAGE: _on_message,
+        EnginePacketType.UPGRADE: _on_unexpected,
+        EnginePacketType.NOOP: _on_noop,
+    }
+
+    # --- Socket.IO ---------------------------------------------------------------------------
+
+    async def _on_connect(self, message: SocketPacket) -> None:
+        if message.namespace != "/":
+            await self.deliver(
+                [protocol.connect_error(INVALID_NAMESPACE, namespace=message.namespace)]
+            )
+            return
+        if self.session.socket_id:
+            raise ProtocolError("already connected to /")
+        user_id = ""
+        # python-socketio sends `{}` when given no auth: only a payload that names a token is an
+        # attempt to authenticate at CONNECT (no valid token, no socket). Without one the socket
+        # connects anonymously, and must `register` before anything is streamed to it.
+        if message.data is not None and "token" in message.data:
+            try:
+                user = await user_for_token(message.data.get("token"))
+            except TokenRejected as exc:
+                await self.deliver([protocol.connect_error(exc.message)])
+                return
+            user_id = str(user.pk)
+        socket_id = new_id()
+        outcome = await self.store.attach_socket(self.session.sid, socket_id, user_id)
+        if outcome == Attach.CONFLICT:
+            raise ProtocolError("already connected to /")
+        if outcome == Attach.GONE:
+            return
+        self.session = replace(self.session, socket_id=socket_id, user_id=user_id)
+        # Join before answering: once the client knows its id, streams must reach it.
+        await self.layer.group_add(socket_group(socket_id), self.session.channel)
+        await self.deliver([protocol.connect_ok(socket_id)])
+
+    async def _on_disconnect(self, message: SocketPacket) -> None:
+        await self.drop_socket()
+
+    async def _on_event(self, message: SocketPacket) -> None:
+        if not self.session.socket_id:
+            return
+        try:
+            name = ClientEvent(message.event_name)
+        except ValueError:
+            return  # an event nobody listens to, as on any Socket.IO server
+        await self._event_handlers[name](self, message)
+
+    async def _on_ack(self, message: SocketPacket) -> None:
+        pass  # the server never asks the client for acknowledgements
+
+    async def _on_binary(self, message: SocketPacket) -> None:
+        await self.refuse_binary()
+
+    async def refuse_binary(self) -> None:
+        """Binary attachments are not part of this API: say so, and end the socket."""
+        if self.session.socket_id:
+            await self.deliver([protocol.connect_error(BINARY_REFUSED)])
+            await self.drop_socket()
+
+    _socket_handlers = {
+        SocketPacketType.CONNECT: _on_connect,
+        SocketPacketType.DISCONNECT: _on_disconnect,
+        SocketPacketType.EVENT: _on_event,
+        SocketPacketType.ACK: _on_ack,
+        SocketPacketType.CONNECT_ERROR: _on_unexpected,
+        SocketPacketType.BINARY_EVENT: _on_binary,
+        SocketPacketType.BINARY_ACK: _on_binary,
+    }
+
+    async def drop_socket(self) -> None:
+        socket_id = self.session.socket_id
+        if not socket_id:
+            return
+        await self.store.detach_socket(self.session.sid, socket_id)
+        await release(self.session)
+        self.session = replace(self.session, socket_id="", user_id="")
+
+    # --- Client events -----------------------------------------------------------------------
+
+    async def _on_register(self, message: SocketPacket) -> None:
+        args = message.event_args
+        token = args[0].get("token") if args and isinstance(args[0], dict) else None
+        try:
+            user = await user_for_token(token)
+        except TokenRejected as exc:
+            await self._refuse_registration(exc.message)
+            return
+        user_id = str(user.pk)
+        outcome = await self.store.set_user(self.session.sid, self.session.socket_id, user_id)
+        if outcome == Attach.CONFLICT:
+            await self._refuse_registration(OTHER_USER)
+            return
+        if outcome == Attach.GONE:
+            return
+        self.session = replace(self.session, user_id=user_id)
+        answer = {"socketId": self.session.socket_id}
+        packets = [protocol.event("registered", answer)]
+        if message.ack_id is not None:
+            packets.append(protocol.ack(message.ack_id, answer))
+        await self.deliver(packets)
+
+    async def _refuse_registration(self, reason: str) -> None:
+        await self.deliver([protocol.connect_error(reason)])
+        await self.drop_socket()
+
+    async def _on_cancel(self, message: SocketPacket) -> None:
+        registered = bool(self.session.user_id)
+        if registered:
+            kind = (
+                Message.CANCEL_REQUEST
+                if message.event_name == ClientEvent.CANCEL_REQUEST
+                else Message.CANCEL_STREAMING
+            )
+            await self.layer.group_send(turn_group(self.session.socket_id), {"type": kind.value})
+        if message.ack_id is not None:
+            await self.deliver([protocol.ack(message.ack_id, {"success": registered})])
+
+    _event_handlers = {
+        ClientEvent.REGISTER: _on_register,
+        ClientEvent.CANCEL_REQUEST: _on_cancel,
+        ClientEvent.CANCEL_STREAMING: _on_cancel,
+    }

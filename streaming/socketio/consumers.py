@@ -1,0 +1,387 @@
+"""The two Engine.IO transports at /socket.io/: HTTP long-polling and WebSocket.
+
+Long-polling (the official clients' first transport): `GET ?EIO=4&transport=polling` opens a
+session; `GET ...&sid=` waits for packets on the session's poll channel, answering with a ping
+when one is owed; `POST ...&sid=` carries the client's packets. Any process may serve any of these
+requests: everything they share is in the store and the channel layer.
+
+WebSocket: `?EIO=4&transport=websocket` opens a session of its own; with `&sid=` it upgrades a
+polling session (`2probe` / `3probe`, the pending GET released with a noop, then `5`). From then on
+this consumer's channel is the socket's delivery channel and it sends the pings itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from enum import Enum, auto
+from urllib.parse import parse_qs
+
+from channels.exceptions import ChannelFull
+from channels.generic.http import AsyncHttpConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+
+from config.websocket import origin_allowed
+from streaming.socketio import protocol
+from streaming.socketio.connection import Connection, close_session, new_session, release
+from streaming.socketio.groups import Message, packets, poll_channel, socket_group
+from streaming.socketio.protocol import (
+    EnginePacketType,
+    ProtocolError,
+    Timing,
+    Transport,
+)
+from streaming.socketio.store import get_store, now_ms
+
+logger = logging.getLogger(__name__)
+
+# WebSocket close codes. A server may only send 1000 or an application code (3000-4999), so the
+# others mirror HTTP statuses in the 4xxx range.
+CLOSE_NORMAL = 1000
+CLOSE_BAD_PACKET = 4400
+CLOSE_PING_TIMEOUT = 4408
+CLOSE_TOO_LARGE = 4413
+
+# An upgrade forwards what is still queued on the poll channel (packets sent before the socket's
+# group switched to the WebSocket) up to a marker it queues itself; this bounds the wait if the
+# marker is lost with a Redis failure.
+UPGRADE_DRAIN_SECONDS = 5.0
+
+
+def _query(scope) -> dict[str, str]:
+    parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return {key: values[-1] for key, values in parsed.items()}
+
+
+class EngineError(Enum):
+    """The reference server's HTTP errors: (status, code, message)."""
+
+    UNKNOWN_TRANSPORT = (400, 0, "Transport unknown")
+    UNKNOWN_SID = (400, 1, "Session ID unknown")
+    BAD_HANDSHAKE_METHOD = (400, 2, "Bad handshake method")
+    BAD_REQUEST = (400, 3, "Bad request")
+    FORBIDDEN = (403, 4, "Forbidden")
+    UNSUPPORTED_PROTOCOL = (400, 5, "Unsupported protocol version")
+    TOO_LARGE = (413, 3, "Payload too large")
+
+
+class Refused(Exception):
+    def __init__(self, error: EngineError):
+        super().__init__(error.value[2])
+        self.error = error
+
+
+class PollingConsumer(AsyncHttpConsumer):
+    # The consumer reads the session's poll channel, never a channel of its own.
+    channel_layer_alias = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.received = 0
+
+    async def http_request(self, message):
+        # Count the body as it arrives, so an oversized POST is refused without being held.
+        self.received += len(message.get("body", b""))
+        if self.received > protocol.MAX_PAYLOAD:
+            message = {**message, "body": b""}
+            self.body = []
+        await super().http_request(message)
+
+    async def handle(self, body: bytes) -> None:
+        headers = dict(self.scope.get("headers") or [])
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        cors = []
+        if origin and origin_allowed(origin):
+            cors = [
+                (b"Access-Control-Allow-Origin", origin.encode("latin-1")),
+                (b"Access-Control-Allow-Credentials", b"true"),
+                (b"Vary", b"Origin"),
+            ]
+            if self.scope["method"] == "OPTIONS":
+                requested = headers.get(b"access-control-request-headers", b"content-type")
+                cors += [
+                    (b"Access-Control-Allow-Methods", b"GET, POST, OPTIONS"),
+                    (b"Access-Control-Allow-Headers", requested),
+                ]
+        try:
+            if origin and not cors:
+                raise Refused(EngineError.FORBIDDEN)
+            status, content = await self._answer(body)
+        except Refused as refusal:
+            status, code, text = refusal.error.value
+            content = protocol.dump_json({"code": code, "message": text}).encode()
+            await self.send_response(
+                status, content, headers=[(b"Content-Type", b"application/json"), *cors]
+            )
+            return
+        await self.send_response(
+            status,
+            content,
+            headers=[
+                (b"Content-Type", b"text/plain; charset=UTF-8"),
+                (b"Cache-Control", b"no-store"),
+                *cors,
+            ],
+        )
+
+    async def _answer(self, body: bytes) -> tuple[int, bytes]:
+        method = self.scope["method"]
+        if method == "OPTIONS":
+            return 204, b""
+        query = _query(self.scope)
+        if query.get("EIO") != "4":
+            raise Refused(EngineError.UNSUPPORTED_PROTOCOL)
+        if query.get("transport") != Transport.POLLING:
+            transports = {transport.value for transport in Transport}
+            unknown = query.get("transport") not in transports
+            raise Refused(EngineError.UNKNOWN_TRANSPORT if unknown else EngineError.BAD_REQUEST)
+        timing = Timing.from_settings()
+        sid = query.get("sid")
+        if not sid:
+            if method != "GET":
+                raise Refused(EngineError.BAD_HANDSHAKE_METHOD)
+            return 200, await self._handshake(timing)
+        session = await get_store().get(sid)
+        if session is None:
+            raise Refused(EngineError.UNKNOWN_SID)
+        if session.transport is not Transport.POLLING:
+            raise Refused(EngineError.BAD_REQUEST)
+        if method == "GET":
+            return 200, await self._poll(session, timing)
+        if method == "POST":
+            return 200, await self._post(session, body, timing)
+        raise Refused(EngineError.BAD_REQUEST)
+
+    async def _handshake(self, timing: Timing) -> bytes:
+        session = new_session(transport=Transport.POLLING, channel=None, timing=timing)
+        await get_store().create(session)
+        return protocol.open_packet(
+            session.sid, upgrades=[Transport.WEBSOCKET.value], timing=timing
+        ).encode()
+
+    async def _poll(self, session, timing: Timing) -> bytes:
+        """Wait for packets; answer a ping when one is owed, a close once the client is gone."""
+        layer = get_channel_layer()
+        store = get_store()
+        while True:
+            wait = (min(session.ping_due, session.deadline) - now_ms()) / 1000
+            if wait > 0:
+                try:
+                    message = await asyncio.wait_for(layer.receive(session.channel), wait)
+                except TimeoutError:
+                    pass
+                else:
+                    return self._render(message)
+            current = await store.get(session.sid)
+            if current is None:
+                # The client missed its pong: the session expired while this request waited.
+                await release(session)
+                return protocol.CLOSE.encode()
+            if current.transport is not Transport.POLLING:
+                return protocol.NOOP.encode()
+            if now_ms() >= current.ping_due:
+                await store.pinged(session.sid, ping_due=now_ms() + timing.ping_interval)
+                return protocol.PING.encode()
+            session = current  # a pong moved the schedule; wait again
+
+    @staticmethod
+    def _render(message: dict) -> bytes:
+        kind = Message(message["type"])
+        if kind is Message.PACKETS:
+            return protocol.encode_payload(message["packets"])
+        if kind is Message.CLOSE:
+            return protocol.CLOSE.encode()
+        return protocol.NOOP.encode()
+
+    async def _post(self, session, body: bytes, timing: Timing) -> bytes:
+        if self.received > timing.max_payload:
+            await close_session(session.sid)
+            raise Refused(EngineError.TOO_LARGE)
+        layer = get_channel_layer()
+
+        async def deliver(encoded: list[str]) -> None:
+            try:
+                await layer.send(session.channel, packets(*encoded))
+            except ChannelFull:
+                logger.warning("poll channel full; the client is not reading")
+
+        connection = Connection(session, deliver=deliver, timing=timing)
+        try:
+            for packet in protocol.parse_payload(body):
+                await connection.receive(packet)
+        except ProtocolError:
+            await close_session(session.sid)
+            raise Refused(EngineError.BAD_REQUEST) from None
+        return b"ok"
+
+
+class State(Enum):
+    PROBING = auto()  # upgrading a polling session: waiting for 2probe
+    PROBED = auto()  # 3probe sent: waiting for 5
+    OPEN = auto()  # this WebSocket carries the session
+    CLOSED = auto()
+
+
+class WebsocketConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.state = State.CLOSED
+        self.sid = ""
+        self.connection: Connection | None = None
+        self.pinger: asyncio.Task | None = None
+        self.pong = asyncio.Event()
+        self.timing = Timing.from_settings()
+
+    async def connect(self):
+        query = _query(self.scope)
+        if query.get("EIO") != "4" or query.get("transport") != Transport.WEBSOCKET:
+            await self.close()  # refuses the handshake (HTTP 403)
+            return
+        store = get_store()
+        sid = query.get("sid")
+        if sid:
+            session = await store.get(sid)
+            if session is None or session.transport is not Transport.POLLING:
+                await self.close()
+                return
+            self.sid = sid
+            self.state = State.PROBING
+            await self.accept()
+            return
+        session = new_session(
+            transport=Transport.WEBSOCKET, channel=self.channel_name, timing=self.timing
+        )
+        await store.create(session)
+        self.sid = session.sid
+        await self.accept()
+        await self.send(
+            text_data=protocol.open_packet(session.sid, upgrades=[], timing=self.timing)
+        )
+        self._open(session)
+
+    def _open(self, session) -> None:
+        self.connection = Connection(session, deliver=self._deliver, timing=self.timing)
+        self.state = State.OPEN
+        self.pinger = asyncio.create_task(self._ping())
+
+    async def _deliver(self, encoded: list[str]) -> None:
+        for text in encoded:
+            await self.send(text_data=text)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.state is State.CLOSED:
+            return
+        try:
+            if text_data is None:
+                await self._binary_frame()
+            elif len(text_data) > self.timing.max_payload:
+                await self._fail(CLOSE_TOO_LARGE)
+            elif self.state is State.OPEN:
+                await self._packet(protocol.parse_engine_packet(text_data))
+            else:
+                await self._upgrade(protocol.parse_engine_packet(text_data))
+        except ProtocolError:
+            await self._fail(CLOSE_BAD_PACKET)
+
+    async def _packet(self, packet) -> None:
+        if packet.type is EnginePacketType.PONG:
+            self.pong.set()
+            if not await self.connection.heartbeat():
+                await self._fail(CLOSE_PING_TIMEOUT)
+        elif packet.type is EnginePacketType.CLOSE:
+            await self.close(code=CLOSE_NORMAL)
+            await self._end()
+        else:
+            await self.connection.receive(packet)
+
+    async def _binary_frame(self) -> None:
+        # Socket.IO sends binary frames only as attachments of a 45x/46x packet, which the
+        # connection has refused already; a socket still connected hears why.
+        if self.state is not State.OPEN:
+            raise ProtocolError("binary frame during upgrade")
+        await self.connection.refuse_binary()
+
+    async def _upgrade(self, packet) -> None:
+        if self.state is State.PROBING:
+            if packet.type is not EnginePacketType.PING or packet.data != protocol.PROBE:
+                raise ProtocolError("expected a probe")
+            await self.send(text_data=f"{int(EnginePacketType.PONG)}{protocol.PROBE}")
+            # Release the client's pending GET, wherever it waits, so it can pause polling.
+            await self.channel_layer.send(poll_channel(self.sid), {"type": Message.NOOP.value})
+            self.state = State.PROBED
+            return
+        if packet.type is not EnginePacketType.UPGRADE:
+            raise ProtocolError("expected an upgrade")
+        session = await get_store().upgrade(self.sid, self.channel_name)
+        if session is None:
+            await self._fail(CLOSE_NORMAL)
+            return
+        if session.socket_id:
+            group = socket_group(session.socket_id)
+            await self.channel_layer.group_add(group, self.channel_name)
+            await self.channel_layer.group_discard(group, poll_channel(self.sid))
+        await self._drain(poll_channel(self.sid))
+        self._open(session)
+
+    async def _drain(self, channel: str) -> None:
+        """Forward what is still queued on the poll channel, in order, up to our own marker."""
+        marker = {"type": Message.NOOP.value, "marker": self.channel_name}
+        try:
+            await self.channel_layer.send(channel, marker)
+        except ChannelFull:
+            return  # a client that never read its polls; nothing worth forwarding
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(UPGRADE_DRAIN_SECONDS):
+                while True:
+                    message = await self.channel_layer.receive(channel)
+                    if message.get("marker") == self.channel_name:
+                        return
+                    if message["type"] == Message.PACKETS:
+                        await self._deliver(message["packets"])
+
+    async def _ping(self) -> None:
+        interval = self.timing.ping_interval / 1000
+        timeout = self.timing.ping_timeout / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self.pong.clear()
+            await self.send(text_data=protocol.PING)
+            try:
+                await asyncio.wait_for(self.pong.wait(), timeout)
+            except TimeoutError:
+                # Clean up from here, and keep disconnect() from cancelling the clean-up.
+                self.pinger = None
+                await self._fail(CLOSE_PING_TIMEOUT)
+                return
+
+    async def _fail(self, code: int) -> None:
+        await self.close(code=code)
+        await self._end()
+
+    async def _end(self) -> None:
+        """Forget the session once; a WebSocket that never completed an upgrade owns nothing."""
+        owned = self.state is State.OPEN
+        self.state = State.CLOSED
+        if owned:
+            await close_session(self.sid)
+
+    async def disconnect(self, code):
+        if self.pinger is not None:
+            self.pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.pinger
+        await self._end()
+
+    # --- Channel-layer messages ----------------------------------------------------------------
+
+    async def eio_packets(self, message):
+        for text in message["packets"]:
+            await self.send(text_data=text)
+
+    async def eio_noop(self, message):
+        pass
+
+    async def eio_close(self, message):
+        await self._fail(CLOSE_NORMAL)

@@ -1,0 +1,112 @@
+"""A turn's events on their way to one Socket.IO socket, from whichever process runs the turn.
+
+    async with await SocketStream.open(socket_id=..., user_id=..., on_cancel=...) as stream:
+        async for event in turn:
+            await stream.emit(payload)
+    stream.failed  # -> the HTTP answer's streamingFailed
+
+A socket id that is unknown, expired, not yet registered or another user's opens a stream that
+has failed from the start: it sends nothing anywhere, and the turn runs regardless. Otherwise the
+stream sends RELOAD, then every payload as a RECEIVE_STREAM event to the socket's group, and
+listens on the socket's turn group for the client's `cancel_request` (calls `on_cancel`) and
+`cancel_streaming` (stops sending for this turn only; the next turn's stream starts afresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from streaming.socketio import protocol
+from streaming.socketio.groups import Message, packets, socket_group, turn_group
+from streaming.socketio.store import get_store
+
+RECEIVE_STREAM = "RECEIVE_STREAM"
+_SOCKET_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class StreamType(StrEnum):
+    RELOAD = "RELOAD"
+    STREAM = "STREAM"
+    THINKING = "THINKING"
+    TOOL_CALL = "TOOL_CALL"
+    TOOL_PROGRESS = "TOOL_PROGRESS"
+    TOOL_RESULT = "TOOL_RESULT"
+
+
+class SocketStream:
+    def __init__(self, socket_id: str, *, on_cancel: Callable[[], Any] | None = None):
+        self.socket_id = socket_id
+        self.on_cancel = on_cancel
+        self.failed = True  # until open() has found the socket
+        self.stopped = False  # cancel_streaming: the turn goes on, its chunks stay here
+        self.cancelled = asyncio.Event()  # cancel_request
+        self._layer = get_channel_layer()
+        self._control: str | None = None
+        self._listener: asyncio.Task | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        socket_id: object,
+        user_id: object,
+        on_cancel: Callable[[], Any] | None = None,
+    ) -> SocketStream:
+        """A stream to the user's own live, registered socket, or a failed one."""
+        valid = isinstance(socket_id, str) and _SOCKET_ID.match(socket_id)
+        stream = cls(socket_id if valid else "", on_cancel=on_cancel)
+        record = await get_store().socket(socket_id) if valid else None
+        if record is None or not record.user_id or record.user_id != str(user_id):
+            return stream
+        stream.failed = False
+        # Listen before RELOAD: a client that reacts to RELOAD with a cancel must be heard.
+        stream._control = await stream._layer.new_channel("sio-turn")
+        await stream._layer.group_add(turn_group(stream.socket_id), stream._control)
+        stream._listener = asyncio.create_task(stream._listen())
+        await stream.emit({"type": StreamType.RELOAD.value})
+        return stream
+
+    async def emit(self, payload: dict) -> None:
+        """One RECEIVE_STREAM payload to the socket, unless the stream failed or was stopped."""
+        if self.failed or self.stopped:
+            return
+        await self._layer.group_send(
+            socket_group(self.socket_id), packets(protocol.event(RECEIVE_STREAM, payload))
+        )
+
+    async def _listen(self) -> None:
+        while True:
+            message = await self._layer.receive(self._control)
+            kind = Message(message["type"])
+            if kind is Message.CANCEL_REQUEST:
+                self.cancelled.set()
+                if self.on_cancel is not None:
+                    self.on_cancel()
+            elif kind is Message.CANCEL_STREAMING:
+                self.stopped = True
+            elif kind is Message.SOCKET_GONE:
+                # The socket disconnected mid-turn: the client did not get the stream.
+                self.failed = True
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._control is not None:
+            await self._layer.group_discard(turn_group(self.socket_id), self._control)
+            self._control = None
+
+    async def __aenter__(self) -> SocketStream:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()

@@ -1,0 +1,317 @@
+"""Where Engine.IO sessions and Socket.IO sockets live between requests: Redis, or memory.
+
+No process owns a session. Any process may answer the next long-poll request, hold the upgraded
+WebSocket, or run a turn that streams to the socket, so what they share is here: the session's
+transport and delivery channel, its socket and user, and its liveness. Each record expires by
+itself at its deadline (`PEXPIREAT`): a client that stops answering pings disappears even if the
+process that served it died. Conditional changes are Lua scripts, so two processes never both
+win a race for the same session.
+
+The embedded default (no REDIS_URL) runs one process, and keeps the same records in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+import time
+import weakref
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from django.conf import settings
+
+from streaming.socketio.protocol import Transport
+
+PREFIX = "workgate:sio:"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    """An Engine.IO sid or Socket.IO socket id: 120 random bits, valid in channel-layer names."""
+    return secrets.token_urlsafe(15)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSession:
+    sid: str
+    transport: Transport
+    channel: str  # the channel-layer channel that reaches the client right now
+    ping_due: int  # ms since the epoch: when the next ping is owed
+    deadline: int  # ms since the epoch: when the session expires unless the client pongs
+    socket_id: str = ""  # set once the client has connected to the "/" namespace
+    user_id: str = ""  # set once the socket has authenticated
+
+    def as_fields(self) -> dict[str, str]:
+        return {
+            "transport": self.transport.value,
+            "channel": self.channel,
+            "ping_due": str(self.ping_due),
+            "deadline": str(self.deadline),
+            "socket": self.socket_id,
+            "user": self.user_id,
+        }
+
+    @classmethod
+    def from_fields(cls, sid: str, fields: dict[str, str]) -> EngineSession:
+        return cls(
+            sid=sid,
+            transport=Transport(fields["transport"]),
+            channel=fields["channel"],
+            ping_due=int(fields["ping_due"]),
+            deadline=int(fields["deadline"]),
+            socket_id=fields.get("socket", ""),
+            user_id=fields.get("user", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SocketRecord:
+    socket_id: str
+    sid: str
+    user_id: str
+
+
+class Attach:
+    """Outcomes of binding a socket or a user to a session."""
+
+    DONE = 1
+    GONE = 0
+    CONFLICT = -1
+
+
+class SessionStore(Protocol):
+    async def create(self, session: EngineSession) -> None: ...
+    async def get(self, sid: str) -> EngineSession | None: ...
+    async def socket(self, socket_id: str) -> SocketRecord | None: ...
+    async def heartbeat(self, sid: str, *, ping_due: int, deadline: int) -> bool: ...
+    async def pinged(self, sid: str, *, ping_due: int) -> None: ...
+    async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int: ...
+    async def set_user(self, sid: str, socket_id: str, user_id: str) -> int: ...
+    async def detach_socket(self, sid: str, socket_id: str) -> None: ...
+    async def upgrade(self, sid: str, channel: str) -> EngineSession | None: ...
+    async def delete(self, sid: str) -> EngineSession | None: ...
+
+
+def _decode(raw: dict) -> dict[str, str]:
+    return {key.decode(): value.decode() for key, value in raw.items()}
+
+
+def _pairs(flat: list) -> dict[str, str]:
+    return _decode(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+_HSET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+_HEARTBEAT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'ping_due', ARGV[1], 'deadline', ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+local sock = redis.call('HGET', KEYS[1], 'socket')
+if sock and sock ~= '' then redis.call('PEXPIREAT', ARGV[3] .. sock, ARGV[2]) end
+return 1
+"""
+
+_ATTACH = """
+local current = redis.call('HGET', KEYS[1], 'socket')
+if not current then return 0 end
+if current ~= '' then return -1 end
+redis.call('HSET', KEYS[1], 'socket', ARGV[1], 'user', ARGV[2])
+redis.call('HSET', KEYS[2], 'sid', ARGV[3], 'user', ARGV[2])
+redis.call('PEXPIREAT', KEYS[2], redis.call('HGET', KEYS[1], 'deadline'))
+return 1
+"""
+
+_SET_USER = """
+if redis.call('HGET', KEYS[1], 'socket') ~= ARGV[1] then return 0 end
+local current = redis.call('HGET', KEYS[1], 'user')
+if current ~= '' and current ~= ARGV[2] then return -1 end
+redis.call('HSET', KEYS[1], 'user', ARGV[2])
+redis.call('HSET', KEYS[2], 'user', ARGV[2])
+return 1
+"""
+
+_DETACH = """
+if redis.call('HGET', KEYS[1], 'socket') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'socket', '', 'user', '')
+end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+_UPGRADE = """
+if redis.call('HGET', KEYS[1], 'transport') ~= 'polling' then return false end
+redis.call('HSET', KEYS[1], 'transport', 'websocket', 'channel', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_DELETE = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return false end
+local sock = redis.call('HGET', KEYS[1], 'socket')
+redis.call('DEL', KEYS[1])
+if sock ~= '' then redis.call('DEL', ARGV[1] .. sock) end
+return fields
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str):
+        self.url = url
+        # A redis.asyncio client belongs to the event loop that made it.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _client(self):
+        from redis import asyncio as redis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = redis.Redis.from_url(self.url)
+            self._clients[loop] = client
+        return client
+
+    async def _run(self, script: str, keys: list[str], args: list) -> object:
+        # EVAL with the source every time costs a few hundred bytes and no NOSCRIPT handling;
+        # these calls are per packet at most, never per streamed chunk.
+        return await self._client().eval(script, len(keys), *keys, *args)
+
+    @staticmethod
+    def _session_key(sid: str) -> str:
+        return f"{PREFIX}eio:{sid}"
+
+    @staticmethod
+    def _socket_key(socket_id: str) -> str:
+        return f"{PREFIX}sock:{socket_id}"
+
+    async def create(self, session: EngineSession) -> None:
+        key = self._session_key(session.sid)
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=session.as_fields())
+            pipe.pexpireat(key, session.deadline)
+            await pipe.execute()
+
+    async def get(self, sid: str) -> EngineSession | None:
+        fields = await self._client().hgetall(self._session_key(sid))
+        return EngineSession.from_fields(sid, _decode(fields)) if fields else None
+
+    async def socket(self, socket_id: str) -> SocketRecord | None:
+        fields = _decode(await self._client().hgetall(self._socket_key(socket_id)))
+        if not fields:
+            return None
+        return SocketRecord(socket_id=socket_id, sid=fields["sid"], user_id=fields["user"])
+
+    async def heartbeat(self, sid: str, *, ping_due: int, deadline: int) -> bool:
+        keys = [self._session_key(sid)]
+        return bool(await self._run(_HEARTBEAT, keys, [ping_due, deadline, f"{PREFIX}sock:"]))
+
+    async def pinged(self, sid: str, *, ping_due: int) -> None:
+        await self._run(_HSET_IF_EXISTS, [self._session_key(sid)], ["ping_due", ping_due])
+
+    async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int:
+        keys = [self._session_key(sid), self._socket_key(socket_id)]
+        return int(await self._run(_ATTACH, keys, [socket_id, user_id, sid]))
+
+    async def set_user(self, sid: str, socket_id: str, user_id: str) -> int:
+        keys = [self._session_key(sid), self._socket_key(socket_id)]
+        return int(await self._run(_SET_USER, keys, [socket_id, user_id]))
+
+    async def detach_socket(self, sid: str, socket_id: str) -> None:
+        keys = [self._session_key(sid), self._socket_key(socket_id)]
+        await self._run(_DETACH, keys, [socket_id])
+
+    async def upgrade(self, sid: str, channel: str) -> EngineSession | None:
+        flat = await self._run(_UPGRADE, [self._session_key(sid)], [channel])
+        return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
+
+    async def delete(self, sid: str) -> EngineSession | None:
+        flat = await self._run(_DELETE, [self._session_key(sid)], [f"{PREFIX}sock:"])
+        return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
+
+
+class MemoryStore:
+    """The same records for a single process (the embedded default's in-memory channel layer)."""
+
+    def __init__(self):
+        self._sessions: dict[str, EngineSession] = {}
+
+    def _live(self, sid: str) -> EngineSession | None:
+        session = self._sessions.get(sid)
+        if session is not None and session.deadline <= now_ms():
+            del self._sessions[sid]
+            return None
+        return session
+
+    async def create(self, session: EngineSession) -> None:
+        self._sessions[session.sid] = session
+
+    async def get(self, sid: str) -> EngineSession | None:
+        return self._live(sid)
+
+    async def socket(self, socket_id: str) -> SocketRecord | None:
+        for sid in list(self._sessions):
+            session = self._live(sid)
+            if session is not None and session.socket_id == socket_id:
+                return SocketRecord(socket_id=socket_id, sid=sid, user_id=session.user_id)
+        return None
+
+    def _update(self, sid: str, **changes) -> EngineSession | None:
+        session = self._live(sid)
+        if session is None:
+            return None
+        self._sessions[sid] = replace(session, **changes)
+        return self._sessions[sid]
+
+    async def heartbeat(self, sid: str, *, ping_due: int, deadline: int) -> bool:
+        return self._update(sid, ping_due=ping_due, deadline=deadline) is not None
+
+    async def pinged(self, sid: str, *, ping_due: int) -> None:
+        self._update(sid, ping_due=ping_due)
+
+    async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int:
+        session = self._live(sid)
+        if session is None:
+            return Attach.GONE
+        if session.socket_id:
+            return Attach.CONFLICT
+        self._update(sid, socket_id=socket_id, user_id=user_id)
+        return Attach.DONE
+
+    async def set_user(self, sid: str, socket_id: str, user_id: str) -> int:
+        session = self._live(sid)
+        if session is None or session.socket_id != socket_id:
+            return Attach.GONE
+        if session.user_id and session.user_id != user_id:
+            return Attach.CONFLICT
+        self._update(sid, user_id=user_id)
+        return Attach.DONE
+
+    async def detach_socket(self, sid: str, socket_id: str) -> None:
+        session = self._live(sid)
+        if session is not None and session.socket_id == socket_id:
+            self._update(sid, socket_id="", user_id="")
+
+    async def upgrade(self, sid: str, channel: str) -> EngineSession | None:
+        session = self._live(sid)
+        if session is None or session.transport is not Transport.POLLING:
+            return None
+        return self._update(sid, transport=Transport.WEBSOCKET, channel=channel)
+
+    async def delete(self, sid: str) -> EngineSession | None:
+        session = self._live(sid)
+        self._sessions.pop(sid, None)
+        return session
+
+
+@functools.cache
+def get_store() -> SessionStore:
+    """One store per process, made on first use (after settings have loaded)."""
+    return RedisStore(settings.REDIS_URL) if settings.REDIS_URL else MemoryStore()

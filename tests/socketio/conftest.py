@@ -1,0 +1,94 @@
+"""Real Daphne processes sharing the test database and Redis, for the Socket.IO tests.
+
+The suite's database is pytest-django's test database, so the servers are pointed at it and the
+tests that create users are `transaction=True`: their rows are committed, visible to Daphne.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.conftest import token_for
+from tests.socketio.support import Polling, Server
+from tests.support.processes import PYTHON, ROOT, free_port, running
+
+# Short enough that the heartbeat tests finish in about a second, long enough for loopback.
+FAST_PING_INTERVAL_MS = 400
+FAST_PING_TIMEOUT_MS = 300
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@contextlib.contextmanager
+def daphne(log_path, **environment) -> Iterator[Server]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        **environment,
+    }
+    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"]
+    with (
+        open(log_path, "ab") as log,
+        running(argv, port=port, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
+    ):
+        yield Server(port)
+
+
+@pytest.fixture(scope="module")
+def servers(django_db_setup, tmp_path_factory) -> Iterator[tuple[Server, Server]]:
+    """Two server processes behind no sticky load balancer: tests pick one per request."""
+    logs = tmp_path_factory.mktemp("daphne")
+    with daphne(logs / "a.log") as first, daphne(logs / "b.log") as second:
+        yield first, second
+
+
+@pytest.fixture(scope="module")
+def server(servers) -> Server:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def fast_server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
+    """A server whose heartbeat is short enough to watch a silent client being dropped."""
+    with daphne(
+        tmp_path_factory.mktemp("daphne") / "fast.log",
+        WORKGATE_SOCKETIO_PING_INTERVAL_MS=str(FAST_PING_INTERVAL_MS),
+        WORKGATE_SOCKETIO_PING_TIMEOUT_MS=str(FAST_PING_TIMEOUT_MS),
+    ) as started:
+        yield started
+
+
+@pytest.fixture
+def token(user) -> str:
+    return token_for(user)
+
+
+@pytest.fixture
+def other_token(other_user) -> str:
+    return token_for(other_user)
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient(timeout=15) as client:
+        yield client
+
+
+@pytest.fixture
+def polling(http) -> Polling:
+    return Polling(http)

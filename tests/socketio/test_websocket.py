@@ -1,0 +1,116 @@
+"""The WebSocket transport, spoken raw: direct sessions, the upgrade from polling, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from streaming.socketio.sink import SocketStream
+from tests.socketio.support import WAIT, parse_event
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _url(server, **query) -> str:
+    params = "&".join(f"{key}={value}" for key, value in {"EIO": 4, **query}.items())
+    return f"{server.ws_endpoint}?{params}"
+
+
+async def _recv(websocket) -> str:
+    return await asyncio.wait_for(websocket.recv(), WAIT)
+
+
+async def test_a_direct_websocket_session_opens_without_upgrades_and_connects(server, token):
+    async with connect(_url(server, transport="websocket")) as websocket:
+        opening = json.loads((await _recv(websocket))[1:])
+        await websocket.send("40" + json.dumps({"token": token}))
+        connected = await _recv(websocket)
+
+    assert opening["upgrades"] == []
+    assert opening["pingInterval"] == 25000
+    assert connected.startswith('40{"sid":"')
+
+
+async def test_a_polling_session_upgrades_and_keeps_what_was_queued_meanwhile(
+    server, polling, user, token
+):
+    await polling.open(server)
+    await polling.post(server, "40" + json.dumps({"token": token}))
+    socket_id = json.loads((await polling.packets(server))[0][2:])["sid"]
+    pending = asyncio.create_task(polling.packets(server))
+
+    async with connect(_url(server, transport="websocket", sid=polling.sid)) as websocket:
+        await websocket.send("2probe")
+        probe = await _recv(websocket)
+        released = await asyncio.wait_for(pending, WAIT)
+        # The client has paused polling; this turn's packets wait on the poll channel...
+        stream = await SocketStream.open(socket_id=socket_id, user_id=user.pk)
+        await websocket.send("5")
+        # ...and come down the WebSocket once it carries the session, followed by new ones.
+        await stream.emit({"type": "STREAM", "prompt": "x", "delta": "x"})
+        await stream.close()
+        received = [parse_event(await _recv(websocket)) for _ in range(2)]
+        poll_after_upgrade = await polling.get(server)
+
+    assert probe == "3probe"
+    assert released == ["6"]
+    assert received == [
+        ["RECEIVE_STREAM", {"type": "RELOAD"}],
+        ["RECEIVE_STREAM", {"type": "STREAM", "prompt": "x", "delta": "x"}],
+    ]
+    assert poll_after_upgrade.status_code == 400
+
+
+async def test_an_upgrade_for_an_unknown_session_is_refused(server):
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(_url(server, transport="websocket", sid="nope")):
+            pass
+
+    assert refused.value.response.status_code == 403
+
+
+async def test_a_failed_probe_leaves_the_polling_session_working(server, polling, token):
+    await polling.open(server)
+
+    async with connect(_url(server, transport="websocket", sid=polling.sid)) as websocket:
+        await websocket.send("5")  # an upgrade without a probe
+        with pytest.raises(ConnectionClosed):
+            await _recv(websocket)
+    await polling.post(server, "40" + json.dumps({"token": token}))
+    connected = await polling.packets(server)
+
+    assert connected[0].startswith('40{"sid":"')
+
+
+async def test_the_server_pings_a_websocket_client_and_drops_it_when_it_stops_answering(
+    fast_server,
+):
+    async with connect(_url(fast_server, transport="websocket")) as websocket:
+        sid = json.loads((await _recv(websocket))[1:])["sid"]
+        first_ping = await _recv(websocket)
+        await websocket.send("3")
+        second_ping = await _recv(websocket)
+        # No pong: the server closes the connection after the ping timeout.
+        with pytest.raises(ConnectionClosed) as closed:
+            await _recv(websocket)
+
+    assert (first_ping, second_ping) == ("2", "2")
+    assert closed.value.rcvd.code == 4408
+    assert sid
+
+
+async def test_a_websocket_session_is_gone_for_polling_too_once_closed(server, polling):
+    async with connect(_url(server, transport="websocket")) as websocket:
+        polling.sid = json.loads((await _recv(websocket))[1:])["sid"]
+        while_open = await polling.get(server)
+        await websocket.send("1")
+        with pytest.raises(ConnectionClosed):
+            await _recv(websocket)
+    after_close = await polling.get(server)
+
+    assert while_open.json()["code"] == 3  # the session exists, but not on this transport
+    assert after_close.json()["code"] == 1
