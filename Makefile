@@ -38,6 +38,7 @@ test: $(VENV)/.installed node_modules/.installed
 	$(TEST_ENV) $(VENV)/bin/pytest
 
 bench: $(VENV)/.installed node_modules/.installed
+	scripts/system-deps.sh wrk xvfb x11vnc xterm
 	scripts/services.sh
 	$(PY) bench/run_all.py
 
