@@ -14,13 +14,21 @@ import pytest
 from django.test import AsyncClient
 
 from accounts.tokens import issue_tokens
-from streaming.database import in_db_thread
+from streaming.database import close_connections, in_db_thread
 from streaming.models import Assistant, Institution, Membership
 from tests.streaming.fakes import FakeProvider
 from workspaces.models import Workspace
 
 STREAM_URL = "/api/ai/personal-stream/qanda-stream"
 QANDA_URL = "/api/ai/personal/qanda"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _assistant_connections_closed(django_db_setup):
+    """The assistant's database threads keep their connections; close them before the test
+    database is dropped."""
+    yield
+    close_connections()
 
 
 @dataclass
