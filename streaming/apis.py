@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 from django.conf import settings
@@ -133,8 +134,14 @@ class QandaApi(AsyncApiView):
     )
     async def post(self, request):
         turn, socket_id = await _prepare_in_db_thread(request, with_socket=True)
-        sink = await socket_sink(user=request.user, socket_id=socket_id) if socket_id else None
-        outcome = await qanda_run(turn, sink=sink)
+        async with contextlib.AsyncExitStack() as stack:
+            sink = None
+            if socket_id:
+                sink = await stack.enter_async_context(
+                    socket_sink(user=request.user, socket_id=socket_id)
+                )
+            cancel = sink.cancelled if sink is not None else None
+            outcome = await qanda_run(turn, sink=sink, cancel=cancel)
         if outcome.error is not None:
             raise APIError(outcome.error.status, outcome.error.message, "assistant_error")
         return Response(

@@ -2,15 +2,24 @@
 
 `POST /api/ai/personal/qanda` with `requestArgs.socketId` asks for the turn to stream to that
 socket as RECEIVE_STREAM events while the HTTP response waits for the whole answer. The Socket.IO
-transport provides the sink; until it exists there is none, and the answer says
+transport provides the sink; until it does there is none, and the answer says
 `streamingFailed: true`, as the guide says a client must expect when its socket is unknown.
+
+The seam for the transport: make `socket_sink` yield an EventSink for the user's own live socket
+(or None). The view then runs `qanda_run(turn, sink=sink, cancel=sink.cancelled)`: every event
+goes to `sink.send` (translate it there; `streaming.sse.event_payload` has the field names), and
+setting `sink.cancelled` (the client's `cancel_request`) cancels the turn.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from streaming.engine import EventSink
 
 
-async def socket_sink(*, user, socket_id: str) -> EventSink | None:
-    """A sink delivering to `socket_id` if it is a live socket of `user`, else None."""
-    return None
+@contextlib.asynccontextmanager
+async def socket_sink(*, user, socket_id: str) -> AsyncIterator[EventSink | None]:
+    """A sink delivering to `socket_id` while the block runs, if it is a live socket of `user`."""
+    yield None

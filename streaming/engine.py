@@ -328,7 +328,10 @@ async def run_turn(turn: TurnRequest) -> AsyncIterator[ev.Event]:
 
 class EventSink(Protocol):
     """Where a turn's events go as they happen (a Socket.IO socket). `send` raising means the
-    client is gone: the turn goes on, and its answer still comes back in the response."""
+    client is gone: the turn goes on, and its answer still comes back in the response.
+    `cancelled` is set when the client asks for the turn to be cancelled."""
+
+    cancelled: asyncio.Event
 
     async def send(self, event: ev.Event) -> None: ...
 
