@@ -1,0 +1,360 @@
+"""The relay served by real Daphne processes (with Redis as the channel layer), reached by a real
+WebSocket client, in front of real desktops: Xvfb + x11vnc, and websockify with HTTP Basic auth
+as a KasmVNC-style upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from audit.models import AuditEntry
+from sessions_app.models import WorkspaceSession
+from tests.support.processes import PYTHON, ROOT, free_port, running
+from tests.vnc_proxy.conftest import GEOMETRY, db, needs_desktops
+from tests.vnc_proxy.rfb import RfbClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), needs_desktops]
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def daphnes(django_db_setup, tmp_path_factory):
+    """Two Daphne processes on the test database and this suite's Redis; their ports and logs."""
+    db_settings = connection.settings_dict
+    database_url = "postgres://{user}{password}@{host}:{port}/{name}".format(
+        user=db_settings["USER"] or "postgres",
+        password=f":{db_settings['PASSWORD']}" if db_settings["PASSWORD"] else "",
+        host=db_settings["HOST"] or "127.0.0.1",
+        port=db_settings["PORT"] or 5432,
+        name=db_settings["NAME"],
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": settings.REDIS_URL,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",  # the access log goes to stdout
+    }
+    logs = tmp_path_factory.mktemp("daphne")
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for index in range(2):
+            port = free_port()
+            log = logs / f"daphne-{index}.log"
+            stack.enter_context(
+                running(
+                    [
+                        PYTHON,
+                        "-m",
+                        "daphne",
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        port,
+                        "config.asgi:application",
+                    ],
+                    port=port,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=stack.enter_context(open(log, "wb")),
+                    stderr=subprocess.STDOUT,
+                    timeout=60,
+                )
+            )
+            servers.append((port, log))
+        yield servers
+
+
+def ws_url(body: dict, port: int) -> str:
+    """The ticket's vncUrl, pointed at one Daphne process."""
+    parts = urlsplit(body["vncUrl"])
+    return f"ws://127.0.0.1:{port}{parts.path}?{parts.query}"
+
+
+def viewer(url: str, **kwargs):
+    kwargs.setdefault("open_timeout", 20)
+    return connect(url, subprotocols=["binary"], ping_interval=None, max_size=None, **kwargs)
+
+
+async def closed_with(url: str) -> tuple[int, str]:
+    async with viewer(url) as ws:
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 20)
+        return ws.close_code, ws.close_reason
+
+
+async def test_a_viewer_reaches_the_desktop_through_daphne(daphnes, desktop, ticket_for, user):
+    (port, _log), _ = daphnes
+    body = await db(ticket_for)(user, desktop.runtime_id)
+
+    async with viewer(ws_url(body, port)) as ws:
+        rfb = RfbClient(ws)
+        init = await rfb.handshake(body["vncPassword"])
+        rectangles = await rfb.framebuffer_update(init.width, init.height)
+        subprotocol = ws.subprotocol
+    replay = await closed_with(ws_url(body, port))
+
+    assert subprotocol == "binary"
+    assert (init.width, init.height) == GEOMETRY
+    assert rectangles >= 1
+    assert replay == (4401, "ticket already used")
+    closed = await db(lambda: AuditEntry.objects.filter(action="vnc_disconnect").last())()
+    assert closed.details["bytes_to_browser"] > 0 and closed.details["bytes_to_desktop"] > 0
+
+
+async def test_of_twenty_uses_across_two_processes_exactly_one_gets_through(
+    daphnes, desktop, ticket_for, user
+):
+    body = await db(ticket_for)(user, desktop.runtime_id)
+    urls = [ws_url(body, daphnes[i % 2][0]) for i in range(20)]
+
+    async def attempt(url):
+        async with viewer(url) as ws:
+            try:
+                return await asyncio.wait_for(ws.recv(), 20)
+            except ConnectionClosed:
+                return (ws.close_code, ws.close_reason)
+
+    outcomes = await asyncio.gather(*(attempt(url) for url in urls))
+
+    greetings = [o for o in outcomes if isinstance(o, bytes)]
+    assert len(greetings) == 1 and greetings[0].startswith(b"RFB 003.00")
+    assert (
+        sorted(o for o in outcomes if not isinstance(o, bytes))
+        == [(4401, "ticket already used")] * 19
+    )
+
+
+async def test_stopping_in_one_process_closes_the_relay_in_another(
+    daphnes, desktop, ticket_for, user, client_for
+):
+    (port, _log), _ = daphnes
+    body = await db(ticket_for)(user, desktop.runtime_id)
+
+    async with viewer(ws_url(body, port)) as ws:
+        await RfbClient(ws).handshake(body["vncPassword"])
+        stopped = await db(client_for(user).post)(f"/api/workspaces/{desktop.workspace_id}/stop")
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+
+    assert stopped.status_code == 200
+    assert (ws.close_code, ws.close_reason) == (4410, "the session ended")
+
+
+# --- Backpressure --------------------------------------------------------------------------------
+
+
+class FloodingDesktop:
+    """A loopback 'desktop' that greets like RFB, then pushes bytes as fast as it is allowed to
+    (or, reading=False, never reads); counts what the kernel took from it."""
+
+    def __init__(self, *, push: bool):
+        self.push = push
+        self.counts: list[int] = []
+        self.stalled = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        self.server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        with conn:
+            try:
+                conn.sendall(b"RFB 003.008\n")
+                if not self.push:
+                    self._stop.wait()
+                    return
+                conn.settimeout(3)
+                chunk = b"\0" * (256 * 1024)
+                index = len(self.counts)
+                self.counts.append(0)
+                while not self._stop.is_set() and self.counts[index] < 1024 * MB:
+                    self.counts[index] += conn.send(chunk)
+            except TimeoutError:
+                self.stalled.set()
+            except OSError:
+                return  # the readiness probe hangs up after the greeting
+
+    @property
+    def sent(self) -> int:
+        return max(self.counts, default=0)
+
+    def close(self):
+        self._stop.set()
+        self.server.close()
+
+
+def rss_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def daphne_pid(port: int) -> int:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+                if b"daphne" in b" ".join(argv) and str(port).encode() in argv:
+                    return int(entry)
+    raise AssertionError(f"no daphne on {port}")
+
+
+@pytest.fixture
+def flooding_desktop(make_workspace, launch, user, request):
+    desktop_server = FloodingDesktop(push=request.param)
+    workspace = make_workspace(
+        provisioner="static", vnc_target=f"tcp://127.0.0.1:{desktop_server.port}"
+    )
+    session = launch(user, workspace)
+    yield desktop_server, session
+    desktop_server.close()
+
+
+@pytest.mark.parametrize("flooding_desktop", [True], indirect=True)
+async def test_a_browser_that_reads_nothing_does_not_make_the_relay_buffer(
+    daphnes, flooding_desktop, ticket_for, user
+):
+    (port, _log), _ = daphnes
+    desktop_server, session = flooding_desktop
+    body = await db(ticket_for)(user, session.runtime_id)
+    rss_before = rss_of(daphne_pid(port))
+
+    # max_queue=1: the client library stops reading its socket once one message is waiting.
+    async with viewer(ws_url(body, port), max_queue=1) as ws:
+        await asyncio.get_running_loop().run_in_executor(None, desktop_server.stalled.wait, 60)
+        rss_during = rss_of(daphne_pid(port))
+        ws.transport.abort()
+
+    assert desktop_server.stalled.is_set()
+    # Kernel socket buffers on both sides account for tens of MB at most; without flow control
+    # the relay would have taken the full 1 GB into its own memory.
+    assert desktop_server.sent < 160 * MB
+    assert rss_during - rss_before < 64 * MB
+
+
+@pytest.mark.parametrize("flooding_desktop", [False], indirect=True)
+async def test_a_desktop_that_reads_nothing_does_not_make_the_relay_buffer(
+    daphnes, flooding_desktop, ticket_for, user
+):
+    (port, _log), _ = daphnes
+    _desktop_server, session = flooding_desktop
+    body = await db(ticket_for)(user, session.runtime_id)
+    rss_before = rss_of(daphne_pid(port))
+    chunk = b"\1" * MB
+    sent = 0
+
+    async with viewer(ws_url(body, port)) as ws:
+        assert (await ws.recv()).startswith(b"RFB")
+        with contextlib.suppress(TimeoutError):
+            while sent < 1024 * MB:
+                await asyncio.wait_for(ws.send(chunk), 3)
+                sent += len(chunk)
+        rss_during = rss_of(daphne_pid(port))
+        ws.transport.abort()  # a stuck viewer does not wait for a close handshake
+
+    assert sent < 160 * MB
+    assert rss_during - rss_before < 64 * MB
+
+
+# --- Logs --------------------------------------------------------------------------------------
+
+
+async def test_tickets_appear_in_no_log_line(daphnes, desktop, ticket_for, user):
+    (port, log), _ = daphnes
+    used = await db(ticket_for)(user, desktop.runtime_id)
+    fetched = await db(ticket_for)(user, desktop.runtime_id)
+    ticket = urlsplit(used["vncUrl"]).query.split("=", 1)[1]
+    other = urlsplit(fetched["vncUrl"]).query.split("=", 1)[1]
+
+    async with viewer(ws_url(used, port)) as ws:
+        await ws.recv()
+    # The same URL fetched without the upgrade: Daphne logs HTTP requests with their query.
+    plain = await db(httpx.get)(ws_url(fetched, port).replace("ws://", "http://"), timeout=10)
+    deadline = time.monotonic() + 10
+    while "ticket=[redacted]" not in (text := log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, "no access log line for the plain request"
+        await asyncio.sleep(0.1)
+    assert plain.status_code in (401, 403)
+    assert "WSCONNECTING /api/agents/workspace/vnc/" in text  # the access log is on
+    assert "ticket=[redacted]" in text
+    assert ticket not in text and other not in text
+
+
+# --- A KasmVNC-style upstream: websockify with HTTP Basic auth in front of x11vnc ---------------
+
+
+@pytest.fixture
+def websockify_desktop(desktop):
+    """websockify requiring viewer:s3cret in front of `desktop`'s x11vnc; its port."""
+    port = free_port()
+    argv = [
+        ROOT / ".venv" / "bin" / "websockify",
+        "--auth-plugin",
+        "BasicHTTPAuth",
+        "--auth-source",
+        "viewer:s3cret",
+        f"127.0.0.1:{port}",
+        desktop.upstream_target,
+    ]
+    with running(argv, port=port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        yield port
+
+
+@pytest.mark.parametrize(
+    ("secret", "outcome"), [("s3cret", "through"), ("wrong", "refused")], ids=["right", "wrong"]
+)
+async def test_a_websocket_upstream_gets_basic_auth_from_the_relay(
+    daphnes, desktop, websockify_desktop, make_workspace, launch, ticket_for, user, secret, outcome
+):
+    (port, _log), _ = daphnes
+    kasm = await db(make_workspace)(
+        provisioner="static",
+        vnc_target=f"ws://127.0.0.1:{websockify_desktop}/websockify",
+        vnc_username="viewer",
+        vnc_secret=secret,
+        rfb_password=desktop.rfb_password,
+    )
+    session = await db(launch)(user, kasm)
+    body = await db(ticket_for)(user, session.runtime_id)
+
+    if outcome == "through":
+        async with viewer(ws_url(body, port)) as ws:
+            init = await RfbClient(ws).handshake(body["vncPassword"])
+        assert (init.width, init.height) == GEOMETRY
+        assert await db(lambda: WorkspaceSession.objects.get(pk=session.pk).upstream_kind)() == (
+            "websocket"
+        )
+    else:
+        code, reason = await closed_with(ws_url(body, port))
+        assert (code, reason) == (1011, "the desktop refused the connection (HTTP 401)")

@@ -1,0 +1,170 @@
+"""POST /api/agents/workspace/ticket: a single-use, 60-second ticket for your own ready runtime."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+from django.conf import settings as django_settings
+
+from audit.models import AuditEntry
+from vnc_proxy.models import Ticket
+from vnc_proxy.tickets import TICKET_AUDIENCE, TICKET_TYPE
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/agents/workspace/ticket"
+
+
+def ask(client, workspace_id, **extra):
+    return client.post(URL, {"workspaceId": workspace_id}, format="json", **extra)
+
+
+def ticket_of(body: dict) -> str:
+    return parse_qs(urlsplit(body["vncUrl"]).query)["ticket"][0]
+
+
+def test_a_ticket_is_issued_for_your_ready_runtime(api, user, make_runtime):
+    runtime = make_runtime(user, rfb_password="s3cret-7")
+
+    response = ask(api, runtime.runtime_id)
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    body = response.json()
+    ticket = ticket_of(body)
+    assert body == {
+        "success": True,
+        "workspaceId": runtime.runtime_id,
+        "vncUrl": f"ws://testserver/api/agents/workspace/vnc/{runtime.runtime_id}?ticket={ticket}",
+        "vncPassword": "s3cret-7",
+        "expiresInSec": 60,
+    }
+    claims = jwt.decode(
+        ticket, django_settings.SECRET_KEY, algorithms=["HS256"], audience=TICKET_AUDIENCE
+    )
+    assert claims["token_type"] == TICKET_TYPE
+    assert claims["user_id"] == str(user.pk)
+    assert claims["workspaceId"] == runtime.runtime_id
+    assert claims["exp"] - claims["iat"] == 60
+    row = Ticket.objects.get()
+    assert (row.jti, row.user, row.session, row.used_at) == (claims["jti"], user, runtime, None)
+    assert row.expires_at - row.issued_at <= timedelta(seconds=60)
+    assert row.client_ip == "127.0.0.1"
+    entry = AuditEntry.objects.get(action="ticket_issued")
+    assert (entry.actor, entry.resource, entry.success) == (user, f"session:{runtime.id}", True)
+    assert entry.details["jti"] == claims["jti"]
+    assert entry.details["workspaceId"] == runtime.runtime_id
+    assert ticket not in str(entry.details) and "s3cret-7" not in str(entry.details)
+
+
+def test_each_ticket_is_new(api, user, make_runtime):
+    runtime = make_runtime(user)
+
+    first, second = (ticket_of(ask(api, runtime.runtime_id).json()) for _ in range(2))
+
+    assert first != second
+    assert Ticket.objects.count() == 2
+
+
+def test_the_url_is_wss_when_a_trusted_proxy_says_https(client_for, user, make_runtime, settings):
+    settings.WORKGATE_TRUSTED_PROXIES = [ipaddress.ip_network("10.9.0.0/16")]
+    runtime = make_runtime(user)
+    behind_proxy = client_for(user, REMOTE_ADDR="10.9.0.2")
+    direct = client_for(user, REMOTE_ADDR="192.0.2.10")
+
+    https = {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_HOST": "localhost"}
+
+    proxied = ask(behind_proxy, runtime.runtime_id, **https).json()
+    spoofed = ask(direct, runtime.runtime_id, **https).json()
+
+    assert proxied["vncUrl"].startswith("wss://localhost/api/agents/workspace/vnc/")
+    assert spoofed["vncUrl"].startswith("ws://localhost/")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"workspaceId": ""}, {"workspaceId": "../etc"}, {"workspaceId": "a" * 33}],
+    ids=["missing", "empty", "path", "too-long"],
+)
+def test_a_missing_or_malformed_workspace_id_is_400(api, payload):
+    response = api.post(URL, payload, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert "workspaceId" in response.json()["errors"]
+
+
+def test_someone_elses_runtime_is_the_same_404_as_none(api, user, other_user, make_runtime):
+    theirs = make_runtime(other_user)
+
+    for_theirs = ask(api, theirs.runtime_id)
+    for_nothing = ask(api, "wg-000000000000")
+
+    assert for_theirs.status_code == for_nothing.status_code == 404
+    assert (
+        for_theirs.json()
+        == for_nothing.json()
+        == {
+            "success": False,
+            "detail": "Workspace runtime not found",
+            "code": "not_found",
+        }
+    )
+    assert not Ticket.objects.exists()
+
+
+def test_a_session_without_a_desktop_is_not_a_runtime(api, user, make_runtime, make_workspace):
+    web = make_workspace(connection_type="web", provisioner="static")
+    session = make_runtime(user, workspace=web, upstream_kind="", upstream_target="")
+
+    assert ask(api, session.runtime_id).status_code == 404
+
+
+@pytest.mark.parametrize("status", ["starting", "terminated", "error"])
+def test_a_runtime_that_is_not_ready_is_409(api, user, make_runtime, status):
+    runtime = make_runtime(user, status=status)
+
+    response = ask(api, runtime.runtime_id)
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "not_ready"
+    assert not Ticket.objects.exists()
+
+
+def test_tickets_are_rate_limited_per_user(client_for, user, other_user, make_runtime, settings):
+    settings.WORKGATE_TICKET_RATE = "3/m"
+    mine, theirs = make_runtime(user), make_runtime(other_user)
+    client = client_for(user)
+
+    statuses = [ask(client, mine.runtime_id).status_code for _ in range(3)]
+    limited = ask(client, mine.runtime_id)
+    someone_else = ask(client_for(other_user), theirs.runtime_id)
+
+    assert statuses == [200, 200, 200]
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "rate_limited"
+    assert int(limited["Retry-After"]) >= 1
+    assert someone_else.status_code == 200
+    assert Ticket.objects.count() == 4
+
+
+def test_unauthenticated_requests_are_401_and_limited_by_address(anon, settings):
+    settings.WORKGATE_TICKET_RATE = "2/m"
+
+    statuses = [ask(anon, "wg-000000000000").status_code for _ in range(3)]
+
+    assert statuses == [401, 401, 429]
+
+
+def test_a_ticket_is_not_an_access_token(api, client_for, user, make_runtime):
+    ticket = ticket_of(ask(api, make_runtime(user).runtime_id).json())
+    client = client_for(user)
+    client.credentials(HTTP_X_ACCESS_TOKEN=ticket)
+
+    response = client.get("/api/auth/me")
+
+    assert response.status_code == 401
