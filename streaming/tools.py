@@ -8,6 +8,7 @@ service returns or refuses. A refusal (no tunnel, MFA, session limit, ...) is a 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 AUDIT_ACTION = "assistant_tool"
 SESSION_STATUSES = ("live", "starting", "ready", "terminated", "error", "all")
 MAX_LISTED = 50
+MAX_AUDITED_ARGUMENTS = 2000  # characters of JSON
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,9 @@ def tool_call(ctx: ToolContext, name: str, arguments: dict) -> ToolOutcome:
         outcome = ToolOutcome({"error": "The tool failed unexpectedly.", "code": code}, False)
     if not resource and isinstance(arguments.get("workspace_id"), str):
         resource = f"workspace:{arguments['workspace_id']}"
-    details: dict[str, Any] = {"tool": name, "arguments": arguments}
+    # The arguments come from a model: keep the log readable whatever it sent.
+    shown = arguments if len(json.dumps(arguments, default=str)) <= MAX_AUDITED_ARGUMENTS else {}
+    details: dict[str, Any] = {"tool": name, "arguments": shown}
     if code:
         details["code"] = code
     with transaction.atomic():

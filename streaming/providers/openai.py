@@ -71,8 +71,12 @@ class OpenAISession(ModelSession):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if tools_enabled and self._tools:
+        if self._tools:
+            # Declared on every round (earlier messages refer to them); "none" makes the last
+            # round answer instead of calling another tool.
             body["tools"] = self._tools
+            if not tools_enabled:
+                body["tool_choice"] = "none"
         return body
 
     async def round(self, *, tools_enabled: bool) -> AsyncIterator[ModelEvent]:

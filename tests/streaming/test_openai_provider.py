@@ -228,3 +228,22 @@ async def test_the_json_route_reports_a_provider_failure_in_the_error_shape(
         "detail": "The openai provider answered 500: boom",
         "code": "assistant_error",
     }
+
+
+async def test_the_last_round_asks_the_model_to_answer_without_another_tool(
+    ask, user, assistant, openai_server, monkeypatch
+):
+    from streaming import engine
+
+    monkeypatch.setattr(engine, "MAX_ROUNDS", 2)
+    openai_server.script(
+        openai_tool_reply("call_1", "list_workspaces", "{}"),
+        openai_text_reply("Here they are."),
+    )
+
+    streamed = await ask(user, body(assistant, "list"))
+
+    first, last = openai_server.requests
+    assert "tool_choice" not in first
+    assert last["tool_choice"] == "none" and last["tools"] == first["tools"]
+    assert streamed.events[-2]["completion"] == "Here they are."
