@@ -2,8 +2,8 @@
 
 A long-poll POST builds a Connection for the packets in its body and throws it away; the
 WebSocket consumer keeps one for its lifetime. Either way the session's state is in the store,
-and packets for the client go out through `deliver`: straight down the WebSocket, or into the
-session's poll channel for whichever process answers the next GET.
+and replies go out through `deliver`: straight down the WebSocket, or onto the session's channel
+for whichever process answers the next GET.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from channels.layers import get_channel_layer
 
 from streaming.socketio import protocol
 from streaming.socketio.auth import TokenRejected, user_for_token
-from streaming.socketio.groups import Message, poll_channel, socket_group, turn_group
+from streaming.socketio.groups import Message, session_channel, socket_group, turn_group
 from streaming.socketio.protocol import (
     ClientEvent,
     EnginePacket,
@@ -38,14 +38,11 @@ OTHER_USER = "This socket is registered to another user"
 Deliver = Callable[[list[str]], Awaitable[None]]
 
 
-def new_session(*, transport: Transport, channel: str | None, timing: Timing) -> EngineSession:
-    """A fresh session; a polling one is reached through its own poll channel."""
-    sid = new_id()
+def new_session(*, transport: Transport, timing: Timing) -> EngineSession:
     now = now_ms()
     return EngineSession(
-        sid=sid,
+        sid=new_id(),
         transport=transport,
-        channel=channel or poll_channel(sid),
         ping_due=now + timing.ping_interval,
         deadline=now + timing.ping_interval + timing.ping_timeout,
     )
@@ -55,7 +52,7 @@ async def release(session: EngineSession) -> None:
     """Let go of a session that has left the store: its socket's group, its running turns."""
     if session.socket_id:
         layer = get_channel_layer()
-        await layer.group_discard(socket_group(session.socket_id), session.channel)
+        await layer.group_discard(socket_group(session.socket_id), session_channel(session.sid))
         await layer.group_send(turn_group(session.socket_id), {"type": Message.SOCKET_GONE.value})
 
 
@@ -66,8 +63,8 @@ async def close_session(sid: str) -> None:
         return
     await release(session)
     if session.transport is Transport.POLLING:
-        # A GET may be waiting on the poll channel, here or in another process.
-        await get_channel_layer().send(poll_channel(sid), {"type": Message.CLOSE.value})
+        # A GET may be waiting on the session's channel, here or in another process.
+        await get_channel_layer().send(session_channel(sid), {"type": Message.CLOSE.value})
 
 
 class Connection:
@@ -153,7 +150,7 @@ class Connection:
             return
         self.session = replace(self.session, socket_id=socket_id, user_id=user_id)
         # Join before answering: once the client knows its id, streams must reach it.
-        await self.layer.group_add(socket_group(socket_id), self.session.channel)
+        await self.layer.group_add(socket_group(socket_id), session_channel(self.session.sid))
         await self.deliver([protocol.connect_ok(socket_id)])
 
     async def _on_disconnect(self, message: SocketPacket) -> None:

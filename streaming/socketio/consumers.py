@@ -1,13 +1,13 @@
 """The two Engine.IO transports at /socket.io/: HTTP long-polling and WebSocket.
 
 Long-polling (the official clients' first transport): `GET ?EIO=4&transport=polling` opens a
-session; `GET ...&sid=` waits for packets on the session's poll channel, answering with a ping
-when one is owed; `POST ...&sid=` carries the client's packets. Any process may serve any of these
-requests: everything they share is in the store and the channel layer.
+session; `GET ...&sid=` waits for packets on the session's channel, answering with a ping when one
+is owed; `POST ...&sid=` carries the client's packets. Any process may serve any of these requests:
+everything they share is in the store and the channel layer.
 
 WebSocket: `?EIO=4&transport=websocket` opens a session of its own; with `&sid=` it upgrades a
 polling session (`2probe` / `3probe`, the pending GET released with a noop, then `5`). From then on
-this consumer's channel is the socket's delivery channel and it sends the pings itself.
+the consumer reads the session's channel itself, and sends the pings.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from channels.layers import get_channel_layer
 from config.websocket import origin_allowed
 from streaming.socketio import protocol
 from streaming.socketio.connection import Connection, close_session, new_session, release
-from streaming.socketio.groups import Message, packets, poll_channel, socket_group
+from streaming.socketio.groups import Message, packets, session_channel
 from streaming.socketio.protocol import (
     EnginePacketType,
     ProtocolError,
@@ -43,11 +43,6 @@ CLOSE_NORMAL = 1000
 CLOSE_BAD_PACKET = 4400
 CLOSE_PING_TIMEOUT = 4408
 CLOSE_TOO_LARGE = 4413
-
-# An upgrade forwards what is still queued on the poll channel (packets sent before the socket's
-# group switched to the WebSocket) up to a marker it queues itself; this bounds the wait if the
-# marker is lost with a Redis failure.
-UPGRADE_DRAIN_SECONDS = 5.0
 
 
 def _query(scope) -> dict[str, str]:
@@ -74,7 +69,7 @@ class Refused(Exception):
 
 
 class PollingConsumer(AsyncHttpConsumer):
-    # The consumer reads the session's poll channel, never a channel of its own.
+    # The consumer reads the session's channel, never a channel of its own.
     channel_layer_alias = None
 
     def __init__(self, *args, **kwargs):
@@ -155,7 +150,7 @@ class PollingConsumer(AsyncHttpConsumer):
         raise Refused(EngineError.BAD_REQUEST)
 
     async def _handshake(self, timing: Timing) -> bytes:
-        session = new_session(transport=Transport.POLLING, channel=None, timing=timing)
+        session = new_session(transport=Transport.POLLING, timing=timing)
         await get_store().create(session)
         return protocol.open_packet(
             session.sid, upgrades=[Transport.WEBSOCKET.value], timing=timing
@@ -165,11 +160,12 @@ class PollingConsumer(AsyncHttpConsumer):
         """Wait for packets; answer a ping when one is owed, a close once the client is gone."""
         layer = get_channel_layer()
         store = get_store()
+        channel = session_channel(session.sid)
         while True:
             wait = (min(session.ping_due, session.deadline) - now_ms()) / 1000
             if wait > 0:
                 try:
-                    message = await asyncio.wait_for(layer.receive(session.channel), wait)
+                    message = await asyncio.wait_for(layer.receive(channel), wait)
                 except TimeoutError:
                     pass
                 else:
@@ -200,12 +196,13 @@ class PollingConsumer(AsyncHttpConsumer):
             await close_session(session.sid)
             raise Refused(EngineError.TOO_LARGE)
         layer = get_channel_layer()
+        channel = session_channel(session.sid)
 
         async def deliver(encoded: list[str]) -> None:
             try:
-                await layer.send(session.channel, packets(*encoded))
+                await layer.send(channel, packets(*encoded))
             except ChannelFull:
-                logger.warning("poll channel full; the client is not reading")
+                logger.warning("session channel full; the client is not reading")
 
         connection = Connection(session, deliver=deliver, timing=timing)
         try:
@@ -225,12 +222,16 @@ class State(Enum):
 
 
 class WebsocketConsumer(AsyncWebsocketConsumer):
+    # Packets for the client come from the session's channel, read by `reader`; the consumer has
+    # no use for a channel of its own.
+    channel_layer_alias = None
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.state = State.CLOSED
         self.sid = ""
         self.connection: Connection | None = None
-        self.pinger: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []
         self.pong = asyncio.Event()
         self.timing = Timing.from_settings()
 
@@ -250,21 +251,18 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
             self.state = State.PROBING
             await self.accept()
             return
-        session = new_session(
-            transport=Transport.WEBSOCKET, channel=self.channel_name, timing=self.timing
-        )
+        session = new_session(transport=Transport.WEBSOCKET, timing=self.timing)
         await store.create(session)
         self.sid = session.sid
         await self.accept()
-        await self.send(
-            text_data=protocol.open_packet(session.sid, upgrades=[], timing=self.timing)
-        )
+        opening = protocol.open_packet(session.sid, upgrades=[], timing=self.timing)
+        await self.send(text_data=opening)
         self._open(session)
 
     def _open(self, session) -> None:
         self.connection = Connection(session, deliver=self._deliver, timing=self.timing)
         self.state = State.OPEN
-        self.pinger = asyncio.create_task(self._ping())
+        self.tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._ping())]
 
     async def _deliver(self, encoded: list[str]) -> None:
         for text in encoded:
@@ -291,8 +289,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
             if not await self.connection.heartbeat():
                 await self._fail(CLOSE_PING_TIMEOUT)
         elif packet.type is EnginePacketType.CLOSE:
-            await self.close(code=CLOSE_NORMAL)
-            await self._end()
+            await self._fail(CLOSE_NORMAL)
         else:
             await self.connection.receive(packet)
 
@@ -309,37 +306,32 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError("expected a probe")
             await self.send(text_data=f"{int(EnginePacketType.PONG)}{protocol.PROBE}")
             # Release the client's pending GET, wherever it waits, so it can pause polling.
-            await self.channel_layer.send(poll_channel(self.sid), {"type": Message.NOOP.value})
+            layer = get_channel_layer()
+            await layer.send(session_channel(self.sid), {"type": Message.NOOP.value})
             self.state = State.PROBED
             return
         if packet.type is not EnginePacketType.UPGRADE:
             raise ProtocolError("expected an upgrade")
-        session = await get_store().upgrade(self.sid, self.channel_name)
+        # The client has stopped polling: from here on this consumer reads the session's channel.
+        session = await get_store().upgrade(self.sid)
         if session is None:
             await self._fail(CLOSE_NORMAL)
             return
-        if session.socket_id:
-            group = socket_group(session.socket_id)
-            await self.channel_layer.group_add(group, self.channel_name)
-            await self.channel_layer.group_discard(group, poll_channel(self.sid))
-        await self._drain(poll_channel(self.sid))
         self._open(session)
 
-    async def _drain(self, channel: str) -> None:
-        """Forward what is still queued on the poll channel, in order, up to our own marker."""
-        marker = {"type": Message.NOOP.value, "marker": self.channel_name}
-        try:
-            await self.channel_layer.send(channel, marker)
-        except ChannelFull:
-            return  # a client that never read its polls; nothing worth forwarding
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(UPGRADE_DRAIN_SECONDS):
-                while True:
-                    message = await self.channel_layer.receive(channel)
-                    if message.get("marker") == self.channel_name:
-                        return
-                    if message["type"] == Message.PACKETS:
-                        await self._deliver(message["packets"])
+    async def _read(self) -> None:
+        """Forward the session's channel to the client, in order, for as long as it is open."""
+        layer = get_channel_layer()
+        channel = session_channel(self.sid)
+        while True:
+            message = await layer.receive(channel)
+            kind = Message(message["type"])
+            if kind is Message.PACKETS:
+                await self._deliver(message["packets"])
+            elif kind is Message.CLOSE:
+                await self._stop(CLOSE_NORMAL)
+                return
+            # NOOP: meant for a GET the upgrade released already
 
     async def _ping(self) -> None:
         interval = self.timing.ping_interval / 1000
@@ -351,10 +343,14 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
             try:
                 await asyncio.wait_for(self.pong.wait(), timeout)
             except TimeoutError:
-                # Clean up from here, and keep disconnect() from cancelling the clean-up.
-                self.pinger = None
-                await self._fail(CLOSE_PING_TIMEOUT)
+                await self._stop(CLOSE_PING_TIMEOUT)
                 return
+
+    async def _stop(self, code: int) -> None:
+        """Close from a background task, which disconnect() must then not cancel mid-clean-up."""
+        current = asyncio.current_task()
+        self.tasks = [task for task in self.tasks if task is not current]
+        await self._fail(code)
 
     async def _fail(self, code: int) -> None:
         await self.close(code=code)
@@ -364,24 +360,14 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         """Forget the session once; a WebSocket that never completed an upgrade owns nothing."""
         owned = self.state is State.OPEN
         self.state = State.CLOSED
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if owned:
             await close_session(self.sid)
 
     async def disconnect(self, code):
-        if self.pinger is not None:
-            self.pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.pinger
         await self._end()
-
-    # --- Channel-layer messages ----------------------------------------------------------------
-
-    async def eio_packets(self, message):
-        for text in message["packets"]:
-            await self.send(text_data=text)
-
-    async def eio_noop(self, message):
-        pass
-
-    async def eio_close(self, message):
-        await self._fail(CLOSE_NORMAL)

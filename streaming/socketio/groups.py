@@ -1,11 +1,13 @@
 """Channel-layer names and the messages that travel between server processes.
 
-Every Socket.IO socket has a group, `sio.<socketId>`, with one member: the channel that currently
-reaches its client. While the client long-polls that is a durable channel, `sio-poll.<sid>`, which
-buffers packets between two GET requests and can be read by any process; once it has upgraded it
-is the WebSocket consumer's own channel. A turn streaming to the socket listens on a second group,
-`sio-turns.<socketId>`, for the client's cancel events. So a request served by one process reaches
-a socket held by another, and polling needs no sticky sessions.
+Every Engine.IO session has one durable channel, `sio-session.<sid>`: an ordered queue that any
+process can read. Whoever serves the client right now reads it: each long-poll GET in turn,
+wherever it lands, then the WebSocket consumer once the session has upgraded. A Socket.IO socket's
+group, `sio.<socketId>`, holds exactly that channel for the socket's whole life, so nothing moves
+when the transport changes, and a packet sent during an upgrade is neither lost nor reordered.
+A turn streaming to the socket listens on a second group, `sio-turns.<socketId>`, for the
+client's cancel events. So a request served by one process reaches a socket held by another, and
+polling needs no sticky sessions.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ class Message(StrEnum):
 
     PACKETS = "eio.packets"  # {"packets": [encoded Engine.IO packets]} for the client
     NOOP = "eio.noop"  # releases a pending long-poll GET during an upgrade
-    CLOSE = "eio.close"  # the session is over: a pending GET answers with a CLOSE packet
+    CLOSE = "eio.close"  # the session is over: its reader answers with a CLOSE packet
     CANCEL_REQUEST = "turn.cancel_request"
     CANCEL_STREAMING = "turn.cancel_streaming"
     SOCKET_GONE = "turn.socket_gone"
@@ -32,8 +34,8 @@ def turn_group(socket_id: str) -> str:
     return f"sio-turns.{socket_id}"
 
 
-def poll_channel(sid: str) -> str:
-    return f"sio-poll.{sid}"
+def session_channel(sid: str) -> str:
+    return f"sio-session.{sid}"
 
 
 def packets(*encoded: str) -> dict:

@@ -2,7 +2,7 @@
 
 No process owns a session. Any process may answer the next long-poll request, hold the upgraded
 WebSocket, or run a turn that streams to the socket, so what they share is here: the session's
-transport and delivery channel, its socket and user, and its liveness. Each record expires by
+transport, its socket and user, and its liveness. Each record expires by
 itself at its deadline (`PEXPIREAT`): a client that stops answering pings disappears even if the
 process that served it died. Conditional changes are Lua scripts, so two processes never both
 win a race for the same session.
@@ -40,7 +40,6 @@ def new_id() -> str:
 class EngineSession:
     sid: str
     transport: Transport
-    channel: str  # the channel-layer channel that reaches the client right now
     ping_due: int  # ms since the epoch: when the next ping is owed
     deadline: int  # ms since the epoch: when the session expires unless the client pongs
     socket_id: str = ""  # set once the client has connected to the "/" namespace
@@ -49,7 +48,6 @@ class EngineSession:
     def as_fields(self) -> dict[str, str]:
         return {
             "transport": self.transport.value,
-            "channel": self.channel,
             "ping_due": str(self.ping_due),
             "deadline": str(self.deadline),
             "socket": self.socket_id,
@@ -61,7 +59,6 @@ class EngineSession:
         return cls(
             sid=sid,
             transport=Transport(fields["transport"]),
-            channel=fields["channel"],
             ping_due=int(fields["ping_due"]),
             deadline=int(fields["deadline"]),
             socket_id=fields.get("socket", ""),
@@ -93,7 +90,7 @@ class SessionStore(Protocol):
     async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int: ...
     async def set_user(self, sid: str, socket_id: str, user_id: str) -> int: ...
     async def detach_socket(self, sid: str, socket_id: str) -> None: ...
-    async def upgrade(self, sid: str, channel: str) -> EngineSession | None: ...
+    async def upgrade(self, sid: str) -> EngineSession | None: ...
     async def delete(self, sid: str) -> EngineSession | None: ...
 
 
@@ -149,7 +146,7 @@ return 1
 
 _UPGRADE = """
 if redis.call('HGET', KEYS[1], 'transport') ~= 'polling' then return false end
-redis.call('HSET', KEYS[1], 'transport', 'websocket', 'channel', ARGV[1])
+redis.call('HSET', KEYS[1], 'transport', 'websocket')
 return redis.call('HGETALL', KEYS[1])
 """
 
@@ -228,8 +225,8 @@ class RedisStore:
         keys = [self._session_key(sid), self._socket_key(socket_id)]
         await self._run(_DETACH, keys, [socket_id])
 
-    async def upgrade(self, sid: str, channel: str) -> EngineSession | None:
-        flat = await self._run(_UPGRADE, [self._session_key(sid)], [channel])
+    async def upgrade(self, sid: str) -> EngineSession | None:
+        flat = await self._run(_UPGRADE, [self._session_key(sid)], [])
         return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
 
     async def delete(self, sid: str) -> EngineSession | None:
@@ -299,11 +296,11 @@ class MemoryStore:
         if session is not None and session.socket_id == socket_id:
             self._update(sid, socket_id="", user_id="")
 
-    async def upgrade(self, sid: str, channel: str) -> EngineSession | None:
+    async def upgrade(self, sid: str) -> EngineSession | None:
         session = self._live(sid)
         if session is None or session.transport is not Transport.POLLING:
             return None
-        return self._update(sid, transport=Transport.WEBSOCKET, channel=channel)
+        return self._update(sid, transport=Transport.WEBSOCKET)
 
     async def delete(self, sid: str) -> EngineSession | None:
         session = self._live(sid)

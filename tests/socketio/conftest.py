@@ -49,7 +49,7 @@ def daphne(log_path, **environment) -> Iterator[Server]:
         yield Server(port)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def servers(django_db_setup, tmp_path_factory) -> Iterator[tuple[Server, Server]]:
     """Two server processes behind no sticky load balancer: tests pick one per request."""
     logs = tmp_path_factory.mktemp("daphne")
@@ -57,12 +57,12 @@ def servers(django_db_setup, tmp_path_factory) -> Iterator[tuple[Server, Server]
         yield first, second
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(servers) -> Server:
     return servers[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fast_server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
     """A server whose heartbeat is short enough to watch a silent client being dropped."""
     with daphne(
