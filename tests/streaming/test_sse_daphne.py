@@ -8,6 +8,7 @@ request, and record what it had with status cancelled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -44,17 +45,16 @@ def daphne(django_db_setup, _openai_server, tmp_path_factory):
         "OPENAI_API_KEY": "sk-test-openai",
     }
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    with (
-        open(log, "wb") as output,
-        running(
-            [ROOT / ".venv/bin/daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"],
-            port=port,
-            env=env,
-            cwd=ROOT,
-            stdout=output,
-            stderr=output,
-        ),
-    ):
+    argv = [ROOT / ".venv/bin/daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"]
+    with open(log, "wb") as output, contextlib.ExitStack() as stack:
+        try:
+            # A generous start-up time: the suite may share a busy machine.
+            server = running(
+                argv, port=port, env=env, cwd=ROOT, stdout=output, stderr=output, timeout=60
+            )
+            stack.enter_context(server)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"daphne did not start: {log.read_text()[-3000:]}") from exc
         yield f"http://127.0.0.1:{port}"
 
 
