@@ -79,7 +79,8 @@ class Timing:
 
 
 def dump_json(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    # default=str: a tool's response may hold dates or UUIDs, which SSE sends as strings too.
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def _refuse_constant(name: str) -> None:

@@ -1,15 +1,15 @@
 """A turn's events on their way to one Socket.IO socket, from whichever process runs the turn.
 
-    async with await SocketStream.open(socket_id=..., user_id=..., on_cancel=...) as stream:
-        async for event in turn:
-            await stream.emit(payload)
-    stream.failed  # -> the HTTP answer's streamingFailed
+    async with socket_sink(user=request.user, socket_id=socket_id) as sink:
+        outcome = await qanda_run(turn, sink=sink, cancel=sink.cancelled if sink else None)
 
-A socket id that is unknown, expired, not yet registered or another user's opens a stream that
-has failed from the start: it sends nothing anywhere, and the turn runs regardless. Otherwise the
-stream sends RELOAD, then every payload as a RECEIVE_STREAM event to the socket's group, and
-listens on the socket's turn group for the client's `cancel_request` (calls `on_cancel`) and
-`cancel_streaming` (stops sending for this turn only; the next turn's stream starts afresh).
+`socket_sink` yields None for a socket id that is unknown, expired, not yet registered or another
+user's: nothing is sent anywhere, the turn runs regardless, and its answer says
+`streamingFailed: true`. Otherwise it yields a SocketStream, which has sent RELOAD and then sends
+each event as a RECEIVE_STREAM payload to the socket's group, and listens on the socket's turn
+group for the client's `cancel_request` (sets `cancelled`, which cancels the turn) and
+`cancel_streaming` (stops sending for this turn only; the next turn's stream starts afresh). If
+the socket disconnects mid-turn, `send` raises, and the answer says `streamingFailed: true`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
 from typing import Any
 
 from channels.layers import get_channel_layer
 
+from streaming import events as ev
 from streaming.socketio import protocol
 from streaming.socketio.groups import Message, packets, socket_group, turn_group
 from streaming.socketio.store import get_store
+from streaming.sse import event_payload
 
 RECEIVE_STREAM = "RECEIVE_STREAM"
 _SOCKET_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -38,6 +40,32 @@ class StreamType(StrEnum):
     TOOL_CALL = "TOOL_CALL"
     TOOL_PROGRESS = "TOOL_PROGRESS"
     TOOL_RESULT = "TOOL_RESULT"
+
+
+class SocketGone(Exception):
+    """The socket disconnected while the turn was streaming to it."""
+
+
+# The SSE events a socket receives too, under upper-case types and with the same fields; the
+# turn's start, end and errors travel in the HTTP answer instead.
+_FORWARDED = {"stream", "thinking", "tool_call", "tool_result"}
+
+
+def stream_payload(event: ev.Event) -> dict | None:
+    """An engine event as a RECEIVE_STREAM payload, or None for events a socket never sees."""
+    if isinstance(event, ev.ToolProgress):
+        payload = {
+            "type": StreamType.TOOL_PROGRESS.value,
+            "call_id": event.call_id,
+            "displayInfo": {"icon": event.display.icon, "label": event.display.label},
+        }
+        if event.progress is not None:
+            payload["progress"] = event.progress
+        return payload
+    payload = event_payload(event)
+    if payload is None or payload["type"] not in _FORWARDED:
+        return None
+    return {**payload, "type": payload["type"].upper()}
 
 
 class SocketStream:
@@ -72,6 +100,14 @@ class SocketStream:
         stream._listener = asyncio.create_task(stream._listen())
         await stream.emit({"type": StreamType.RELOAD.value})
         return stream
+
+    async def send(self, event: ev.Event) -> None:
+        """The engine's sink interface: raising tells it the stream failed."""
+        if self.failed:
+            raise SocketGone(self.socket_id)
+        payload = stream_payload(event)
+        if payload is not None:
+            await self.emit(payload)
 
     async def emit(self, payload: dict) -> None:
         """One RECEIVE_STREAM payload to the socket, unless the stream failed or was stopped."""
@@ -110,3 +146,13 @@ class SocketStream:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
+
+
+@contextlib.asynccontextmanager
+async def socket_sink(*, user, socket_id: str) -> AsyncIterator[SocketStream | None]:
+    """A stream to `socket_id` while the block runs, if it is a live socket of `user`."""
+    stream = await SocketStream.open(socket_id=socket_id, user_id=user.pk)
+    try:
+        yield None if stream.failed else stream
+    finally:
+        await stream.close()

@@ -34,7 +34,9 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
   if (command.disconnect) {
     socket.disconnect();
     report("closed", {});
-    process.exit(0);
+    // Give a polling transport's last POST (the DISCONNECT and CLOSE packets) time to leave.
+    setTimeout(() => process.exit(0), 300);
+    return;
   }
   if (command.emit) {
     const args = command.args || [];

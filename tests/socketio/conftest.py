@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connection
 
@@ -71,6 +72,15 @@ def fast_server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
         WORKGATE_SOCKETIO_PING_TIMEOUT_MS=str(FAST_PING_TIMEOUT_MS),
     ) as started:
         yield started
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A channel layer per test: channels_redis keeps locks and cleanup tasks bound to the event
+    loop that made them, and every test here runs in a loop of its own."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streaming.socketio.sink import SocketStream
+from streaming import events as ev
+from streaming.socketio.sink import SocketGone, SocketStream, socket_sink
 from tests.socketio.support import WAIT, NodeClient, PythonClient
 from tests.socketio.test_websocket import _recv, _url
 
@@ -142,3 +143,76 @@ async def test_a_socket_dropped_for_missing_pongs_cannot_be_streamed_to(fast_ser
 
     assert not alive.failed
     assert expired.failed
+
+
+async def test_a_turns_events_arrive_as_receive_stream_payloads(alice, user):
+    display = ev.DisplayInfo(icon="search", label="Searching the catalog")
+    turn = [
+        ev.Connected(),
+        ev.TextDelta(delta="Hel", prompt="Hel"),
+        ev.TextDelta(delta="lo", prompt="Hello"),
+        ev.ThinkingDelta(round=0, delta="hmm"),
+        ev.ThinkingDone(round=0, text="hmm.", signature="sig"),
+        ev.ToolCall(call_id="c1", name="search", arguments={"q": "linux"}, display=display),
+        ev.ToolProgress(call_id="c1", name="search", display=display),
+        ev.ToolProgress(call_id="c1", name="search", display=display, progress=0.5),
+        ev.KeepAlive(),
+        ev.ToolResult(
+            call_id="c1", name="search", response=[{"id": 1}], success=True, duration_ms=7
+        ),
+    ]
+    async with socket_sink(user=user, socket_id=alice.id) as sink:
+        for event in turn:
+            await sink.send(event)
+    payloads = await alice.stream(until=lambda payload: payload["type"] == "TOOL_RESULT")
+
+    shown = {"icon": "search", "label": "Searching the catalog"}
+    assert payloads == [
+        {"type": "RELOAD"},
+        {"type": "STREAM", "prompt": "Hel", "delta": "Hel"},
+        {"type": "STREAM", "prompt": "Hello", "delta": "lo"},
+        {"type": "THINKING", "id": "round-0", "round": 0, "delta": "hmm"},
+        {
+            "type": "THINKING",
+            "id": "round-0",
+            "round": 0,
+            "text": "hmm.",
+            "done": True,
+            "signature": "sig",
+        },
+        {
+            "type": "TOOL_CALL",
+            "call_id": "c1",
+            "name": "search",
+            "arguments": {"q": "linux"},
+            "displayInfo": shown,
+        },
+        {"type": "TOOL_PROGRESS", "call_id": "c1", "displayInfo": shown},
+        {"type": "TOOL_PROGRESS", "call_id": "c1", "displayInfo": shown, "progress": 0.5},
+        {
+            "type": "TOOL_RESULT",
+            "call_id": "c1",
+            "name": "search",
+            "response": [{"id": 1}],
+            "success": True,
+            "responseDurationMs": 7,
+        },
+    ]
+
+
+async def test_the_sink_is_none_for_a_socket_the_user_cannot_stream_to(alice, other_user):
+    async with socket_sink(user=other_user, socket_id=alice.id) as foreign:
+        pass
+    async with socket_sink(user=other_user, socket_id="no-such-socket") as unknown:
+        pass
+
+    assert foreign is None
+    assert unknown is None
+
+
+async def test_sending_to_a_socket_that_went_away_raises(alice, user):
+    async with socket_sink(user=user, socket_id=alice.id) as sink:
+        await alice.command(disconnect=True)
+        await _until(lambda: sink.failed)
+        with pytest.raises(SocketGone):
+            await sink.send(ev.TextDelta(delta="x", prompt="x"))
