@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.db import connections
 from playwright.sync_api import sync_playwright
 
 from accounts.views import MFA_VERIFIED_KEY, MODEL_BACKEND
@@ -176,8 +177,20 @@ def _end_live_sessions(transactional_db):
     yield
     from sessions_app.services import EndReason, session_terminate
 
-    for session in WorkspaceSession.objects.filter(status__in=WorkspaceSession.LIVE):
-        session_terminate(session=session, actor=None, reason=EndReason.TERMINATED, origin=SYSTEM)
+    def end_all() -> None:
+        try:
+            for session in WorkspaceSession.objects.filter(status__in=WorkspaceSession.LIVE):
+                session_terminate(
+                    session=session, actor=None, reason=EndReason.TERMINATED, origin=SYSTEM
+                )
+        finally:
+            connections.close_all()
+
+    # In a thread of its own: ending a session notifies the relays with async_to_sync, which
+    # refuses to run on this thread while Playwright's event loop is running here.
+    worker = threading.Thread(target=end_all)
+    worker.start()
+    worker.join(60)
 
 
 class DroppingProxy:

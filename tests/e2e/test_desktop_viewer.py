@@ -1,0 +1,177 @@
+"""The Linux desktop in a real browser: Xvfb + x11vnc + xterm behind the relay, shown by noVNC."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from audit.models import AuditEntry
+from sessions_app.models import WorkspaceSession
+from tests.e2e.conftest import sign_in
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+VIEWER_URL = re.compile(r"/viewer/[0-9a-f-]{36}$")
+
+# The remote screen as noVNC drew it: how many distinct colours, and a digest of every pixel.
+CANVAS = """() => {
+  const canvas = document.querySelector("[data-screen] canvas");
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const colours = new Set();
+  let digest = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    const rgb = (pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2];
+    colours.add(rgb);
+    digest = (Math.imul(digest, 31) + rgb) | 0;
+  }
+  return {width: canvas.width, height: canvas.height, colours: colours.size, digest};
+}"""
+
+
+def wait_for_state(page, state: str) -> None:
+    page.wait_for_function(f"window.workgateViewer?.state === {state!r}")
+
+
+def launch_linux_desktop(page) -> WorkspaceSession:
+    page.goto("/", wait_until="domcontentloaded")
+    card = page.locator('.card[data-workspace="ws-linux-desktop"]')
+    card.get_by_role("button", name="Launch").click()
+    page.wait_for_url(VIEWER_URL)
+    wait_for_state(page, "connected")
+    return WorkspaceSession.objects.get(workspace_id="ws-linux-desktop")
+
+
+def wait_for_canvas(page, condition: str) -> dict:
+    """Poll the canvas until `condition` (JS over `s`, the CANVAS result) holds; return it."""
+    page.wait_for_function(f"(() => {{ const s = ({CANVAS})(); return {condition}; }})()")
+    return page.evaluate(CANVAS)
+
+
+def to_page(page, x: int, y: int) -> tuple[float, float]:
+    """Where desktop pixel (x, y) is on the page, whatever the viewer's scaling."""
+    box = page.locator("[data-screen] canvas").evaluate(
+        "c => { const r = c.getBoundingClientRect();"
+        " return [r.left, r.top, c.clientWidth / c.width]; }"
+    )
+    left, top, scale = box
+    return left + x * scale, top + y * scale
+
+
+def at_remote(page, x: int, y: int, button: str = "left", click_count: int = 1) -> None:
+    page.mouse.click(*to_page(page, x, y), button=button, click_count=click_count)
+
+
+def select_word_until(page, x: int, y: int, expected: str) -> None:
+    """Double-click the word at (x, y) until the viewer's clipboard panel shows `expected`.
+
+    xterm counts two clicks as a double-click only when they arrive within 250 ms, and
+    x11vnc looks at the selection about once a second: on a loaded machine one try may miss.
+    """
+    check = f"document.querySelector('[data-clipboard-text]').value === {expected!r}"
+    for _ in range(5):
+        at_remote(page, x, y, click_count=2)
+        try:
+            page.wait_for_function(check, timeout=4000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the desktop's selection never reached the panel as {expected!r}")
+
+
+# Where xterm's lines are on the desktop (its default 6x13 font, starting at the top left).
+def line_y(row: int) -> int:
+    return 13 * row + 7
+
+
+# Are there dark (text) pixels on xterm's line `row` between columns `from` and `to` (in
+# characters)? Only the middle of the line is read, so a neighbour's descenders do not count.
+LINE_HAS_TEXT = """(row, from = 0, to = 10) => {
+  const canvas = document.querySelector("[data-screen] canvas");
+  const context = canvas.getContext("2d");
+  const pixels = context.getImageData(6 * from, 13 * row + 3, 6 * (to - from), 7).data;
+  for (let i = 0; i < pixels.length; i += 4) if (pixels[i] < 128) return true;
+  return false;
+}"""
+
+
+def test_the_linux_desktop_launches_and_shows_the_real_desktop_which_takes_typing(
+    page, user, screenshot
+):
+    sign_in(page, user)
+
+    session = launch_linux_desktop(page)
+
+    assert session.status == "ready" and session.user == user
+    # The xterm on the X display: more than one colour (a blank or failed screen is one).
+    before = wait_for_canvas(page, "s.colours > 1")
+    assert (before["width"], before["height"]) == (1280, 800)
+    screenshot(page, "viewer-connected")
+
+    # Focus the xterm (top left of the screen, where it opens) and type into it.
+    at_remote(page, 120, 120)
+    page.keyboard.type("echo workgatetyped", delay=15)
+    page.keyboard.press("Enter")
+
+    after = wait_for_canvas(page, f"s.digest !== {before['digest']}")
+    assert after["colours"] > 1
+    screenshot(page, "viewer-typed")
+    assert AuditEntry.objects.filter(action="vnc_connect", actor=user).count() == 1
+
+    # The clipboard, both ways. Text sent from the panel becomes the desktop's selection: a
+    # middle click pastes it after the shell's prompt ("root@vm:~# " is 11 characters), the
+    # only text that could appear there. (xterm fetches the selection in its own time.)
+    page.get_by_role("button", name="Clipboard").click()
+    page.get_by_label("Clipboard", exact=True).fill("pasted from the browser")
+    page.get_by_role("button", name="Send to desktop").click()
+    at_remote(page, 200, 200, button="middle")
+    page.wait_for_function(f"({LINE_HAS_TEXT})(2, 12, 24)")
+    # Text selected on the desktop arrives in the panel.
+    select_word_until(page, 20, line_y(1), "workgatetyped")  # the echoed word
+    screenshot(page, "viewer-clipboard")
+
+
+def test_the_viewer_reconnects_with_a_new_ticket_when_the_relay_connection_drops(
+    new_page, dropping_proxy, user, screenshot
+):
+    page = new_page(f"http://127.0.0.1:{dropping_proxy.port}")
+    sign_in(page, user)
+    launch_linux_desktop(page)
+    wait_for_canvas(page, "s.colours > 1")
+    assert page.evaluate("window.workgateViewer.tickets") == 1
+
+    assert dropping_proxy.drop_websockets() == 1
+
+    wait_for_state(page, "reconnecting")
+    screenshot(page, "viewer-reconnecting")
+    wait_for_state(page, "connected")
+    wait_for_canvas(page, "s.colours > 1")
+    assert page.evaluate("window.workgateViewer.tickets") == 2
+    issued = AuditEntry.objects.filter(action="ticket_issued", actor=user).count()
+    connects = AuditEntry.objects.filter(action="vnc_connect", actor=user).count()
+    assert (issued, connects) == (2, 2)  # a second, fresh ticket opened the second connection
+    screenshot(page, "viewer-reconnected")
+
+
+def test_only_the_owner_can_open_the_viewer_and_stopping_it_there_ends_the_session(
+    new_page, user, other_user, screenshot
+):
+    page = new_page()
+    sign_in(page, user)
+    session = launch_linux_desktop(page)
+
+    intruder = new_page()
+    sign_in(intruder, other_user)
+    response = intruder.goto(f"/viewer/{session.id}")
+    assert response.status == 404
+    screenshot(intruder, "someone-elses-viewer")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Stop session").click()
+
+    page.get_by_role("heading", name="Session ended").wait_for()
+    screenshot(page, "viewer-stopped")
+    session.refresh_from_db()
+    assert (session.status, session.end_reason) == ("terminated", "user_stop")
+    assert AuditEntry.objects.filter(action="terminate_session", actor=user).count() == 1
