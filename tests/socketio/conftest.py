@@ -17,8 +17,9 @@ from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connection
 
+from streaming.database import close_connections
 from tests.conftest import token_for
-from tests.socketio.support import Polling, Server
+from tests.socketio.support import GatedOpenAI, Polling, Server
 from tests.support.processes import PYTHON, ROOT, free_port, running
 
 # Short enough that the heartbeat tests finish in about a second, long enough for loopback.
@@ -51,10 +52,27 @@ def daphne(log_path, **environment) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def servers(django_db_setup, tmp_path_factory) -> Iterator[tuple[Server, Server]]:
+def _openai() -> Iterator[GatedOpenAI]:
+    provider = GatedOpenAI().start()
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def openai(_openai) -> Iterator[GatedOpenAI]:
+    """The provider of the `openai` assistants the servers know (the default is `builtin`)."""
+    _openai.reset()
+    yield _openai
+    _openai.gate.set()  # let a reply still waiting finish
+    _openai.reset()
+
+
+@pytest.fixture(scope="session")
+def servers(django_db_setup, tmp_path_factory, _openai) -> Iterator[tuple[Server, Server]]:
     """Two server processes behind no sticky load balancer: tests pick one per request."""
     logs = tmp_path_factory.mktemp("daphne")
-    with daphne(logs / "a.log") as first, daphne(logs / "b.log") as second:
+    provider = {"OPENAI_BASE_URL": _openai.base_url, "OPENAI_API_KEY": "sk-test"}
+    with daphne(logs / "a.log", **provider) as first, daphne(logs / "b.log", **provider) as second:
         yield first, second
 
 
@@ -72,6 +90,14 @@ def fast_server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
         WORKGATE_SOCKETIO_PING_TIMEOUT_MS=str(FAST_PING_TIMEOUT_MS),
     ) as started:
         yield started
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_threads_closed(django_db_setup):
+    """Tests read the database as the assistant does, in its threads, which keep their
+    connections: close them before the test database is dropped."""
+    yield
+    close_connections()
 
 
 @pytest.fixture(autouse=True)

@@ -7,12 +7,16 @@ import contextlib
 import json
 import os
 import signal
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import httpx
 import socketio
+from aiohttp import web
 
-from tests.support.processes import ROOT
+from tests.streaming.fakes import openai_chunk, openai_event, openai_usage
+from tests.support.processes import ROOT, free_port
 
 CLIENT_SCRIPT = ROOT / "tests" / "socketio" / "client.js"
 WAIT = 15.0  # seconds a test waits for something that should happen within milliseconds
@@ -163,3 +167,77 @@ def event_packet(name: str, *args, ack_id: int | None = None) -> str:
 def parse_event(packet: str) -> list:
     assert packet.startswith("42"), packet
     return json.loads(packet[2:])
+
+
+GATE = "<gate>"  # in a GatedOpenAI reply: wait here until the test opens the gate
+
+
+class GatedOpenAI:
+    """An OpenAI-compatible streaming server on loopback whose replies can pause at GATE.
+
+    It runs in a thread of its own, so a Daphne subprocess reaches it like any provider. While a
+    reply waits at the gate it writes a comment line every few milliseconds: writing is how a
+    server notices that its client (the turn) has gone.
+    """
+
+    def __init__(self):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.replies: deque[list[str]] = deque()
+        self.gate = threading.Event()
+        self.client_left = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def script(self, *replies: list[str]) -> None:
+        self.replies.extend(replies)
+
+    def reset(self) -> None:
+        self.replies.clear()
+        self.gate.clear()
+        self.client_left.clear()
+
+    def start(self) -> GatedOpenAI:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        events = self.replies.popleft() if self.replies else []
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for event in events:
+                while event == GATE and not self.gate.is_set():
+                    await response.write(b": waiting\n\n")
+                    await asyncio.sleep(0.01)
+                if event != GATE:
+                    await response.write(event.encode())
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            self.client_left.set()
+        return response
+
+
+def openai_text(*pieces: str) -> list[str]:
+    """A streamed Chat Completions answer, one content chunk per piece (GATE passes through)."""
+    events = [openai_chunk({"role": "assistant", "content": ""})]
+    events += [piece if piece == GATE else openai_chunk({"content": piece}) for piece in pieces]
+    return [*events, openai_chunk(finish="stop"), openai_usage(10, 5), openai_event("[DONE]")]
