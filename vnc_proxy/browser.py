@@ -22,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import struct
 from collections.abc import Awaitable, Callable
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
+from websockets.frames import apply_mask
 from zope.interface import implementer
 
-MAX_MESSAGE = 16 * 1024 * 1024  # a browser message larger than this closes the connection (1009)
+WRITE_BUFFER = 512 * 1024  # bytes waiting for the browser before the desktop is paused
 REASON_LIMIT = 123  # bytes: a close frame's payload is at most 125, two of them the code
 
 Receive = Callable[[], Awaitable[dict]]
@@ -80,6 +83,92 @@ def _daphne_protocol(send: Send):
     return None
 
 
+class _Diverted:
+    """Stands in for Daphne's per-connection input queue: binary messages go straight to the
+    relay's callback as autobahn parses them; everything else (text, disconnect) still reaches
+    the application through the real queue."""
+
+    def __init__(self, queue: asyncio.Queue, on_bytes: Callable[[bytes], None]):
+        self._queue = queue
+        self._on_bytes = on_bytes
+
+    def put_nowait(self, message: dict) -> None:
+        data = message.get("bytes")
+        if data is not None:
+            self._on_bytes(data)
+        else:
+            self._queue.put_nowait(message)
+
+    def __getattr__(self, name):
+        return getattr(self._queue, name)
+
+
+class _FrameReader:
+    """Reads the browser's complete, unfragmented binary frames itself, whenever autobahn is
+    between frames, and hands their unmasked payloads straight to the relay.
+
+    These frames are nearly all a viewer ever sends, and autobahn's general parser costs about
+    as much per small message as the rest of the relay together. Anything else (control frames,
+    fragments, a frame split across reads, an oversized one, a protocol violation) is left to
+    autobahn from that byte on, so pings, closes and errors behave exactly as before.
+    """
+
+    def __init__(self, protocol, on_bytes: Callable[[bytes], None]):
+        self._protocol = protocol
+        self._on_bytes = on_bytes
+        self._autobahn = protocol.dataReceived
+        # Daphne's --websocket_max_frame_size / --websocket_max_message_size (1 MiB each by
+        # default): a larger frame goes to autobahn, which refuses it with 1009 as always.
+        limits = [protocol.maxFramePayloadSize, protocol.maxMessagePayloadSize]
+        self._limit = min((limit for limit in limits if limit > 0), default=1 << 62)
+
+    def __call__(self, data: bytes) -> None:
+        protocol = self._protocol
+        if (
+            protocol.state != protocol.STATE_OPEN
+            or protocol.data
+            or protocol.current_frame is not None
+            or protocol.inside_message
+        ):
+            self._autobahn(data)
+            return
+        view = memoryview(data)
+        end = len(data)
+        position = 0
+        while end - position >= 6:
+            # FIN, no RSV bits, opcode 2 (binary); masked, as every client frame must be.
+            if data[position] != 0x82 or not data[position + 1] & 0x80:
+                break
+            length = data[position + 1] & 0x7F
+            head = position + 2
+            if length == 126:
+                length = int.from_bytes(data[head : head + 2], "big")
+                head += 2
+            elif length == 127:
+                length = int.from_bytes(data[head : head + 8], "big")
+                head += 8
+            start = head + 4
+            if length > self._limit or end - start < length:
+                break
+            self._on_bytes(apply_mask(view[start : start + length], view[head:start]))
+            position = start + length
+        if position < end:
+            self._autobahn(data[position:] if position else data)
+
+    @staticmethod
+    def supported(protocol) -> bool:
+        return all(hasattr(protocol, name) for name in ("data", "current_frame", "inside_message"))
+
+
+def _frame_header(length: int) -> bytes:
+    """RFC 6455 header of an unmasked, final, binary frame (server to client)."""
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 65536:
+        return struct.pack("!BBH", 0x82, 126, length)
+    return struct.pack("!BBQ", 0x82, 127, length)
+
+
 @implementer(IPushProducer)
 class DaphneBrowser(AsgiBrowser):
     """A browser connection served by Daphne, with flow control in both directions."""
@@ -89,25 +178,81 @@ class DaphneBrowser(AsgiBrowser):
         self._protocol = protocol
         self._drained: asyncio.Future | None = None
         self._reading_paused = False
+        self._socket = None
+        self.on_drained: Callable[[], None] | None = None
 
     async def accept(self, subprotocol: str | None) -> None:
         await super().accept(subprotocol)
         protocol = self._protocol
-        protocol.maxMessagePayloadSize = MAX_MESSAGE
         transport = protocol.transport
+        # Pointer moves and small screen updates must not wait for Nagle's algorithm.
+        with contextlib.suppress(AttributeError, OSError):
+            transport.setTcpNoDelay(True)
+        # Twisted pauses its producer above `bufferSize` bytes waiting for the browser (and
+        # reads that much at a time): 64 KiB by default, a pause per frame at full speed.
+        transport.bufferSize = WRITE_BUFFER
         # Daphne leaves the HTTP channel registered as the transport's producer after the
         # upgrade; it ignores the pauses meant for the WebSocket. Take its place.
         with contextlib.suppress(AttributeError):
             transport.unregisterProducer()
         transport.registerProducer(self, True)
+        if isinstance(transport, tcp.Connection):  # plain TCP, not TLS: see write_now
+            self._socket = transport.socket
 
-    async def send(self, data: bytes) -> None:
+    def divert(self, on_bytes: Callable[[bytes], None]) -> None:
+        """Hand every binary message to `on_bytes` as it arrives, bypassing the ASGI queue."""
+        protocol = self._protocol
+        queue = protocol.application_queue
+        # What arrived before now goes first, in order; a disconnect among it stays queued.
+        others = []
+        while not queue.empty():
+            message = queue.get_nowait()
+            if message.get("bytes") is not None:
+                on_bytes(message["bytes"])
+            else:
+                others.append(message)
+        for message in others:
+            queue.put_nowait(message)
+        protocol.application_queue = _Diverted(queue, on_bytes)
+        if _FrameReader.supported(protocol):
+            protocol.dataReceived = _FrameReader(protocol, on_bytes)
+
+    def write_now(self, data: bytes) -> bool:
+        """Send one binary message now; False while the browser is behind (stop producing)."""
         protocol = self._protocol
         if protocol.state != protocol.STATE_OPEN:
             self.closed = True
-            return
-        protocol.sendMessage(data, True)
-        if self._drained is not None:
+            return False
+        header = _frame_header(len(data))
+        transport = protocol.transport
+        sock = self._socket
+        if (
+            sock is not None
+            and not transport._tempDataLen
+            and transport.offset >= len(transport.dataBuffer)
+            and not transport.disconnecting
+        ):
+            # Nothing is queued in Twisted: write header and payload to the socket now, in one
+            # gathered syscall, instead of queueing them for the next turn of the loop (which
+            # costs a writer registration, a loop turn and a copy, per message).
+            try:
+                sent = sock.sendmsg((header, data))
+            except OSError:
+                sent = 0  # EAGAIN, or an error Twisted's own write will find and report
+            if sent == len(header) + len(data):
+                return self._drained is None
+            if sent >= len(header):
+                transport.write(data[sent - len(header) :])
+                return self._drained is None
+            header = header[sent:]
+        # Header and payload separately: the transport joins its pending buffers in one copy
+        # anyway, so the payload is not copied into a frame first.
+        transport.write(header)
+        transport.write(data)
+        return self._drained is None
+
+    async def send(self, data: bytes) -> None:
+        if not self.write_now(data) and self._drained is not None:
             await self._drained
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -141,6 +286,8 @@ class DaphneBrowser(AsgiBrowser):
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
             drained.set_result(None)
+        if self.on_drained is not None:
+            self.on_drained()
 
     def stopProducing(self) -> None:
         self.closed = True

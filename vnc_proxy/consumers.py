@@ -30,13 +30,14 @@ from django.db import close_old_connections
 
 from audit import services as audit
 from vnc_proxy import services
-from vnc_proxy.browser import AsgiBrowser, browser_for
+from vnc_proxy.browser import AsgiBrowser, DaphneBrowser, browser_for
 from vnc_proxy.close_codes import CloseCode
-from vnc_proxy.upstreams import UpstreamError, upstream_open
+from vnc_proxy.upstreams import TcpUpstream, UpstreamError, upstream_open
 
 logger = logging.getLogger(__name__)
 
 SEEN_INTERVAL = 30.0  # seconds between last_seen_at updates while traffic flows
+DESKTOP_CLOSED = "the desktop closed the connection"
 
 
 def _db(function):
@@ -118,7 +119,12 @@ class RelayConnection:
         try:
             opened = await self._open_upstream()
             if opened:
-                tasks.append(asyncio.create_task(self._desktop_to_browser()))
+                if isinstance(self.browser, DaphneBrowser) and isinstance(
+                    self.upstream, TcpUpstream
+                ):
+                    self._connect_directly()
+                else:
+                    tasks.append(asyncio.create_task(self._desktop_to_browser()))
                 if channel is not None:
                     tasks.append(asyncio.create_task(self._listen(layer, channel)))
                 self._start_timer()
@@ -178,6 +184,37 @@ class RelayConnection:
 
     # --- The hot path ---------------------------------------------------------------------------
 
+    def _connect_directly(self) -> None:
+        """Daphne and a TCP desktop: join the two sockets' callbacks, no task in between.
+
+        Each chunk the desktop's socket delivers is framed and written to the browser's
+        transport at once; each binary message autobahn parses is written to the desktop's
+        socket at once. Flow control is the transports' own: the browser's buffer pauses and
+        resumes reading from the desktop, the desktop's buffer pauses and resumes reading from
+        the browser.
+        """
+        browser, upstream = self.browser, self.upstream
+
+        def to_browser(data: bytes) -> None:
+            self.bytes_to_browser += len(data)
+            if not browser.write_now(data):
+                upstream.pause_reading()
+
+        def to_desktop(data: bytes) -> None:
+            if self.close_code is None:
+                self.bytes_to_desktop += len(data)
+                upstream.write_now(data)
+
+        def desktop_closed(error: str | None) -> None:
+            if error:
+                self._spawn(self._finish(CloseCode.UPSTREAM_FAILED, error, by="desktop"))
+            else:
+                self._spawn(self._finish(CloseCode.NORMAL, DESKTOP_CLOSED, by="desktop"))
+
+        browser.on_drained = upstream.resume_reading
+        upstream.attach(to_browser, desktop_closed)
+        browser.divert(to_desktop)
+
     async def _browser_to_desktop(self, *, forward: bool) -> None:
         """Until the browser is gone: each binary message to the desktop, as it is."""
         receive = self.browser.receive
@@ -214,7 +251,7 @@ class RelayConnection:
         except UpstreamError as exc:
             await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
             return
-        await self._finish(CloseCode.NORMAL, "the desktop closed the connection", by="desktop")
+        await self._finish(CloseCode.NORMAL, DESKTOP_CLOSED, by="desktop")
 
     # --- Control: stops from any process, idleness, last_seen_at ---------------------------------
 

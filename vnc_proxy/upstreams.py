@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import socket
 import ssl
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
-READ_SIZE = 64 * 1024  # one browser message per read; large enough to keep per-message costs low
+READ_AHEAD = 256 * 1024  # bytes read from a TCP desktop ahead of a slow browser
 WRITE_HIGH_WATER = 256 * 1024
 WS_MAX_MESSAGE = 16 * 1024 * 1024  # a KasmVNC message larger than this closes the connection
 WS_MAX_QUEUE = 4  # messages read ahead from a KasmVNC upstream while the browser is slow
@@ -42,65 +43,144 @@ class _FlowHooks:
     on_resume: FlowCallback = staticmethod(_nothing)
 
 
-class _TcpProtocol(asyncio.StreamReaderProtocol):
-    hooks: _FlowHooks = _FlowHooks()
+class TcpUpstream(asyncio.Protocol, _FlowHooks):
+    """A plain RFB server over TCP.
 
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        self.hooks.on_pause()
+    Either read with `read()` (a task pumps it), or `attach()` a callback that receives each
+    chunk as the socket delivers it, with no task, queue or copy in between; the caller then
+    applies flow control itself with `pause_reading()` / `resume_reading()`.
+    """
 
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        self.hooks.on_resume()
-
-
-class TcpUpstream(_FlowHooks):
     kind = "tcp"
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self._reader = reader
-        self._writer = writer
+    def __init__(self):
+        self.transport: asyncio.Transport | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: str | None = None
+        self._waiter: asyncio.Future | None = None
+        self._drained: asyncio.Future | None = None
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_close: Callable[[str | None], None] | None = None
 
     @classmethod
     async def open(cls, hostport: str, *, timeout: float = CONNECT_TIMEOUT) -> TcpUpstream:
         host, _, port = hostport.rpartition(":")
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
-        protocol = _TcpProtocol(reader, loop=loop)
         try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: protocol, host.strip("[]"), int(port)), timeout
+            _, upstream = await asyncio.wait_for(
+                loop.create_connection(cls, host.strip("[]"), int(port)), timeout
             )
         except TimeoutError:
             raise UpstreamError("the desktop did not answer in time") from None
         except (OSError, ValueError) as exc:
             raise UpstreamError(f"the desktop is unreachable ({type(exc).__name__})") from None
+        return upstream
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Pointer and key events are a few bytes each: send them now, not after 40 ms.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        upstream = cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
-        protocol.hooks = upstream
-        return upstream
+
+    def data_received(self, data: bytes) -> None:
+        if self._on_data is not None:
+            self._on_data(data)
+            return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > READ_AHEAD:
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> None:
+        self._eof = True
+        self._wake()
+        # Returning None closes the transport: RFB has no half-closed state worth keeping.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        if exc is not None:
+            self._error = f"the desktop connection failed ({type(exc).__name__})"
+        self._wake()
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close(self._error)
+
+    def pause_writing(self) -> None:
+        self._drained = asyncio.get_running_loop().create_future()
+        self.on_pause()
+
+    def resume_writing(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+        self.on_resume()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # The relay's side
 
     async def read(self) -> bytes:
-        try:
-            return await self._reader.read(READ_SIZE)
-        except OSError as exc:
-            raise UpstreamError(f"the desktop connection failed ({type(exc).__name__})") from None
+        while not self._chunks:
+            if self._eof:
+                if self._error:
+                    raise UpstreamError(self._error)
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = self._chunks.popleft()
+        self._buffered -= len(data)
+        if self._buffered <= READ_AHEAD and not self._eof:
+            self.transport.resume_reading()
+        return data
+
+    def attach(
+        self, on_data: Callable[[bytes], None], on_close: Callable[[str | None], None]
+    ) -> None:
+        """From now on deliver every chunk to `on_data` (what was read already first), and the
+        end of the connection to `on_close(error or None)`; no task reads any more."""
+        while self._chunks:
+            on_data(self._chunks.popleft())
+        self._buffered = 0
+        self._on_data = on_data
+        if self._eof and self.transport.is_closing():
+            on_close(self._error)  # it ended before anyone was listening
+            return
+        self._on_close = on_close
+        self.transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def write_now(self, data: bytes) -> None:
+        """Buffer `data` for the desktop; on_pause() says when to stop sending more."""
+        self.transport.write(data)
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        try:
-            await self._writer.drain()  # returns at once unless the buffer is over high water
-        except OSError as exc:
-            raise UpstreamError(f"the desktop connection failed ({type(exc).__name__})") from None
+        if self.transport.is_closing():
+            raise UpstreamError(self._error or "the desktop closed the connection")
+        self.transport.write(data)
+        if self._drained is not None:
+            await self._drained
 
     async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self._writer.wait_closed(), 2)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
 
 class _HookedClientConnection(ClientConnection):

@@ -91,6 +91,16 @@ def viewer(url: str, **kwargs):
     return connect(url, subprotocols=["binary"], ping_interval=None, max_size=None, **kwargs)
 
 
+async def last_audit(action: str) -> AuditEntry:
+    """The newest `action` entry, once the relay (in another process) has written it."""
+    for _ in range(200):
+        entry = await db(lambda: AuditEntry.objects.filter(action=action).last())()
+        if entry is not None:
+            return entry
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {action} entry")
+
+
 async def closed_with(url: str) -> tuple[int, str]:
     async with viewer(url) as ws:
         with pytest.raises(ConnectionClosed):
@@ -114,7 +124,7 @@ async def test_a_viewer_reaches_the_desktop_through_daphne(daphnes, desktop, tic
     assert (init.width, init.height) == GEOMETRY
     assert rectangles >= 1
     assert replay == (4401, "ticket already used")
-    closed = await db(lambda: AuditEntry.objects.filter(action="vnc_disconnect").last())()
+    closed = await last_audit("vnc_disconnect")
     assert closed.details["bytes_to_browser"] > 0 and closed.details["bytes_to_desktop"] > 0
 
 
@@ -163,9 +173,10 @@ async def test_stopping_in_one_process_closes_the_relay_in_another(
 
 class FloodingDesktop:
     """A loopback 'desktop' that greets like RFB, then pushes bytes as fast as it is allowed to
-    (or, reading=False, never reads); counts what the kernel took from it."""
+    (push=True; counting what the kernel took from it), never reads (push=False), or echoes
+    everything back (push="echo")."""
 
-    def __init__(self, *, push: bool):
+    def __init__(self, *, push):
         self.push = push
         self.counts: list[int] = []
         self.stalled = threading.Event()
@@ -189,6 +200,10 @@ class FloodingDesktop:
         with conn:
             try:
                 conn.sendall(b"RFB 003.008\n")
+                if self.push == "echo":
+                    while data := conn.recv(1 << 20):
+                        conn.sendall(data)
+                    return
                 if not self.push:
                     self._stop.wait()
                     return
@@ -285,6 +300,63 @@ async def test_a_desktop_that_reads_nothing_does_not_make_the_relay_buffer(
 
     assert sent < 160 * MB
     assert rss_during - rss_before < 64 * MB
+
+
+@pytest.mark.parametrize("flooding_desktop", ["echo"], indirect=True)
+async def test_every_byte_arrives_in_order_however_the_browser_frames_it(
+    daphnes, flooding_desktop, ticket_for, user
+):
+    import random
+
+    (port, _log), _ = daphnes
+    _desktop_server, session = flooding_desktop
+    body = await db(ticket_for)(user, session.runtime_id)
+    rng = random.Random(4)
+    sent = bytearray()
+    received = bytearray()
+
+    async with viewer(ws_url(body, port)) as ws:
+        assert await ws.recv() == b"RFB 003.008\n"
+
+        async def collect():
+            while len(received) < expected:
+                received.extend(await ws.recv())
+
+        for size in (1, 0, 125, 126, 127, 65535, 65536, 65537, 900_001, 17):
+            payload = rng.randbytes(size)
+            await ws.send(payload)  # 7-, 16- and 64-bit lengths; one spans reads
+            sent.extend(payload)
+        parts = [rng.randbytes(n) for n in (10, 70000, 3)]
+        await ws.send(parts)  # one message in three fragments (continuation frames)
+        sent.extend(b"".join(parts))
+        await ws.ping()  # a control frame between data frames
+        burst = [rng.randbytes(rng.randrange(1, 300)) for _ in range(300)]
+        for payload in burst:  # many small frames per read
+            await ws.send(payload)
+            sent.extend(payload)
+        expected = len(sent)
+        await asyncio.wait_for(collect(), 30)
+
+    assert bytes(received) == bytes(sent)
+
+
+@pytest.mark.parametrize("flooding_desktop", ["echo"], indirect=True)
+async def test_a_message_over_daphnes_size_limit_ends_the_connection(
+    daphnes, flooding_desktop, ticket_for, user
+):
+    (port, _log), _ = daphnes
+    _desktop_server, session = flooding_desktop
+    body = await db(ticket_for)(user, session.runtime_id)
+
+    async with viewer(ws_url(body, port)) as ws:
+        await ws.recv()
+        await ws.send(b"x" * (MB + 1))  # Daphne's default --websocket_max_message_size is 1 MiB
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+
+    closed = await last_audit("vnc_disconnect")
+    assert closed.details["bytes_to_desktop"] == 0
 
 
 # --- Logs --------------------------------------------------------------------------------------
