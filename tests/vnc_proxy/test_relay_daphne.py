@@ -171,7 +171,7 @@ async def test_stopping_in_one_process_closes_the_relay_in_another(
 # --- Backpressure --------------------------------------------------------------------------------
 
 
-class FloodingDesktop:
+class ScriptedDesktop:
     """A loopback 'desktop' that greets like RFB, then pushes bytes as fast as it is allowed to
     (push=True; counting what the kernel took from it), never reads (push=False), or echoes
     everything back (push="echo")."""
@@ -246,8 +246,8 @@ def daphne_pid(port: int) -> int:
 
 
 @pytest.fixture
-def flooding_desktop(make_workspace, launch, user, request):
-    desktop_server = FloodingDesktop(push=request.param)
+def scripted_desktop(make_workspace, launch, user, request):
+    desktop_server = ScriptedDesktop(push=request.param)
     workspace = make_workspace(
         provisioner="static", vnc_target=f"tcp://127.0.0.1:{desktop_server.port}"
     )
@@ -256,12 +256,12 @@ def flooding_desktop(make_workspace, launch, user, request):
     desktop_server.close()
 
 
-@pytest.mark.parametrize("flooding_desktop", [True], indirect=True)
+@pytest.mark.parametrize("scripted_desktop", [True], indirect=True)
 async def test_a_browser_that_reads_nothing_does_not_make_the_relay_buffer(
-    daphnes, flooding_desktop, ticket_for, user
+    daphnes, scripted_desktop, ticket_for, user
 ):
     (port, _log), _ = daphnes
-    desktop_server, session = flooding_desktop
+    desktop_server, session = scripted_desktop
     body = await db(ticket_for)(user, session.runtime_id)
     rss_before = rss_of(daphne_pid(port))
 
@@ -278,12 +278,12 @@ async def test_a_browser_that_reads_nothing_does_not_make_the_relay_buffer(
     assert rss_during - rss_before < 64 * MB
 
 
-@pytest.mark.parametrize("flooding_desktop", [False], indirect=True)
+@pytest.mark.parametrize("scripted_desktop", [False], indirect=True)
 async def test_a_desktop_that_reads_nothing_does_not_make_the_relay_buffer(
-    daphnes, flooding_desktop, ticket_for, user
+    daphnes, scripted_desktop, ticket_for, user
 ):
     (port, _log), _ = daphnes
-    _desktop_server, session = flooding_desktop
+    _desktop_server, session = scripted_desktop
     body = await db(ticket_for)(user, session.runtime_id)
     rss_before = rss_of(daphne_pid(port))
     chunk = b"\1" * MB
@@ -302,14 +302,14 @@ async def test_a_desktop_that_reads_nothing_does_not_make_the_relay_buffer(
     assert rss_during - rss_before < 64 * MB
 
 
-@pytest.mark.parametrize("flooding_desktop", ["echo"], indirect=True)
+@pytest.mark.parametrize("scripted_desktop", ["echo"], indirect=True)
 async def test_every_byte_arrives_in_order_however_the_browser_frames_it(
-    daphnes, flooding_desktop, ticket_for, user
+    daphnes, scripted_desktop, ticket_for, user
 ):
     import random
 
     (port, _log), _ = daphnes
-    _desktop_server, session = flooding_desktop
+    _desktop_server, session = scripted_desktop
     body = await db(ticket_for)(user, session.runtime_id)
     rng = random.Random(4)
     sent = bytearray()
@@ -340,12 +340,12 @@ async def test_every_byte_arrives_in_order_however_the_browser_frames_it(
     assert bytes(received) == bytes(sent)
 
 
-@pytest.mark.parametrize("flooding_desktop", ["echo"], indirect=True)
+@pytest.mark.parametrize("scripted_desktop", ["echo"], indirect=True)
 async def test_a_message_over_daphnes_size_limit_ends_the_connection(
-    daphnes, flooding_desktop, ticket_for, user
+    daphnes, scripted_desktop, ticket_for, user
 ):
     (port, _log), _ = daphnes
-    _desktop_server, session = flooding_desktop
+    _desktop_server, session = scripted_desktop
     body = await db(ticket_for)(user, session.runtime_id)
 
     async with viewer(ws_url(body, port)) as ws:
