@@ -43,4 +43,5 @@ class AuditFilterInput(serializers.Serializer):
     )
 
     def validate_user(self, value: str) -> int | str:
-        return int(value) if value.isdigit() else value
+        # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+        return int(value) if value.isascii() and value.isdigit() else value
