@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.ipv6 import clean_ipv6_address
 
 from audit.chain import GENESIS, entry_hash
 from audit.models import AuditEntry
@@ -55,6 +58,18 @@ class Origin:
 SYSTEM = Origin()
 
 
+def _stored_ip(ip: str | None) -> str | None:
+    """`ip` spelled as the database gives it back (`2001:DB8::0:1` reads back as `2001:db8::1`),
+    so the hash computed before the insert still matches the row; None for a non-address."""
+    if not ip:
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+        return clean_ipv6_address(ip) if address.version == 6 else str(address)
+    except (ValueError, ValidationError):
+        return None
+
+
 def _lock_chain() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -86,7 +101,7 @@ def record(
             action=action,
             resource=resource,
             details=redact(details or {}),
-            ip_address=origin.ip,
+            ip_address=_stored_ip(origin.ip),
             user_agent=origin.user_agent[:512],
             success=success,
             prev_hash=last or GENESIS,
