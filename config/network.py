@@ -19,6 +19,14 @@ class ClientAddress:
     scheme: str
 
 
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_trusted_proxy(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -35,6 +43,10 @@ def resolve_client(
         return ClientAddress(ip=peer, scheme=scheme)
     client = peer
     for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
+        if not _is_address(hop):
+            # Not an address: nothing left of it can be believed, and it must never become
+            # REMOTE_ADDR (the audit log and sessions store it in an inet column).
+            break
         client = hop
         if not _is_trusted_proxy(hop):
             break
