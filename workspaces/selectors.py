@@ -19,7 +19,11 @@ def workspace_list() -> QuerySet[Workspace]:
 
 
 def workspace_get(workspace_id: str) -> Workspace:
-    workspace = Workspace.objects.filter(pk=str(workspace_id)).first()
+    workspace_id = str(workspace_id)
+    if "\x00" in workspace_id:
+        # No id holds a NUL, and PostgreSQL refuses one in a query: answer without asking it.
+        raise NotFound("Workspace not found", "not_found")
+    workspace = Workspace.objects.filter(pk=workspace_id).first()
     if workspace is None:
         raise NotFound("Workspace not found", "not_found")
     return workspace

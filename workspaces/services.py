@@ -55,6 +55,8 @@ def _validate(workspace: Workspace, *, exclude: list[str] | None = None) -> None
 
 
 def _locked(workspace_id: str) -> Workspace:
+    if "\x00" in str(workspace_id):  # PostgreSQL refuses a NUL in a query; no id holds one
+        raise NotFound("Workspace not found", "not_found")
     workspace = Workspace.objects.select_for_update().filter(pk=str(workspace_id)).first()
     if workspace is None:
         raise NotFound("Workspace not found", "not_found")

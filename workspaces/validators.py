@@ -23,7 +23,10 @@ def validate_web_url(value: str) -> None:
     """Blank, or an http(s) URL: these are rendered as links, so no javascript: or data: URLs."""
     if not value:
         return
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # e.g. an unclosed "[" around an IPv6 host
+        raise ValidationError("Enter an http:// or https:// URL.", code="invalid_url") from exc
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValidationError("Enter an http:// or https:// URL.", code="invalid_url")
 
@@ -33,8 +36,8 @@ def validate_vnc_target(value: str) -> None:
     if not value:
         return
     message = "Enter tcp://host:port for an RFB server or ws(s)://host[:port]/path for KasmVNC."
-    parts = urlsplit(value)
     try:
+        parts = urlsplit(value)  # raises for an unclosed "[" around an IPv6 host
         port = parts.port
     except ValueError as exc:
         raise ValidationError(message, code="invalid_vnc_target") from exc
