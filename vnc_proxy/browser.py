@@ -4,14 +4,17 @@ ASGI alone cannot give the relay what it needs from Daphne: Daphne queues every 
 without bound and buffers every outgoing one without bound (there is no way to wait for a slow
 browser), drops close reasons, and refuses the 1011 close code. Under Daphne the relay therefore
 also holds the connection's own protocol object (autobahn's, on Twisted's transport) and uses it
-for exactly four things:
+for these things only:
 
-- outgoing data: `sendMessage` directly, the same call Daphne's own send path ends in;
 - write flow control: a push producer registered on the transport, which Twisted pauses when
   more than its buffer size is waiting for the browser and resumes once it has drained;
 - read flow control: `pauseProducing()` / `resumeProducing()` on the transport, which stop and
   restart reading from the browser's socket while the desktop is not keeping up;
-- closing with a code (1011 included) and a reason.
+- closing with a code (1011 included) and a reason;
+- the hot path (see docs/benchmarks.md, "VNC relay"): outgoing binary frames written to the
+  socket directly when Twisted has nothing queued, and incoming plain binary frames read
+  without autobahn's general parser while it is between frames (`divert`). Everything else
+  (control frames, fragments, limits, closing) stays with autobahn and Daphne.
 
 Under any other ASGI server (and in tests with WebsocketCommunicator) `AsgiBrowser` speaks
 plain ASGI: correct, without the flow control.
