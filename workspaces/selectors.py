@@ -29,10 +29,16 @@ def workspace_get(workspace_id: str) -> Workspace:
     return workspace
 
 
+# A catalog search of more words than this matches nothing anyway; the cap keeps a pasted essay
+# (or a model's) from building a query whose cost grows with the square of its length.
+MAX_SEARCH_WORDS = 20
+
+
 def workspace_search(query: str) -> QuerySet[Workspace]:
-    """Workspaces matching every word of `query` in their id, name, description or type."""
+    """Workspaces matching every word of `query` in their id, name, description or type
+    (its first MAX_SEARCH_WORDS distinct words)."""
     workspaces = workspace_list()
-    for word in (query or "").split():
+    for word in list(dict.fromkeys((query or "").split()))[:MAX_SEARCH_WORDS]:
         workspaces = workspaces.filter(
             Q(id__icontains=word)
             | Q(name__icontains=word)
