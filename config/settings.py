@@ -111,6 +111,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 REDIS_URL = env_str("REDIS_URL")
+# Each open Socket.IO socket and each waiting long-poll holds one connection (a blocking read of
+# its session's queue), and redis-py 8 refuses a command past the pool's size instead of waiting.
+WORKGATE_REDIS_MAX_CONNECTIONS = env_int("WORKGATE_REDIS_MAX_CONNECTIONS", 2000, minimum=10)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -118,7 +121,13 @@ if REDIS_URL:
             # redis-py 8 times socket reads out after 5 s by default, which aborts the layer's
             # blocking BZPOPMIN on every idle consumer (django/channels_redis#422).
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "max_connections": WORKGATE_REDIS_MAX_CONNECTIONS,
+                    }
+                ],
                 "capacity": 1500,
                 "expiry": 30,
             },

@@ -43,6 +43,7 @@ CLOSE_NORMAL = 1000
 CLOSE_BAD_PACKET = 4400
 CLOSE_PING_TIMEOUT = 4408
 CLOSE_TOO_LARGE = 4413
+CLOSE_UNAVAILABLE = 4503
 
 
 def _query(scope) -> dict[str, str]:
@@ -324,7 +325,14 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         layer = get_channel_layer()
         channel = session_channel(self.sid)
         while True:
-            message = await layer.receive(channel)
+            try:
+                message = await layer.receive(channel)
+            except Exception:
+                # Redis is unreachable or this process is out of connections: a socket that
+                # can no longer receive is closed, so the client reconnects (elsewhere).
+                logger.exception("cannot read Socket.IO session %s", self.sid)
+                await self._stop(CLOSE_UNAVAILABLE)
+                return
             kind = Message(message["type"])
             if kind is Message.PACKETS:
                 await self._deliver(message["packets"])

@@ -172,7 +172,9 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = redis.Redis.from_url(self.url)
+            client = redis.Redis.from_url(
+                self.url, max_connections=settings.WORKGATE_REDIS_MAX_CONNECTIONS
+            )
             self._clients[loop] = client
         return client
 

@@ -114,3 +114,23 @@ async def test_a_websocket_session_is_gone_for_polling_too_once_closed(server, p
 
     assert while_open.json()["code"] == 3  # the session exists, but not on this transport
     assert after_close.json()["code"] == 1
+
+
+async def test_one_process_holds_more_sockets_than_a_default_redis_pool(server, user, token):
+    # Each socket's reader holds a Redis connection; redis-py's default pool stops at 100.
+    sockets = []
+    try:
+        for _ in range(120):
+            websocket = await connect(_url(server, transport="websocket"))
+            sockets.append(websocket)
+            await _recv(websocket)
+            await websocket.send("40" + json.dumps({"token": token}))
+        socket_ids = [json.loads((await _recv(websocket))[2:])["sid"] for websocket in sockets]
+        async with await SocketStream.open(socket_id=socket_ids[-1], user_id=user.pk) as stream:
+            await stream.emit({"type": "STREAM", "prompt": "z", "delta": "z"})
+        received = [parse_event(await _recv(sockets[-1])) for _ in range(2)]
+    finally:
+        await asyncio.gather(*(websocket.close() for websocket in sockets))
+
+    assert not stream.failed
+    assert received[1] == ["RECEIVE_STREAM", {"type": "STREAM", "prompt": "z", "delta": "z"}]
