@@ -9,15 +9,21 @@ import pyotp
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.utils import timezone
+from django_ratelimit.core import get_usage
 
 from accounts.models import Profile, User
 from accounts.selectors import profile_of
 from accounts.tokens import issue_tokens
 from audit import services as audit
 from config.exceptions import APIError, Conflict
+from config.ratelimit import RateLimited
 
 TOTP_ISSUER = "Workgate"
 TOTP_DRIFT_STEPS = 1  # accept the previous and the next 30-second code too (clock drift)
+# Wrong one-time codes per account per window, whatever addresses they come from: the per-IP
+# sign-in limit alone lets someone who has the password spread guesses over many addresses.
+OTP_FAILURES_ALLOWED = 5
+OTP_FAILURE_RATE = f"{OTP_FAILURES_ALLOWED}/5m"
 
 
 class AuthError(APIError):
@@ -71,8 +77,19 @@ def user_check_password(*, email: str, password: str, origin: audit.Origin) -> U
     return user
 
 
+def _otp_failures(user: User, *, count: bool) -> dict:
+    return get_usage(
+        None,
+        group="otp-failures",
+        key=lambda group, request: f"user:{user.pk}",
+        rate=OTP_FAILURE_RATE,
+        increment=count,
+    )
+
+
 def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None:
-    """The second factor of an MFA account: AuthError (audited) when missing, wrong or replayed."""
+    """The second factor of an MFA account: AuthError (audited) when missing, wrong or replayed;
+    RateLimited (audited) after OTP_FAILURES_ALLOWED wrong codes in the window."""
     if not otp:
         with transaction.atomic():
             audit.record(
@@ -83,8 +100,20 @@ def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None
                 success=False,
             )
         raise AuthError("A one-time code from your authenticator app is required.", "mfa_required")
+    failures = _otp_failures(user, count=False)
+    if failures and failures["count"] >= failures["limit"]:
+        with transaction.atomic():
+            audit.record(
+                action="login_failed",
+                actor=user,
+                details={"reason": "otp_rate_limited"},
+                origin=origin,
+                success=False,
+            )
+        raise RateLimited(wait=max(1, int(failures["time_left"]) + 1))
     failure = _consume_otp(profile_of(user), otp)
     if failure is not None:
+        _otp_failures(user, count=True)
         with transaction.atomic():
             audit.record(
                 action="login_failed",

@@ -149,6 +149,8 @@ def _otp_step(request, user: User, next_url: str, form: OtpForm | None = None):
                 )
             except AuthError as exc:
                 form.add_error("otp", str(exc.detail))
+            except RateLimited as exc:
+                form.add_error("otp", f"Too many wrong codes; try again in {exc.wait:.0f} seconds.")
             else:
                 return _finish(request, user, mfa=True, next_url=next_url)
     return render(

@@ -1,0 +1,93 @@
+"""Guessing one-time codes: with the password known, an attacker spreading guesses over many
+addresses (each under the per-IP sign-in limit) still gets only a few per account."""
+
+from __future__ import annotations
+
+import pyotp
+import pytest
+
+from accounts.models import Profile
+from accounts.services import OTP_FAILURES_ALLOWED
+from audit.models import AuditEntry
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def secret(user) -> str:
+    value = pyotp.random_base32()
+    Profile.objects.update_or_create(
+        user=user, defaults={"totp_secret": value, "mfa_enabled": True}
+    )
+    return value
+
+
+def sign_in(anon, otp: str, ip: str):
+    body = {"email": "alice@example.com", "password": PASSWORD, "otp": otp}
+    return anon.post("/api/auth/signin", body, format="json", REMOTE_ADDR=ip)
+
+
+def wrong(secret: str) -> str:
+    right = pyotp.TOTP(secret).now()
+    return "000000" if right != "000000" else "111111"
+
+
+def test_wrong_codes_from_many_addresses_lock_the_second_factor_of_that_account(anon, user, secret):
+    for n in range(OTP_FAILURES_ALLOWED):
+        response = sign_in(anon, wrong(secret), f"203.0.113.{n + 1}")
+        assert response.status_code == 401 and response.json()["code"] == "invalid_otp"
+
+    response = sign_in(anon, pyotp.TOTP(secret).now(), "198.51.100.7")
+
+    assert response.status_code == 429
+    assert response.json()["code"] == "rate_limited"
+    assert int(response["Retry-After"]) > 0
+    assert "token" not in response.json()
+    last = AuditEntry.objects.order_by("-id").first()
+    assert (last.action, last.success, last.details) == (
+        "login_failed",
+        False,
+        {"reason": "otp_rate_limited"},
+    )
+    # The code that was refused was not spent: nothing claimed its time step.
+    assert Profile.objects.get(user=user).totp_last_step == 0
+
+
+def test_a_few_wrong_codes_do_not_stop_the_right_one(anon, user, secret):
+    for n in range(OTP_FAILURES_ALLOWED - 1):
+        assert sign_in(anon, wrong(secret), f"203.0.113.{n + 1}").status_code == 401
+
+    response = sign_in(anon, pyotp.TOTP(secret).now(), "198.51.100.7")
+
+    assert response.status_code == 200 and response.json()["token"]
+
+
+def test_the_lock_is_per_account(anon, user, other_user, secret):
+    for n in range(OTP_FAILURES_ALLOWED):
+        sign_in(anon, wrong(secret), f"203.0.113.{n + 1}")
+    other_secret = pyotp.random_base32()
+    Profile.objects.update_or_create(
+        user=other_user, defaults={"totp_secret": other_secret, "mfa_enabled": True}
+    )
+
+    body = {"email": "bob@example.com", "password": PASSWORD, "otp": pyotp.TOTP(other_secret).now()}
+    response = anon.post("/api/auth/signin", body, format="json", REMOTE_ADDR="198.51.100.8")
+
+    assert response.status_code == 200
+
+
+def test_the_sign_in_page_says_to_wait_instead_of_failing(client, user, secret):
+    for n in range(OTP_FAILURES_ALLOWED):
+        client.post(
+            "/login", {"email": "alice@example.com", "password": PASSWORD}, REMOTE_ADDR="10.9.0.1"
+        )
+        client.post("/login", {"otp": wrong(secret)}, REMOTE_ADDR=f"10.9.1.{n + 1}")
+        client.get("/login?restart=1")
+
+    client.post("/login", {"email": "alice@example.com", "password": PASSWORD})
+    response = client.post("/login", {"otp": pyotp.TOTP(secret).now()})
+
+    assert response.status_code == 200
+    assert "too many wrong codes" in response.content.decode().lower()
+    assert "_auth_user_id" not in client.session
