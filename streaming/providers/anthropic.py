@@ -33,6 +33,7 @@ from streaming.providers.base import (
 from streaming.providers.http import (
     connection_failed,
     load_json,
+    loads,
     new_client,
     raise_for_status,
     sse_data,
@@ -177,7 +178,7 @@ class AnthropicSession(ModelSession):
     def _tool_request(block: dict, parts: list[str]) -> ToolRequest:
         raw = "".join(parts)
         try:
-            arguments = json.loads(raw) if raw.strip() else dict(block.get("input") or {})
+            arguments = loads(raw) if raw.strip() else dict(block.get("input") or {})
         except ValueError:
             arguments = None
         call_id, name = str(block.get("id") or ""), str(block.get("name") or "")

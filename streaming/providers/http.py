@@ -36,9 +36,29 @@ async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
+def without_nul(value):
+    """`value` with NUL characters removed from every string in it.
+
+    A model may emit U+0000; PostgreSQL cannot store it in text or JSON columns, so a single NUL
+    would make the turn's History and audit writes fail. Everything a provider sends passes here.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
+
+
+def loads(text: str):
+    """json.loads for what a provider sent: NUL-free (see without_nul)."""
+    return without_nul(json.loads(text))
+
+
 def load_json(data: str, provider: str) -> dict:
     try:
-        value = json.loads(data)
+        value = loads(data)
     except ValueError as exc:
         raise ProviderError(f"The {provider} provider sent an unreadable event.") from exc
     if not isinstance(value, dict):

@@ -31,6 +31,7 @@ from streaming.providers.base import (
 from streaming.providers.http import (
     connection_failed,
     load_json,
+    loads,
     new_client,
     raise_for_status,
     sse_data,
@@ -153,7 +154,7 @@ class OpenAISession(ModelSession):
     def _request_of(index: int, call: dict[str, str]) -> ToolRequest:
         call_id = call["id"] or f"call_{index}"
         try:
-            arguments = json.loads(call["args"]) if call["args"].strip() else {}
+            arguments = loads(call["args"]) if call["args"].strip() else {}
         except ValueError:
             return ToolRequest(call_id, call["name"], {}, invalid_arguments=call["args"])
         if not isinstance(arguments, dict):

@@ -247,3 +247,24 @@ async def test_the_last_round_asks_the_model_to_answer_without_another_tool(
     assert "tool_choice" not in first
     assert last["tool_choice"] == "none" and last["tools"] == first["tools"]
     assert streamed.events[-2]["completion"] == "Here they are."
+
+
+async def test_nul_characters_from_the_model_are_dropped_not_fatal(
+    ask, user, assistant, openai_server
+):
+    """PostgreSQL cannot store U+0000; a model that emits one must not break the turn's records."""
+    openai_server.script(
+        openai_tool_reply("call_1", "search_workspaces", json.dumps({"query": "Lin\x00ux"})),
+        openai_text_reply("Found\x00 it."),
+    )
+
+    streamed = await ask(user, body(assistant, "find linux"))
+
+    [result] = streamed.of_type("tool_result")
+    assert result["success"] is True
+    assert result["response"]["query"] == "Linux"
+    assert streamed.events[-2]["type"] == "complete"
+    assert streamed.events[-2]["completion"] == "Found it."
+    history = await orm(History.objects.get)
+    assert history.status == "complete"
+    assert history.tool_calls[0]["arguments"] == {"query": "Linux"}
