@@ -90,7 +90,11 @@ def session_stop(request, session_id):
 
 def _frameable_url(url: str) -> str:
     """Only http(s) targets go into the iframe; anything else (javascript:, data:) never does."""
-    return url if urlsplit(url).scheme in ("http", "https") else ""
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return ""
+    return url if scheme in ("http", "https") else ""
 
 
 @login_required
