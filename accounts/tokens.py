@@ -31,8 +31,25 @@ def issue_tokens(user, *, mfa: bool) -> dict:
     }
 
 
+# Set by the sign-in page: whether the browser session's sign-in verified a one-time code.
+SESSION_MFA_KEY = "workgate_mfa_verified"
+
+
 def token_mfa(auth) -> bool:
     """Was an OTP verified when this request's token was issued? (False for cookie sessions.)"""
     if auth is None or not hasattr(auth, "get"):
         return False
     return bool(auth.get("mfa", False))
+
+
+def request_mfa(request) -> bool:
+    """Did the sign-in behind this request verify an OTP?
+
+    The access token's `mfa` claim; for the pages' cookie sessions (no token), what the sign-in
+    page recorded in the session.
+    """
+    auth = getattr(request, "auth", None)
+    if auth is not None:
+        return token_mfa(auth)
+    session = getattr(request, "session", None)
+    return bool(session is not None and session.get(SESSION_MFA_KEY, False))

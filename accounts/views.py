@@ -30,13 +30,14 @@ from accounts.services import (
     user_check_password,
     user_record_sign_in,
 )
+from accounts.tokens import SESSION_MFA_KEY, request_mfa
 from audit.services import Origin
 from config.ratelimit import RateLimited, enforce, key_by_ip
 
 # Between the password and the one-time code, the session holds who passed the first factor.
 PENDING_KEY = "workgate_login_pending"
 PENDING_TTL = 300  # seconds to type the code before starting over
-MFA_VERIFIED_KEY = "workgate_mfa_verified"
+MFA_VERIFIED_KEY = SESSION_MFA_KEY
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
@@ -67,7 +68,7 @@ class OtpForm(forms.Form):
 
 def session_mfa_verified(request) -> bool:
     """Did this browser session's sign-in verify a one-time code?"""
-    return bool(request.session.get(MFA_VERIFIED_KEY, False))
+    return request_mfa(request)
 
 
 def _next_url(request) -> str:

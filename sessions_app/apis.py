@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.serializers import ErrorOutput
-from accounts.tokens import token_mfa
+from accounts.tokens import request_mfa
 from audit.services import Origin
 from config.pagination import PAGE_PARAMETERS, paginated
 from config.permissions import is_admin
@@ -47,7 +47,7 @@ class WorkspaceLaunchApi(APIView):
             user=request.user,
             workspace_id=workspace_id,
             origin=Origin.of(request),
-            mfa_verified=token_mfa(request.auth),
+            mfa_verified=request_mfa(request),
         )
         body = {
             "session_id": session.id,

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.serializers import ErrorOutput
-from accounts.tokens import token_mfa
+from accounts.tokens import request_mfa
 from audit.services import Origin
 from config.exceptions import APIError
 from config.permissions import IsAdmin
@@ -88,7 +88,7 @@ def _prepare(request, *, with_socket: bool = False) -> tuple[TurnRequest, str]:
         user=request.user,
         inputs=data.validated_data["inputs"],
         origin=Origin.of(request),
-        mfa_verified=token_mfa(request.auth),
+        mfa_verified=request_mfa(request),
         institution_public_id=args.get("institutionPublicId"),
         assistant_id=args.get("assistantId"),
         course_id=course.get("course_id"),

@@ -117,3 +117,18 @@ def test_stopping_from_the_catalog_ends_the_session(browser_for, user):
     session = WorkspaceSession.objects.get()
     assert (session.status, session.end_reason) == ("terminated", "user_stop")
     assert AuditEntry.objects.filter(action="stop_workspace").count() == 1
+
+
+def test_the_api_called_from_a_page_knows_its_sign_in_verified_a_code(
+    browser_for, user, enable_mfa
+):
+    enable_mfa(user)
+    workspace = make_web_workspace()
+    # The page's scripts call the JSON API with the session cookie (and the CSRF header).
+    refused = browser_for(user, mfa=False).post(f"/api/workspaces/{workspace.id}/launch")
+    assert (refused.status_code, refused.json()["code"]) == (403, "mfa_required")
+
+    allowed = browser_for(user, mfa=True).post(f"/api/workspaces/{workspace.id}/launch")
+
+    assert allowed.status_code == 201
+    assert WorkspaceSession.objects.get().mfa_verified is True
