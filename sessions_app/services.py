@@ -16,7 +16,6 @@ from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -352,22 +351,6 @@ def sessions_reap(*, now=None) -> int:
         )
         ended += did_end
     return ended
-
-
-def tickets_prune(*, now=None) -> int:
-    """Delete desktop tickets that can never open a connection again (used or expired).
-
-    The Ticket model belongs to vnc_proxy; until that app defines it there is nothing to prune.
-    """
-    try:
-        ticket_model = apps.get_model("vnc_proxy", "Ticket")
-    except LookupError:
-        return 0
-    now = now or timezone.now()
-    deleted, _ = ticket_model.objects.filter(
-        Q(used_at__isnull=False) | Q(expires_at__lte=now)
-    ).delete()
-    return deleted
 
 
 def _session_end(

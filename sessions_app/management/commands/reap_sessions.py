@@ -4,7 +4,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 
-from sessions_app.services import sessions_reap, tickets_prune
+from sessions_app.services import sessions_reap
+from vnc_proxy.services import tickets_prune
 
 logger = logging.getLogger(__name__)
 
