@@ -3,6 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from workspaces.models import Workspace
+from workspaces.services import EDITABLE_FIELD_ORDER
 
 ADMIN_ONLY = "Administrators only."
 ADMIN_FIELDS = (
@@ -15,26 +16,7 @@ ADMIN_FIELDS = (
     "created_at",
     "updated_at",
 )
-WRITABLE_FIELDS = (
-    "name",
-    "type",
-    "description",
-    "image_url",
-    "status",
-    "cpu",
-    "memory",
-    "storage",
-    "url",
-    "connection_type",
-    "requires_netbird",
-    "icon",
-    "provisioner",
-    "vnc_target",
-    "vnc_tls_verify",
-    "vnc_username",
-    "vnc_secret",
-    "rfb_password",
-)
+WRITABLE_FIELDS = EDITABLE_FIELD_ORDER
 WRITE_ONLY_HELP = "Write-only; encrypted at rest, never returned (see {name}_set). Blank clears it."
 
 

@@ -15,28 +15,28 @@ from sessions_app.services import session_terminate
 from workspaces.defaults import insert_default_workspaces
 from workspaces.models import Workspace
 
-EDITABLE_FIELDS = frozenset(
-    {
-        "name",
-        "type",
-        "description",
-        "image_url",
-        "status",
-        "cpu",
-        "memory",
-        "storage",
-        "url",
-        "connection_type",
-        "requires_netbird",
-        "icon",
-        "provisioner",
-        "vnc_target",
-        "vnc_tls_verify",
-        "vnc_username",
-        "vnc_secret",
-        "rfb_password",
-    }
+# What an administrator may set, in the order forms and the API present it.
+EDITABLE_FIELD_ORDER = (
+    "name",
+    "type",
+    "description",
+    "image_url",
+    "status",
+    "cpu",
+    "memory",
+    "storage",
+    "url",
+    "connection_type",
+    "requires_netbird",
+    "icon",
+    "provisioner",
+    "vnc_target",
+    "vnc_tls_verify",
+    "vnc_username",
+    "vnc_secret",
+    "rfb_password",
 )
+EDITABLE_FIELDS = frozenset(EDITABLE_FIELD_ORDER)
 
 
 def _checked(data: Mapping) -> dict:
