@@ -2,7 +2,7 @@
 through Redis, for Workgate and for python-socketio's own ASGI server in the same run.
 
     .venv/bin/python bench/socketio_fanout.py [--sockets 100] [--events 200] [--rounds 3]
-                                              [--json results.json]
+                                              [--rate 10] [--paced-events 50] [--json out.json]
 
 1. recreates a scratch PostgreSQL database (`--database-url`, default workgate_bench_sio),
    migrates it, flushes two scratch Redis databases (`--redis-url`, default db 11, for Workgate;
@@ -10,15 +10,20 @@ through Redis, for Workgate and for python-socketio's own ASGI server in the sam
 2. starts two Workgate Daphne processes (production settings: DEBUG off, channels-redis) and two
    Daphne processes serving python-socketio's AsyncServer with an AsyncRedisManager
    (bench/socketio_reference.py), the documented way to scale it out;
-3. per round and per system (the order alternates between rounds): a client process opens the
-   sockets (the Engine.IO WebSocket transport, CONNECT with a token), half on each server
+3. per round, scenario and system (the order alternates between rounds): a client process opens
+   the sockets (the Engine.IO WebSocket transport, CONNECT with a token), half on each server
    process, and reports their socket ids. This process then streams to every socket at once, as
-   that many concurrent assistant turns would: for Workgate a SocketStream per socket (the sink
-   `POST /api/ai/personal/qanda` uses: the store lookup and RELOAD happen before the clock
-   starts) sending each event as a channel-layer group_send; for python-socketio
-   `AsyncRedisManager(write_only=True).emit("RECEIVE_STREAM", ..., to=sid)`, its way to reach a
-   socket on any process. Each event is a STREAM payload (`prompt` cumulative, `delta` one word)
-   that carries the time it was sent;
+   that many concurrent assistant turns would, each event a STREAM payload (`prompt`
+   cumulative, `delta` one word) carrying the time it was sent:
+   - burst: every socket's `--events` as fast as the sender takes them. Workgate sends through
+     SocketStream, the sink `POST /api/ai/personal/qanda` uses (opened, with its RELOAD, before
+     the clock starts); python-socketio through `AsyncRedisManager(write_only=True).emit(...,
+     to=sid)`, its way to reach a socket on any process;
+   - per_event (Workgate only): the same events, each its own channel-layer group_send, which is
+     what SocketStream does when events come slower than Redis round trips; it isolates the
+     transport's cost per message, against python-socketio's one publish per emit;
+   - paced: `--paced-events` per socket at `--rate` events/s per socket (a model's token rate),
+     for latency under a steady load both keep up with;
 4. events/s = sockets x events / (the last arrival - the first send); latency = arrival - the send
    time in the payload (one clock: one machine). Server and Redis CPU are read from /proc and
    INFO over the same window.
@@ -35,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
@@ -59,6 +65,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sockets", type=int, default=100)
     parser.add_argument("--events", type=int, default=200, help="events streamed to each socket")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rate", type=float, default=10.0, help="events/s per socket in the paced scenario"
+    )
+    parser.add_argument("--paced-events", type=int, default=50)
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/workgate_bench_sio"
     )
@@ -90,8 +100,8 @@ async def _connect(url: str, token: str):
             await websocket.send("3")
 
 
-async def _count(websocket, events: int) -> dict:
-    arrivals, latencies = [], []
+async def _count(websocket, socket_id: str, events: int) -> dict:
+    arrivals, latencies, misplaced, previous = [], [], 0, 0
     async for message in websocket:
         if message == "2":
             await websocket.send("3")
@@ -104,17 +114,28 @@ async def _count(websocket, events: int) -> dict:
             continue
         arrivals.append(now)
         latencies.append(now - payload["t"])
+        # The prompt grows by one word per event: anything else arrived out of order, and a
+        # payload addressed to another socket arrived at the wrong one.
+        misplaced += payload["to"] != socket_id or len(payload["prompt"]) <= previous
+        previous = len(payload["prompt"])
         if len(arrivals) == events:
             break
     await websocket.close()
-    return {"first": arrivals[0], "last": arrivals[-1], "latencies": latencies}
+    return {
+        "first": arrivals[0],
+        "last": arrivals[-1],
+        "latencies": latencies,
+        "misplaced": misplaced,
+    }
 
 
 async def run_clients(urls: list[str], token: str, sockets: int, events: int) -> None:
     """Open the sockets, print their ids, count what arrives, print the arrivals."""
     opened = await asyncio.gather(*(_connect(urls[i % len(urls)], token) for i in range(sockets)))
     print(json.dumps({"ids": [socket_id for _, socket_id in opened]}), flush=True)
-    counted = await asyncio.gather(*(_count(websocket, events) for websocket, _ in opened))
+    counted = await asyncio.gather(
+        *(_count(websocket, socket_id, events) for websocket, socket_id in opened)
+    )
     latencies = [value for entry in counted for value in entry["latencies"]]
     print(
         json.dumps(
@@ -122,6 +143,7 @@ async def run_clients(urls: list[str], token: str, sockets: int, events: int) ->
                 "first": min(entry["first"] for entry in counted),
                 "last": max(entry["last"] for entry in counted),
                 "received": len(latencies),
+                "misplaced": sum(entry["misplaced"] for entry in counted),
                 "latencies": latencies,
             }
         ),
@@ -132,8 +154,14 @@ async def run_clients(urls: list[str], token: str, sockets: int, events: int) ->
 # --- The emitting side ---------------------------------------------------------------------------
 
 
-def _payload(index: int) -> dict:
-    return {"type": "STREAM", "prompt": WORD * (index + 1), "delta": WORD, "t": time.time()}
+def _payload(index: int, socket_id: str) -> dict:
+    return {
+        "type": "STREAM",
+        "prompt": WORD * (index + 1),
+        "delta": WORD,
+        "to": socket_id,
+        "t": time.time(),
+    }
 
 
 class Workgate:
@@ -152,10 +180,24 @@ class Workgate:
         ]
         assert not any(stream.failed for stream in self.streams)
 
-    async def stream(self, index: int, events: int) -> None:
+    async def stream(self, index: int, events: int, pace: float, batched: bool) -> None:
+        from channels.layers import get_channel_layer
+
+        from streaming.socketio.groups import packets, socket_group
+        from streaming.socketio.protocol import event
+
         stream = self.streams[index]
+        layer, group = get_channel_layer(), socket_group(stream.socket_id)
         for number in range(events):
-            await stream.emit(_payload(number))
+            payload = _payload(number, stream.socket_id)
+            if batched:
+                await stream.emit(payload)
+            else:
+                # The transport alone: one channel-layer message per event, as every
+                # python-socketio emit is one Redis publish.
+                await layer.group_send(group, packets(event("RECEIVE_STREAM", payload)))
+            if pace:
+                await asyncio.sleep(pace)
 
     async def finish(self) -> None:
         for stream in self.streams:
@@ -174,11 +216,14 @@ class Reference:
     async def prepare(self, socket_ids: list[str]) -> None:
         self.socket_ids = socket_ids
 
-    async def stream(self, index: int, events: int) -> None:
+    async def stream(self, index: int, events: int, pace: float, batched: bool) -> None:
+        socket_id = self.socket_ids[index]
         for number in range(events):
             await self.manager.emit(
-                "RECEIVE_STREAM", _payload(number), to=self.socket_ids[index], namespace="/"
+                "RECEIVE_STREAM", _payload(number, socket_id), to=socket_id, namespace="/"
             )
+            if pace:
+                await asyncio.sleep(pace)
 
     async def finish(self) -> None:
         pass
@@ -198,7 +243,17 @@ def _redis_cpu(url: str) -> float:
     return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
-async def measure(system, urls, pids, token, sockets, events, redis_url) -> dict:
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    events: int  # per socket
+    pace: float  # seconds between two events to one socket; 0: as fast as the sender goes
+    batched: bool  # Workgate: through SocketStream (the turn sink) or one message per event
+    systems: tuple[str, ...]
+
+
+async def measure(system, scenario, urls, pids, token, sockets, redis_url) -> dict:
+    events = scenario.events
     client = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -217,7 +272,9 @@ async def measure(system, urls, pids, token, sockets, events, redis_url) -> dict
     cpu_before = sum(_cpu_seconds(pid) for pid in pids)
     redis_before = _redis_cpu(redis_url)
     started = time.time()
-    await asyncio.gather(*(system.stream(index, events) for index in range(sockets)))
+    await asyncio.gather(
+        *(system.stream(index, events, scenario.pace, scenario.batched) for index in range(sockets))
+    )
     sent = time.time()
     report = json.loads(await client.stdout.readline())
     await client.wait()
@@ -229,6 +286,7 @@ async def measure(system, urls, pids, token, sockets, events, redis_url) -> dict
     return {
         "delivered": delivered,
         "expected": sockets * events,
+        "misplaced": report["misplaced"],
         "seconds": round(elapsed, 3),
         "send_seconds": round(sent - started, 3),
         "events_per_s": round(delivered / elapsed, 1),
@@ -263,31 +321,62 @@ def _median(rounds: list[dict], key: str) -> float:
     return round(statistics.median(entry[key] for entry in rounds), 1)
 
 
-def summary_rows(median: dict, sockets: int) -> list[dict]:
-    ours, theirs = median["workgate"], median["python-socketio"]
-    ratio = round(ours["events_per_s"] / theirs["events_per_s"], 2)
+def _medians(entries: list[dict]) -> dict:
+    return {
+        "events_per_s": _median(entries, "events_per_s"),
+        "latency_p50_ms": _median([entry["latency_ms"] for entry in entries], "p50"),
+        "latency_p99_ms": _median([entry["latency_ms"] for entry in entries], "p99"),
+        "server_cpu_ms_per_1000": _median(entries, "server_cpu_ms_per_1000"),
+        "redis_cpu_ms_per_1000": _median(entries, "redis_cpu_ms_per_1000"),
+        "all_delivered": all(entry["delivered"] == entry["expected"] for entry in entries),
+        "misplaced": sum(entry["misplaced"] for entry in entries),
+    }
+
+
+def summary_rows(median: dict, sockets: int, rate: float) -> list[dict]:
     anchor = "python-socketio + AsyncRedisManager"
-    return [
-        {
-            "metric": f"Events/s to {sockets} sockets on 2 processes via Redis",
-            "value": ours["events_per_s"],
-            "unit": "events/s",
+    theirs = median["burst"]["python-socketio"]
+
+    def row(metric, value, unit, anchor_value, *, target="", ratio=None, met=None):
+        return {
+            "metric": metric,
+            "value": value,
+            "unit": unit,
             "anchor": anchor,
-            "anchor_value": theirs["events_per_s"],
+            "anchor_value": anchor_value,
             "ratio": ratio,
-            "target": ">= 0.5x",
-            "met": ratio >= 0.5,
-        },
-        {
-            "metric": "Socket.IO event latency p99 under that load",
-            "value": ours["latency_p99_ms"],
-            "unit": "ms",
-            "anchor": anchor,
-            "anchor_value": theirs["latency_p99_ms"],
-            "ratio": None,
-            "target": "",
-            "met": None,
-        },
+            "target": target,
+            "met": met,
+        }
+
+    burst = median["burst"]["workgate"]["events_per_s"]
+    ratio = round(burst / theirs["events_per_s"], 2)
+    per_event = median["per_event"]["workgate"]["events_per_s"]
+    per_event_ratio = round(per_event / theirs["events_per_s"], 2)
+    paced_ours, paced_theirs = median["paced"]["workgate"], median["paced"]["python-socketio"]
+    return [
+        row(
+            f"Events/s to {sockets} sockets on 2 processes via Redis",
+            burst,
+            "events/s",
+            theirs["events_per_s"],
+            target=">= 0.5x",
+            ratio=ratio,
+            met=ratio >= 0.5,
+        ),
+        row(
+            "The same, one channel-layer message per event",
+            per_event,
+            "events/s",
+            theirs["events_per_s"],
+            ratio=per_event_ratio,
+        ),
+        row(
+            f"Event latency p99 at {rate:g} events/s per socket",
+            paced_ours["latency_p99_ms"],
+            "ms",
+            paced_theirs["latency_p99_ms"],
+        ),
     ]
 
 
@@ -307,7 +396,12 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, str], int, str]:
 async def run(args: argparse.Namespace, env: dict[str, str], user_id: int, token: str) -> dict:
     workgate = Workgate(user_id)
     reference = Reference(args.reference_redis_url)
-    rounds: dict[str, list[dict]] = {"workgate": [], "python-socketio": []}
+    scenarios = [
+        Scenario("burst", args.events, 0.0, True, ("workgate", "python-socketio")),
+        Scenario("per_event", args.events, 0.0, False, ("workgate",)),
+        Scenario("paced", args.paced_events, 1 / args.rate, True, ("workgate", "python-socketio")),
+    ]
+    rounds = {scenario.name: {name: [] for name in scenario.systems} for scenario in scenarios}
     ref_a, ref_a_running = reference_server(args.reference_redis_url)
     ref_b, ref_b_running = reference_server(args.reference_redis_url)
     with (
@@ -325,35 +419,32 @@ async def run(args: argparse.Namespace, env: dict[str, str], user_id: int, token
                 args.reference_redis_url,
             ),
         }
-        order = list(systems)
         for number in range(args.rounds):
-            for name in order if number % 2 == 0 else reversed(order):
-                system, urls, pids, redis_url = systems[name]
-                http_urls = [url.replace("http://", "ws://") for url in urls]
-                result = await measure(
-                    system, http_urls, pids, token, args.sockets, args.events, redis_url
-                )
-                rounds[name].append(result)
-                print(f"round {number + 1} {name}: {json.dumps(result)}", file=sys.stderr)
+            for scenario in scenarios:
+                names = scenario.systems if number % 2 == 0 else scenario.systems[::-1]
+                for name in names:
+                    system, urls, pids, redis_url = systems[name]
+                    ws_urls = [url.replace("http://", "ws://") for url in urls]
+                    result = await measure(
+                        system, scenario, ws_urls, pids, token, args.sockets, redis_url
+                    )
+                    rounds[scenario.name][name].append(result)
+                    line = json.dumps(result)
+                    print(f"round {number + 1} {scenario.name} {name}: {line}", file=sys.stderr)
     median = {
-        name: {
-            "events_per_s": _median(entries, "events_per_s"),
-            "latency_p50_ms": _median([e["latency_ms"] for e in entries], "p50"),
-            "latency_p99_ms": _median([e["latency_ms"] for e in entries], "p99"),
-            "server_cpu_ms_per_1000": _median(entries, "server_cpu_ms_per_1000"),
-            "redis_cpu_ms_per_1000": _median(entries, "redis_cpu_ms_per_1000"),
-            "all_delivered": all(e["delivered"] == e["expected"] for e in entries),
-        }
-        for name, entries in rounds.items()
+        scenario: {name: _medians(entries) for name, entries in by_system.items()}
+        for scenario, by_system in rounds.items()
     }
     return {
         "machine": machine(),
         "sockets": args.sockets,
         "events_per_socket": args.events,
+        "paced_events_per_socket": args.paced_events,
+        "paced_rate_per_socket": args.rate,
         "server_processes": 2,
         "rounds": rounds,
         "median": median,
-        "summary": summary_rows(median, args.sockets),
+        "summary": summary_rows(median, args.sockets, args.rate),
     }
 
 

@@ -28,12 +28,13 @@ from streaming.socketio import protocol
 from streaming.socketio.connection import Connection, close_session, new_session, release
 from streaming.socketio.groups import Message, packets, session_channel
 from streaming.socketio.protocol import (
+    EnginePacket,
     EnginePacketType,
     ProtocolError,
     Timing,
     Transport,
 )
-from streaming.socketio.store import get_store, now_ms
+from streaming.socketio.store import EngineSession, get_store, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class PollingConsumer(AsyncHttpConsumer):
             session.sid, upgrades=[Transport.WEBSOCKET.value], timing=timing
         ).encode()
 
-    async def _poll(self, session, timing: Timing) -> bytes:
+    async def _poll(self, session: EngineSession, timing: Timing) -> bytes:
         """Wait for packets; answer a ping when one is owed, a close once the client is gone."""
         layer = get_channel_layer()
         store = get_store()
@@ -192,7 +193,7 @@ class PollingConsumer(AsyncHttpConsumer):
             return protocol.CLOSE.encode()
         return protocol.NOOP.encode()
 
-    async def _post(self, session, body: bytes, timing: Timing) -> bytes:
+    async def _post(self, session: EngineSession, body: bytes, timing: Timing) -> bytes:
         if self.received > timing.max_payload:
             await close_session(session.sid)
             raise Refused(EngineError.TOO_LARGE)
@@ -223,7 +224,7 @@ class State(Enum):
 
 
 class WebsocketConsumer(AsyncWebsocketConsumer):
-    # Packets for the client come from the session's channel, read by `reader`; the consumer has
+    # Packets for the client come from the session's channel, read by `_read`; the consumer has
     # no use for a channel of its own.
     channel_layer_alias = None
 
@@ -260,7 +261,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=opening)
         self._open(session)
 
-    def _open(self, session) -> None:
+    def _open(self, session: EngineSession) -> None:
         self.connection = Connection(session, deliver=self._deliver, timing=self.timing)
         self.state = State.OPEN
         self.tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._ping())]
@@ -284,7 +285,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         except ProtocolError:
             await self._fail(CLOSE_BAD_PACKET)
 
-    async def _packet(self, packet) -> None:
+    async def _packet(self, packet: EnginePacket) -> None:
         if packet.type is EnginePacketType.PONG:
             self.pong.set()
             if not await self.connection.heartbeat():
@@ -301,7 +302,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
             raise ProtocolError("binary frame during upgrade")
         await self.connection.refuse_binary()
 
-    async def _upgrade(self, packet) -> None:
+    async def _upgrade(self, packet: EnginePacket) -> None:
         if self.state is State.PROBING:
             if packet.type is not EnginePacketType.PING or packet.data != protocol.PROBE:
                 raise ProtocolError("expected a probe")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -154,6 +155,15 @@ class Polling:
         response = await self.get(server, timeout=timeout)
         assert response.status_code == 200, response.text
         return response.text.split("\x1e")
+
+    async def collect(self, *servers: Server, count: int) -> list[str]:
+        """Poll the servers in turn until `count` packets have arrived (the server may send
+        several per response)."""
+        received: list[str] = []
+        for server in itertools.cycle(servers):
+            received += await self.packets(server)
+            if len(received) >= count:
+                return received
 
     async def post(self, server: Server, *packets: str | bytes) -> httpx.Response:
         body = packets[0] if isinstance(packets[0], bytes) else "\x1e".join(packets).encode()

@@ -35,12 +35,11 @@ async def test_polling_requests_alternating_between_processes_make_one_session(
     registered = await polling.packets(b)
     async with await SocketStream.open(socket_id=socket_id, user_id=user.pk) as stream:
         await stream.emit({"type": "STREAM", "prompt": "ab", "delta": "ab"})
-    on_a = await polling.packets(a)
-    on_b = await polling.packets(b)
+    streamed = await polling.collect(a, b, count=2)
     pong = await polling.post(b, "3")
 
     assert parse_event(registered[0]) == ["registered", {"socketId": socket_id}]
-    assert [parse_event(packet) for packet in on_a + on_b] == [
+    assert [parse_event(packet) for packet in streamed] == [
         ["RECEIVE_STREAM", {"type": "RELOAD"}],
         ["RECEIVE_STREAM", {"type": "STREAM", "prompt": "ab", "delta": "ab"}],
     ]

@@ -57,10 +57,9 @@ async def test_a_stream_reaches_a_polling_socket(server, polling, user, token):
 
     async with await SocketStream.open(socket_id=socket_id, user_id=user.pk) as stream:
         await stream.emit({"type": "STREAM", "prompt": "a", "delta": "a"})
-    first = await polling.packets(server)
-    second = await polling.packets(server)
+    streamed = await polling.collect(server, count=2)
 
-    assert [parse_event(packet) for packet in first + second] == [
+    assert [parse_event(packet) for packet in streamed] == [
         ["RECEIVE_STREAM", {"type": "RELOAD"}],
         ["RECEIVE_STREAM", {"type": "STREAM", "prompt": "a", "delta": "a"}],
     ]
