@@ -72,6 +72,9 @@ def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
         "DATABASE_URL": _database_url(settings.DATABASES["default"]),
         "SESSION_COOKIE_SECURE": "0",  # plain http on loopback
         "WORKGATE_LOCAL_DESKTOP": "1",
+        # A shell that reads no rc files: the machine's own (pyenv init and the like) can take
+        # many seconds to show a prompt, and the tests type into it.
+        "WORKGATE_LOCAL_DESKTOP_COMMAND": "xterm -e bash --norc --noprofile",
         "WORKGATE_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
         "WORKGATE_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime")),
         "OPENAI_BASE_URL": f"{fake_openai.base_url}/v1",

@@ -109,7 +109,10 @@ def test_the_linux_desktop_launches_and_shows_the_real_desktop_which_takes_typin
     assert (before["width"], before["height"]) == (1280, 800)
     screenshot(page, "viewer-connected")
 
-    # Focus the xterm (top left of the screen, where it opens) and type into it.
+    # Focus the xterm (top left of the screen, where it opens) and, once its shell has drawn
+    # a prompt, type into it.
+    page.wait_for_function(f"({LINE_HAS_TEXT})(0, 1, 8)")  # past the cursor's column
+    before = page.evaluate(CANVAS)
     at_remote(page, 120, 120)
     page.keyboard.type("echo workgatetyped", delay=15)
     page.keyboard.press("Enter")
@@ -120,7 +123,7 @@ def test_the_linux_desktop_launches_and_shows_the_real_desktop_which_takes_typin
     assert AuditEntry.objects.filter(action="vnc_connect", actor=user).count() == 1
 
     # The clipboard, both ways. Text sent from the panel becomes the desktop's selection: a
-    # middle click pastes it after the shell's prompt ("root@vm:~# " is 11 characters), the
+    # middle click pastes it after the shell's prompt ("bash-5.2# " is 10 characters), the
     # only text that could appear there. (xterm fetches the selection in its own time.)
     page.get_by_role("button", name="Clipboard").click()
     page.get_by_label("Clipboard", exact=True).fill("pasted from the browser")
