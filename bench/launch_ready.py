@@ -11,9 +11,9 @@ Run by hand (or by `make bench`); it measures and never fails. All on loopback:
    GET /api/agents/workspace/me says ready; then, untimed by the launch figure, mints a ticket and
    opens the relay WebSocket until the desktop's "RFB 003.008" greeting arrives through it
    (ticket + relay: the rest of what a viewer waits for); then stops the workspace (timed too);
-4. the anchor: the same desktop started by hand `--runs` times, without Workgate: Xvfb with
-   -displayfd, x11vnc on a free port with a password file, xterm, polled for its greeting every
-   50 ms as the provisioner polls, then killed.
+4. the anchor: the same desktop started by hand `--runs` times, without Workgate, in the
+   provisioner's order: Xvfb with -displayfd, x11vnc on a free port with a password file, polled
+   for its greeting every 50 ms as the provisioner polls, then xterm; then killed.
 
 The launch's p50 over the anchor's p50 is Workgate's overhead on top of starting the desktop
 (the issue sets no target for it).
@@ -138,7 +138,8 @@ def _free_port() -> int:
 
 
 def bare_desktop_start(directory: Path) -> float:
-    """Start Xvfb + x11vnc + xterm as the provisioner does; seconds until the VNC server greets."""
+    """Start Xvfb + x11vnc + xterm in the provisioner's order (xterm once the VNC server greets);
+    seconds until then."""
     from sessions_app.provisioners.local_desktop import vnc_password_file, xauthority_cookie
 
     xauthority, rfbauth = directory / "Xauthority", directory / "rfbauth"
@@ -186,6 +187,11 @@ def bare_desktop_start(directory: Path) -> float:
             stderr=subprocess.DEVNULL,
             process_group=xvfb.pid,
         )
+        deadline = time.monotonic() + 15
+        while not _rfb_greets(port):
+            if time.monotonic() > deadline:
+                raise TimeoutError("x11vnc did not greet")
+            time.sleep(POLL_INTERVAL)
         subprocess.Popen(
             [shutil.which("xterm")],
             env={**env, "DISPLAY": f":{display}"},
@@ -193,11 +199,6 @@ def bare_desktop_start(directory: Path) -> float:
             stderr=subprocess.DEVNULL,
             process_group=xvfb.pid,
         )
-        deadline = time.monotonic() + 15
-        while not _rfb_greets(port):
-            if time.monotonic() > deadline:
-                raise TimeoutError("x11vnc did not greet")
-            time.sleep(POLL_INTERVAL)
         return time.perf_counter() - began
     finally:
         os.killpg(xvfb.pid, signal.SIGTERM)

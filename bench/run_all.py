@@ -278,7 +278,8 @@ def launch_markdown(results: dict) -> str:
         f"{results['runs']} launches of `ws-linux-desktop` (Xvfb + x11vnc + xterm) through one "
         "Daphne process after one warm-up launch, each followed by a stop. The launch answers "
         "once the desktop's VNC server greets (`status: ready`). The anchor starts the same "
-        "three programs by hand and polls for the greeting as the provisioner does (every 50 ms).",
+        "three programs by hand in the provisioner's order, polling for the greeting as it does "
+        "(every 50 ms).",
         "",
         "| | p50 ms | p90 ms | p99 ms | max ms |",
         "|---|---|---|---|---|",

@@ -221,7 +221,8 @@ def _session_provision(session: WorkspaceSession, *, user, origin: audit.Origin)
     if not recorded:
         _ended_while_starting(provisioner, session)
 
-    if not _wait_until_ready(provisioner, session):
+    answered = upstream is not None and upstream.ready
+    if not answered and not _wait_until_ready(provisioner, session):
         _start_failed(session, user=user, origin=origin, cause="not_answering")
         raise APIError(
             503, "The workspace's desktop did not answer; try again later.", "desktop_unavailable"

@@ -18,6 +18,9 @@ class Upstream:
     secret: str = ""
     rfb_password: str = ""  # what the browser answers the VNC challenge with
     tls_verify: bool = True
+    # start() itself saw the desktop answer, so the launch need not probe it again (for x11vnc a
+    # second connection is greeted only at its next poll, 100-300 ms later).
+    ready: bool = False
 
 
 class Provisioner(Protocol):

@@ -187,7 +187,8 @@ def _start_desktop(session, directory: Path, geometry: Geometry, command: list[s
             )
         _children.append(desktop)
     _remember(session, state)
-    return Upstream(kind="tcp", target=f"127.0.0.1:{port}", rfb_password=password)
+    # _start_x11vnc returned only once the VNC server greeted: the desktop is ready.
+    return Upstream(kind="tcp", target=f"127.0.0.1:{port}", rfb_password=password, ready=True)
 
 
 def _remember(session, state: dict) -> None:
