@@ -26,6 +26,7 @@ from playwright.sync_api import sync_playwright
 from accounts.views import MFA_VERIFIED_KEY, MODEL_BACKEND
 from audit.services import SYSTEM
 from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners import local_desktop
 from tests.streaming.fakes import FakeProvider
 from tests.support.processes import PYTHON, ROOT, free_port, running
 
@@ -66,6 +67,7 @@ def fake_openai():
 def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
     """Daphne serving the whole app (pages, API, relay) from the pytest-django test database."""
     port = free_port()
+    runtime = tmp_path_factory.mktemp("runtime")
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -76,7 +78,7 @@ def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
         # many seconds to show a prompt, and the tests type into it.
         "WORKGATE_LOCAL_DESKTOP_COMMAND": "xterm -e bash --norc --noprofile",
         "WORKGATE_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
-        "WORKGATE_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime")),
+        "WORKGATE_RUNTIME_DIR": str(runtime),
         "OPENAI_BASE_URL": f"{fake_openai.base_url}/v1",
         "OPENAI_API_KEY": "test-key",
         "WORKGATE_AI_PROVIDER": "builtin",
@@ -89,6 +91,11 @@ def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
         running(argv, port=port, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT),
     ):
         yield port
+    # Desktops outlive the server that started them (by design); none of ours may outlive the run.
+    root = str(runtime.resolve())
+    for directory in local_desktop._marked_processes():
+        if directory.startswith(root):
+            local_desktop._stop_desktop_in(Path(directory))
 
 
 @pytest.fixture(scope="session")
