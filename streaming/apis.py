@@ -8,6 +8,7 @@ import inspect
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -102,8 +103,17 @@ def _prepare(request, *, with_socket: bool = False) -> tuple[TurnRequest, str]:
 _prepare_in_db_thread = in_db_thread(_prepare)
 
 
+class StreamNegotiation(DefaultContentNegotiation):
+    """Whatever the client accepts (SSE clients send `Accept: text/event-stream`): the stream
+    itself is not a DRF response, and refusals before it are JSON in the one error shape."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class QandaStreamApi(AsyncApiView):
     audience = RUNTIME
+    content_negotiation_class = StreamNegotiation
 
     @extend_schema(
         tags=["assistant"],

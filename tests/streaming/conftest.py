@@ -75,11 +75,16 @@ def auth_headers(user, *, mfa: bool = False) -> dict:
 def ask(transactional_db):
     """POST a turn to the SSE route in-process and read the whole stream."""
 
-    async def post(user, body: dict | str, *, mfa: bool = False, url: str = STREAM_URL):
+    async def post(
+        user, body: dict | str, *, mfa: bool = False, url: str = STREAM_URL, headers=None
+    ):
         client = AsyncClient()
         payload = body if isinstance(body, str) else json.dumps(body)
         response = await client.post(
-            url, payload, content_type="application/json", headers=auth_headers(user, mfa=mfa)
+            url,
+            payload,
+            content_type="application/json",
+            headers={**auth_headers(user, mfa=mfa), **(headers or {})},
         )
         if not response.streaming:
             return Streamed(response.status_code, dict(response.headers), response.content, [], [])

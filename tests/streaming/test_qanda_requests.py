@@ -285,3 +285,20 @@ async def test_an_inactive_assistant_named_by_the_course_is_not_used(ask, user, 
     assert streamed.types[-2] == "complete"
     latest = await orm(History.objects.order_by("-created_at").first)
     assert latest.assistant_id is None
+
+
+async def test_a_client_that_accepts_only_event_streams_gets_the_stream(ask, user):
+    """EventSource-style clients send `Accept: text/event-stream`; that is not a 406."""
+    streamed = await ask(
+        user, {"inputs": ["what is running?"]}, headers={"Accept": "text/event-stream"}
+    )
+
+    assert streamed.status == 200
+    assert streamed.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert streamed.types[0] == "connected" and streamed.types[-1] == "done"
+
+
+async def test_such_a_client_still_gets_refusals_in_the_json_error_shape(ask, user):
+    streamed = await ask(user, {"inputs": []}, headers={"Accept": "text/event-stream"})
+
+    assert_refused(streamed, 400, "invalid")
