@@ -250,6 +250,10 @@ class MemoryStore:
         return session
 
     async def create(self, session: EngineSession) -> None:
+        # Sessions a client abandoned are never asked for again: sweep them as new ones come.
+        now = now_ms()
+        for sid in [sid for sid, old in self._sessions.items() if old.deadline <= now]:
+            del self._sessions[sid]
         self._sessions[session.sid] = session
 
     async def get(self, sid: str) -> EngineSession | None:
