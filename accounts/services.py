@@ -136,6 +136,12 @@ def user_record_sign_in(*, user: User, mfa: bool, origin: audit.Origin) -> None:
         audit.record(action="login", actor=user, details={"mfa": mfa}, origin=origin)
 
 
+def user_record_sign_out(*, user: User, origin: audit.Origin) -> None:
+    """A browser session ended by its user (tokens simply expire; they have no sign-out)."""
+    with transaction.atomic():
+        audit.record(action="logout", actor=user, origin=origin)
+
+
 def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Origin) -> dict:
     user = user_check_password(email=email, password=password, origin=origin)
     mfa = profile_of(user).mfa_enabled

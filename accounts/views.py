@@ -29,6 +29,7 @@ from accounts.services import (
     user_check_otp,
     user_check_password,
     user_record_sign_in,
+    user_record_sign_out,
 )
 from accounts.tokens import SESSION_MFA_KEY, request_mfa
 from audit.services import Origin
@@ -164,6 +165,8 @@ def _otp_step(request, user: User, next_url: str, form: OtpForm | None = None):
 def logout_page(request):
     # Signing out changes state, so it is a POST (CSRF-checked); a GET only asks.
     if request.method == "POST":
+        if request.user.is_authenticated:
+            user_record_sign_out(user=request.user, origin=Origin.of(request))
         logout(request)
         messages.success(request, "You are signed out.")
         return redirect("login")

@@ -148,6 +148,15 @@ def test_signing_out_takes_a_post_and_ends_the_session(browser_for, user):
 
     assert response["Location"] == "/login"
     assert signed_in_user_id(client) is None
+    entry = AuditEntry.objects.filter(action="logout").get()
+    assert (entry.actor_id, entry.success) == (user.pk, True)
+
+
+def test_signing_out_when_not_signed_in_records_nothing(db):
+    response = Client().post("/logout")
+
+    assert response["Location"] == "/login"
+    assert not AuditEntry.objects.filter(action="logout").exists()
 
 
 def test_the_django_admin_signs_in_through_the_same_page(admin_user, browser_for, user):
