@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
-from audit.chain import GENESIS, entry_hash
+from audit.chain import GENESIS, canonical, entry_hash
 from audit.models import AuditEntry
 from config.network import client_from_scope, client_ip, user_agent
 
@@ -70,11 +71,35 @@ def _stored_ip(ip: str | None) -> str | None:
         return None
 
 
-def _lock_chain() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK])
-    # SQLite runs every transaction IMMEDIATE (see settings): writers are already serialised.
+# Links, hashes and inserts one entry under the chain lock (migration 0003).
+_APPEND = (
+    "SELECT entry_id, entry_prev_hash, entry_hash FROM audit_entry_append("
+    "%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::inet, %s, %s)"
+)
+
+
+def _append_on_postgresql(entry: AuditEntry) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _APPEND,
+            [
+                _CHAIN_LOCK,
+                GENESIS,
+                canonical(entry),
+                entry.created_at,
+                entry.actor_id,
+                entry.actor_email,
+                entry.action,
+                entry.resource,
+                json.dumps(entry.details),  # as the JSONField would store it
+                entry.ip_address,
+                entry.user_agent,
+                entry.success,
+            ],
+        )
+        entry.pk, entry.prev_hash, entry.hash = cursor.fetchone()
+    entry._state.adding = False
+    entry._state.db = connection.alias
 
 
 def record(
@@ -89,23 +114,32 @@ def record(
     """Append one entry to the chain.
 
     The chain lock is held until the surrounding transaction commits, so entries are linked in
-    commit order even with many writers; if the change rolls back, so does its entry.
+    commit order even with many writers; if the change rolls back, so does its entry. All that
+    does not depend on the previous entry is prepared before the lock is taken: on PostgreSQL
+    the locked part is one statement and the commit, so concurrent writers queue on the chain
+    for as little as possible. `created_at` is when record() was called; the chain's order is
+    the entries' ids.
     """
-    with transaction.atomic():
-        _lock_chain()
-        last = AuditEntry.objects.order_by("-id").values_list("hash", flat=True).first()
-        entry = AuditEntry(
-            created_at=timezone.now(),
-            actor=actor if actor is not None and actor.is_authenticated else None,
-            actor_email=getattr(actor, "email", "") or "",
-            action=action,
-            resource=resource,
-            details=redact(details or {}),
-            ip_address=_stored_ip(origin.ip),
-            user_agent=origin.user_agent[:512],
-            success=success,
-            prev_hash=last or GENESIS,
-        )
-        entry.hash = entry_hash(entry.prev_hash, entry)
-        entry.save(force_insert=True)
-        return entry
+    entry = AuditEntry(
+        created_at=timezone.now(),
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor_email=getattr(actor, "email", "") or "",
+        action=action,
+        resource=resource,
+        details=redact(details or {}),
+        ip_address=_stored_ip(origin.ip),
+        user_agent=origin.user_agent[:512],
+        success=success,
+    )
+    # No savepoint (two more round trips, one under the lock): an entry that cannot be written
+    # fails the change it describes.
+    with transaction.atomic(savepoint=False):
+        if connection.vendor == "postgresql":
+            _append_on_postgresql(entry)
+        else:
+            # SQLite runs every transaction IMMEDIATE (see settings): writers are serialised.
+            last = AuditEntry.objects.order_by("-id").values_list("hash", flat=True).first()
+            entry.prev_hash = last or GENESIS
+            entry.hash = entry_hash(entry.prev_hash, entry)
+            entry.save(force_insert=True)
+    return entry
