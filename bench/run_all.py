@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -222,9 +223,11 @@ def markdown_table(rows: list[tuple[str, ...]]) -> str:
 # --- docs/benchmarks.md ---------------------------------------------------------------------------
 
 
-def header_markdown(info: dict, when: str) -> str:
+def header_markdown(info: dict, when: str, load: tuple[float, float]) -> str:
     memory = info.get("memory_gib")
-    return f"""Measured by `make bench` (`bench/run_all.py`) on {when}.
+    return f"""Measured by `make bench` (`bench/run_all.py`) on {when}; the machine's load average
+was {load[0]:.1f} when the run started and {load[1]:.1f} when it ended (anything above 0 is other
+work sharing the cores, which slows absolute figures more than ratios).
 
 **Machine:** {info["cpu"]}, {info["cpus"]} CPUs, {memory} GiB RAM, {info["os"]}; Python \
 {info["python"]}, Django {info["django"]}, Daphne {info["daphne"]} (Twisted {info["twisted"]}), \
@@ -325,10 +328,10 @@ def replace_block(text: str, name: str, body: str, *, heading: str | None = None
     return text.rstrip("\n") + "\n" + prefix + block + "\n"
 
 
-def write_doc(outcomes: list[Outcome], info: dict, rows) -> None:
+def write_doc(outcomes: list[Outcome], info: dict, rows, load: tuple[float, float]) -> None:
     text = DOC.read_text() if DOC.exists() else SKELETON
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = replace_block(text, "header", header_markdown(info, when))
+    text = replace_block(text, "header", header_markdown(info, when, load))
     text = replace_block(text, "summary", markdown_table(rows), heading="Summary")
     sections = {"tickets": tickets_markdown, "launch": launch_markdown}
     for outcome in outcomes:
@@ -359,13 +362,15 @@ def main() -> None:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
 
     info = machine()
+    load_before = os.getloadavg()[0]
     outcomes = [run_bench(bench) for bench in BENCHES if bench.name in chosen]
+    load = (load_before, os.getloadavg()[0])
     rows = table_rows(outcomes)
     print()
     print(text_table(rows))
     partial = chosen != set(names)
     if not args.no_write and (args.write or not partial):
-        write_doc(outcomes, info, rows)
+        write_doc(outcomes, info, rows, load)
         print(f"\nwrote {DOC.relative_to(ROOT)}")
 
 
