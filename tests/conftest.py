@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.tokens import issue_tokens
+from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.secret_scan import assert_no_stored_secret
 
 PASSWORD = "correct horse battery staple"
@@ -19,6 +20,24 @@ def _clean_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _servers_settle_before_the_flush(request):
+    """A transactional test's tables are flushed after it; first let any server process that
+    shares the database (Daphne started by a fixture) finish what it was writing.
+
+    Requesting transactional_db here sets it up before this fixture, so this teardown runs
+    before its flush."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = "transactional_db" in request.fixturenames or bool(
+        marker and marker.kwargs.get("transaction")
+    )
+    if transactional:
+        request.getfixturevalue("transactional_db")
+    yield
+    if transactional:
+        wait_until_other_connections_are_idle()
 
 
 @pytest.fixture(autouse=True)

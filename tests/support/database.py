@@ -1,0 +1,31 @@
+"""Waiting for server processes that share the test database to finish their work."""
+
+from __future__ import annotations
+
+import time
+
+from django.db import connection
+
+_BUSY_OTHERS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')
+"""
+
+
+def wait_until_other_connections_are_idle(timeout: float = 15.0) -> None:
+    """Wait until no other connection to this database is inside a statement or transaction.
+
+    A Daphne process started by a test may still be writing (a relay's disconnect audit, a
+    session's last_seen_at) when the test ends; flushing the tables meanwhile can deadlock with
+    it. This waits on a condition, never for a fixed time.
+    """
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(_BUSY_OTHERS)
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.05)
