@@ -16,8 +16,8 @@ import httpx
 import socketio
 from aiohttp import web
 
-from tests.streaming.fakes import openai_chunk, openai_event, openai_usage
-from tests.support.processes import ROOT, free_port
+from tests.streaming.fakes import LoopbackServer, openai_chunk, openai_event, openai_usage
+from tests.support.processes import ROOT
 
 CLIENT_SCRIPT = ROOT / "tests" / "socketio" / "client.js"
 WAIT = 15.0  # seconds a test waits for something that should happen within milliseconds
@@ -182,7 +182,7 @@ def parse_event(packet: str) -> list:
 GATE = "<gate>"  # in a GatedOpenAI reply: wait here until the test opens the gate
 
 
-class GatedOpenAI:
+class GatedOpenAI(LoopbackServer):
     """An OpenAI-compatible streaming server on loopback whose replies can pause at GATE.
 
     It runs in a thread of its own, so a Daphne subprocess reaches it like any provider. While a
@@ -191,14 +191,11 @@ class GatedOpenAI:
     """
 
     def __init__(self):
-        self.port = free_port()
+        super().__init__()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.replies: deque[list[str]] = deque()
         self.gate = threading.Event()
         self.client_left = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def script(self, *replies: list[str]) -> None:
         self.replies.extend(replies)
@@ -207,26 +204,6 @@ class GatedOpenAI:
         self.replies.clear()
         self.gate.clear()
         self.client_left.clear()
-
-    def start(self) -> GatedOpenAI:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         await request.read()

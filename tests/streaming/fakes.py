@@ -30,30 +30,17 @@ class Reply:
     drop: bool = False  # after the events, cut the connection mid-body
 
 
-class FakeProvider:
+class LoopbackServer:
+    """An aiohttp server on 127.0.0.1 in a thread of its own, answering every POST with
+    `_handle`, so that code in this process and Daphne subprocesses reach it alike."""
+
     def __init__(self):
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.replies: deque[Reply] = deque()
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.client_left = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def script(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    def reset(self) -> None:
-        self.replies.clear()
-        self.requests.clear()
-        self.headers.clear()
-        self.client_left.clear()
-
-    # --- The server ---------------------------------------------------------------------------
-
-    def start(self) -> FakeProvider:
+    def start(self):
         self._thread.start()
         self._started.wait(10)
         return self
@@ -72,6 +59,30 @@ class FakeProvider:
         self._started.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+
+class FakeProvider(LoopbackServer):
+    def __init__(self):
+        super().__init__()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.replies: deque[Reply] = deque()
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.client_left = threading.Event()
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def reset(self) -> None:
+        self.replies.clear()
+        self.requests.clear()
+        self.headers.clear()
+        self.client_left.clear()
+
+    # --- The server ---------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(await request.json())
