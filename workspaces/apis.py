@@ -62,6 +62,16 @@ class WorkspaceListApi(AdminWrites, APIView):
         )
 
 
+# PUT and PATCH are the same partial update (the API's clients use both).
+_update_schema = extend_schema(
+    tags=["workspaces"],
+    parameters=[WORKSPACE_ID],
+    request=s.WorkspaceInput(partial=True),
+    responses={200: s.WorkspaceWriteOutput, 404: ErrorOutput, **ADMIN_ERRORS},
+    summary="Update a workspace (admin; every field optional)",
+)
+
+
 class WorkspaceDetailApi(AdminWrites, APIView):
     audience = {"GET": {RUNTIME, ADMIN}, "PUT": ADMIN, "PATCH": ADMIN, "DELETE": ADMIN}
 
@@ -87,23 +97,11 @@ class WorkspaceDetailApi(AdminWrites, APIView):
             {"message": "Workspace updated", "workspace": render_workspace(request, workspace)}
         )
 
-    @extend_schema(
-        tags=["workspaces"],
-        parameters=[WORKSPACE_ID],
-        request=s.WorkspaceInput(partial=True),
-        responses={200: s.WorkspaceWriteOutput, 404: ErrorOutput, **ADMIN_ERRORS},
-        summary="Update a workspace (admin; every field optional)",
-    )
+    @_update_schema
     def put(self, request, workspace_id: str):
         return self._update(request, workspace_id)
 
-    @extend_schema(
-        tags=["workspaces"],
-        parameters=[WORKSPACE_ID],
-        request=s.WorkspaceInput(partial=True),
-        responses={200: s.WorkspaceWriteOutput, 404: ErrorOutput, **ADMIN_ERRORS},
-        summary="Update a workspace (admin; every field optional)",
-    )
+    @_update_schema
     def patch(self, request, workspace_id: str):
         return self._update(request, workspace_id)
 
