@@ -209,7 +209,9 @@ def parse_socket_packet(text: str) -> SocketPacket:
     if kind in (SocketPacketType.BINARY_EVENT, SocketPacketType.BINARY_ACK):
         dash = text.find("-", position)
         count = text[position:dash] if dash > 0 else ""
-        if not count.isdigit():
+        # ASCII digits only, and few: str.isdigit() also accepts "²", and int() refuses
+        # strings past 4300 digits; either would escape as a ValueError (a 500).
+        if not (count.isascii() and count.isdigit()) or len(count) > _MAX_ACK_DIGITS:
             raise ProtocolError("malformed attachment count")
         attachments = int(count)
         position = dash + 1

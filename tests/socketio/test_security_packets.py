@@ -1,0 +1,40 @@
+"""Attachment counts that are not plain ASCII digits get the same clean close as other garbage."""
+
+from __future__ import annotations
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.socketio.test_websocket import _recv, _url
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+ODD_COUNTS = [
+    '45\u00b2-["upload"]',  # a superscript two: str.isdigit() says yes, int() says no
+    "45" + "1" * 5000 + '-["upload"]',  # longer than int() converts from a string
+]
+
+
+@pytest.mark.parametrize("packet", ODD_COUNTS)
+async def test_an_odd_attachment_count_in_a_poll_is_a_400_not_a_500(server, polling, packet):
+    await polling.open(server)
+    await polling.post(server, "40")
+    await polling.packets(server)
+
+    refused = await polling.post(server, packet)
+
+    assert (refused.status_code, refused.json()) == (400, {"code": 3, "message": "Bad request"})
+
+
+@pytest.mark.parametrize("packet", ODD_COUNTS)
+async def test_an_odd_attachment_count_in_a_frame_closes_with_4400(server, packet):
+    async with connect(_url(server, transport="websocket")) as websocket:
+        await _recv(websocket)
+        await websocket.send("40")
+        await _recv(websocket)
+        await websocket.send(packet)
+        with pytest.raises(ConnectionClosed) as closed:
+            await _recv(websocket)
+
+    assert closed.value.rcvd.code == 4400
