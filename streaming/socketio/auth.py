@@ -30,7 +30,8 @@ def _user_for_token(token: object):
     try:
         validated = authentication.get_validated_token(token.strip().encode("utf-8"))
         return authentication.get_user(validated)
-    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
+    except (InvalidToken, TokenError, AuthenticationFailed, UnicodeEncodeError) as exc:
+        # UnicodeEncodeError: JSON can carry a lone surrogate ("\ud800"), which no token has.
         # One message for every failure: a client learns nothing about which check failed.
         raise TokenRejected(INVALID_TOKEN) from exc
 

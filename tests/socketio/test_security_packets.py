@@ -38,3 +38,25 @@ async def test_an_odd_attachment_count_in_a_frame_closes_with_4400(server, packe
             await _recv(websocket)
 
     assert closed.value.rcvd.code == 4400
+
+
+async def test_a_token_with_a_lone_surrogate_is_an_invalid_token_not_a_500(server, polling):
+    await polling.open(server)
+
+    answered = await polling.post(server, '40{"token":"\\ud800"}')
+    refused = await polling.packets(server)
+
+    assert answered.status_code == 200
+    assert refused == ['44{"message":"Invalid or expired token"}']
+
+
+async def test_registering_with_a_lone_surrogate_token_is_refused_not_a_500(server, polling):
+    await polling.open(server)
+    await polling.post(server, "40")
+    await polling.packets(server)
+
+    answered = await polling.post(server, '42["register",{"token":"\\ud800"}]')
+    refused = await polling.packets(server)
+
+    assert answered.status_code == 200
+    assert refused == ['44{"message":"Invalid or expired token"}']
