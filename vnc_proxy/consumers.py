@@ -62,7 +62,11 @@ def _db(function):
 
 def _ticket_of(scope: dict) -> str:
     query = scope.get("query_string", b"").decode("latin-1")
-    for name, value in parse_qsl(query, max_num_fields=20):
+    try:
+        fields = parse_qsl(query, max_num_fields=20)
+    except ValueError:  # more fields than any viewer sends: no ticket, not a crash
+        return ""
+    for name, value in fields:
         if name == "ticket":
             return value
     return ""
