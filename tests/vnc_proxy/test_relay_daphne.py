@@ -256,6 +256,14 @@ def scripted_desktop(make_workspace, launch, user, request):
     session = launch(user, workspace)
     yield desktop_server, session
     desktop_server.close()
+    # A relay stuck writing to a desktop that reads nothing ends only once the desktop goes;
+    # let it write its disconnect before the test's tables are flushed.
+    audited = AuditEntry.objects.filter(resource=f"session:{session.id}")
+    if audited.filter(action="vnc_connect").exists():
+        for _ in range(400):
+            if audited.filter(action="vnc_disconnect").exists():
+                break
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("scripted_desktop", [True], indirect=True)
@@ -278,6 +286,9 @@ async def test_a_browser_that_reads_nothing_does_not_make_the_relay_buffer(
     # the relay would have taken the full 1 GB into its own memory.
     assert desktop_server.sent < 160 * MB
     assert rss_during - rss_before < 64 * MB
+    # The aborted viewer's connection is wound down and audited (and no longer writing when
+    # the test's tables are flushed).
+    assert (await last_audit("vnc_disconnect", session)).details["bytes_to_browser"] > 0
 
 
 @pytest.mark.parametrize("scripted_desktop", [False], indirect=True)
