@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 
 
@@ -76,12 +77,26 @@ def client_from_scope(scope: dict) -> ClientAddress:
 
 
 class TrustedProxyMiddleware:
-    """Rewrites REMOTE_ADDR and the request scheme from a trusted proxy's headers."""
+    """Rewrites REMOTE_ADDR and the request scheme from a trusted proxy's headers.
+
+    Sync and async: it only computes, so an async request never leaves the event loop here.
+    """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        self.resolve(request)
+        return self.get_response(request)  # a coroutine in async mode
+
+    @staticmethod
+    def resolve(request) -> None:
         client = resolve_client(
             request.META.get("REMOTE_ADDR", ""),
             request.META.get("HTTP_X_FORWARDED_FOR", ""),
@@ -94,7 +109,6 @@ class TrustedProxyMiddleware:
             scope = getattr(request, "scope", None)
             if scope is not None:
                 scope["scheme"] = client.scheme
-        return self.get_response(request)
 
 
 def client_ip(request) -> str:

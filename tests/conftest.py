@@ -9,10 +9,20 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.tokens import issue_tokens
+from streaming.database import close_connections
 from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.secret_scan import assert_no_stored_secret
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_threads_closed(django_db_setup):
+    """The assistant's database threads keep their connections (async tests reach the ORM
+    through them too, tests.support.database.orm); close them before the test database is
+    dropped."""
+    yield
+    close_connections()
 
 
 @pytest.fixture(autouse=True)

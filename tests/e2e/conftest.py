@@ -8,14 +8,11 @@ process (a separate process on the same test database) sees it.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import socket
-import subprocess
 import threading
 from importlib import import_module
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -28,7 +25,8 @@ from audit.services import SYSTEM
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
 from tests.streaming.fakes import FakeProvider
-from tests.support.processes import PYTHON, ROOT, free_port, running
+from tests.support import processes
+from tests.support.processes import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,15 +43,6 @@ SCREENSHOTS = ROOT / "test-results" / "screenshots"
 TIMEOUT_MS = 20_000
 
 
-def _database_url(db: dict) -> str:
-    auth = quote(db.get("USER") or "", safe="")
-    if db.get("PASSWORD"):
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    host = db.get("HOST") or "127.0.0.1"
-    port = db.get("PORT") or 5432
-    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
-
-
 @pytest.fixture(scope="session")
 def fake_openai():
     """An OpenAI-compatible streaming server on loopback, for assistants whose provider is
@@ -66,30 +55,22 @@ def fake_openai():
 @pytest.fixture(scope="session")
 def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
     """Daphne serving the whole app (pages, API, relay) from the pytest-django test database."""
-    port = free_port()
     runtime = tmp_path_factory.mktemp("runtime")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": _database_url(settings.DATABASES["default"]),
-        "SESSION_COOKIE_SECURE": "0",  # plain http on loopback
-        "WORKGATE_LOCAL_DESKTOP": "1",
+    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
+    with processes.daphne(
+        log,
+        SESSION_COOKIE_SECURE="0",  # plain http on loopback
+        WORKGATE_LOCAL_DESKTOP="1",
         # A shell that reads no rc files: the machine's own (pyenv init and the like) can take
         # many seconds to show a prompt, and the tests type into it.
-        "WORKGATE_LOCAL_DESKTOP_COMMAND": "xterm -e bash --norc --noprofile",
-        "WORKGATE_TRUSTED_NETWORKS": "127.0.0.0/8,::1/128",
-        "WORKGATE_RUNTIME_DIR": str(runtime),
-        "OPENAI_BASE_URL": f"{fake_openai.base_url}/v1",
-        "OPENAI_API_KEY": "test-key",
-        "WORKGATE_AI_PROVIDER": "builtin",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"]
-    with (
-        log.open("wb") as out,
-        running(argv, port=port, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT),
-    ):
+        WORKGATE_LOCAL_DESKTOP_COMMAND="xterm -e bash --norc --noprofile",
+        WORKGATE_TRUSTED_NETWORKS="127.0.0.0/8,::1/128",
+        WORKGATE_RUNTIME_DIR=str(runtime),
+        OPENAI_BASE_URL=f"{fake_openai.base_url}/v1",
+        OPENAI_API_KEY="test-key",
+        WORKGATE_AI_PROVIDER="builtin",
+        PYTHONUNBUFFERED="1",
+    ) as port:
         yield port
     # Desktops outlive the server that started them (by design); none of ours may outlive the run.
     root = str(runtime.resolve())

@@ -7,47 +7,26 @@ tests that create users are `transaction=True`: their rows are committed, visibl
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
-from django.db import connection
 
 from streaming.database import close_connections
 from tests.conftest import token_for
 from tests.socketio.support import GatedOpenAI, Polling, Server
-from tests.support.processes import PYTHON, ROOT, free_port, running
+from tests.support import processes
 
 # Short enough that the heartbeat tests finish in about a second, long enough for loopback.
 FAST_PING_INTERVAL_MS = 400
 FAST_PING_TIMEOUT_MS = 300
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @contextlib.contextmanager
 def daphne(log_path, **environment) -> Iterator[Server]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": settings.REDIS_URL,
-        **environment,
-    }
-    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"]
-    with (
-        open(log_path, "ab") as log,
-        running(argv, port=port, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT),
-    ):
+    with processes.daphne(log_path, **{"REDIS_URL": settings.REDIS_URL, **environment}) as port:
         yield Server(port)
 
 

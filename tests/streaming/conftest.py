@@ -14,21 +14,12 @@ import pytest
 from django.test import AsyncClient
 
 from accounts.tokens import issue_tokens
-from streaming.database import close_connections, in_db_thread
 from streaming.models import Assistant, Institution, Membership
 from tests.streaming.fakes import FakeProvider
 from workspaces.models import Workspace
 
 STREAM_URL = "/api/ai/personal-stream/qanda-stream"
 QANDA_URL = "/api/ai/personal/qanda"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _assistant_connections_closed(django_db_setup):
-    """The assistant's database threads keep their connections; close them before the test
-    database is dropped."""
-    yield
-    close_connections()
 
 
 @dataclass
@@ -59,12 +50,6 @@ def parse_sse(raw: bytes) -> tuple[list[dict], list[str]]:
         assert block.startswith("data: ") and "\n" not in block, block
         events.append(json.loads(block[len("data: ") :]))
     return events, comments
-
-
-async def orm(function, *args, **kwargs):
-    """Run ORM code from an async test the way the assistant does: in its database threads,
-    which close their connections (the test database can then be dropped)."""
-    return await in_db_thread(function)(*args, **kwargs)
 
 
 def auth_headers(user, *, mfa: bool = False) -> dict:

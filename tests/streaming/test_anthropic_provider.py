@@ -7,7 +7,6 @@ import json
 import pytest
 
 from streaming.models import History
-from tests.streaming.conftest import orm
 from tests.streaming.fakes import (
     Reply,
     anthropic_end,
@@ -18,6 +17,7 @@ from tests.streaming.fakes import (
     anthropic_tool_block,
 )
 from tests.streaming.test_sse_builtin import assert_contract
+from tests.support.database import orm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

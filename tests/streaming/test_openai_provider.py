@@ -7,7 +7,6 @@ import json
 import pytest
 
 from streaming.models import History
-from tests.streaming.conftest import orm
 from tests.streaming.fakes import (
     Reply,
     openai_chunk,
@@ -16,6 +15,7 @@ from tests.streaming.fakes import (
     openai_tool_reply,
 )
 from tests.streaming.test_sse_builtin import assert_contract
+from tests.support.database import orm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

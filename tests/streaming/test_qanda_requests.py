@@ -12,7 +12,7 @@ import pytest
 from streaming import engine, tools
 from streaming.events import DisplayInfo
 from streaming.models import Assistant, Conversation, History, Institution
-from tests.streaming.conftest import orm
+from tests.support.database import orm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ import pytest
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from streaming.models import History
-from tests.streaming.conftest import orm
+from tests.support.database import orm
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

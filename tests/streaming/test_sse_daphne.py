@@ -8,53 +8,29 @@ request, and record what it had with status cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import time
 
 import httpx
 import pytest
-from django.conf import settings
 
 from streaming.models import History
-from tests.streaming.conftest import auth_headers, orm, parse_sse
+from tests.streaming.conftest import auth_headers, parse_sse
 from tests.streaming.fakes import Reply, openai_chunk
-from tests.support.processes import ROOT, free_port, running
+from tests.support import processes
+from tests.support.database import orm
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STREAM_PATH = "/api/ai/personal-stream/qanda-stream"
 
 
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{credentials}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture(scope="module")
 def daphne(django_db_setup, _openai_server, tmp_path_factory):
     """One Daphne process on the test database, with the fake OpenAI server as its provider."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": _database_url(),
-        "OPENAI_BASE_URL": _openai_server.base_url + "/v1",
-        "OPENAI_API_KEY": "sk-test-openai",
-    }
     log = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    argv = [ROOT / ".venv/bin/daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"]
-    with open(log, "wb") as output, contextlib.ExitStack() as stack:
-        try:
-            # A generous start-up time: the suite may share a busy machine.
-            server = running(
-                argv, port=port, env=env, cwd=ROOT, stdout=output, stderr=output, timeout=60
-            )
-            stack.enter_context(server)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"daphne did not start: {log.read_text()[-3000:]}") from exc
+    provider = {"OPENAI_BASE_URL": _openai_server.base_url + "/v1", "OPENAI_API_KEY": "sk-test"}
+    with processes.daphne(log, **provider) as port:
         yield f"http://127.0.0.1:{port}"
 
 

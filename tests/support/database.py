@@ -6,6 +6,8 @@ import time
 
 from django.db import connection
 
+from streaming.database import in_db_thread
+
 _BUSY_OTHERS = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid()
@@ -29,3 +31,9 @@ def wait_until_other_connections_are_idle(timeout: float = 15.0) -> None:
             if cursor.fetchone()[0] == 0:
                 return
         time.sleep(0.05)
+
+
+async def orm(function, *args, **kwargs):
+    """Run ORM code from an async test the way the assistant does: in its database threads,
+    which close their connections (the test database can then be dropped)."""
+    return await in_db_thread(function)(*args, **kwargs)

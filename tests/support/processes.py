@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -67,3 +68,42 @@ def running(
         yield proc
     finally:
         stop(proc)
+
+
+def test_database_url() -> str:
+    """pytest-django's test database as a DATABASE_URL, for server processes the tests start."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    auth = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    return (
+        f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    )
+
+
+@contextlib.contextmanager
+def daphne(log_path: Path, *, timeout: float = 60.0, **environment: str) -> Iterator[int]:
+    """A Daphne process serving the whole app from the test database; yields its port.
+
+    Its output goes to `log_path`, and the tail of it into the error if it does not start
+    (the timeout is generous: the suite may share a busy machine).
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": test_database_url(),
+        **environment,
+    }
+    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"]
+    with open(log_path, "ab") as log, contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                running(argv, port=port, env=env, cwd=ROOT, stdout=log, stderr=log, timeout=timeout)
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            tail = Path(log_path).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"daphne did not start: {tail}") from exc
+        yield port
