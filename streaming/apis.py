@@ -53,12 +53,24 @@ cancels the turn."""
 class AsyncApiView(APIView):
     """An APIView whose handlers are coroutines, for responses that stream.
 
-    DRF's dispatch is synchronous. Here authentication and permission checks, which read the
-    database, run in the assistant's database threads, and the handler runs on the event loop,
-    so it may return a StreamingHttpResponse over an async generator.
+    DRF's dispatch is synchronous. Here the request's checks run in one call to the assistant's
+    database threads: DRF's (authentication, permissions), then the view's own `admit(request)`
+    (rate limit, validation, preparation), whose result the handler finds in `self.admitted`.
+    The handler runs on the event loop, so it may return a StreamingHttpResponse over an async
+    generator.
     """
 
     view_is_async = True
+    admitted = None
+
+    def admit(self, request):
+        """The view's own checks, after DRF's; raise to refuse. Runs in a database thread."""
+        return None
+
+    def _checks(self, request, handler, *args, **kwargs):
+        self.initial(request, *args, **kwargs)
+        # Only the view's own (async) handlers; DRF's OPTIONS or a 405 need no admission.
+        return self.admit(request) if inspect.iscoroutinefunction(handler) else None
 
     async def dispatch(self, request, *args, **kwargs):
         self.args, self.kwargs = args, kwargs
@@ -66,9 +78,10 @@ class AsyncApiView(APIView):
         self.request = request
         self.headers = self.default_response_headers
         try:
-            await in_db_thread(self.initial)(request, *args, **kwargs)
             method = request.method.lower()
             handler = getattr(self, method, None) if method in self.http_method_names else None
+            checks = in_db_thread(self._checks)
+            self.admitted = await checks(request, handler, *args, **kwargs)
             response = (handler or self.http_method_not_allowed)(request, *args, **kwargs)
             if inspect.isawaitable(response):
                 response = await response
@@ -100,9 +113,6 @@ def _prepare(request, *, with_socket: bool = False) -> tuple[TurnRequest, str]:
     return turn, (args.get("socketId") or "") if with_socket else ""
 
 
-_prepare_in_db_thread = in_db_thread(_prepare)
-
-
 class StreamNegotiation(DefaultContentNegotiation):
     """Whatever the client accepts (SSE clients send `Accept: text/event-stream`): the stream
     itself is not a DRF response, and refusals before it are JSON in the one error shape."""
@@ -114,6 +124,9 @@ class StreamNegotiation(DefaultContentNegotiation):
 class QandaStreamApi(AsyncApiView):
     audience = RUNTIME
     content_negotiation_class = StreamNegotiation
+
+    def admit(self, request):
+        return _prepare(request)
 
     @extend_schema(
         tags=["assistant"],
@@ -127,12 +140,15 @@ class QandaStreamApi(AsyncApiView):
         summary="Ask the assistant; the answer streams as Server-Sent Events",
     )
     async def post(self, request):
-        turn, _ = await _prepare_in_db_thread(request)
+        turn, _ = self.admitted
         return sse_response(run_turn(turn))
 
 
 class QandaApi(AsyncApiView):
     audience = RUNTIME
+
+    def admit(self, request):
+        return _prepare(request, with_socket=True)
 
     @extend_schema(
         tags=["assistant"],
@@ -143,7 +159,7 @@ class QandaApi(AsyncApiView):
         "socket; `streamingFailed: true` says it could not.",
     )
     async def post(self, request):
-        turn, socket_id = await _prepare_in_db_thread(request, with_socket=True)
+        turn, socket_id = self.admitted
         async with contextlib.AsyncExitStack() as stack:
             sink = None
             if socket_id:
