@@ -106,17 +106,23 @@ def prepare_database(env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def daphne(env: dict[str, str], *, backlog: int = 2048) -> Iterator[tuple[str, int]]:
-    """One Daphne process on a free loopback port: yields (base URL, pid)."""
+def daphne(
+    env: dict[str, str],
+    *,
+    app: str = "config.asgi:application",
+    cwd: Path = ROOT,
+    backlog: int = 2048,
+) -> Iterator[tuple[str, int]]:
+    """One Daphne process serving `app` on a free loopback port: yields (base URL, pid)."""
     port = free_port()
     # Twisted's default listen backlog is 50: a burst of connections would wait on SYN retries,
     # measuring the kernel's queue instead of the server.
     endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"
     with running(
-        [DAPHNE, "-e", endpoint, "config.asgi:application"],
+        [DAPHNE, "-e", endpoint, app],
         port=port,
-        env=env,
-        cwd=ROOT,
+        env={**env, "PYTHONPATH": os.pathsep.join([str(cwd), env.get("PYTHONPATH", "")])},
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
     ) as proc:
         yield f"http://127.0.0.1:{port}", proc.pid
