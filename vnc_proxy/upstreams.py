@@ -195,6 +195,15 @@ class _HookedClientConnection(ClientConnection):
         self.hooks.on_resume()
 
 
+class _connect_here_only(connect):
+    """websockets' connect without following redirects. The desktop's address is the admin's
+    choice; a redirect would take the session's Basic credentials and the user's screen to
+    wherever whoever answers at that address says. A 3xx is refused like any other status."""
+
+    def process_redirect(self, exc: Exception) -> Exception:
+        return exc
+
+
 class WebSocketUpstream(_FlowHooks):
     kind = "websocket"
 
@@ -222,7 +231,7 @@ class WebSocketUpstream(_FlowHooks):
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
         try:
-            connection = await connect(
+            connection = await _connect_here_only(
                 url,
                 additional_headers=headers,
                 subprotocols=["binary"],
