@@ -9,7 +9,10 @@ for these things only:
 - write flow control: a push producer registered on the transport, which Twisted pauses when
   more than its buffer size is waiting for the browser and resumes once it has drained;
 - read flow control: `pauseProducing()` / `resumeProducing()` on the transport, which stop and
-  restart reading from the browser's socket while the desktop is not keeping up;
+  restart reading from the browser's socket while the desktop is not keeping up; while reading
+  is paused Twisted cannot see the browser leave, so every PEER_CHECK_SECONDS the socket is
+  polled (without reading) and pinged (see `_check_peer`), and a browser that left is
+  disconnected;
 - closing with a code (1011 included) and a reason;
 - the hot path (see docs/benchmarks.md, "VNC relay"): outgoing binary frames written to the
   socket directly when Twisted has nothing queued, and incoming plain binary frames read
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import select
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +39,8 @@ from zope.interface import implementer
 
 WRITE_BUFFER = 512 * 1024  # bytes waiting for the browser before the desktop is paused
 REASON_LIMIT = 123  # bytes: a close frame's payload is at most 125, two of them the code
+PEER_CHECK_SECONDS = 1.0  # while reading from the browser is paused
+_HUNG_UP = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -181,6 +187,7 @@ class DaphneBrowser(AsgiBrowser):
         self._protocol = protocol
         self._drained: asyncio.Future | None = None
         self._reading_paused = False
+        self._peer_check: asyncio.TimerHandle | None = None
         self._socket = None
         self.on_drained: Callable[[], None] | None = None
 
@@ -273,11 +280,43 @@ class DaphneBrowser(AsgiBrowser):
         if not self._reading_paused and self._protocol.transport is not None:
             self._reading_paused = True
             self._protocol.transport.pauseProducing()
+            self._watch_peer()
 
     def resume_reading(self) -> None:
+        if self._peer_check is not None:
+            self._peer_check.cancel()
+            self._peer_check = None
         if self._reading_paused and self._protocol.transport is not None:
             self._reading_paused = False
             self._protocol.transport.resumeProducing()
+
+    def _watch_peer(self) -> None:
+        if self._socket is not None:  # plain TCP (TLS is terminated by the proxy in front)
+            loop = asyncio.get_running_loop()
+            self._peer_check = loop.call_later(PEER_CHECK_SECONDS, self._check_peer)
+
+    def _check_peer(self) -> None:
+        """Paused, Twisted reads nothing and so cannot see the browser leave. A browser that
+        closed its socket with data still unsent has its FIN queued behind that data, which
+        waits for us to read; but its kernel answers anything we send with a reset. So: look
+        at the socket without reading, and ping. A browser that left is disconnected (Daphne
+        then delivers websocket.disconnect and the relay winds down); its unread bytes are of
+        no use now. A browser that is still there answers the ping later, as usual."""
+        self._peer_check = None
+        if not self._reading_paused or self._protocol.transport is None:
+            return
+        poller = select.poll()
+        try:
+            poller.register(self._socket, select.POLLRDHUP)
+            hung_up = any(events & _HUNG_UP for _, events in poller.poll(0))
+        except (OSError, ValueError):  # already closed
+            hung_up = True
+        if hung_up:
+            self._protocol.transport.abortConnection()
+            return
+        with contextlib.suppress(Exception):  # autobahn refuses once closing; then no ping
+            self._protocol.sendPing()
+        self._watch_peer()
 
     # IPushProducer: Twisted calls these about the transport's write buffer.
 

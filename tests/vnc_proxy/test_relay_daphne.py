@@ -315,6 +315,30 @@ async def test_a_desktop_that_reads_nothing_does_not_make_the_relay_buffer(
     assert rss_during - rss_before < 64 * MB
 
 
+@pytest.mark.parametrize("scripted_desktop", [False], indirect=True)
+async def test_a_browser_that_leaves_while_its_desktop_reads_nothing_is_let_go(
+    daphnes, scripted_desktop, ticket_for, user
+):
+    """Reading from the browser is paused while the desktop is stuck, so Twisted would never
+    see the browser leave; the relay looks for it and winds the connection down."""
+    (port, _log), _ = daphnes
+    _desktop_server, session = scripted_desktop
+    body = await db(ticket_for)(user, session.runtime_id)
+
+    async with viewer(ws_url(body, port)) as ws:
+        assert (await ws.recv()).startswith(b"RFB")
+        with contextlib.suppress(TimeoutError):
+            while True:  # until the relay stops reading from this browser
+                await asyncio.wait_for(ws.send(b"\1" * MB), 3)
+        ws.transport.abort()
+
+    # Written within seconds, while the stuck desktop is still connected (before the fix the
+    # relay waited for the desktop to go, at the end of the test).
+    disconnect = await last_audit("vnc_disconnect", session)
+    assert disconnect.details["closed_by"] == "browser"
+    assert disconnect.details["bytes_to_desktop"] > 0
+
+
 @pytest.mark.parametrize("scripted_desktop", ["echo"], indirect=True)
 async def test_every_byte_arrives_in_order_however_the_browser_frames_it(
     daphnes, scripted_desktop, ticket_for, user
