@@ -2,14 +2,17 @@
 
 Each desktop lives in a private directory (0700) under WORKGATE_RUNTIME_DIR holding its X
 authority cookie and its RFB password file (both 0600): no secret is ever on a command line,
-where any local user could read it with ps. Xvfb leads a process group that x11vnc and the
-desktop program join; the group id and the directory are kept in the session's
-`provisioner_state`, so any server process on this host can stop what another one started.
+where any local user could read it with ps. Xvfb, x11vnc and the desktop program each start in
+a session of their own, outside the server's: nothing on the desktop shares the server's
+process group or can reach its controlling terminal (under `make run`, the developer's). The
+directory is kept in the session's `provisioner_state`, so any server process on this host can
+stop what another one started.
 
-Every process of a desktop also carries WORKGATE_DESKTOP_DIR=<its directory> in its environment.
-Before signalling a group this module checks that a process carrying that mark is in it, so a
-process group id recycled by the kernel for someone else's processes is never killed, and a
-process that left the group (setsid) is still found.
+Every process of a desktop carries WORKGATE_DESKTOP_DIR=<its directory> in its environment, and
+its children inherit it: stopping a desktop signals the process group of every process carrying
+its mark, and each such process on its own. Only groups with a marked process in them are
+signalled, so a group id recycled by the kernel for someone else's processes is never killed,
+and a process that left its group (setsid) is still found.
 """
 
 from __future__ import annotations
@@ -167,11 +170,11 @@ def _start_desktop(session, directory: Path, geometry: Geometry, command: list[s
     env = _desktop_env(directory, xauthority)
     deadline = time.monotonic() + START_TIMEOUT
 
-    xvfb, display = _start_xvfb(directory, geometry, xauthority, env, deadline)
-    state = {"pgid": xvfb.pid, "dir": str(directory), "display": display}
+    display = _start_xvfb(directory, geometry, xauthority, env, deadline)
+    state = {"dir": str(directory), "display": display}
     _remember(session, state)  # from here on, any process can find and stop this desktop
 
-    port = _start_x11vnc(directory, display, xauthority, rfbauth, env, xvfb.pid, deadline)
+    port = _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline)
     state["port"] = port
     if command:
         home = env.get("HOME", "")
@@ -183,7 +186,7 @@ def _start_desktop(session, directory: Path, geometry: Geometry, command: list[s
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                process_group=xvfb.pid,
+                start_new_session=True,
             )
         _children.append(desktop)
     _remember(session, state)
@@ -204,7 +207,7 @@ def _desktop_env(directory: Path, xauthority: Path) -> dict[str, str]:
     return env
 
 
-def _start_xvfb(directory, geometry, xauthority, env, deadline) -> tuple[subprocess.Popen, int]:
+def _start_xvfb(directory, geometry, xauthority, env, deadline) -> int:
     """Xvfb picks a free display itself and writes its number to a pipe once it takes clients."""
     read_end, write_end = os.pipe()
     try:
@@ -228,7 +231,7 @@ def _start_xvfb(directory, geometry, xauthority, env, deadline) -> tuple[subproc
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_end,),
-                process_group=0,  # a new group, led by Xvfb, that the rest of the desktop joins
+                start_new_session=True,
             )
         _children.append(xvfb)
         os.close(write_end)
@@ -248,10 +251,10 @@ def _start_xvfb(directory, geometry, xauthority, env, deadline) -> tuple[subproc
         os.close(read_end)
         if write_end >= 0:
             os.close(write_end)
-    return xvfb, int(answer.strip())
+    return int(answer.strip())
 
 
-def _start_x11vnc(directory, display, xauthority, rfbauth, env, pgid, deadline) -> int:
+def _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline) -> int:
     for _attempt in range(PORT_ATTEMPTS):
         port = _free_port()
         with open(directory / "x11vnc.log", "ab") as log:
@@ -279,7 +282,7 @@ def _start_x11vnc(directory, display, xauthority, rfbauth, env, pgid, deadline) 
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                process_group=pgid,
+                start_new_session=True,
             )
         _children.append(x11vnc)
         while time.monotonic() < deadline:
@@ -378,9 +381,9 @@ def _marked_processes() -> dict[str, list[tuple[int, int]]]:
 def _stop_desktop_in(directory: Path) -> None:
     """End every process of the desktop living in `directory`, then delete the directory.
 
-    Each marked process's whole group is signalled (Xvfb leads the group that x11vnc and the
-    desktop program joined; the program's own children are in it too), and each marked process
-    on its own in case it left the group.
+    Each marked process's whole group is signalled (Xvfb, x11vnc and the desktop program each
+    lead one; the program's own children are in its group unless they made their own), and
+    each marked process on its own in case it left its group.
     """
     members = _marked_processes().get(str(directory), [])
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -12,6 +12,7 @@ import pytest
 from django.db import connection
 
 from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners import local_desktop
 from sessions_app.provisioners.local_desktop import vnc_password_file
 from tests.support.processes import ROOT
 from tests.vnc_proxy.conftest import (
@@ -27,30 +28,27 @@ from tests.vnc_proxy.rfb import RfbClient
 pytestmark = [pytest.mark.integration, needs_desktops]
 
 
-def group_members(pgid: int) -> dict[int, tuple[str, bytes, bytes]]:
-    """Live processes of a group: {pid: (command, cmdline, environ)}."""
-    members = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def desktop_processes(directory) -> dict[int, dict]:
+    """Live processes carrying a desktop's mark: {pid: command, cmdline, environ, session, tty}."""
+    processes = {}
+    for pid, _group in local_desktop._marked_processes().get(str(directory), []):
         try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
             fields = stat[stat.rfind(b")") + 2 :].split()
-            if int(fields[2]) != pgid or fields[0] == b"Z":
-                continue
-            command = Path(f"/proc/{entry}/comm").read_text().strip()
-            members[int(entry)] = (
-                command,
-                Path(f"/proc/{entry}/cmdline").read_bytes(),
-                Path(f"/proc/{entry}/environ").read_bytes(),
-            )
+            processes[pid] = {
+                "command": Path(f"/proc/{pid}/comm").read_text().strip(),
+                "cmdline": Path(f"/proc/{pid}/cmdline").read_bytes(),
+                "environ": Path(f"/proc/{pid}/environ").read_bytes(),
+                "session": int(fields[3]),
+                "tty": int(fields[4]),
+            }
         except (OSError, IndexError):
             continue
-    return members
+    return processes
 
 
 @pytest.mark.django_db
-def test_a_desktop_runs_in_its_own_group_with_its_secrets_in_private_files(
+def test_a_desktop_runs_outside_the_servers_session_with_its_secrets_in_private_files(
     desktops, make_workspace, launch, user, settings, monkeypatch
 ):
     settings.WORKGATE_LOCAL_DESKTOP_COMMAND = "xterm -geometry 80x24"
@@ -68,12 +66,17 @@ def test_a_desktop_runs_in_its_own_group_with_its_secrets_in_private_files(
     assert len(session.rfb_password) == 8
     assert session.upstream_kind == "tcp"
     assert session.upstream_target == f"127.0.0.1:{state['port']}"
-    members = group_members(state["pgid"])
-    assert sorted(command for command, _, _ in members.values()) == ["Xvfb", "x11vnc", "xterm"]
-    for _command, cmdline, environ in members.values():
-        assert session.rfb_password.encode() not in cmdline
-        assert b"server-secret-that-must-not-leak" not in environ
-        assert b"WORKGATE_ENCRYPTION_KEY" not in environ and b"DATABASE_URL" not in environ
+    processes = desktop_processes(directory)
+    assert {"Xvfb", "x11vnc", "xterm"} <= {process["command"] for process in processes.values()}
+    for pid, process in processes.items():
+        # Not in the server's session or group, and no controlling terminal to reach.
+        assert process["session"] != os.getsid(0)
+        assert os.getpgid(pid) != os.getpgid(0)
+        assert process["tty"] == 0
+        assert session.rfb_password.encode() not in process["cmdline"]
+        assert b"server-secret-that-must-not-leak" not in process["environ"]
+        assert b"WORKGATE_ENCRYPTION_KEY" not in process["environ"]
+        assert b"DATABASE_URL" not in process["environ"]
 
 
 def test_the_password_file_is_what_x11vnc_itself_writes(tmp_path):
@@ -90,8 +93,8 @@ def test_another_process_stops_the_desktop_from_the_database_alone(
     desktops, make_workspace, launch, user
 ):
     session = launch(user, make_workspace())
-    pgid, directory = session.provisioner_state["pgid"], Path(session.provisioner_state["dir"])
-    assert group_members(pgid)
+    directory = Path(session.provisioner_state["dir"])
+    assert desktop_processes(directory)
     db_settings = connection.settings_dict
     script = (
         "import django; django.setup()\n"
@@ -113,7 +116,7 @@ def test_another_process_stops_the_desktop_from_the_database_alone(
 
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=60)
 
-    assert group_members(pgid) == {}
+    assert desktop_processes(directory) == {}
     assert not directory.exists()
 
 
@@ -124,14 +127,14 @@ def test_desktops_orphaned_by_a_crash_are_cleaned_up_at_the_next_start(
     orphan = launch(user, make_workspace())
     # The server died before it could stop the desktop, and the session ended meanwhile.
     WorkspaceSession.objects.filter(pk=orphan.pk).update(status="terminated")
-    pgid, directory = orphan.provisioner_state["pgid"], Path(orphan.provisioner_state["dir"])
-    assert group_members(pgid)
+    directory = Path(orphan.provisioner_state["dir"])
+    assert desktop_processes(directory)
 
     fresh = launch(user, make_workspace())
 
-    assert group_members(pgid) == {}
+    assert desktop_processes(directory) == {}
     assert not directory.exists()
-    assert group_members(fresh.provisioner_state["pgid"])
+    assert desktop_processes(fresh.provisioner_state["dir"])
 
 
 @pytest.mark.django_db
@@ -139,13 +142,13 @@ def test_stopping_a_session_ends_its_desktop(
     desktops, make_workspace, launch, api, user, django_capture_on_commit_callbacks
 ):
     session = launch(user, make_workspace())
-    pgid, directory = session.provisioner_state["pgid"], Path(session.provisioner_state["dir"])
+    directory = Path(session.provisioner_state["dir"])
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/workspaces/{session.workspace_id}/stop")
 
     assert response.status_code == 200
-    assert group_members(pgid) == {}
+    assert desktop_processes(directory) == {}
     assert not directory.exists()
 
 
