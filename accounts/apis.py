@@ -12,7 +12,7 @@ from accounts import serializers as s
 from accounts.models import User
 from accounts.selectors import profile_data
 from accounts.services import AuthError, mfa_setup, mfa_verify, user_sign_in
-from accounts.tokens import new_access_token
+from accounts.tokens import issued_under_current_password, new_access_token
 from audit.services import Origin
 from config.ratelimit import enforce, key_by_ip
 
@@ -70,6 +70,8 @@ class RefreshApi(APIView):
         user = User.objects.filter(pk=refresh.get("user_id"), is_active=True).first()
         if user is None:
             raise AuthError("The account is inactive or no longer exists.", "user_inactive")
+        if not issued_under_current_password(refresh, user):
+            raise AuthError("The password has changed; sign in again.", "password_changed")
         access = new_access_token(user, mfa=bool(refresh.get("mfa", False)))
         return Response(
             {

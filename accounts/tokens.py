@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 
 def new_access_token(user, *, mfa: bool) -> AccessToken:
@@ -29,6 +31,14 @@ def issue_tokens(user, *, mfa: bool) -> dict:
         "refresh": str(refresh),
         "expiresInSec": settings.WORKGATE_ACCESS_TOKEN_TTL,
     }
+
+
+def issued_under_current_password(token: Token, user) -> bool:
+    """Whether `token` was issued before the user's password last changed (then it is void).
+
+    The access-token check is simplejwt's own (CHECK_REVOKE_TOKEN); refresh goes through here.
+    """
+    return token.get(api_settings.REVOKE_TOKEN_CLAIM) == get_md5_hash_password(user.password)
 
 
 # Set by the sign-in page: whether the browser session's sign-in verified a one-time code.

@@ -135,3 +135,24 @@ def test_refresh_refuses_a_deactivated_user(anon, user):
     response = anon.post("/api/auth/refresh", {"refresh": tokens["refresh"]}, format="json")
 
     assert response.status_code == 401
+
+
+def test_a_password_change_ends_every_token_issued_before_it(anon, user):
+    before = sign_in(anon, "alice@example.com").json()
+    user.set_password("a brand new passphrase")
+    user.save()
+
+    me = anon.get("/api/auth/me", HTTP_X_ACCESS_TOKEN=before["token"])
+    refreshed = anon.post("/api/auth/refresh", {"refresh": before["refresh"]}, format="json")
+    ticket = anon.post(
+        "/api/agents/workspace/ticket",
+        {"workspaceId": "anything"},
+        format="json",
+        HTTP_AUTHORIZATION=f"Bearer {before['token']}",
+    )
+
+    assert (me.status_code, me.json()["code"]) == (401, "password_changed")
+    assert (refreshed.status_code, refreshed.json()["code"]) == (401, "password_changed")
+    assert (ticket.status_code, ticket.json()["code"]) == (401, "password_changed")
+    after = sign_in(anon, "alice@example.com", password="a brand new passphrase").json()
+    assert anon.get("/api/auth/me", HTTP_X_ACCESS_TOKEN=after["token"]).status_code == 200

@@ -7,6 +7,7 @@ import time
 import jwt
 import pytest
 from django.conf import settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.tokens import new_access_token
 from tests.conftest import PASSWORD
@@ -39,6 +40,7 @@ def _claims(user, **overrides):
         "jti": "0123456789abcdef",
         "user_id": str(user.pk),
         "mfa": False,
+        "hash_password": get_md5_hash_password(user.password),
     }
     claims.update(overrides)
     return {key: value for key, value in claims.items() if value is not None}
