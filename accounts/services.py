@@ -160,8 +160,12 @@ def mfa_setup(*, user) -> dict:
         profile.totp_secret = pyotp.random_base32()
         profile.totp_last_step = 0
         profile.save(update_fields=["totp_secret", "totp_last_step"])
-    uri = pyotp.TOTP(profile.totp_secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
-    return {"secret": profile.totp_secret, "otpauth_uri": uri}
+    return {"secret": profile.totp_secret, "otpauth_uri": totp_uri(user, profile.totp_secret)}
+
+
+def totp_uri(user, secret: str) -> str:
+    """The otpauth:// URI an authenticator app takes (as a QR code or a link) for `secret`."""
+    return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
 
 
 def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import time
 from urllib.parse import urlencode
 
+import segno
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
@@ -26,6 +29,9 @@ from accounts.models import User
 from accounts.selectors import profile_of
 from accounts.services import (
     AuthError,
+    mfa_setup,
+    mfa_verify,
+    totp_uri,
     user_check_otp,
     user_check_password,
     user_record_sign_in,
@@ -33,6 +39,7 @@ from accounts.services import (
 )
 from accounts.tokens import SESSION_MFA_KEY, request_mfa
 from audit.services import Origin
+from config.exceptions import APIError
 from config.ratelimit import RateLimited, enforce, key_by_ip
 
 # Between the password and the one-time code, the session holds who passed the first factor.
@@ -183,3 +190,59 @@ def admin_login(request, extra_context=None):
             return redirect(next_url)
         raise PermissionDenied("Administration is for administrators.")
     return redirect(f"{reverse('login')}?{urlencode({'next': next_url})}")
+
+
+def _qr_svg(uri: str) -> str:
+    """The otpauth:// URI as an inline SVG QR code, drawn on the server (no script needed)."""
+    return segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff")
+
+
+def _enrolment(request, form: OtpForm) -> dict:
+    """What the page shows while a secret is waiting for its first code."""
+    user = request.user
+    secret = profile_of(user).totp_secret
+    uri = totp_uri(user, secret)
+    return {
+        "form": form,
+        "secret_groups": [secret[index : index + 4] for index in range(0, len(secret), 4)],
+        "otpauth_uri": uri,
+        "qr_svg": mark_safe(_qr_svg(uri)),  # noqa: S308 - segno's own markup, no user input
+    }
+
+
+@login_required
+@sensitive_post_parameters("otp")
+@never_cache
+@require_http_methods(["GET", "POST"])
+def mfa_page(request):
+    """Two-step sign-in for the signed-in person: start (a new secret, shown as a QR code and
+    as text), then confirm with a first code (MFA is on from then on). The same services as
+    /api/auth/mfa/setup and /verify; a GET never changes anything."""
+    profile = profile_of(request.user)
+    context = {"profile": profile}
+    action = request.POST.get("action") if request.method == "POST" else None
+    if action == "start":
+        try:
+            mfa_setup(user=request.user)
+        except APIError as exc:
+            messages.error(request, str(exc.detail))
+            return redirect("account-mfa")
+        context.update(_enrolment(request, OtpForm()))
+    elif action == "verify" and profile.totp_secret and not profile.mfa_enabled:
+        form = OtpForm(request.POST)
+        if form.is_valid():
+            try:
+                mfa_verify(
+                    user=request.user,
+                    otp=form.cleaned_data["otp"].strip(),
+                    origin=Origin.of(request),
+                )
+            except APIError as exc:
+                form.add_error("otp", str(exc.detail))
+            else:
+                # The code just proved the second factor: this session counts as verified.
+                request.session[MFA_VERIFIED_KEY] = True
+                messages.success(request, "Two-step sign-in is on.")
+                return redirect("account-mfa")
+        context.update(_enrolment(request, form))
+    return render(request, "accounts/mfa.html", context)

@@ -11,6 +11,7 @@ from workspaces import views as workspaces
 urlpatterns = [
     path("login", accounts.login_page, name="login"),
     path("logout", accounts.logout_page, name="logout"),
+    path("account/mfa", accounts.mfa_page, name="account-mfa"),
     path("", workspaces.catalog, name="catalog"),
     path("workspaces/<str:workspace_id>/launch", workspaces.launch, name="workspace-launch"),
     path("workspaces/<str:workspace_id>/stop", workspaces.stop, name="workspace-stop"),

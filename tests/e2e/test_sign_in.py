@@ -58,3 +58,25 @@ def test_a_person_with_mfa_signs_in_with_a_one_time_code(page, user, screenshot)
     page.get_by_text("You are signed out.").wait_for()
     page.goto("/sessions")
     assert "/login" in page.url
+
+
+def test_a_person_turns_on_two_step_sign_in_from_the_page(page, user, screenshot):
+    fill_password(page, user.email)
+    page.get_by_role("heading", name="Workspaces").wait_for()
+
+    page.get_by_role("link", name=user.email).click()
+    page.get_by_role("heading", name="Two-step sign-in").wait_for()
+    page.get_by_role("button", name="Set up").click()
+    page.locator(".qr svg").wait_for()
+    screenshot(page, "mfa-setup")
+    uri = page.get_by_role("link", name="Open in an authenticator app").get_attribute("href")
+    secret = pyotp.parse_uri(uri).secret
+    assert page.locator("code.secret").inner_text().replace(" ", "") == secret
+
+    page.get_by_label("One-time code").fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Turn on").click()
+
+    page.get_by_text("Two-step sign-in is on.").wait_for()
+    screenshot(page, "mfa-on")
+    assert Profile.objects.get(user=user).mfa_enabled is True
+    assert AuditEntry.objects.filter(action="mfa_enabled", actor=user).exists()

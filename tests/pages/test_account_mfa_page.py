@@ -1,0 +1,96 @@
+"""/account/mfa: a signed-in person turns on two-step sign-in from the pages (the same services as
+/api/auth/mfa/setup and /verify), and their next sign-in asks for the code."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pyotp
+import pytest
+from django.test import Client
+
+from accounts.models import Profile
+from accounts.views import MFA_VERIFIED_KEY
+from audit.models import AuditEntry
+from sessions_app.models import WorkspaceSession
+from tests.conftest import PASSWORD
+from tests.pages.test_catalog_page import make_web_workspace
+
+pytestmark = pytest.mark.django_db
+
+PAGE = "/account/mfa"
+
+
+def shown_secret(page) -> str:
+    uri = re.search(r'href="(otpauth://[^"]+)"', page.content.decode()).group(1)
+    return parse_qs(urlsplit(uri.replace("&amp;", "&")).query)["secret"][0]
+
+
+def test_looking_at_the_page_changes_nothing(browser_for, user):
+    page = browser_for(user).get(PAGE)
+
+    assert page.status_code == 200
+    assert b"Off." in page.content and b"Set up" in page.content
+    assert not Profile.objects.filter(user=user).exclude(totp_secret="").exists()
+
+
+def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(browser_for, user):
+    client = browser_for(user)
+
+    started = client.post(PAGE, {"action": "start"})
+    assert started.status_code == 200
+    assert b"<svg" in started.content  # the QR code, drawn on the server
+    secret = shown_secret(started)
+    assert secret.encode()[:4] in started.content  # and the key, for typing by hand
+    assert Profile.objects.get(user=user).mfa_enabled is False  # not before a code
+
+    wrong = client.post(PAGE, {"action": "verify", "otp": "000000"})
+    assert b"The one-time code is not valid." in wrong.content
+    assert shown_secret(wrong) == secret  # the same key, to try again
+    assert Profile.objects.get(user=user).mfa_enabled is False
+
+    turned_on = client.post(
+        PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()}, follow=True
+    )
+    assert b"Two-step sign-in is on." in turned_on.content
+    assert b"On since" in turned_on.content
+    profile = Profile.objects.get(user=user)
+    assert profile.mfa_enabled and profile.totp_secret == secret
+    assert client.session[MFA_VERIFIED_KEY] is True  # the code just proved the second factor
+    enabled = AuditEntry.objects.get(action="mfa_enabled")
+    assert (enabled.actor_id, enabled.success) == (user.pk, True)
+    # This session may now launch what needs a verified second factor.
+    assert client.post(f"/workspaces/{make_web_workspace().id}/launch").status_code == 302
+    assert WorkspaceSession.objects.get().mfa_verified is True
+
+
+def test_the_next_sign_in_asks_for_the_code(browser_for, user):
+    client = browser_for(user)
+    secret = shown_secret(client.post(PAGE, {"action": "start"}))
+    client.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
+
+    fresh = Client()
+    step = fresh.post("/login", {"email": user.email, "password": PASSWORD})
+
+    assert step.status_code == 200
+    assert b"Two-step verification" in step.content
+    assert "_auth_user_id" not in fresh.session
+
+
+def test_an_account_with_mfa_on_cannot_rebind_it_from_the_page(browser_for, user, enable_mfa):
+    secret = enable_mfa(user)
+
+    response = browser_for(user, mfa=True).post(PAGE, {"action": "start"}, follow=True)
+
+    assert b"MFA is already enabled for this account." in response.content
+    assert Profile.objects.get(user=user).totp_secret == secret
+
+
+def test_the_page_is_for_signed_in_people_and_its_posts_are_csrf_checked(user):
+    assert Client().get(PAGE)["Location"].startswith("/login")
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    assert client.post(PAGE, {"action": "start"}).status_code == 403
+    assert not Profile.objects.filter(user=user).exclude(totp_secret="").exists()
