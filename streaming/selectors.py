@@ -43,6 +43,21 @@ def assistant_usable(user, assistant_id, *, institution: Institution | None) -> 
     return assistant
 
 
+def assistants_usable(user) -> QuerySet[Assistant]:
+    """Every assistant `user` may pick (for the page's picker), by name: the same rules as
+    `assistant_usable` with no institution named. The turn itself is checked by that function."""
+    shared = Q(status=Assistant.Status.ACTIVE) | Q(
+        status=Assistant.Status.UNPUBLISHED, owner_id=user.pk
+    )
+    reachable = Q(institution__isnull=True) | Q(institution__memberships__user=user)
+    return (
+        Assistant.objects.filter(shared & reachable)
+        .select_related("institution")
+        .distinct()
+        .order_by("name", "id")
+    )
+
+
 def conversation_context(conversation: Conversation | None) -> list[tuple[str, str]]:
     """The conversation's last complete turns as (question, answer) pairs, oldest first."""
     if conversation is None:

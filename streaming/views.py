@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
 from streaming.models import Conversation, History
+from streaming.selectors import assistants_usable
 
 CONVERSATIONS_SHOWN = 50
 TURNS_SHOWN = 100
@@ -53,6 +54,8 @@ def assistant(request):
             "-created_at", "-id"
         )[:TURNS_SHOWN]
         turns = [_turn(history) for history in reversed(recent)]
+    assistants = list(assistants_usable(request.user))
+    chosen = current.assistant_id if current is not None else None
     return render(
         request,
         "streaming/assistant.html",
@@ -60,5 +63,7 @@ def assistant(request):
             "conversations": conversations[:CONVERSATIONS_SHOWN],
             "current": current,
             "turns": turns,
+            "assistants": assistants,
+            "chosen_assistant": chosen if any(a.pk == chosen for a in assistants) else None,
         },
     )

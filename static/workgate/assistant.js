@@ -15,6 +15,7 @@ const input = form.querySelector("textarea");
 const sendButton = form.querySelector("[data-send]");
 const stopButton = form.querySelector("[data-stop]");
 const status = chat.querySelector("[data-chat-status]");
+const picker = chat.querySelector("[data-assistant]"); // absent when only the default exists
 const template = document.querySelector("#turn-template");
 
 let controller = null;
@@ -216,6 +217,8 @@ async function ask(question) {
         requestArgs: {
           selectedCourse: course,
           userTimezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+          // The picked assistant; the conversation remembers it for its next turns.
+          ...(picker && picker.value ? { assistantId: picker.value } : {}),
         },
       }),
     });

@@ -95,3 +95,31 @@ def test_stop_aborts_a_streaming_answer_and_the_turn_is_saved_as_cancelled(
     history = History.objects.get(user=user)
     assert history.completion == "One, two, "
     assert fake_openai.client_left.wait(5)  # the provider request was cancelled too
+
+
+def test_a_picked_assistant_answers_and_the_conversation_keeps_it(page, user, fake_openai):
+    fake_openai.reset()
+    fake_openai.script(
+        Reply(
+            events=[
+                openai_chunk({"role": "assistant", "content": ""}),
+                openai_chunk({"content": "Hello from the picked one."}),
+                openai_chunk({}, finish="stop"),
+            ]
+        )
+    )
+    picked = Assistant.objects.create(name="Picked", provider="openai", model="gpt-test")
+    sign_in(page, user)
+    page.goto("/assistant")
+
+    page.get_by_label("Assistant", exact=True).select_option(label="Picked")
+    ask(page, "Who are you?")
+
+    turn = page.locator("article.turn").last
+    turn.and_(page.locator('[data-status="complete"]')).wait_for()
+    assert turn.locator(".answer").inner_text() == "Hello from the picked one."
+    history = History.objects.get(user=user)
+    assert (history.assistant_id, history.provider) == (picked.pk, "openai")
+    assert Conversation.objects.get(user=user).assistant_id == picked.pk
+    page.reload()
+    assert page.get_by_label("Assistant", exact=True).input_value() == str(picked.pk)

@@ -56,3 +56,28 @@ def test_nobody_sees_another_persons_conversation(browser_for, user, other_user)
     make_turn(user, chat, inputs=["my secret question"])
     html = browser_for(other_user).get("/assistant", {"course": "c-1"}).content.decode()
     assert "Private" not in html and "my secret question" not in html
+
+
+def test_the_picker_lists_usable_assistants_and_preselects_the_conversations(
+    browser_for, user, other_user
+):
+    from streaming.models import Assistant
+
+    helper = Assistant.objects.create(name="Desk helper", provider="builtin")
+    Assistant.objects.create(
+        name="Someone's draft", provider="builtin", status="unpublished", owner=other_user
+    )
+    Conversation.objects.create(user=user, course_id="c1", course_name="Desk", assistant=helper)
+    client = browser_for(user)
+
+    fresh = client.get("/assistant").content.decode()
+    in_conversation = client.get("/assistant?course=c1").content.decode()
+
+    assert '<option value="">Workgate (default)</option>' in fresh
+    assert f'<option value="{helper.pk}">Desk helper</option>' in fresh
+    assert "Someone&#x27;s draft" not in fresh and "Someone's draft" not in fresh
+    assert f'<option value="{helper.pk}" selected>Desk helper</option>' in in_conversation
+
+
+def test_without_assistants_there_is_no_picker(browser_for, user):
+    assert b"data-assistant" not in browser_for(user).get("/assistant").content
