@@ -34,7 +34,8 @@ def issue_tokens(user, *, mfa: bool) -> dict:
 
 
 def issued_under_current_password(token: Token, user) -> bool:
-    """Whether `token` was issued before the user's password last changed (then it is void).
+    """Whether `token` was issued under the user's current password hash (else it is void: the
+    password changed, or Django rehashed it with stronger parameters at a sign-in).
 
     The access-token check is simplejwt's own (CHECK_REVOKE_TOKEN); refresh goes through here.
     """

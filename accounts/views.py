@@ -194,7 +194,9 @@ def admin_login(request, extra_context=None):
 
 def _qr_svg(uri: str) -> str:
     """The otpauth:// URI as an inline SVG QR code, drawn on the server (no script needed)."""
-    return segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff")
+    return segno.make(uri, error="m").svg_inline(
+        scale=5, dark="#111", light="#fff", title="QR code for your authenticator app"
+    )
 
 
 def _enrolment(request, form: OtpForm) -> dict:
@@ -210,24 +212,47 @@ def _enrolment(request, form: OtpForm) -> dict:
     }
 
 
+class ConfirmPasswordForm(forms.Form):
+    password = forms.CharField(
+        label="Your password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+
 @login_required
-@sensitive_post_parameters("otp")
+@sensitive_post_parameters("password", "otp")
 @never_cache
 @require_http_methods(["GET", "POST"])
 def mfa_page(request):
-    """Two-step sign-in for the signed-in person: start (a new secret, shown as a QR code and
-    as text), then confirm with a first code (MFA is on from then on). The same services as
-    /api/auth/mfa/setup and /verify; a GET never changes anything."""
+    """Two-step sign-in for the signed-in person: start (with the password again, then a new
+    secret shown as a QR code and as text), then confirm with a first code (MFA is on from then
+    on). The same services as /api/auth/mfa/setup and /verify; a GET never changes anything.
+
+    The password is asked again so that a stolen session cookie alone cannot bind the thief's
+    authenticator and make the session count as verified by a second factor.
+    """
     profile = profile_of(request.user)
-    context = {"profile": profile}
+    context = {"profile": profile, "password_form": ConfirmPasswordForm()}
     action = request.POST.get("action") if request.method == "POST" else None
     if action == "start":
-        try:
-            mfa_setup(user=request.user)
-        except APIError as exc:
-            messages.error(request, str(exc.detail))
-            return redirect("account-mfa")
-        context.update(_enrolment(request, OtpForm()))
+        form = ConfirmPasswordForm(request.POST)
+        context["password_form"] = form
+        if form.is_valid() and not _rate_limited(request, form):
+            try:
+                user_check_password(
+                    email=request.user.email,
+                    password=form.cleaned_data["password"],
+                    origin=Origin.of(request),
+                )
+                mfa_setup(user=request.user)
+            except AuthError:
+                form.add_error("password", "The password is not correct.")
+            except APIError as exc:
+                messages.error(request, str(exc.detail))
+                return redirect("account-mfa")
+            else:
+                context.update(_enrolment(request, OtpForm()))
     elif action == "verify" and profile.totp_secret and not profile.mfa_enabled:
         form = OtpForm(request.POST)
         if form.is_valid():
@@ -240,7 +265,8 @@ def mfa_page(request):
             except APIError as exc:
                 form.add_error("otp", str(exc.detail))
             else:
-                # The code just proved the second factor: this session counts as verified.
+                # Password and code just proved both factors: a new session key, verified.
+                request.session.cycle_key()
                 request.session[MFA_VERIFIED_KEY] = True
                 messages.success(request, "Two-step sign-in is on.")
                 return redirect("account-mfa")

@@ -66,8 +66,15 @@ class SessionMiddleware(OnTheLoop, sessions.SessionMiddleware):
 
 class CsrfViewMiddleware(OnTheLoop, csrf.CsrfViewMiddleware):
     # The token lives in a cookie (CSRF_USE_SESSIONS is off), so no hook reads the database.
-    async def process_view(self, request, callback, callback_args, callback_kwargs):
-        return super().process_view(request, callback, callback_args, callback_kwargs)
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        if self.async_mode:  # Django awaits a coroutine process_view inline, else hops
+            check = self.process_view
+
+            async def process_view(request, callback, callback_args, callback_kwargs):
+                return check(request, callback, callback_args, callback_kwargs)
+
+            self.process_view = process_view
 
 
 class AuthenticationMiddleware(OnTheLoop, auth.AuthenticationMiddleware):

@@ -40,7 +40,8 @@ from zope.interface import implementer
 WRITE_BUFFER = 512 * 1024  # bytes waiting for the browser before the desktop is paused
 REASON_LIMIT = 123  # bytes: a close frame's payload is at most 125, two of them the code
 PEER_CHECK_SECONDS = 1.0  # while reading from the browser is paused
-_HUNG_UP = select.POLLRDHUP | select.POLLHUP | select.POLLERR
+_RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux; elsewhere the ping's reset still shows
+_HUNG_UP = _RDHUP | select.POLLHUP | select.POLLERR
 
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -291,9 +292,8 @@ class DaphneBrowser(AsgiBrowser):
             self._protocol.transport.resumeProducing()
 
     def _watch_peer(self) -> None:
-        if self._socket is not None:  # plain TCP (TLS is terminated by the proxy in front)
-            loop = asyncio.get_running_loop()
-            self._peer_check = loop.call_later(PEER_CHECK_SECONDS, self._check_peer)
+        loop = asyncio.get_running_loop()
+        self._peer_check = loop.call_later(PEER_CHECK_SECONDS, self._check_peer)
 
     def _check_peer(self) -> None:
         """Paused, Twisted reads nothing and so cannot see the browser leave. A browser that
@@ -305,12 +305,14 @@ class DaphneBrowser(AsgiBrowser):
         self._peer_check = None
         if not self._reading_paused or self._protocol.transport is None:
             return
-        poller = select.poll()
-        try:
-            poller.register(self._socket, select.POLLRDHUP)
-            hung_up = any(events & _HUNG_UP for _, events in poller.poll(0))
-        except (OSError, ValueError):  # already closed
-            hung_up = True
+        hung_up = False
+        if self._socket is not None:  # plain TCP; behind TLS, the ping's write error tells
+            poller = select.poll()
+            try:
+                poller.register(self._socket, _RDHUP)
+                hung_up = any(events & _HUNG_UP for _, events in poller.poll(0))
+            except (OSError, ValueError):  # already closed
+                hung_up = True
         if hung_up:
             self._protocol.transport.abortConnection()
             return
@@ -333,6 +335,9 @@ class DaphneBrowser(AsgiBrowser):
 
     def stopProducing(self) -> None:
         self.closed = True
+        if self._peer_check is not None:
+            self._peer_check.cancel()
+            self._peer_check = None
         self.resumeProducing()
 
 

@@ -66,6 +66,7 @@ def test_a_person_turns_on_two_step_sign_in_from_the_page(page, user, screenshot
 
     page.get_by_role("link", name=user.email).click()
     page.get_by_role("heading", name="Two-step sign-in").wait_for()
+    page.get_by_label("Your password").fill(PASSWORD)
     page.get_by_role("button", name="Set up").click()
     page.locator(".qr svg").wait_for()
     screenshot(page, "mfa-setup")

@@ -37,8 +37,9 @@ def test_looking_at_the_page_changes_nothing(browser_for, user):
 
 def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(browser_for, user):
     client = browser_for(user)
+    session_key = client.session.session_key
 
-    started = client.post(PAGE, {"action": "start"})
+    started = client.post(PAGE, {"action": "start", "password": PASSWORD})
     assert started.status_code == 200
     assert b"<svg" in started.content  # the QR code, drawn on the server
     secret = shown_secret(started)
@@ -57,7 +58,8 @@ def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(b
     assert b"On since" in turned_on.content
     profile = Profile.objects.get(user=user)
     assert profile.mfa_enabled and profile.totp_secret == secret
-    assert client.session[MFA_VERIFIED_KEY] is True  # the code just proved the second factor
+    assert client.session[MFA_VERIFIED_KEY] is True  # password and code: both factors
+    assert client.session.session_key != session_key  # and a new session key for it
     enabled = AuditEntry.objects.get(action="mfa_enabled")
     assert (enabled.actor_id, enabled.success) == (user.pk, True)
     # This session may now launch what needs a verified second factor.
@@ -67,7 +69,7 @@ def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(b
 
 def test_the_next_sign_in_asks_for_the_code(browser_for, user):
     client = browser_for(user)
-    secret = shown_secret(client.post(PAGE, {"action": "start"}))
+    secret = shown_secret(client.post(PAGE, {"action": "start", "password": PASSWORD}))
     client.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
 
     fresh = Client()
@@ -81,7 +83,9 @@ def test_the_next_sign_in_asks_for_the_code(browser_for, user):
 def test_an_account_with_mfa_on_cannot_rebind_it_from_the_page(browser_for, user, enable_mfa):
     secret = enable_mfa(user)
 
-    response = browser_for(user, mfa=True).post(PAGE, {"action": "start"}, follow=True)
+    response = browser_for(user, mfa=True).post(
+        PAGE, {"action": "start", "password": PASSWORD}, follow=True
+    )
 
     assert b"MFA is already enabled for this account." in response.content
     assert Profile.objects.get(user=user).totp_secret == secret
@@ -92,5 +96,18 @@ def test_the_page_is_for_signed_in_people_and_its_posts_are_csrf_checked(user):
 
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
-    assert client.post(PAGE, {"action": "start"}).status_code == 403
+    assert client.post(PAGE, {"action": "start", "password": PASSWORD}).status_code == 403
     assert not Profile.objects.filter(user=user).exclude(totp_secret="").exists()
+
+
+def test_starting_asks_for_the_password_again(browser_for, user):
+    """A stolen session cookie alone must not bind the thief's authenticator."""
+    client = browser_for(user)
+
+    refused = client.post(PAGE, {"action": "start", "password": "not the password"})
+
+    assert b"The password is not correct." in refused.content
+    assert b"otpauth://" not in refused.content
+    assert not Profile.objects.filter(user=user).exclude(totp_secret="").exists()
+    failed = AuditEntry.objects.get(action="login_failed")
+    assert (failed.actor_id, failed.success) == (user.pk, False)
