@@ -16,13 +16,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from django.conf import settings
-from django.db import connection
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
-from tests.support.processes import PYTHON, ROOT, free_port, running
+from tests.support import processes
+from tests.support.processes import ROOT, free_port, running
 from tests.vnc_proxy.conftest import GEOMETRY, db, needs_desktops
 from tests.vnc_proxy.rfb import RfbClient
 
@@ -34,49 +34,17 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def daphnes(django_db_setup, tmp_path_factory):
     """Two Daphne processes on the test database and this suite's Redis; their ports and logs."""
-    db_settings = connection.settings_dict
-    database_url = "postgres://{user}{password}@{host}:{port}/{name}".format(
-        user=db_settings["USER"] or "postgres",
-        password=f":{db_settings['PASSWORD']}" if db_settings["PASSWORD"] else "",
-        host=db_settings["HOST"] or "127.0.0.1",
-        port=db_settings["PORT"] or 5432,
-        name=db_settings["NAME"],
-    )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": database_url,
+    logs = tmp_path_factory.mktemp("daphne")
+    environment = {
         "REDIS_URL": settings.REDIS_URL,
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",  # the access log goes to stdout
     }
-    logs = tmp_path_factory.mktemp("daphne")
     with contextlib.ExitStack() as stack:
         servers = []
         for index in range(2):
-            port = free_port()
             log = logs / f"daphne-{index}.log"
-            stack.enter_context(
-                running(
-                    [
-                        PYTHON,
-                        "-m",
-                        "daphne",
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        port,
-                        "config.asgi:application",
-                    ],
-                    port=port,
-                    cwd=ROOT,
-                    env=env,
-                    stdout=stack.enter_context(open(log, "wb")),
-                    stderr=subprocess.STDOUT,
-                    timeout=60,
-                )
-            )
-            servers.append((port, log))
+            servers.append((stack.enter_context(processes.daphne(log, **environment)), log))
         yield servers
 
 
