@@ -47,6 +47,21 @@ def desktop_processes(directory) -> dict[int, dict]:
     return processes
 
 
+def in_sessions(sessions: set[int]) -> list[int]:
+    """Live processes in any of these sessions, found without the desktop's own mark lookup."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if fields[0] != b"Z" and int(fields[3]) in sessions:
+                found.append(int(entry))
+    return found
+
+
 @pytest.mark.django_db
 def test_a_desktop_runs_outside_the_servers_session_with_its_secrets_in_private_files(
     desktops, make_workspace, launch, user, settings, monkeypatch
@@ -94,7 +109,8 @@ def test_another_process_stops_the_desktop_from_the_database_alone(
 ):
     session = launch(user, make_workspace())
     directory = Path(session.provisioner_state["dir"])
-    assert desktop_processes(directory)
+    sessions = {process["session"] for process in desktop_processes(directory).values()}
+    assert in_sessions(sessions)
     db_settings = connection.settings_dict
     script = (
         "import django; django.setup()\n"
@@ -117,6 +133,7 @@ def test_another_process_stops_the_desktop_from_the_database_alone(
     subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, timeout=60)
 
     assert desktop_processes(directory) == {}
+    assert in_sessions(sessions) == []
     assert not directory.exists()
 
 
@@ -143,12 +160,14 @@ def test_stopping_a_session_ends_its_desktop(
 ):
     session = launch(user, make_workspace())
     directory = Path(session.provisioner_state["dir"])
+    sessions = {process["session"] for process in desktop_processes(directory).values()}
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/workspaces/{session.workspace_id}/stop")
 
     assert response.status_code == 200
     assert desktop_processes(directory) == {}
+    assert in_sessions(sessions) == []
     assert not directory.exists()
 
 
