@@ -176,9 +176,22 @@ def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
         if not profile.totp_secret:
             raise Conflict("Start with POST /api/auth/mfa/setup.", "mfa_not_started")
         failure = _consume_otp(profile, otp)
-        if failure is not None:
-            raise APIError(400, "The one-time code is not valid.", failure)
-        profile.mfa_enabled = True
-        profile.mfa_enabled_at = timezone.now()
-        profile.save(update_fields=["mfa_enabled", "mfa_enabled_at"])
-        audit.record(action="mfa_enabled", actor=user, resource=f"user:{user.pk}", origin=origin)
+        if failure is None:
+            profile.mfa_enabled = True
+            profile.mfa_enabled_at = timezone.now()
+            profile.save(update_fields=["mfa_enabled", "mfa_enabled_at"])
+            audit.record(
+                action="mfa_enabled", actor=user, resource=f"user:{user.pk}", origin=origin
+            )
+            return
+    # A wrong first code changes nothing but is on the record, like a wrong sign-in code.
+    with transaction.atomic():
+        audit.record(
+            action="mfa_enabled",
+            actor=user,
+            resource=f"user:{user.pk}",
+            details={"reason": failure},
+            origin=origin,
+            success=False,
+        )
+    raise APIError(400, "The one-time code is not valid.", failure)

@@ -67,7 +67,9 @@ def test_a_wrong_code_does_not_enable_mfa(api, user):
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_otp"
     assert Profile.objects.get(user=user).mfa_enabled is False
-    assert not AuditEntry.objects.filter(action="mfa_enabled").exists()
+    refused = AuditEntry.objects.get(action="mfa_enabled")  # on the record, as refused
+    assert (refused.actor_id, refused.success) == (user.pk, False)
+    assert refused.details == {"reason": "invalid_otp"}
 
 
 def test_setup_is_refused_once_mfa_is_enabled(api, user):

@@ -50,6 +50,8 @@ def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(b
     assert b"The one-time code is not valid." in wrong.content
     assert shown_secret(wrong) == secret  # the same key, to try again
     assert Profile.objects.get(user=user).mfa_enabled is False
+    refused = AuditEntry.objects.get(action="mfa_enabled")
+    assert (refused.success, refused.details) == (False, {"reason": "invalid_otp"})
 
     turned_on = client.post(
         PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()}, follow=True
@@ -60,8 +62,8 @@ def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(b
     assert profile.mfa_enabled and profile.totp_secret == secret
     assert client.session[MFA_VERIFIED_KEY] is True  # password and code: both factors
     assert client.session.session_key != session_key  # and a new session key for it
-    enabled = AuditEntry.objects.get(action="mfa_enabled")
-    assert (enabled.actor_id, enabled.success) == (user.pk, True)
+    enabled = AuditEntry.objects.get(action="mfa_enabled", success=True)
+    assert enabled.actor_id == user.pk
     # This session may now launch what needs a verified second factor.
     assert client.post(f"/workspaces/{make_web_workspace().id}/launch").status_code == 302
     assert WorkspaceSession.objects.get().mfa_verified is True
