@@ -14,6 +14,7 @@ from accounts.selectors import profile_data
 from accounts.services import AuthError, mfa_setup, mfa_verify, user_sign_in
 from accounts.tokens import issued_under_current_password, new_access_token
 from audit.services import Origin
+from config.authentication import AccessTokenAuthentication
 from config.ratelimit import enforce, key_by_ip
 
 ERRORS = {400: s.ErrorOutput, 401: s.ErrorOutput, 403: s.ErrorOutput, 429: s.ErrorOutput}
@@ -89,6 +90,10 @@ class MeApi(APIView):
 
 
 class MfaSetupApi(APIView):
+    # A token only (its sign-in took the password), never the session cookie: the pages'
+    # /account/mfa asks for the password itself, and a cookie alone must not bind a factor.
+    authentication_classes = [AccessTokenAuthentication]
+
     @extend_schema(
         tags=["auth"],
         request=None,
@@ -100,6 +105,8 @@ class MfaSetupApi(APIView):
 
 
 class MfaVerifyApi(APIView):
+    authentication_classes = [AccessTokenAuthentication]
+
     @extend_schema(
         tags=["auth"],
         request=s.MfaVerifyInput,
@@ -108,6 +115,7 @@ class MfaVerifyApi(APIView):
             400: s.ErrorOutput,
             401: s.ErrorOutput,
             409: s.ErrorOutput,
+            429: s.ErrorOutput,
         },
         summary="Confirm TOTP enrolment with a current code; MFA is enabled from then on",
     )

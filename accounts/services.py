@@ -175,6 +175,9 @@ def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
             raise Conflict("MFA is already enabled for this account.", "mfa_already_enabled")
         if not profile.totp_secret:
             raise Conflict("Start with POST /api/auth/mfa/setup.", "mfa_not_started")
+        failures = _otp_failures(user, count=False)
+        if failures and failures["count"] >= failures["limit"]:
+            raise RateLimited(wait=max(1, int(failures["time_left"]) + 1))
         failure = _consume_otp(profile, otp)
         if failure is None:
             profile.mfa_enabled = True
@@ -184,7 +187,9 @@ def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
                 action="mfa_enabled", actor=user, resource=f"user:{user.pk}", origin=origin
             )
             return
-    # A wrong first code changes nothing but is on the record, like a wrong sign-in code.
+    # A wrong first code changes nothing but is on the record and counted, like a wrong
+    # sign-in code (the same per-account limit).
+    _otp_failures(user, count=True)
     with transaction.atomic():
         audit.record(
             action="mfa_enabled",

@@ -220,6 +220,19 @@ class ConfirmPasswordForm(forms.Form):
     )
 
 
+# Set by the page's password-checked "Set up", for this session only: what may show the
+# pending secret and confirm it.
+ENROLMENT_KEY = "workgate_mfa_enrolment"
+ENROLMENT_TTL = 600  # seconds to scan the code and type the first one
+
+
+def _enrolling(request) -> bool:
+    started = request.session.get(ENROLMENT_KEY)
+    if not started or started.get("user_id") != request.user.pk:
+        return False
+    return started.get("expires_at", 0) >= time.time()
+
+
 @login_required
 @sensitive_post_parameters("password", "otp")
 @never_cache
@@ -227,10 +240,12 @@ class ConfirmPasswordForm(forms.Form):
 def mfa_page(request):
     """Two-step sign-in for the signed-in person: start (with the password again, then a new
     secret shown as a QR code and as text), then confirm with a first code (MFA is on from then
-    on). The same services as /api/auth/mfa/setup and /verify; a GET never changes anything.
+    on). The same services as /api/auth/mfa/setup and /verify; a GET changes nothing about MFA.
 
-    The password is asked again so that a stolen session cookie alone cannot bind the thief's
-    authenticator and make the session count as verified by a second factor.
+    The password is asked again so that a stolen session cookie alone can neither bind the
+    thief's authenticator nor read a pending secret, nor make the session count as verified by
+    a second factor: only a session that passed the password check here shows the secret and
+    may confirm it (the API takes a token, never the cookie).
     """
     profile = profile_of(request.user)
     context = {"profile": profile, "password_form": ConfirmPasswordForm()}
@@ -252,8 +267,12 @@ def mfa_page(request):
                 messages.error(request, str(exc.detail))
                 return redirect("account-mfa")
             else:
+                request.session[ENROLMENT_KEY] = {
+                    "user_id": request.user.pk,
+                    "expires_at": time.time() + ENROLMENT_TTL,
+                }
                 context.update(_enrolment(request, OtpForm()))
-    elif action == "verify" and profile.totp_secret and not profile.mfa_enabled:
+    elif action == "verify" and _enrolling(request) and not profile.mfa_enabled:
         form = OtpForm(request.POST)
         if form.is_valid():
             try:
@@ -264,8 +283,11 @@ def mfa_page(request):
                 )
             except APIError as exc:
                 form.add_error("otp", str(exc.detail))
+            except RateLimited as exc:
+                form.add_error("otp", f"Too many wrong codes; try again in {exc.wait:.0f} seconds.")
             else:
                 # Password and code just proved both factors: a new session key, verified.
+                request.session.pop(ENROLMENT_KEY, None)
                 request.session.cycle_key()
                 request.session[MFA_VERIFIED_KEY] = True
                 messages.success(request, "Two-step sign-in is on.")

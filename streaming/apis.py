@@ -105,6 +105,7 @@ def _prepare(request, *, with_socket: bool = False) -> tuple[TurnRequest, str]:
         mfa_verified=request_mfa(request),
         institution_public_id=args.get("institutionPublicId"),
         assistant_id=args.get("assistantId"),
+        default_assistant="assistantId" in args and args["assistantId"] is None,
         course_id=course.get("course_id"),
         course_name=course.get("course_name", ""),
         rag_only=args.get("ragOnly", False),

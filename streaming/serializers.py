@@ -32,7 +32,11 @@ class RequestArgsInput(serializers.Serializer):
         required=False, allow_null=True, help_text="The institution (digital twin) to ask in."
     )
     assistantId = serializers.UUIDField(
-        required=False, allow_null=True, help_text="The assistant to use."
+        required=False,
+        allow_null=True,
+        help_text="The assistant to use (the conversation remembers it). Absent: the "
+        "conversation's assistant, else the default; null: the default, and the conversation "
+        "forgets the one it had.",
     )
     selectedCourse = CourseInput(
         required=False, allow_null=True, help_text="The conversation this turn belongs to."

@@ -47,8 +47,10 @@ def conversation_ensure(
     course_name: str,
     institution: Institution | None,
     assistant: Assistant | None,
+    forget_assistant: bool = False,
 ) -> Conversation:
-    """The user's conversation `course_id`, created on first use; a new name is kept."""
+    """The user's conversation `course_id`, created on first use; a new name is kept, a named
+    assistant remembered, and with `forget_assistant` the remembered one dropped."""
     with transaction.atomic():
         conversation, created = Conversation.objects.select_for_update().get_or_create(
             user=user,
@@ -67,6 +69,9 @@ def conversation_ensure(
             if assistant is not None and conversation.assistant_id != assistant.pk:
                 conversation.assistant = assistant
                 changed.append("assistant")
+            elif forget_assistant and conversation.assistant_id is not None:
+                conversation.assistant = None
+                changed.append("assistant")
             conversation.save(update_fields=[*changed, "updated_at"])
         return conversation
 
@@ -79,6 +84,7 @@ def turn_prepare(
     mfa_verified: bool,
     institution_public_id: uuid.UUID | None = None,
     assistant_id: uuid.UUID | None = None,
+    default_assistant: bool = False,
     course_id: str | None = None,
     course_name: str = "",
     rag_only: bool = False,
@@ -88,6 +94,8 @@ def turn_prepare(
 
     403 when the caller is not a member of the named institution (existing or not); 400 when
     the assistant does not exist or is not theirs to use.
+    `default_assistant` (the request said `assistantId: null`): answer with the default
+    assistant and let the conversation forget the one it remembered.
     """
     institution = None
     if institution_public_id is not None:
@@ -109,6 +117,7 @@ def turn_prepare(
             course_name=course_name,
             institution=institution,
             assistant=assistant,
+            forget_assistant=default_assistant,
         )
         if assistant is None and conversation.assistant_id is not None:
             # The course remembers its assistant, if the caller may still use it here.

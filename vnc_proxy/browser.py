@@ -278,7 +278,7 @@ class DaphneBrowser(AsgiBrowser):
             await super().close(code, reason)
 
     def pause_reading(self) -> None:
-        if not self._reading_paused and self._protocol.transport is not None:
+        if not self.closed and not self._reading_paused and self._protocol.transport is not None:
             self._reading_paused = True
             self._protocol.transport.pauseProducing()
             self._watch_peer()
@@ -303,7 +303,7 @@ class DaphneBrowser(AsgiBrowser):
         then delivers websocket.disconnect and the relay winds down); its unread bytes are of
         no use now. A browser that is still there answers the ping later, as usual."""
         self._peer_check = None
-        if not self._reading_paused or self._protocol.transport is None:
+        if self.closed or not self._reading_paused or self._protocol.transport is None:
             return
         hung_up = False
         if self._socket is not None:  # plain TCP; behind TLS, the ping's write error tells

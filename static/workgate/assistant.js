@@ -217,8 +217,8 @@ async function ask(question) {
         requestArgs: {
           selectedCourse: course,
           userTimezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
-          // The picked assistant; the conversation remembers it for its next turns.
-          ...(picker && picker.value ? { assistantId: picker.value } : {}),
+          // The picked assistant (null: the default); the conversation remembers the pick.
+          ...(picker ? { assistantId: picker.value || null } : {}),
         },
       }),
     });

@@ -121,5 +121,6 @@ def test_a_picked_assistant_answers_and_the_conversation_keeps_it(page, user, fa
     history = History.objects.get(user=user)
     assert (history.assistant_id, history.provider) == (picked.pk, "openai")
     assert Conversation.objects.get(user=user).assistant_id == picked.pk
+    page.wait_for_url("**course=*")  # the address names the conversation once the turn is done
     page.reload()
     assert page.get_by_label("Assistant", exact=True).input_value() == str(picked.pk)

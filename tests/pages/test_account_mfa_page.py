@@ -113,3 +113,34 @@ def test_starting_asks_for_the_password_again(browser_for, user):
     assert not Profile.objects.filter(user=user).exclude(totp_secret="").exists()
     failed = AuditEntry.objects.get(action="login_failed")
     assert (failed.actor_id, failed.success) == (user.pk, False)
+
+
+def test_a_session_cookie_alone_can_neither_read_nor_confirm_a_pending_secret(
+    browser_for, user, client_for
+):
+    """The owner started enrolment elsewhere (with a token) and never finished; a thief with
+    only the session cookie gets nothing from the page or the API."""
+    secret = client_for(user).post("/api/auth/mfa/setup").json()["secret"]
+    thief = browser_for(user)
+
+    page = thief.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
+    by_cookie = thief.post("/api/auth/mfa/setup")
+
+    assert b"otpauth://" not in page.content and secret.encode()[:8] not in page.content
+    assert Profile.objects.get(user=user).mfa_enabled is False
+    assert thief.session.get(MFA_VERIFIED_KEY) is False
+    assert by_cookie.status_code == 401
+    assert Profile.objects.get(user=user).totp_secret == secret  # not rebound either
+
+
+def test_wrong_first_codes_are_limited_like_sign_in_codes(browser_for, user):
+    client = browser_for(user)
+    secret = shown_secret(client.post(PAGE, {"action": "start", "password": PASSWORD}))
+    for _ in range(5):
+        client.post(PAGE, {"action": "verify", "otp": "000000"})
+
+    limited = client.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
+
+    assert b"Too many wrong codes" in limited.content
+    assert Profile.objects.get(user=user).mfa_enabled is False
+    assert AuditEntry.objects.filter(action="mfa_enabled", success=False).count() == 5

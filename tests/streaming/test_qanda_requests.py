@@ -302,3 +302,26 @@ async def test_such_a_client_still_gets_refusals_in_the_json_error_shape(ask, us
     streamed = await ask(user, {"inputs": []}, headers={"Accept": "text/event-stream"})
 
     assert_refused(streamed, 400, "invalid")
+
+
+async def test_assistant_id_null_answers_with_the_default_and_the_course_forgets_its_assistant(
+    ask, user, make_assistant
+):
+    assistant = await orm(make_assistant, "builtin", name="Desk helper")
+    course = {"course_id": "c7", "course_name": "Desk"}
+    await ask(
+        user,
+        {
+            "inputs": ["hi"],
+            "requestArgs": {"selectedCourse": course, "assistantId": str(assistant.pk)},
+        },
+    )
+
+    back_to_default = {"selectedCourse": course, "assistantId": None}
+    answered = await ask(user, {"inputs": ["and now?"], "requestArgs": back_to_default})
+    await ask(user, {"inputs": ["still?"], "requestArgs": {"selectedCourse": course}})
+
+    assert answered.types[-2] == "complete"
+    turns = await orm(lambda: list(History.objects.order_by("created_at")))
+    assert [t.assistant_id for t in turns] == [assistant.pk, None, None]
+    assert (await orm(Conversation.objects.get)).assistant_id is None

@@ -161,6 +161,7 @@ def test_stopping_a_session_ends_its_desktop(
     session = launch(user, make_workspace())
     directory = Path(session.provisioner_state["dir"])
     sessions = {process["session"] for process in desktop_processes(directory).values()}
+    assert len(sessions) >= 2 and in_sessions(sessions)  # Xvfb and x11vnc at least
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.post(f"/api/workspaces/{session.workspace_id}/stop")
