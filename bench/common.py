@@ -131,6 +131,30 @@ def daphne(
 # --- Numbers -----------------------------------------------------------------------------------
 
 
+def summary_row(
+    metric: str,
+    value,
+    unit: str,
+    *,
+    anchor: str = "",
+    anchor_value=None,
+    ratio: float | None = None,
+    target: str = "",
+    met: bool | None = None,
+) -> dict:
+    """One row of a script's `summary`, the shape bench/run_all.py prints and writes."""
+    return {
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "anchor": anchor,
+        "anchor_value": anchor_value,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+    }
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile: the smallest value with at least `fraction` of them at or below."""
     if not values:

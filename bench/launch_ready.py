@@ -42,6 +42,7 @@ from common import (
     machine,
     prepare_database,
     server_env,
+    summary_row,
 )
 
 WORKSPACE = "ws-linux-desktop"
@@ -261,40 +262,27 @@ def main() -> None:
         "failures": measured["failures"],
         "machine": machine(),
         "summary": [
-            {
-                "metric": "launch to ready, local desktop p50",
-                "value": launch["p50"],
-                "unit": "ms",
-                "anchor": "same desktop started by hand p50",
-                "anchor_value": bare["p50"],
-                "ratio": ratio,
-                "target": "",
-                "met": None,
-            },
-            {
-                "metric": "launch to ready, local desktop p99",
-                "value": launch["p99"],
-                "unit": "ms",
-                "anchor": "same desktop started by hand p99",
-                "anchor_value": bare["p99"],
-                "ratio": round(launch["p99"] / bare["p99"], 2) if launch["n"] else None,
-                "target": "",
-                "met": None,
-            },
+            summary_row(
+                "launch to ready, local desktop p50",
+                launch["p50"],
+                "ms",
+                anchor="same desktop started by hand p50",
+                anchor_value=bare["p50"],
+                ratio=ratio,
+            ),
+            summary_row(
+                "launch to ready, local desktop p99",
+                launch["p99"],
+                "ms",
+                anchor="same desktop started by hand p99",
+                anchor_value=bare["p99"],
+                ratio=round(launch["p99"] / bare["p99"], 2) if launch["n"] else None,
+            ),
         ],
     }
     if relay is not None:
         results["summary"].append(
-            {
-                "metric": "ready to RFB greeting via ticket + relay p50",
-                "value": relay["p50"],
-                "unit": "ms",
-                "anchor": "",
-                "anchor_value": None,
-                "ratio": None,
-                "target": "",
-                "met": None,
-            }
+            summary_row("ready to RFB greeting via ticket + relay p50", relay["p50"], "ms")
         )
     emit(results, args.json)
 

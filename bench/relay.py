@@ -52,6 +52,7 @@ from common import (
     rss_kib,
     running,
     server_env,
+    summary_row,
 )
 
 MB = 1024 * 1024
@@ -286,18 +287,10 @@ def ticket_url_factory(user, session, port: int):
     return mint
 
 
-def _row(metric, value, unit, *, anchor="", anchor_value=None, target="", met=None):
+def _row(metric, value, unit, *, anchor_value=None, **fields) -> dict:
+    """A summary row whose ratio is value / anchor_value (to three places)."""
     ratio = round(value / anchor_value, 3) if anchor_value else None
-    return {
-        "metric": metric,
-        "value": value,
-        "unit": unit,
-        "anchor": anchor,
-        "anchor_value": anchor_value,
-        "ratio": ratio,
-        "target": target,
-        "met": met,
-    }
+    return summary_row(metric, value, unit, anchor_value=anchor_value, ratio=ratio, **fields)
 
 
 async def measure(paths, args, daphne_pid: int) -> dict:

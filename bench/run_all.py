@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import ROOT, machine
+from common import ROOT, machine, summary_row
 
 RESULTS_DIR = ROOT / ".runtime" / "bench"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -58,19 +58,6 @@ class Outcome:
 # --- Adapters for scripts whose results carry no `summary` ----------------------------------------
 
 
-def _row(metric, value, unit, *, anchor="", anchor_value=None, ratio=None, target="", met=None):
-    return {
-        "metric": metric,
-        "value": value,
-        "unit": unit,
-        "anchor": anchor,
-        "anchor_value": anchor_value,
-        "ratio": ratio,
-        "target": target,
-        "met": met,
-    }
-
-
 def sse_rows(results: dict) -> list[dict]:
     streams = results.get("streams")
     outcomes = results.get("outcomes") or {}
@@ -80,14 +67,14 @@ def sse_rows(results: dict) -> list[dict]:
         "p99"
     )
     return [
-        _row(
+        summary_row(
             f"{streams} concurrent SSE streams complete",
             complete,
             f"of {streams}",
             target="all",
             met=bool(results.get("all_complete")),
         ),
-        _row(
+        summary_row(
             "SSE time to first event p99 (median of 3 bursts)",
             first,
             "ms",
@@ -97,8 +84,8 @@ def sse_rows(results: dict) -> list[dict]:
             target="< 250 ms",
             met=first is not None and first < 250,
         ),
-        _row("SSE server CPU per stream", results.get("server_cpu_ms_per_stream"), "ms"),
-        _row("SSE memory per open stream", results.get("kib_per_open_stream"), "KiB"),
+        summary_row("SSE server CPU per stream", results.get("server_cpu_ms_per_stream"), "ms"),
+        summary_row("SSE memory per open stream", results.get("kib_per_open_stream"), "KiB"),
     ]
 
 

@@ -53,6 +53,7 @@ from common import (
     machine,
     prepare_database,
     server_env,
+    summary_row,
 )
 
 from tests.support.processes import free_port, running
@@ -337,17 +338,8 @@ def summary_rows(median: dict, sockets: int, rate: float) -> list[dict]:
     anchor = "python-socketio + AsyncRedisManager"
     theirs = median["burst"]["python-socketio"]
 
-    def row(metric, value, unit, anchor_value, *, target="", ratio=None, met=None):
-        return {
-            "metric": metric,
-            "value": value,
-            "unit": unit,
-            "anchor": anchor,
-            "anchor_value": anchor_value,
-            "ratio": ratio,
-            "target": target,
-            "met": met,
-        }
+    def row(metric, value, unit, anchor_value, **fields):
+        return summary_row(metric, value, unit, anchor=anchor, anchor_value=anchor_value, **fields)
 
     burst = median["burst"]["workgate"]["events_per_s"]
     ratio = round(burst / theirs["events_per_s"], 2)

@@ -47,6 +47,7 @@ from common import (
     machine,
     prepare_database,
     server_env,
+    summary_row,
 )
 
 ME_PATH = "/api/auth/me"
@@ -322,36 +323,32 @@ def main() -> None:
         "serial_ratio_p50": round(serial["ticket"]["p50"] / serial["trivial"]["p50"], 2),
         "machine": machine(),
         "summary": [
-            {
-                "metric": f"ticket minting p50 ({args.concurrency} connections)",
-                "value": ticket["p50"],
-                "unit": "ms",
-                "anchor": f"GET {ME_PATH} p50",
-                "anchor_value": trivial["p50"],
-                "ratio": ratio_p50,
-                "target": f"<= {TARGET_RATIO:g}x",
-                "met": ratio_p50 <= TARGET_RATIO and ticket["failed"] == 0,
-            },
-            {
-                "metric": "tickets/s (one process)",
-                "value": ticket["rps"],
-                "unit": "/s",
-                "anchor": f"GET {ME_PATH} req/s",
-                "anchor_value": trivial["rps"],
-                "ratio": round(ticket["rps"] / trivial["rps"], 2),
-                "target": "",
-                "met": None,
-            },
-            {
-                "metric": f"ticket minting p99 ({args.concurrency} connections)",
-                "value": ticket["p99"],
-                "unit": "ms",
-                "anchor": f"GET {ME_PATH} p99",
-                "anchor_value": trivial["p99"],
-                "ratio": round(ticket["p99"] / trivial["p99"], 2),
-                "target": "",
-                "met": None,
-            },
+            summary_row(
+                f"ticket minting p50 ({args.concurrency} connections)",
+                ticket["p50"],
+                "ms",
+                anchor=f"GET {ME_PATH} p50",
+                anchor_value=trivial["p50"],
+                ratio=ratio_p50,
+                target=f"<= {TARGET_RATIO:g}x",
+                met=ratio_p50 <= TARGET_RATIO and ticket["failed"] == 0,
+            ),
+            summary_row(
+                "tickets/s (one process)",
+                ticket["rps"],
+                "/s",
+                anchor=f"GET {ME_PATH} req/s",
+                anchor_value=trivial["rps"],
+                ratio=round(ticket["rps"] / trivial["rps"], 2),
+            ),
+            summary_row(
+                f"ticket minting p99 ({args.concurrency} connections)",
+                ticket["p99"],
+                "ms",
+                anchor=f"GET {ME_PATH} p99",
+                anchor_value=trivial["p99"],
+                ratio=round(ticket["p99"] / trivial["p99"], 2),
+            ),
         ],
     }
     emit(results, args.json)
