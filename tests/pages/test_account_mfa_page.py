@@ -15,7 +15,7 @@ from accounts.views import MFA_VERIFIED_KEY
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from tests.conftest import PASSWORD
-from tests.pages.test_catalog_page import make_web_workspace
+from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db
 

@@ -7,24 +7,12 @@ from django.test import override_settings
 
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
-from workspaces.models import Workspace
+from tests.support.workspaces import make_web_workspace
 from workspaces.selectors import workspace_list
 
 pytestmark = pytest.mark.django_db
 
 LOOPBACK = [ip_network("127.0.0.0/8")]
-
-
-def make_web_workspace(**fields) -> Workspace:
-    defaults = {
-        "name": "Wiki",
-        "type": "web",
-        "description": "The team wiki",
-        "url": "https://wiki.example.com/",
-        "connection_type": "web",
-        "requires_netbird": False,
-    }
-    return Workspace.objects.create(**{**defaults, **fields})
 
 
 def messages_of(response) -> list[str]:

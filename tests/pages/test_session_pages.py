@@ -7,21 +7,9 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
-from workspaces.models import Workspace
+from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db
-
-
-def make_workspace(**fields) -> Workspace:
-    defaults = {
-        "name": "Wiki",
-        "type": "web",
-        "description": "The team wiki",
-        "url": "https://wiki.example.com/",
-        "connection_type": "web",
-        "requires_netbird": False,
-    }
-    return Workspace.objects.create(**{**defaults, **fields})
 
 
 def make_session(user, workspace, *, status="ready", minutes_ago=0, **fields):
@@ -44,7 +32,7 @@ def row_order(html: str, sessions) -> list[int]:
 
 
 def test_a_person_sees_only_their_own_sessions_live_first(browser_for, user, other_user):
-    wiki, mail = make_workspace(), make_workspace(name="Mail")
+    wiki, mail = make_web_workspace(), make_web_workspace(name="Mail")
     old_live = make_session(user, wiki, minutes_ago=30)
     recent_ended = make_session(user, mail, status="terminated", minutes_ago=1)
     theirs = make_session(other_user, wiki)
@@ -60,7 +48,7 @@ def test_a_person_sees_only_their_own_sessions_live_first(browser_for, user, oth
 def test_an_admin_sees_everyones_sessions_and_filters_them(
     browser_for, admin_user, user, other_user
 ):
-    wiki = make_workspace()
+    wiki = make_web_workspace()
     mine = make_session(user, wiki)
     theirs = make_session(other_user, wiki, status="terminated")
     client = browser_for(admin_user)
@@ -76,7 +64,7 @@ def test_an_admin_sees_everyones_sessions_and_filters_them(
 
 
 def test_stopping_a_session_from_the_list_terminates_it_and_is_audited(browser_for, user):
-    session = make_session(user, make_workspace())
+    session = make_session(user, make_web_workspace())
     response = browser_for(user).post(f"/sessions/{session.id}/stop", follow=True)
     assert response.redirect_chain == [("/sessions", 302)]
     session.refresh_from_db()
@@ -85,7 +73,7 @@ def test_stopping_a_session_from_the_list_terminates_it_and_is_audited(browser_f
 
 
 def test_nobody_can_stop_someone_elses_session(browser_for, user, other_user):
-    session = make_session(user, make_workspace())
+    session = make_session(user, make_web_workspace())
     response = browser_for(other_user).post(f"/sessions/{session.id}/stop", follow=True)
     assert "Session not found" in next(str(m) for m in response.context["messages"])
     session.refresh_from_db()
@@ -93,14 +81,14 @@ def test_nobody_can_stop_someone_elses_session(browser_for, user, other_user):
 
 
 def test_the_viewer_is_for_the_owner_alone(browser_for, user, other_user, admin_user):
-    session = make_session(user, make_workspace())
+    session = make_session(user, make_web_workspace())
     assert browser_for(user).get(f"/viewer/{session.id}").status_code == 200
     assert browser_for(other_user).get(f"/viewer/{session.id}").status_code == 404
     assert browser_for(admin_user).get(f"/viewer/{session.id}").status_code == 404
 
 
 def test_a_web_workspace_opens_in_a_sandboxed_frame_with_a_new_tab_fallback(browser_for, user):
-    session = make_session(user, make_workspace())
+    session = make_session(user, make_web_workspace())
     html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
     assert '<iframe src="https://wiki.example.com/"' in html
     assert 'sandbox="allow-scripts' in html
@@ -110,7 +98,7 @@ def test_a_web_workspace_opens_in_a_sandboxed_frame_with_a_new_tab_fallback(brow
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "http://[::1"])
 def test_a_workspace_url_that_is_not_plain_http_is_never_framed(browser_for, user, url):
-    session = make_session(user, make_workspace(url=url))
+    session = make_session(user, make_web_workspace(url=url))
     response = browser_for(user).get(f"/viewer/{session.id}")
     assert response.status_code == 200
     html = response.content.decode()
@@ -119,7 +107,7 @@ def test_a_workspace_url_that_is_not_plain_http_is_never_framed(browser_for, use
 
 
 def test_a_desktop_session_loads_novnc_from_the_npm_package(browser_for, user):
-    desktop = make_workspace(name="Desk", type="linux", connection_type="vnc", url="")
+    desktop = make_web_workspace(name="Desk", type="linux", connection_type="vnc", url="")
     session = make_session(user, desktop, upstream_kind="tcp", upstream_target="127.0.0.1:5999")
     html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
     assert '"novnc/": "/static/vendor/novnc/"' in html
@@ -129,7 +117,7 @@ def test_a_desktop_session_loads_novnc_from_the_npm_package(browser_for, user):
 
 
 def test_an_ended_session_shows_that_it_ended(browser_for, user):
-    session = make_session(user, make_workspace(), status="terminated", end_reason="user_stop")
+    session = make_session(user, make_web_workspace(), status="terminated", end_reason="user_stop")
     html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
     assert "Session ended" in html
     assert "<iframe" not in html
