@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from audit.models import AuditEntry
+from config.admin import ViewOnlyAdmin
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ViewOnlyAdmin):
     """Read-only: the audit log is appended by services, never edited by hand."""
 
     list_display = ("created_at", "action", "actor_email", "resource", "success", "ip_address")
@@ -12,12 +13,3 @@ class AuditEntryAdmin(admin.ModelAdmin):
     search_fields = ("actor_email", "action", "resource", "ip_address")
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in AuditEntry._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -6,12 +6,14 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from audit.services import Origin
+from config.admin import ViewOnlyAdmin
 from sessions_app.models import WorkspaceSession
 from sessions_app.services import EndReason, session_terminate
 
 
 @admin.register(WorkspaceSession)
-class WorkspaceSessionAdmin(admin.ModelAdmin):
+class WorkspaceSessionAdmin(ViewOnlyAdmin):
+    # Viewing only; the Terminate action is the one way an administrator changes a session.
     list_display = (
         "id",
         "user",
@@ -67,13 +69,3 @@ class WorkspaceSessionAdmin(admin.ModelAdmin):
 
     def has_terminate_permission(self, request) -> bool:
         return request.user.has_perm("sessions_app.change_workspacesession")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        # Viewing only; the action above is the one way an administrator changes a session.
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from config.admin import ViewOnlyAdmin
 from streaming.models import Assistant, Conversation, History, Institution, Membership
 
 
@@ -44,7 +45,7 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(History)
-class HistoryAdmin(admin.ModelAdmin):
+class HistoryAdmin(ViewOnlyAdmin):
     """Read-only: a turn is a record of what happened."""
 
     list_display = ["created_at", "user", "status", "provider", "model", "latency_ms"]
@@ -52,12 +53,3 @@ class HistoryAdmin(admin.ModelAdmin):
     search_fields = ["user__email", "prompt", "completion"]
     date_hierarchy = "created_at"
     list_select_related = ["user"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
