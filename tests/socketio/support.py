@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import httpx
 import socketio
 from aiohttp import web
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.streaming.fakes import LoopbackServer, openai_chunk, openai_event, openai_usage
 from tests.support.processes import ROOT
@@ -228,3 +230,27 @@ def openai_text(*pieces: str) -> list[str]:
     events = [openai_chunk({"role": "assistant", "content": ""})]
     events += [piece if piece == GATE else openai_chunk({"content": piece}) for piece in pieces]
     return [*events, openai_chunk(finish="stop"), openai_usage(10, 5), openai_event("[DONE]")]
+
+
+def websocket_url(server: Server, **query) -> str:
+    """The Engine.IO v4 WebSocket endpoint of `server` with `query` added."""
+    params = "&".join(f"{key}={value}" for key, value in {"EIO": 4, **query}.items())
+    return f"{server.ws_endpoint}?{params}"
+
+
+async def receive(websocket) -> str:
+    return await asyncio.wait_for(websocket.recv(), WAIT)
+
+
+async def close_code_after(server: Server, packet: str) -> int:
+    """Connect over WebSocket, join the default namespace, send `packet`: the close code."""
+    async with connect(websocket_url(server, transport="websocket")) as websocket:
+        await receive(websocket)
+        await websocket.send("40")
+        await receive(websocket)
+        await websocket.send(packet)
+        try:
+            answer = await receive(websocket)
+        except ConnectionClosed as closed:
+            return closed.rcvd.code
+    raise AssertionError(f"the server answered {answer!r} instead of closing")

@@ -10,8 +10,7 @@ from websockets.asyncio.client import connect
 
 from accounts.tokens import issue_tokens
 from streaming.socketio.sink import SocketStream
-from tests.socketio.support import NodeClient, PythonClient
-from tests.socketio.test_websocket import _recv, _url
+from tests.socketio.support import NodeClient, PythonClient, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -139,9 +138,9 @@ async def test_a_socket_cannot_be_registered_to_a_second_user(server, token, oth
 
 
 async def test_a_namespace_other_than_the_root_is_refused(server, token):
-    async with connect(_url(server, transport="websocket")) as websocket:
-        await _recv(websocket)
+    async with connect(websocket_url(server, transport="websocket")) as websocket:
+        await receive(websocket)
         await websocket.send("40/admin," + json.dumps({"token": token}))
-        refused = await _recv(websocket)
+        refused = await receive(websocket)
 
     assert refused == '44/admin,{"message":"Invalid namespace"}'

@@ -9,8 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.socketio.support import WAIT, NodeClient
-from tests.socketio.test_websocket import _recv, _url
+from tests.socketio.support import WAIT, NodeClient, close_code_after, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -75,15 +74,7 @@ async def test_a_pending_poll_hears_close_when_a_bad_post_ends_the_session(serve
 
 @pytest.mark.parametrize("packet", [p for p in GARBAGE if p != "5"])
 async def test_a_malformed_websocket_frame_closes_the_connection(server, packet):
-    async with connect(_url(server, transport="websocket")) as websocket:
-        await _recv(websocket)
-        await websocket.send("40")
-        await _recv(websocket)
-        await websocket.send(packet)
-        with pytest.raises(ConnectionClosed) as closed:
-            await _recv(websocket)
-
-    assert closed.value.rcvd.code == 4400
+    assert await close_code_after(server, packet) == 4400
 
 
 async def test_a_malformed_query_is_refused_at_the_handshake(server, http):
@@ -109,17 +100,17 @@ async def test_binary_events_are_refused_with_a_clear_error(server, token):
 
 
 async def test_a_binary_websocket_frame_is_refused_with_a_clear_error(server, token):
-    async with connect(_url(server, transport="websocket")) as websocket:
-        await _recv(websocket)
+    async with connect(websocket_url(server, transport="websocket")) as websocket:
+        await receive(websocket)
         await websocket.send("40" + json.dumps({"token": token}))
-        await _recv(websocket)
+        await receive(websocket)
         await websocket.send(b"\x01\x02")
-        refused = await _recv(websocket)
+        refused = await receive(websocket)
         await websocket.send("42" + json.dumps(["cancel_streaming"]))  # ignored: no socket now
         await websocket.send("3")
         await websocket.send("1")
         with pytest.raises(ConnectionClosed) as closed:
-            await _recv(websocket)
+            await receive(websocket)
 
     assert refused == '44{"message":"Binary payloads are not supported"}'
     assert closed.value.rcvd.code == 1000

@@ -13,8 +13,15 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 
 from streaming.socketio.sink import SocketStream
-from tests.socketio.support import WAIT, NodeClient, PythonClient, event_packet, parse_event
-from tests.socketio.test_websocket import _recv, _url
+from tests.socketio.support import (
+    WAIT,
+    NodeClient,
+    PythonClient,
+    event_packet,
+    parse_event,
+    receive,
+    websocket_url,
+)
 from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -64,14 +71,14 @@ async def test_a_session_polled_on_one_process_upgrades_on_the_other(servers, po
     socket_id = json.loads((await polling.packets(a))[0][2:])["sid"]
     pending = asyncio.create_task(polling.packets(a))
 
-    async with connect(_url(b, transport="websocket", sid=polling.sid)) as websocket:
+    async with connect(websocket_url(b, transport="websocket", sid=polling.sid)) as websocket:
         await websocket.send("2probe")
-        probe = await _recv(websocket)
+        probe = await receive(websocket)
         released = await asyncio.wait_for(pending, WAIT)
         await websocket.send("5")
         async with await SocketStream.open(socket_id=socket_id, user_id=user.pk) as stream:
             await stream.emit({"type": "STREAM", "prompt": "b", "delta": "b"})
-        received = [parse_event(await _recv(websocket)) for _ in range(2)]
+        received = [parse_event(await receive(websocket)) for _ in range(2)]
 
     assert (probe, released) == ("3probe", ["6"])
     assert received == [

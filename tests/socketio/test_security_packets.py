@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
-from tests.socketio.test_websocket import _recv, _url
+from tests.socketio.support import close_code_after
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -29,15 +27,7 @@ async def test_an_odd_attachment_count_in_a_poll_is_a_400_not_a_500(server, poll
 
 @pytest.mark.parametrize("packet", ODD_COUNTS)
 async def test_an_odd_attachment_count_in_a_frame_closes_with_4400(server, packet):
-    async with connect(_url(server, transport="websocket")) as websocket:
-        await _recv(websocket)
-        await websocket.send("40")
-        await _recv(websocket)
-        await websocket.send(packet)
-        with pytest.raises(ConnectionClosed) as closed:
-            await _recv(websocket)
-
-    assert closed.value.rcvd.code == 4400
+    assert await close_code_after(server, packet) == 4400
 
 
 async def test_a_token_with_a_lone_surrogate_is_an_invalid_token_not_a_500(server, polling):

@@ -15,8 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streaming import events as ev
 from streaming.socketio.sink import SocketGone, SocketStream, socket_sink
-from tests.socketio.support import WAIT, NodeClient, PythonClient
-from tests.socketio.test_websocket import _recv, _url
+from tests.socketio.support import WAIT, NodeClient, PythonClient, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -129,15 +128,15 @@ async def test_a_socket_that_disconnects_mid_turn_fails_the_stream(alice, user):
 
 
 async def test_a_socket_dropped_for_missing_pongs_cannot_be_streamed_to(fast_server, user, token):
-    async with connect(_url(fast_server, transport="websocket")) as websocket:
-        await _recv(websocket)
+    async with connect(websocket_url(fast_server, transport="websocket")) as websocket:
+        await receive(websocket)
         await websocket.send("40" + json.dumps({"token": token}))
-        socket_id = json.loads((await _recv(websocket))[2:])["sid"]
+        socket_id = json.loads((await receive(websocket))[2:])["sid"]
         alive = await SocketStream.open(socket_id=socket_id, user_id=user.pk)
         await alive.close()
         with pytest.raises(ConnectionClosed):
             while True:  # pings arrive; none is answered
-                await _recv(websocket)
+                await receive(websocket)
     expired = await SocketStream.open(socket_id=socket_id, user_id=user.pk)
     await expired.close()
 

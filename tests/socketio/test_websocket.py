@@ -10,25 +10,16 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streaming.socketio.sink import SocketStream
-from tests.socketio.support import WAIT, parse_event
+from tests.socketio.support import WAIT, parse_event, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def _url(server, **query) -> str:
-    params = "&".join(f"{key}={value}" for key, value in {"EIO": 4, **query}.items())
-    return f"{server.ws_endpoint}?{params}"
-
-
-async def _recv(websocket) -> str:
-    return await asyncio.wait_for(websocket.recv(), WAIT)
-
-
 async def test_a_direct_websocket_session_opens_without_upgrades_and_connects(server, token):
-    async with connect(_url(server, transport="websocket")) as websocket:
-        opening = json.loads((await _recv(websocket))[1:])
+    async with connect(websocket_url(server, transport="websocket")) as websocket:
+        opening = json.loads((await receive(websocket))[1:])
         await websocket.send("40" + json.dumps({"token": token}))
-        connected = await _recv(websocket)
+        connected = await receive(websocket)
 
     assert opening["upgrades"] == []
     assert opening["pingInterval"] == 25000
@@ -43,9 +34,9 @@ async def test_a_polling_session_upgrades_and_keeps_what_was_queued_meanwhile(
     socket_id = json.loads((await polling.packets(server))[0][2:])["sid"]
     pending = asyncio.create_task(polling.packets(server))
 
-    async with connect(_url(server, transport="websocket", sid=polling.sid)) as websocket:
+    async with connect(websocket_url(server, transport="websocket", sid=polling.sid)) as websocket:
         await websocket.send("2probe")
-        probe = await _recv(websocket)
+        probe = await receive(websocket)
         released = await asyncio.wait_for(pending, WAIT)
         # The client has paused polling; this turn's packets wait on the poll channel...
         stream = await SocketStream.open(socket_id=socket_id, user_id=user.pk)
@@ -53,7 +44,7 @@ async def test_a_polling_session_upgrades_and_keeps_what_was_queued_meanwhile(
         # ...and come down the WebSocket once it carries the session, followed by new ones.
         await stream.emit({"type": "STREAM", "prompt": "x", "delta": "x"})
         await stream.close()
-        received = [parse_event(await _recv(websocket)) for _ in range(2)]
+        received = [parse_event(await receive(websocket)) for _ in range(2)]
         poll_after_upgrade = await polling.get(server)
 
     assert probe == "3probe"
@@ -67,7 +58,7 @@ async def test_a_polling_session_upgrades_and_keeps_what_was_queued_meanwhile(
 
 async def test_an_upgrade_for_an_unknown_session_is_refused(server):
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(_url(server, transport="websocket", sid="nope")):
+        async with connect(websocket_url(server, transport="websocket", sid="nope")):
             pass
 
     assert refused.value.response.status_code == 403
@@ -76,10 +67,10 @@ async def test_an_upgrade_for_an_unknown_session_is_refused(server):
 async def test_a_failed_probe_leaves_the_polling_session_working(server, polling, token):
     await polling.open(server)
 
-    async with connect(_url(server, transport="websocket", sid=polling.sid)) as websocket:
+    async with connect(websocket_url(server, transport="websocket", sid=polling.sid)) as websocket:
         await websocket.send("5")  # an upgrade without a probe
         with pytest.raises(ConnectionClosed):
-            await _recv(websocket)
+            await receive(websocket)
     await polling.post(server, "40" + json.dumps({"token": token}))
     connected = await polling.packets(server)
 
@@ -89,14 +80,14 @@ async def test_a_failed_probe_leaves_the_polling_session_working(server, polling
 async def test_the_server_pings_a_websocket_client_and_drops_it_when_it_stops_answering(
     fast_server,
 ):
-    async with connect(_url(fast_server, transport="websocket")) as websocket:
-        sid = json.loads((await _recv(websocket))[1:])["sid"]
-        first_ping = await _recv(websocket)
+    async with connect(websocket_url(fast_server, transport="websocket")) as websocket:
+        sid = json.loads((await receive(websocket))[1:])["sid"]
+        first_ping = await receive(websocket)
         await websocket.send("3")
-        second_ping = await _recv(websocket)
+        second_ping = await receive(websocket)
         # No pong: the server closes the connection after the ping timeout.
         with pytest.raises(ConnectionClosed) as closed:
-            await _recv(websocket)
+            await receive(websocket)
 
     assert (first_ping, second_ping) == ("2", "2")
     assert closed.value.rcvd.code == 4408
@@ -104,12 +95,12 @@ async def test_the_server_pings_a_websocket_client_and_drops_it_when_it_stops_an
 
 
 async def test_a_websocket_session_is_gone_for_polling_too_once_closed(server, polling):
-    async with connect(_url(server, transport="websocket")) as websocket:
-        polling.sid = json.loads((await _recv(websocket))[1:])["sid"]
+    async with connect(websocket_url(server, transport="websocket")) as websocket:
+        polling.sid = json.loads((await receive(websocket))[1:])["sid"]
         while_open = await polling.get(server)
         await websocket.send("1")
         with pytest.raises(ConnectionClosed):
-            await _recv(websocket)
+            await receive(websocket)
     after_close = await polling.get(server)
 
     assert while_open.json()["code"] == 3  # the session exists, but not on this transport
@@ -121,14 +112,14 @@ async def test_one_process_holds_more_sockets_than_a_default_redis_pool(server, 
     sockets = []
     try:
         for _ in range(120):
-            websocket = await connect(_url(server, transport="websocket"))
+            websocket = await connect(websocket_url(server, transport="websocket"))
             sockets.append(websocket)
-            await _recv(websocket)
+            await receive(websocket)
             await websocket.send("40" + json.dumps({"token": token}))
-        socket_ids = [json.loads((await _recv(websocket))[2:])["sid"] for websocket in sockets]
+        socket_ids = [json.loads((await receive(websocket))[2:])["sid"] for websocket in sockets]
         async with await SocketStream.open(socket_id=socket_ids[-1], user_id=user.pk) as stream:
             await stream.emit({"type": "STREAM", "prompt": "z", "delta": "z"})
-        received = [parse_event(await _recv(sockets[-1])) for _ in range(2)]
+        received = [parse_event(await receive(sockets[-1])) for _ in range(2)]
     finally:
         await asyncio.gather(*(websocket.close() for websocket in sockets))
 
