@@ -58,6 +58,10 @@ class StaticProvisioner:
             return accepts_connections(parts.hostname or "", port)
         return True  # no desktop: ready as soon as it is launched
 
+    def stop(self, session) -> None:
+        """Nothing to tear down: the desktop is the workspace's own host, which outlives the
+        sessions opened on it (ending a session closes its relay connections, elsewhere)."""
+
 
 def _connect(host: str, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((host.strip("[]"), port), timeout=timeout)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from audit.models import AuditEntry
@@ -70,6 +72,19 @@ class TestStop:
 
 
 class TestTerminate:
+    def test_ending_a_session_on_the_workspaces_own_host_logs_no_error(
+        self, api, web_workspace, caplog, django_capture_on_commit_callbacks
+    ):
+        session_id = launch(api, web_workspace.id).json()["session_id"]
+
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            response = api.post(f"/api/sessions/{session_id}/terminate")
+
+        assert response.status_code == 200
+        assert WorkspaceSession.objects.get(pk=session_id).provisioner == "static"
+        assert callbacks  # the desktop's stop ran
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
     def test_the_owner_terminates_their_session(self, api, user, web_workspace):
         session_id = launch(api, web_workspace.id).json()["session_id"]
 
