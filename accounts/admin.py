@@ -26,6 +26,24 @@ class UserAdmin(BaseUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
+    # Only a superuser hands out roles or touches a superuser's account: anyone else allowed to
+    # edit accounts could otherwise make themselves superuser, or set a superuser's password.
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if request.user.is_superuser:
+            return fields
+        return (*fields, "is_staff", "is_superuser", "groups")
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
     @admin.display(boolean=True, description="MFA", ordering="profile__mfa_enabled")
     def mfa_state(self, user):
         return bool(getattr(getattr(user, "profile", None), "mfa_enabled", False))

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from audit.chain import GENESIS, entry_hash
 from audit.models import AuditEntry
-from config.permissions import is_admin
+from config.permissions import admin_may_view
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,10 @@ def audit_entry_list(
     since=None,
     until=None,
 ) -> QuerySet[AuditEntry]:
-    """Audit entries newest first: an administrator's view is everything, anyone else's is the
-    entries they are the actor of. `actor` is a user id or an email address."""
+    """Audit entries newest first: an administrator who may view the audit log sees everything,
+    anyone else the entries they are the actor of. `actor` is a user id or an email address."""
     entries = AuditEntry.objects.order_by("-id")
-    if not is_admin(user):
+    if not admin_may_view(user, "audit.auditentry"):
         entries = entries.filter(actor_id=user.pk)
     if action:
         entries = entries.filter(action=action)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from audit.selectors import audit_entry_list
-from config.permissions import is_admin
+from config.permissions import admin_may_view
 
 PAGE_SIZE = 50
 SUCCESS_CHOICES = {"": None, "true": True, "false": False}
@@ -29,7 +29,7 @@ def _day(value: str) -> date | None:
 
 @login_required
 def audit_page(request):
-    if not is_admin(request.user):
+    if not admin_may_view(request.user, "audit.auditentry"):
         raise PermissionDenied("Admin access required")
     filters = {
         "action": request.GET.get("action", "").strip(),

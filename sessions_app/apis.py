@@ -9,7 +9,6 @@ from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
 from audit.services import Origin
 from config.pagination import PAGE_PARAMETERS, paginated
-from config.permissions import is_admin
 from config.schema import ADMIN, RUNTIME
 from sessions_app import selectors, services
 from sessions_app import serializers as s
@@ -122,20 +121,16 @@ class SessionTerminateApi(APIView):
         tags=["sessions"],
         parameters=[SESSION_ID],
         request=None,
-        responses={200: s.TerminateOutput, 401: ErrorOutput, 404: ErrorOutput},
+        responses={200: s.TerminateOutput, 401: ErrorOutput, 403: ErrorOutput, 404: ErrorOutput},
         summary="End a session (its owner or an administrator); ending an ended one is a no-op",
     )
     def post(self, request, session_id: str):
-        session = selectors.access_session(request.user, session_id)
+        session = selectors.access_session(request.user, session_id, end=True)
         own = session.user_id == request.user.pk
         session = services.session_terminate(
             session=session,
             actor=request.user,
-            reason=(
-                services.EndReason.TERMINATED
-                if own or not is_admin(request.user)
-                else services.EndReason.ADMIN_TERMINATE
-            ),
+            reason=services.EndReason.TERMINATED if own else services.EndReason.ADMIN_TERMINATE,
             origin=Origin.of(request),
         )
         return Response({"message": "Session terminated", "session": s.SessionOutput(session).data})

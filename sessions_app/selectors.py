@@ -9,16 +9,27 @@ from django.db.models import QuerySet
 
 from accounts.models import Profile
 from audit.models import AuditEntry
-from config.exceptions import NotFound
+from config.exceptions import Forbidden, NotFound
 from config.network import in_networks
-from config.permissions import is_admin
+from config.permissions import admin_may, admin_may_view
 from sessions_app.models import WorkspaceSession
 
 LIVE_FILTER = "live"  # a `status` filter value meaning starting or ready
+# The Django permission (the one the admin site checks) that lets an administrator end other
+# people's sessions; seeing them takes the view or the change permission, as in the admin.
+END_ANY = "sessions_app.change_workspacesession"
 
 
-def access_session(user, session_id) -> WorkspaceSession:
-    """The session `session_id` if `user` may see it: its owner, or any admin.
+def sees_all_sessions(user) -> bool:
+    """Whether `user`'s session lists hold everyone's sessions (an administrator who may view
+    them) rather than only their own."""
+    return admin_may_view(user, "sessions_app.workspacesession")
+
+
+def access_session(user, session_id, *, end: bool = False) -> WorkspaceSession:
+    """The session `session_id` if `user` may see it: its owner, or an administrator who may
+    view sessions; with `end`, if `user` may also end it: its owner, or an administrator who
+    may change sessions (one who may only view them gets 403 "Admin access required").
 
     Everyone else gets the same 404 as for a session that does not exist (and so does a
     malformed id), so ids of other people's sessions cannot be probed.
@@ -28,23 +39,26 @@ def access_session(user, session_id) -> WorkspaceSession:
     except ValueError:
         raise NotFound("Session not found", "not_found") from None
     sessions = WorkspaceSession.objects.select_related("user", "workspace")
-    if not is_admin(user):
+    if not sees_all_sessions(user):
         sessions = sessions.filter(user_id=getattr(user, "pk", None))
     session = sessions.filter(pk=pk).first()
     if session is None:
         raise NotFound("Session not found", "not_found")
+    if end and session.user_id != user.pk and not admin_may(user, END_ANY):
+        raise Forbidden("Admin access required", "admin_required")
     return session
 
 
 def session_list(
     *, user, status: str | None = None, workspace: str | None = None, user_id: int | None = None
 ) -> QuerySet[WorkspaceSession]:
-    """The caller's sessions (an admin's: everyone's), newest first, optionally filtered.
+    """The caller's sessions (everyone's for an administrator who may view sessions), newest
+    first, optionally filtered.
 
     `status` is one of the session statuses or "live" (starting or ready).
     """
     sessions = WorkspaceSession.objects.select_related("user").order_by("-started_at", "-id")
-    if not is_admin(user):
+    if not sees_all_sessions(user):
         sessions = sessions.filter(user_id=user.pk)
     if status == LIVE_FILTER:
         sessions = sessions.filter(status__in=WorkspaceSession.LIVE)

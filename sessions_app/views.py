@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from accounts.models import User
 from audit.services import Origin
 from config.exceptions import APIError
-from config.permissions import is_admin
+from config.permissions import admin_may
 from sessions_app import selectors, services
 from sessions_app.models import WorkspaceSession
 from workspaces.selectors import workspace_list
@@ -36,7 +36,7 @@ def _live_first(sessions):
 
 @login_required
 def session_list_page(request):
-    admin = is_admin(request.user)
+    admin = selectors.sees_all_sessions(request.user)
     filters = {
         "status": request.GET.get("status", ""),
         "workspace": request.GET.get("workspace", "").strip(),
@@ -57,6 +57,7 @@ def session_list_page(request):
         {
             "page": page,
             "admin": admin,
+            "ends_others": admin_may(request.user, selectors.END_ANY),
             "filters": filters,
             "statuses": [(selectors.LIVE_FILTER, "Live"), *WorkspaceSession.Status.choices],
             "workspaces": workspace_list(),
@@ -69,7 +70,7 @@ def session_list_page(request):
 @require_POST
 def session_stop(request, session_id):
     try:
-        session = selectors.access_session(request.user, session_id)
+        session = selectors.access_session(request.user, session_id, end=True)
         reason = (
             services.EndReason.USER_STOP
             if session.user_id == request.user.pk

@@ -217,6 +217,7 @@ class UserHistoryDetailApi(APIView):
 class AdminHistoryListApi(APIView):
     audience = ADMIN
     permission_classes = [IsAdmin]
+    admin_permissions = {"GET": ("streaming.view_history",)}
 
     @extend_schema(
         tags=["assistant"],

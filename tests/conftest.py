@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.models import User
 from accounts.tokens import issue_tokens
+from accounts.views import MFA_VERIFIED_KEY
 from streaming.database import close_connections
 from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.secret_scan import assert_no_stored_secret
@@ -64,6 +68,21 @@ def _no_stored_secret_in_any_json_response(monkeypatch):
     monkeypatch.setattr(Client, "request", request)
 
 
+ADMINISTRATORS = importlib.import_module("accounts.migrations.0002_administrators_group")
+
+
+def administrators_group() -> Group:
+    """The group accounts migration 0002 creates, made again if a transactional test's flush
+    removed it."""
+    group, created = Group.objects.get_or_create(name=ADMINISTRATORS.GROUP)
+    if created:
+        for app_label, codename in ADMINISTRATORS.PERMISSIONS:
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+    return group
+
+
 @pytest.fixture
 def make_user(db):
     counter = {"n": 0}
@@ -71,13 +90,35 @@ def make_user(db):
     def make(email: str | None = None, *, admin: bool = False, superuser: bool = False, **extra):
         counter["n"] += 1
         email = email or f"user{counter['n']}@example.com"
-        return User.objects.create_user(
+        user = User.objects.create_user(
             email=email,
             password=PASSWORD,
             is_staff=admin or superuser,
             is_superuser=superuser,
             **extra,
         )
+        if admin:  # an administrator as the admin site makes one: staff, in the admin group
+            user.groups.add(administrators_group())
+        return user
+
+    return make
+
+
+@pytest.fixture
+def staff_with(make_user):
+    """A staff account holding exactly the given permissions ("app_label.codename"), no group:
+    the role without (or with only some of) an administrator's rights."""
+
+    def make(*permissions: str) -> User:
+        user = make_user()
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+        for permission in permissions:
+            app_label, codename = permission.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return User.objects.get(pk=user.pk)  # a fresh object: permissions are cached on it
 
     return make
 
@@ -131,3 +172,18 @@ def api(client_for, user):
 @pytest.fixture
 def admin_api(client_for, admin_user):
     return client_for(admin_user)
+
+
+@pytest.fixture
+def browser_for():
+    """A Django test client signed in with a session cookie, as the pages are used."""
+
+    def make(user, *, mfa: bool = False) -> Client:
+        client = Client()
+        client.force_login(user)
+        session = client.session
+        session[MFA_VERIFIED_KEY] = mfa
+        session.save()
+        return client
+
+    return make

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from accounts.serializers import ErrorOutput
 from audit.services import Origin
-from config.permissions import IsAdmin, is_admin
+from config.permissions import IsAdmin, admin_may_view
 from config.schema import ADMIN, RUNTIME
 from workspaces import selectors, services
 from workspaces import serializers as s
@@ -18,8 +18,11 @@ ADMIN_ERRORS = {400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput}
 WORKSPACE_ID = OpenApiParameter("workspace_id", str, OpenApiParameter.PATH)
 
 
+ADD, CHANGE, DELETE = (f"workspaces.{action}_workspace" for action in ("add", "change", "delete"))
+
+
 class AdminWrites:
-    """Anyone signed in may read; only administrators may write."""
+    """Anyone signed in may read; only administrators holding the write's permission may write."""
 
     def get_permissions(self):
         if self.request.method in ("GET", "HEAD", "OPTIONS"):
@@ -27,12 +30,18 @@ class AdminWrites:
         return [IsAdmin()]
 
 
+def admin_context(request) -> dict:
+    """Administrators who may view workspaces in the admin see their admin-only fields."""
+    return {"admin": admin_may_view(request.user, "workspaces.workspace")}
+
+
 def render_workspace(request, workspace) -> dict:
-    return s.WorkspaceOutput(workspace, context={"admin": is_admin(request.user)}).data
+    return s.WorkspaceOutput(workspace, context=admin_context(request)).data
 
 
 class WorkspaceListApi(AdminWrites, APIView):
     audience = {"GET": {RUNTIME, ADMIN}, "POST": ADMIN}
+    admin_permissions = {"POST": (ADD,)}
 
     @extend_schema(
         tags=["workspaces"],
@@ -41,8 +50,9 @@ class WorkspaceListApi(AdminWrites, APIView):
     )
     def get(self, request):
         workspaces = selectors.workspace_list()
-        context = {"admin": is_admin(request.user)}
-        return Response(s.WorkspaceOutput(workspaces, many=True, context=context).data)
+        return Response(
+            s.WorkspaceOutput(workspaces, many=True, context=admin_context(request)).data
+        )
 
     @extend_schema(
         tags=["workspaces"],
@@ -74,6 +84,7 @@ _update_schema = extend_schema(
 
 class WorkspaceDetailApi(AdminWrites, APIView):
     audience = {"GET": {RUNTIME, ADMIN}, "PUT": ADMIN, "PATCH": ADMIN, "DELETE": ADMIN}
+    admin_permissions = {"PUT": (CHANGE,), "PATCH": (CHANGE,), "DELETE": (DELETE,)}
 
     @extend_schema(
         tags=["workspaces"],
@@ -122,6 +133,8 @@ class WorkspaceDetailApi(AdminWrites, APIView):
 class WorkspaceResetApi(APIView):
     audience = ADMIN
     permission_classes = [IsAdmin]
+    # Replaces the whole catalog, so it asks for every write permission on it.
+    admin_permissions = {"POST": (ADD, CHANGE, DELETE)}
 
     @extend_schema(
         tags=["workspaces"],

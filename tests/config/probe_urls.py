@@ -9,6 +9,7 @@ from config.permissions import IsAdmin
 
 class AdminOnly(APIView):
     permission_classes = [IsAdmin]
+    admin_permissions = {"GET": ()}  # the role alone
 
     def get(self, request):
         return Response({"ok": True})

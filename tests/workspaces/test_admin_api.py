@@ -272,13 +272,15 @@ ADMIN_ROUTES = [
 ]
 
 
+@pytest.mark.parametrize("staff", [False, True], ids=["a user", "staff without permissions"])
 @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
 def test_a_non_admin_gets_403_admin_access_required_on_every_admin_route(
-    defaults, api, method, path
+    defaults, client_for, user, staff_with, staff, method, path
 ):
     before = list(Workspace.objects.order_by("id").values())
+    caller = client_for(staff_with() if staff else user)
 
-    response = getattr(api, method)(path, NEW, format="json")
+    response = getattr(caller, method)(path, NEW, format="json")
 
     assert response.status_code == 403
     assert response.json() == {
