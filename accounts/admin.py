@@ -1,7 +1,13 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as BaseGroupAdmin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.models import Group
+from django.db import transaction
 
+from accounts import services
 from accounts.models import Profile, User
+from audit.services import Origin
+from config.admin import AuditedAdmin
 
 
 class ProfileInline(admin.StackedInline):
@@ -12,8 +18,9 @@ class ProfileInline(admin.StackedInline):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(AuditedAdmin, BaseUserAdmin):
     inlines = [ProfileInline]
+    actions = ["reset_mfa"]
     ordering = ("email",)
     list_display = ("email", "first_name", "last_name", "is_staff", "is_superuser", "mfa_state")
     list_filter = ("is_staff", "is_superuser", "is_active", "profile__mfa_enabled")
@@ -26,23 +33,28 @@ class UserAdmin(BaseUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
-    # Only a superuser hands out roles or touches a superuser's account: anyone else allowed to
-    # edit accounts could otherwise make themselves superuser, or set a superuser's password.
+    # Only a superuser hands out roles or touches another administrator's account: anyone else
+    # allowed to edit accounts could otherwise make themselves superuser, or set (or reset the
+    # second factor of) the password of an account with more rights than their own.
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
         if request.user.is_superuser:
             return fields
         return (*fields, "is_staff", "is_superuser", "groups")
 
+    def _protected(self, request, obj) -> bool:
+        return (
+            obj is not None
+            and not request.user.is_superuser
+            and (obj.is_staff or obj.is_superuser)
+            and obj.pk != request.user.pk
+        )
+
     def has_change_permission(self, request, obj=None):
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
-            return False
-        return super().has_change_permission(request, obj)
+        return not self._protected(request, obj) and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
-            return False
-        return super().has_delete_permission(request, obj)
+        return not self._protected(request, obj) and super().has_delete_permission(request, obj)
 
     @admin.display(boolean=True, description="MFA", ordering="profile__mfa_enabled")
     def mfa_state(self, user):
@@ -50,3 +62,50 @@ class UserAdmin(BaseUserAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("profile")
+
+    def user_change_password(self, request, id, form_url=""):
+        # The new password and its audit entry commit together.
+        with transaction.atomic():
+            return super().user_change_password(request, id, form_url)
+
+    @admin.action(
+        description="Reset two-step sign-in (a lost or replaced phone)", permissions=["change"]
+    )
+    def reset_mfa(self, request, queryset):
+        origin = Origin.of(request)
+        reset = refused = 0
+        for user in queryset:
+            if not self.has_change_permission(request, user):  # an administrator's account
+                refused += 1
+            elif services.mfa_reset(user=user, actor=request.user, origin=origin):
+                reset += 1
+        if reset:
+            self.message_user(request, f"Two-step sign-in reset for {reset} account(s).")
+        if refused:
+            self.message_user(
+                request,
+                f"{refused} administrator account(s) left unchanged: only a superuser may "
+                "reset them.",
+                messages.WARNING,
+            )
+        if not reset and not refused:
+            self.message_user(request, "None of those accounts had two-step sign-in.")
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(AuditedAdmin, BaseGroupAdmin):
+    """Groups carry administrators' rights (security.md): only a superuser creates, changes or
+    deletes one (anyone else allowed to could grant themselves any permission), and every change
+    is audited."""
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser

@@ -1,4 +1,4 @@
-"""Sign-in and TOTP enrolment."""
+"""Sign-in, TOTP enrolment, and an administrator's reset of a lost second factor."""
 
 from __future__ import annotations
 
@@ -200,3 +200,30 @@ def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
             success=False,
         )
     raise APIError(400, "The one-time code is not valid.", failure)
+
+
+def mfa_reset(*, user: User, actor, origin: audit.Origin) -> bool:
+    """Turn `user`'s two-step sign-in off, for a lost or replaced phone: the secret (and any
+    half-finished enrolment) is erased, so the next sign-in asks for the password alone, and
+    where MFA is required, to enrol again. Audited as `mfa_reset`; False, and nothing written,
+    when there was nothing to reset."""
+    with transaction.atomic():
+        profile = Profile.objects.select_for_update().get(pk=profile_of(user).pk)
+        if not profile.mfa_enabled and not profile.totp_secret:
+            return False
+        was_enabled = profile.mfa_enabled
+        profile.mfa_enabled = False
+        profile.mfa_enabled_at = None
+        profile.totp_secret = ""
+        profile.totp_last_step = 0
+        profile.save(
+            update_fields=["mfa_enabled", "mfa_enabled_at", "totp_secret", "totp_last_step"]
+        )
+        audit.record(
+            action="mfa_reset",
+            actor=actor,
+            resource=f"user:{user.pk}",
+            details={"email": user.email, "was_enabled": was_enabled},
+            origin=origin,
+        )
+    return True

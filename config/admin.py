@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin
+from django.db import transaction
+
+from audit import services as audit
 
 
 class ViewOnlyAdmin(admin.ModelAdmin):
@@ -17,3 +22,54 @@ class ViewOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def _resource(obj) -> str:
+    return f"{obj._meta.label_lower}:{obj.pk}"
+
+
+def _changes(message) -> list | str:
+    """Django's change message: what changed, by field and related-object name, never a value
+    (so a password or a key typed into a form cannot reach the log). Lazy labels become text."""
+    return json.loads(json.dumps(message, default=str)) if message else []
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every add, change and delete made through this admin goes on the audit chain, in the
+    admin's own transaction, as `admin_add` / `admin_change` / `admin_delete`.
+
+    For models whose writes have no service of their own (accounts, groups, the assistant's
+    institutions, memberships, assistants and conversations); the workspace admin writes through
+    the workspace services, which audit themselves.
+    """
+
+    def _record(self, request, action: str, obj, message=None) -> None:
+        audit.record(
+            action=action,
+            actor=request.user,
+            resource=_resource(obj),
+            details={"object": str(obj), "changes": _changes(message)},
+            origin=audit.Origin.of(request),
+        )
+
+    # Django's admin calls these inside the transaction that saved the object.
+    def log_addition(self, request, obj, message):
+        self._record(request, "admin_add", obj, message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        self._record(request, "admin_change", obj, message)
+        return super().log_change(request, obj, message)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            self._record(request, "admin_delete", obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        # The "delete selected" action runs outside a transaction; the entries and the deletion
+        # commit together or not at all.
+        with transaction.atomic():
+            for obj in queryset:
+                self._record(request, "admin_delete", obj)
+            super().delete_queryset(request, queryset)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from config.admin import ViewOnlyAdmin
+from config.admin import AuditedAdmin, ViewOnlyAdmin
 from streaming.models import Assistant, Conversation, History, Institution, Membership
 
 
@@ -11,7 +11,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Institution)
-class InstitutionAdmin(admin.ModelAdmin):
+class InstitutionAdmin(AuditedAdmin):
     list_display = ["name", "public_id", "display_thinking_details", "display_tool_execution"]
     list_filter = ["display_thinking_details", "display_tool_execution"]
     search_fields = ["name", "public_id"]
@@ -20,7 +20,7 @@ class InstitutionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(AuditedAdmin):
     list_display = ["user", "institution", "role", "created_at"]
     list_filter = ["role", "institution"]
     search_fields = ["user__email", "institution__name"]
@@ -28,7 +28,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(Assistant)
-class AssistantAdmin(admin.ModelAdmin):
+class AssistantAdmin(AuditedAdmin):
     list_display = ["name", "provider", "model", "institution", "owner", "status"]
     list_filter = ["provider", "status", "institution"]
     search_fields = ["name", "model", "id"]
@@ -37,7 +37,7 @@ class AssistantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(AuditedAdmin):
     list_display = ["course_id", "course_name", "user", "assistant", "updated_at"]
     search_fields = ["course_id", "course_name", "user__email"]
     autocomplete_fields = ["user", "institution", "assistant"]

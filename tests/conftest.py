@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 
+import pyotp
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from accounts.models import User
+from accounts.models import Profile, User
 from accounts.tokens import issue_tokens
 from accounts.views import MFA_VERIFIED_KEY
 from streaming.database import close_connections
@@ -187,3 +189,21 @@ def browser_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def enable_mfa():
+    def enable(user) -> str:
+        secret = pyotp.random_base32()
+        Profile.objects.update_or_create(
+            user=user,
+            defaults={
+                "mfa_enabled": True,
+                "totp_secret": secret,
+                "totp_last_step": 0,
+                "mfa_enabled_at": timezone.now(),
+            },
+        )
+        return secret
+
+    return enable

@@ -3,6 +3,8 @@
 The admin API used to let any staff account do everything; it now checks the same Django
 permissions as the admin site. So that upgrading changes nothing for anyone, the staff accounts
 that exist when this runs (superusers aside, who hold every permission anyway) join the group.
+Reversing it deletes the group (its members lose these permissions); applying it again puts
+every staff account of that moment in it.
 """
 
 from django.contrib.auth.management import create_permissions
@@ -54,10 +56,12 @@ class Migration(migrations.Migration):
         ("accounts", "0001_initial"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("audit", "0003_append_function"),
+        # The models whose permissions the group holds, and nothing later: rolling those apps'
+        # later migrations back must not undo this one.
+        ("audit", "0001_initial"),
         ("sessions_app", "0001_initial"),
         ("streaming", "0001_initial"),
-        ("workspaces", "0002_field_rules"),
+        ("workspaces", "0001_initial"),
     ]
 
     operations = [migrations.RunPython(create_group, delete_group)]

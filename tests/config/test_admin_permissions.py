@@ -9,14 +9,17 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.urls import URLResolver, get_resolver
 
 from accounts.models import User
 from audit import services as audit
 from audit.models import AuditEntry
+from config.permissions import IsAdmin
 from sessions_app.models import WorkspaceSession
 from tests.conftest import PASSWORD
 from tests.sessions_app.conftest import launch
 from tests.support.workspaces import make_web_workspace
+from workspaces.apis import AdminWrites
 from workspaces.models import Workspace
 
 pytestmark = pytest.mark.django_db
@@ -36,6 +39,53 @@ def someones_session(api, web_workspace) -> str:
 @pytest.fixture
 def other_audit_entry(other_user):
     return audit.record(action="launch_workspace", actor=other_user, resource="workspace:ws-x")
+
+
+def admin_views() -> list[tuple[str, type]]:
+    """Every API view of the URL conf that asks administrators for permissions, with its path."""
+    found = []
+
+    def walk(patterns, prefix=""):
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, prefix + str(pattern.pattern))
+                continue
+            view = getattr(pattern.callback, "cls", None)
+            if view and (IsAdmin in view.permission_classes or issubclass(view, AdminWrites)):
+                found.append((prefix + str(pattern.pattern), view))
+
+    walk(get_resolver().url_patterns)
+    return found
+
+
+def test_every_admin_view_names_the_permissions_of_every_method_it_handles():
+    migration = importlib.import_module("accounts.migrations.0002_administrators_group")
+    in_group = {f"{app_label}.{codename}" for app_label, codename in migration.PERMISSIONS}
+    views = admin_views()
+
+    assert len(views) >= 4  # the workspace list, detail and reset, the histories
+    for path, view in views:
+        handled = {m.upper() for m in view.http_method_names if hasattr(view, m)} - {
+            "HEAD",
+            "OPTIONS",
+        }
+        guarded = handled if IsAdmin in view.permission_classes else handled - {"GET"}
+        assert guarded <= set(view.admin_permissions), path
+        for permissions in view.admin_permissions.values():
+            assert set(permissions) <= in_group, path  # the group can do everything
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("put", "/api/workspaces/reset"), ("delete", "/api/admin/histories")]
+)
+def test_a_method_an_admin_route_does_not_have_is_405_for_administrators_only(
+    anon, admin_api, client_for, user, method, path
+):
+    assert getattr(anon, method)(path).status_code == 401
+    assert getattr(client_for(user), method)(path).status_code == 403
+    response = getattr(admin_api, method)(path)
+    assert response.status_code == 405
+    assert response.json()["success"] is False
 
 
 class TestStaffWithoutPermissions:

@@ -1,0 +1,253 @@
+"""Changes made in the Django admin to accounts, groups and the assistant's records go on the
+audit chain with the change they made (never a value typed in), and an administrator can reset
+a person's lost second factor."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.utils import timezone
+
+from accounts.models import Profile, User
+from audit.models import AuditEntry
+from audit.selectors import audit_chain_first_break
+from streaming.models import Assistant, Institution
+from tests.accounts.test_mfa import enrol, sign_in
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def site(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+def user_form(user: User, **changes) -> dict:
+    """The user change form as the admin posts it, with `changes` applied."""
+    form = {
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "is_active": "on",
+        "last_login_0": "",
+        "last_login_1": "",
+        "date_joined_0": f"{timezone.localtime(user.date_joined):%Y-%m-%d}",
+        "date_joined_1": f"{timezone.localtime(user.date_joined):%H:%M:%S}",
+        "profile-TOTAL_FORMS": "1",
+        "profile-INITIAL_FORMS": "1",
+        "profile-MIN_NUM_FORMS": "0",
+        "profile-MAX_NUM_FORMS": "1",
+        "profile-0-user": user.pk,
+        "profile-0-id": Profile.objects.get_or_create(user=user)[0].pk,
+    }
+    form.update(changes)
+    return {key: value for key, value in form.items() if value is not None}
+
+
+def test_making_someone_an_administrator_is_audited(site, superuser, user):
+    group = Group.objects.get(name="Workgate administrators")
+
+    response = site.post(
+        f"/admin/accounts/user/{user.pk}/change/",
+        user_form(user, is_staff="on", groups=[group.pk]),
+    )
+
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.is_staff and list(user.groups.all()) == [group]
+    entry = AuditEntry.objects.get(action="admin_change")
+    assert entry.actor == superuser
+    assert entry.resource == f"accounts.user:{user.pk}"
+    assert entry.details["object"] == user.email
+    [change] = entry.details["changes"]
+    assert {"Staff status", "Groups"} <= set(change["changed"]["fields"])
+    assert audit_chain_first_break() is None
+
+
+def test_a_password_set_in_the_admin_is_audited_without_the_password(site, superuser, user):
+    new_password = "A-brand-new-passphrase-42"
+
+    response = site.post(
+        f"/admin/accounts/user/{user.pk}/password/",
+        {"password1": new_password, "password2": new_password, "usable_password": "true"},
+    )
+
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password(new_password)
+    entry = AuditEntry.objects.get(action="admin_change")
+    assert entry.resource == f"accounts.user:{user.pk}"
+    assert new_password not in str(entry.details)
+    assert entry.details["changes"]  # "Changed password."
+
+
+def test_group_permissions_changed_in_the_admin_are_audited(site, superuser):
+    permission = Permission.objects.get(codename="change_workspacesession")
+
+    response = site.post(
+        "/admin/auth/group/add/", {"name": "Help desk", "permissions": [permission.pk]}
+    )
+
+    assert response.status_code == 302
+    group = Group.objects.get(name="Help desk")
+    assert list(group.permissions.all()) == [permission]
+    entry = AuditEntry.objects.get(action="admin_add")
+    assert (entry.actor, entry.resource) == (superuser, f"auth.group:{group.pk}")
+    assert entry.details["object"] == "Help desk"
+
+
+def test_deleting_assistant_records_in_bulk_is_audited_per_record(site, superuser):
+    kept = Assistant.objects.create(name="Kept", provider="builtin")
+    doomed = [Assistant.objects.create(name=f"Old {n}", provider="builtin") for n in range(2)]
+
+    response = site.post(
+        "/admin/streaming/assistant/",
+        {
+            "action": "delete_selected",
+            "_selected_action": [str(a.pk) for a in doomed],
+            "post": "yes",
+        },
+    )
+
+    assert response.status_code == 302
+    assert list(Assistant.objects.all()) == [kept]
+    entries = AuditEntry.objects.filter(action="admin_delete").order_by("id")
+    assert [e.resource for e in entries] == [f"streaming.assistant:{a.pk}" for a in doomed]
+    assert all(e.actor == superuser for e in entries)
+
+
+def test_an_institution_changed_in_the_admin_is_audited(site, superuser):
+    institution = Institution.objects.create(name="Physics")
+
+    site.post(f"/admin/streaming/institution/{institution.pk}/delete/", {"post": "yes"})
+
+    assert not Institution.objects.filter(pk=institution.pk).exists()
+    entry = AuditEntry.objects.get(action="admin_delete")
+    assert entry.resource == f"streaming.institution:{institution.pk}"
+
+
+class TestMfaReset:
+    def reset(self, client, *users):
+        return client.post(
+            "/admin/accounts/user/",
+            {"action": "reset_mfa", "_selected_action": [str(u.pk) for u in users]},
+            follow=True,
+        )
+
+    def test_an_administrator_resets_a_lost_phone_and_the_person_signs_in_with_the_password(
+        self, site, superuser, api, anon, user
+    ):
+        enrol(api)
+        assert sign_in(anon).json()["code"] == "mfa_required"
+
+        response = self.reset(site, user)
+
+        assert "Two-step sign-in reset for 1 account(s)." in response.content.decode()
+        profile = Profile.objects.get(user=user)
+        assert (profile.mfa_enabled, profile.totp_secret, profile.mfa_enabled_at) == (
+            False,
+            "",
+            None,
+        )
+        entry = AuditEntry.objects.get(action="mfa_reset")
+        assert (entry.actor, entry.resource) == (superuser, f"user:{user.pk}")
+        assert entry.details == {"email": user.email, "was_enabled": True}
+        signed_in = sign_in(anon)
+        assert signed_in.status_code == 200
+        assert signed_in.json()["token"]
+
+    def test_an_account_without_two_step_sign_in_is_left_alone(self, site, user):
+        response = self.reset(site, user)
+
+        assert "None of those accounts had two-step sign-in." in response.content.decode()
+        assert not AuditEntry.objects.filter(action="mfa_reset").exists()
+
+    def test_only_a_superuser_resets_a_superusers_second_factor(
+        self, client, staff_with, superuser, enable_mfa
+    ):
+        enable_mfa(superuser)
+        editor = staff_with("accounts.view_user", "accounts.change_user")
+        client.force_login(editor)
+
+        response = self.reset(client, superuser)
+
+        assert "1 administrator account(s) left unchanged" in response.content.decode()
+        assert Profile.objects.get(user=superuser).mfa_enabled is True
+        assert not AuditEntry.objects.filter(action="mfa_reset").exists()
+
+    def test_someone_who_may_only_view_accounts_cannot_reset(
+        self, client, staff_with, user, enable_mfa
+    ):
+        enable_mfa(user)
+        client.force_login(staff_with("accounts.view_user"))
+
+        self.reset(client, user)
+
+        assert Profile.objects.get(user=user).mfa_enabled is True
+        assert not AuditEntry.objects.filter(action="mfa_reset").exists()
+
+
+def test_the_password_is_unchanged_by_an_mfa_reset(site, user, enable_mfa):
+    enable_mfa(user)
+
+    site.post("/admin/accounts/user/", {"action": "reset_mfa", "_selected_action": [user.pk]})
+
+    assert User.objects.get(pk=user.pk).check_password(PASSWORD)
+
+
+class TestAccountEditorWhoIsNotSuperuser:
+    """`accounts.change_user` given to a non-superuser covers ordinary accounts only."""
+
+    @pytest.fixture
+    def editor(self, client, staff_with):
+        editor = staff_with("accounts.view_user", "accounts.change_user")
+        client.force_login(editor)
+        return editor
+
+    def test_it_cannot_set_an_administrators_password(self, client, editor, admin_user):
+        response = client.post(
+            f"/admin/accounts/user/{admin_user.pk}/password/",
+            {"password1": "Taken-over-123!", "password2": "Taken-over-123!"},
+        )
+
+        assert response.status_code == 403
+        assert User.objects.get(pk=admin_user.pk).check_password(PASSWORD)
+        assert not AuditEntry.objects.exists()
+
+    def test_it_cannot_reset_an_administrators_second_factor(
+        self, client, editor, admin_user, enable_mfa
+    ):
+        enable_mfa(admin_user)
+
+        response = TestMfaReset().reset(client, admin_user)
+
+        assert "1 administrator account(s) left unchanged" in response.content.decode()
+        assert Profile.objects.get(user=admin_user).mfa_enabled is True
+
+    def test_it_resets_an_ordinary_accounts_second_factor(self, client, editor, user, enable_mfa):
+        enable_mfa(user)
+
+        TestMfaReset().reset(client, user)
+
+        assert Profile.objects.get(user=user).mfa_enabled is False
+        assert AuditEntry.objects.get(action="mfa_reset").actor == editor
+
+    def test_it_cannot_grant_itself_permissions_through_a_group(self, client, staff_with):
+        desk = Group.objects.create(name="Help desk")
+        holder = staff_with("auth.view_group", "auth.change_group", "auth.add_group")
+        holder.groups.add(desk)
+        client.force_login(holder)
+        everything = Permission.objects.get(codename="delete_workspace")
+
+        changed = client.post(
+            f"/admin/auth/group/{desk.pk}/change/",
+            {"name": "Help desk", "permissions": [everything.pk]},
+        )
+        added = client.post("/admin/auth/group/add/", {"name": "Mine"})
+
+        assert changed.status_code == added.status_code == 403
+        assert not desk.permissions.exists()
+        assert not Group.objects.filter(name="Mine").exists()
+        assert not User.objects.get(pk=holder.pk).has_perm("workspaces.delete_workspace")
