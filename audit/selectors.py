@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from audit.chain import GENESIS, entry_hash
 from audit.models import AuditEntry
-from config.permissions import admin_may_view
+from config.permissions import admin_may
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def audit_entry_list(
     """Audit entries newest first: an administrator who may view the audit log sees everything,
     anyone else the entries they are the actor of. `actor` is a user id or an email address."""
     entries = AuditEntry.objects.order_by("-id")
-    if not admin_may_view(user, "audit.auditentry"):
+    if not admin_may(user, "audit.view_auditentry"):
         entries = entries.filter(actor_id=user.pk)
     if action:
         entries = entries.filter(action=action)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from audit.selectors import audit_entry_list
-from config.permissions import admin_may_view
+from config.permissions import admin_may
 
 PAGE_SIZE = 50
 SUCCESS_CHOICES = {"": None, "true": True, "false": False}
@@ -29,7 +29,7 @@ def _day(value: str) -> date | None:
 
 @login_required
 def audit_page(request):
-    if not admin_may_view(request.user, "audit.auditentry"):
+    if not admin_may(request.user, "audit.view_auditentry"):
         raise PermissionDenied("Admin access required")
     filters = {
         "action": request.GET.get("action", "").strip(),

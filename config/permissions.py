@@ -17,18 +17,18 @@ def is_admin(user) -> bool:
     return bool(user and user.is_authenticated and user.is_active and user.is_staff)
 
 
+def _holds(user, permission: str) -> bool:
+    """The Django admin's rule: a view permission is also granted by the change permission."""
+    app_label, _, codename = permission.partition(".")
+    if codename.startswith("view_") and user.has_perm(f"{app_label}.change_{codename[5:]}"):
+        return True
+    return user.has_perm(permission)
+
+
 def admin_may(user, *permissions: str) -> bool:
-    """An administrator holding every one of `permissions` ("workspaces.change_workspace")."""
-    return is_admin(user) and user.has_perms(permissions)
-
-
-def admin_may_view(user, model: str) -> bool:
-    """An administrator who may see every row of `model` ("sessions_app.workspacesession"): the
-    Django admin's rule, the view or the change permission."""
-    app_label, name = model.split(".")
-    return admin_may(user, f"{app_label}.view_{name}") or admin_may(
-        user, f"{app_label}.change_{name}"
-    )
+    """An administrator holding every one of `permissions` ("workspaces.change_workspace"); a
+    `view_` permission is held by whoever holds the model's `change_` one, as in the admin."""
+    return is_admin(user) and all(_holds(user, permission) for permission in permissions)
 
 
 class IsAdmin(BasePermission):

@@ -11,19 +11,19 @@ from accounts.models import Profile
 from audit.models import AuditEntry
 from config.exceptions import Forbidden, NotFound
 from config.network import in_networks
-from config.permissions import admin_may, admin_may_view
+from config.permissions import admin_may
 from sessions_app.models import WorkspaceSession
 
 LIVE_FILTER = "live"  # a `status` filter value meaning starting or ready
 # The Django permission (the one the admin site checks) that lets an administrator end other
-# people's sessions; seeing them takes the view or the change permission, as in the admin.
+# people's sessions (seeing them takes the view permission, which the change one grants too).
 END_ANY = "sessions_app.change_workspacesession"
 
 
 def sees_all_sessions(user) -> bool:
     """Whether `user`'s session lists hold everyone's sessions (an administrator who may view
     them) rather than only their own."""
-    return admin_may_view(user, "sessions_app.workspacesession")
+    return admin_may(user, "sessions_app.view_workspacesession")
 
 
 def access_session(user, session_id, *, end: bool = False) -> WorkspaceSession:

@@ -201,6 +201,18 @@ def test_an_auditor_reads_everyones_entries(staff_with, client_for, other_audit_
     assert [entry["id"] for entry in entries] == [other_audit_entry.id]
 
 
+def test_a_change_permission_grants_the_view_one_as_in_the_django_admin(
+    staff_with, client_for, other_audit_entry
+):
+    editor = staff_with("audit.change_auditentry", "streaming.change_history")
+
+    entries = client_for(editor).get("/api/audit-logs").json()["results"]
+    histories = client_for(editor).get("/api/admin/histories")
+
+    assert [entry["id"] for entry in entries] == [other_audit_entry.id]
+    assert histories.status_code == 200
+
+
 def test_permissions_without_the_staff_role_open_nothing(client_for, user, web_workspace):
     user.user_permissions.add(Permission.objects.get(codename="delete_workspace"))
 
