@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from accounts.models import Profile
+from config.permissions import admin_permissions_of
 
 
 def profile_of(user) -> Profile:
@@ -15,5 +16,6 @@ def profile_data(user) -> dict:
         "first_name": user.first_name,
         "last_name": user.last_name,
         "is_admin": user.is_staff,
+        "admin_permissions": admin_permissions_of(user),
         "mfa_enabled": profile_of(user).mfa_enabled,
     }

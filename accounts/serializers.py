@@ -12,7 +12,16 @@ class ProfileOutput(serializers.Serializer):
     email = serializers.EmailField()
     first_name = serializers.CharField()
     last_name = serializers.CharField()
-    is_admin = serializers.BooleanField()
+    is_admin = serializers.BooleanField(
+        help_text="The administrator role (staff); what it may do is `admin_permissions`."
+    )
+    admin_permissions = serializers.ListField(
+        child=serializers.CharField(),
+        help_text=(
+            "The admin API's permissions this account holds (app_label.codename); "
+            "empty for anyone but an administrator."
+        ),
+    )
     mfa_enabled = serializers.BooleanField()
 
 

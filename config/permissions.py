@@ -11,6 +11,20 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
+# Every permission the admin API and the pages ask administrators for; the "Workgate
+# administrators" group holds them all (its migration keeps its own copy of this list, and a
+# test checks the two and the views agree).
+ADMIN_PERMISSIONS = (
+    "workspaces.add_workspace",
+    "workspaces.change_workspace",
+    "workspaces.delete_workspace",
+    "workspaces.view_workspace",
+    "sessions_app.change_workspacesession",
+    "sessions_app.view_workspacesession",
+    "audit.view_auditentry",
+    "streaming.view_history",
+)
+
 
 def is_admin(user) -> bool:
     """The role: an active staff account, which may use the administration surfaces at all."""
@@ -29,6 +43,11 @@ def admin_may(user, *permissions: str) -> bool:
     """An administrator holding every one of `permissions` ("workspaces.change_workspace"); a
     `view_` permission is held by whoever holds the model's `change_` one, as in the admin."""
     return is_admin(user) and all(_holds(user, permission) for permission in permissions)
+
+
+def admin_permissions_of(user) -> list[str]:
+    """Which of ADMIN_PERMISSIONS `user` holds as an administrator (none unless staff)."""
+    return [permission for permission in ADMIN_PERMISSIONS if admin_may(user, permission)]
 
 
 class IsAdmin(BasePermission):

@@ -29,6 +29,7 @@ def test_signing_in_returns_a_24_hour_access_token_and_the_profile(anon, user):
         "first_name": "Alice",
         "last_name": "",
         "is_admin": False,
+        "admin_permissions": [],
         "mfa_enabled": False,
     }
     header = jwt.get_unverified_header(body["token"])

@@ -14,7 +14,7 @@ from django.urls import URLResolver, get_resolver
 from accounts.models import User
 from audit import services as audit
 from audit.models import AuditEntry
-from config.permissions import IsAdmin
+from config.permissions import ADMIN_PERMISSIONS, IsAdmin
 from sessions_app.models import WorkspaceSession
 from tests.conftest import PASSWORD
 from tests.sessions_app.conftest import launch
@@ -61,6 +61,7 @@ def admin_views() -> list[tuple[str, type]]:
 def test_every_admin_view_names_the_permissions_of_every_method_it_handles():
     migration = importlib.import_module("accounts.migrations.0002_administrators_group")
     in_group = {f"{app_label}.{codename}" for app_label, codename in migration.PERMISSIONS}
+    assert in_group == set(ADMIN_PERMISSIONS)
     views = admin_views()
 
     assert len(views) >= 4  # the workspace list, detail and reset, the histories
@@ -117,6 +118,32 @@ class TestStaffWithoutPermissions:
         page = browser_for(staff)
         assert page.get("/audit").status_code == 403
         assert b'href="/audit"' not in page.get("/sessions").content
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("user", []),
+        (
+            "help desk",
+            ["sessions_app.change_workspacesession", "sessions_app.view_workspacesession"],
+        ),
+        ("administrator", list(ADMIN_PERMISSIONS)),
+    ],
+)
+def test_auth_me_lists_the_admin_permissions_the_account_holds(
+    client_for, user, admin_user, staff_with, who, expected
+):
+    account = {
+        "user": lambda: user,
+        "help desk": lambda: staff_with("sessions_app.change_workspacesession"),
+        "administrator": lambda: admin_user,
+    }[who]()
+
+    profile = client_for(account).get("/api/auth/me").json()["profile"]
+
+    assert profile["admin_permissions"] == expected
+    assert profile["is_admin"] is (who != "user")
 
 
 class TestHelpDesk:
