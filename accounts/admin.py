@@ -33,9 +33,9 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
-    # Only a superuser hands out roles or touches another administrator's account: anyone else
-    # allowed to edit accounts could otherwise make themselves superuser, or set (or reset the
-    # second factor of) the password of an account with more rights than their own.
+    # Only a superuser hands out roles or touches an administrator's account: anyone else
+    # allowed to edit accounts could otherwise make themselves superuser, or set the password
+    # (or reset the second factor) of an account with more rights than their own.
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
         if request.user.is_superuser:
@@ -43,11 +43,11 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
         return (*fields, "is_staff", "is_superuser", "groups")
 
     def _protected(self, request, obj) -> bool:
+        # Their own account included: a non-superuser does not set their own password here
+        # without the old one, nor reset their own second factor (a stolen admin session would
+        # become a lasting takeover); /admin/password_change/ asks for the old password.
         return (
-            obj is not None
-            and not request.user.is_superuser
-            and (obj.is_staff or obj.is_superuser)
-            and obj.pk != request.user.pk
+            obj is not None and not request.user.is_superuser and (obj.is_staff or obj.is_superuser)
         )
 
     def has_change_permission(self, request, obj=None):

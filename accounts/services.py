@@ -34,7 +34,7 @@ class AuthError(APIError):
 def _matching_step(secret: str, otp: str, *, now: float | None = None) -> int | None:
     """The TOTP time step whose code equals `otp`, looking one step either side."""
     otp = (otp or "").strip()
-    if not otp.isdigit() or len(otp) != 6:
+    if not secret or not otp.isdigit() or len(otp) != 6:
         return None
     totp = pyotp.TOTP(secret)
     now = time.time() if now is None else now
@@ -134,6 +134,11 @@ def user_record_sign_in(*, user: User, mfa: bool, origin: audit.Origin) -> None:
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(last_login=timezone.now())
         audit.record(action="login", actor=user, details={"mfa": mfa}, origin=origin)
+
+
+def user_record_password_change(*, user: User, origin: audit.Origin) -> None:
+    """Audit a password the person changed themselves (the admin's change-password page)."""
+    audit.record(action="password_changed", actor=user, resource=f"user:{user.pk}", origin=origin)
 
 
 def user_record_sign_out(*, user: User, origin: audit.Origin) -> None:

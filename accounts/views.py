@@ -13,10 +13,12 @@ from urllib.parse import urlencode
 import segno
 from django import forms
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin import AdminSite
 from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -34,6 +36,7 @@ from accounts.services import (
     totp_uri,
     user_check_otp,
     user_check_password,
+    user_record_password_change,
     user_record_sign_in,
     user_record_sign_out,
 )
@@ -93,7 +96,12 @@ def _pending_user(request) -> User | None:
     if not pending or pending.get("expires_at", 0) < time.time():
         request.session.pop(PENDING_KEY, None)
         return None
-    return User.objects.filter(pk=pending["user_id"], is_active=True).first()
+    user = User.objects.filter(pk=pending["user_id"], is_active=True).first()
+    if user is None or not profile_of(user).mfa_enabled:
+        # Gone, or its second factor was reset since the password step: start again.
+        request.session.pop(PENDING_KEY, None)
+        return None
+    return user
 
 
 def _finish(request, user: User, *, mfa: bool, next_url: str):
@@ -178,6 +186,22 @@ def logout_page(request):
         messages.success(request, "You are signed out.")
         return redirect("login")
     return render(request, "accounts/logout.html")
+
+
+def admin_logout(request, extra_context=None):
+    """The Django admin signs out through /logout too, so every sign-out is audited."""
+    return logout_page(request)
+
+
+@sensitive_post_parameters()
+def admin_password_change(request, extra_context=None):
+    """The Django admin's own "change my password" page, audited: the new password and its
+    `password_changed` entry commit together (the change also ends the account's tokens)."""
+    with transaction.atomic():
+        response = AdminSite.password_change(admin.site, request, extra_context)
+        if request.method == "POST" and response.status_code == 302:
+            user_record_password_change(user=request.user, origin=Origin.of(request))
+    return response
 
 
 def admin_login(request, extra_context=None):

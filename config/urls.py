@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accounts.views import admin_login
+from accounts.views import admin_login, admin_logout, admin_password_change
 from config.views import api_not_found
 
 handler404 = "config.views.page_not_found"
@@ -13,6 +13,8 @@ admin.site.site_header = "Workgate administration"
 admin.site.site_title = "Workgate administration"
 admin.site.index_title = "Workgate"
 admin.site.login = admin_login  # one sign-in page for everyone, with its TOTP step
+admin.site.logout = admin_logout  # and one audited sign-out
+admin.site.password_change = admin_password_change  # audited
 
 api_patterns = [
     path("auth/", include("accounts.urls")),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import Profile, User
@@ -251,3 +252,153 @@ class TestAccountEditorWhoIsNotSuperuser:
         assert not desk.permissions.exists()
         assert not Group.objects.filter(name="Mine").exists()
         assert not User.objects.get(pk=holder.pk).has_perm("workspaces.delete_workspace")
+
+    def test_it_cannot_delete_an_administrator(self, client, editor, admin_user, staff_with):
+        editor.user_permissions.add(Permission.objects.get(codename="delete_user"))
+
+        response = client.post(f"/admin/accounts/user/{admin_user.pk}/delete/", {"post": "yes"})
+
+        assert response.status_code == 403
+        assert User.objects.filter(pk=admin_user.pk).exists()
+        assert not AuditEntry.objects.exists()
+
+    def test_it_cannot_set_its_own_password_without_the_old_one(self, client, editor):
+        response = client.post(
+            f"/admin/accounts/user/{editor.pk}/password/",
+            {"password1": "Taken-over-123!", "password2": "Taken-over-123!"},
+        )
+
+        assert response.status_code == 403
+        assert User.objects.get(pk=editor.pk).check_password(PASSWORD)
+
+
+def test_a_password_change_whose_audit_entry_fails_is_rolled_back(site, user, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("the audit chain is unavailable")
+
+    monkeypatch.setattr("config.admin.audit.record", broken)
+
+    with pytest.raises(RuntimeError):
+        site.post(
+            f"/admin/accounts/user/{user.pk}/password/",
+            {"password1": "Another-pass-77", "password2": "Another-pass-77"},
+        )
+
+    assert User.objects.get(pk=user.pk).check_password(PASSWORD)
+
+
+def test_a_bulk_delete_whose_audit_entry_fails_deletes_nothing(site, monkeypatch):
+    doomed = [Assistant.objects.create(name=f"Old {n}", provider="builtin") for n in range(2)]
+    calls = []
+
+    def fails_second(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise RuntimeError("the audit chain is unavailable")
+
+    monkeypatch.setattr("config.admin.audit.record", fails_second)
+
+    with pytest.raises(RuntimeError):
+        site.post(
+            "/admin/streaming/assistant/",
+            {
+                "action": "delete_selected",
+                "_selected_action": [str(a.pk) for a in doomed],
+                "post": "yes",
+            },
+        )
+
+    assert Assistant.objects.count() == 2
+
+
+class TestOwnAccountInTheAdmin:
+    def test_changing_ones_password_on_the_admins_page_is_audited(self, client, admin_user):
+        client.force_login(admin_user)
+
+        response = client.post(
+            "/admin/password_change/",
+            {
+                "old_password": PASSWORD,
+                "new_password1": "A-new-passphrase-99",
+                "new_password2": "A-new-passphrase-99",
+            },
+        )
+
+        assert response.status_code == 302
+        assert User.objects.get(pk=admin_user.pk).check_password("A-new-passphrase-99")
+        entry = AuditEntry.objects.get(action="password_changed")
+        assert (entry.actor, entry.resource) == (admin_user, f"user:{admin_user.pk}")
+        assert "A-new-passphrase-99" not in str(entry.details)
+
+    def test_a_wrong_old_password_changes_and_records_nothing(self, client, admin_user):
+        client.force_login(admin_user)
+
+        response = client.post(
+            "/admin/password_change/",
+            {
+                "old_password": "wrong",
+                "new_password1": "X-y-z-123456",
+                "new_password2": "X-y-z-123456",
+            },
+        )
+
+        assert response.status_code == 200
+        assert User.objects.get(pk=admin_user.pk).check_password(PASSWORD)
+        assert not AuditEntry.objects.filter(action="password_changed").exists()
+
+    def test_signing_out_of_the_admin_is_audited(self, client, admin_user):
+        client.force_login(admin_user)
+
+        response = client.post("/admin/logout/")
+
+        assert response.status_code == 302
+        assert "_auth_user_id" not in client.session
+        assert AuditEntry.objects.get(action="logout").actor == admin_user
+
+
+NEW_ACCOUNT = {
+    "password1": "Pw-123456789",
+    "password2": "Pw-123456789",
+    "usable_password": "true",
+    "profile-TOTAL_FORMS": "0",
+    "profile-INITIAL_FORMS": "0",
+    "profile-MIN_NUM_FORMS": "0",
+    "profile-MAX_NUM_FORMS": "1",
+}
+
+
+class TestEmailCase:
+    def test_a_case_variant_of_an_existing_address_is_refused_in_the_admin(self, site, user):
+        response = site.post(
+            "/admin/accounts/user/add/",
+            {
+                "email": "Alice@Example.com",
+                "password1": "Pw-123456789",
+                "password2": "Pw-123456789",
+            },
+        )
+
+        assert response.status_code == 200  # the form again, with its error
+        assert User.objects.filter(email__iexact="alice@example.com").count() == 1
+        assert not AuditEntry.objects.filter(action="admin_add").exists()
+
+    def test_an_address_typed_with_capitals_is_stored_lowercase_and_signs_in(self, site, anon):
+        site.post(
+            "/admin/accounts/user/add/",
+            {"email": "Bob@Example.COM", **NEW_ACCOUNT},
+        )
+
+        assert User.objects.filter(email="bob@example.com").exists()
+        signed_in = anon.post(
+            "/api/auth/signin",
+            {"email": "BOB@example.com", "password": "Pw-123456789"},
+            format="json",
+        )
+        assert signed_in.status_code == 200
+
+    def test_the_database_refuses_a_case_variant_whatever_writes_it(self, user, make_user):
+        other = make_user("x@example.com")
+
+        with pytest.raises(IntegrityError), transaction.atomic():
+            # update() skips save(): only the constraint stands in the way.
+            User.objects.filter(pk=other.pk).update(email="ALICE@example.com")

@@ -285,31 +285,45 @@ class TestAccountAdministration:
         client.force_login(editor)
         return editor
 
-    def test_it_cannot_make_itself_superuser(self, account_editor, client):
+    def test_it_edits_an_ordinary_account_but_cannot_hand_out_roles(
+        self, account_editor, client, user
+    ):
+        group = Group.objects.get(name="Workgate administrators")
+
         response = client.post(
-            f"/admin/accounts/user/{account_editor.pk}/change/",
+            f"/admin/accounts/user/{user.pk}/change/",
             {
-                "email": account_editor.email,
-                "first_name": "Eve",
+                "email": user.email,
+                "first_name": "Alicia",
                 "last_name": "",
                 "is_active": "on",
                 "is_staff": "on",
                 "is_superuser": "on",
+                "groups": [group.pk],
                 "last_login_0": "",
                 "last_login_1": "",
                 "date_joined_0": "2026-11-24",
                 "date_joined_1": "08:00:00",
-                "profile-TOTAL_FORMS": "1",
-                "profile-INITIAL_FORMS": "1",
+                "profile-TOTAL_FORMS": "0",
+                "profile-INITIAL_FORMS": "0",
                 "profile-MIN_NUM_FORMS": "0",
                 "profile-MAX_NUM_FORMS": "1",
-                "profile-0-user": account_editor.pk,
             },
         )
 
-        account_editor.refresh_from_db()
+        user.refresh_from_db()
         assert response.status_code == 302  # saved: the name changed, the roles could not
-        assert account_editor.first_name == "Eve"
+        assert user.first_name == "Alicia"
+        assert (user.is_staff, user.is_superuser, user.groups.count()) == (False, False, 0)
+
+    def test_it_cannot_change_its_own_account(self, account_editor, client):
+        response = client.post(
+            f"/admin/accounts/user/{account_editor.pk}/change/",
+            {"email": account_editor.email, "is_superuser": "on"},
+        )
+
+        account_editor.refresh_from_db()
+        assert response.status_code == 403
         assert account_editor.is_superuser is False
 
     def test_it_cannot_set_a_superusers_password(self, account_editor, client, superuser):

@@ -6,6 +6,7 @@ import pyotp
 import pytest
 from django.test import Client, override_settings
 
+from accounts.models import Profile
 from accounts.views import MFA_VERIFIED_KEY, PENDING_KEY, PENDING_TTL
 from audit.models import AuditEntry
 from tests.conftest import PASSWORD
@@ -112,6 +113,25 @@ def test_the_code_step_expires_and_starts_over(user, enable_mfa, monkeypatch):
 
     assert b"Sign in to Workgate" in response.content
     assert signed_in_user_id(client) is None
+
+
+def test_a_code_step_outlived_by_an_mfa_reset_starts_over(user, enable_mfa):
+    """The password passed, then an administrator reset the account's second factor: the
+    pending code step is dropped (it used to crash on the missing secret), nobody is signed in
+    on a code, and the person signs in again with the password alone."""
+    enable_mfa(user)
+    client = Client()
+    post_password(client)
+    Profile.objects.filter(user=user).update(mfa_enabled=False, totp_secret="")
+
+    response = client.post("/login", {"otp": "123456"})
+
+    assert response.status_code == 200
+    assert b"Sign in to Workgate" in response.content
+    assert signed_in_user_id(client) is None
+    assert PENDING_KEY not in client.session
+    assert post_password(client).status_code == 302
+    assert client.session[MFA_VERIFIED_KEY] is False
 
 
 def test_sign_in_returns_to_the_page_asked_for_but_never_to_another_site(user):
