@@ -43,33 +43,37 @@ class AuditedAdmin(admin.ModelAdmin):
     the workspace services, which audit themselves.
     """
 
-    def _record(self, request, action: str, obj, message=None) -> None:
+    def _record(self, request, action: str, resource: str, name: str, **details) -> None:
         audit.record(
             action=action,
             actor=request.user,
-            resource=_resource(obj),
-            details={"object": str(obj), "changes": _changes(message)},
+            resource=resource,
+            details={"object": name, **details},
             origin=audit.Origin.of(request),
         )
 
     # Django's admin calls these inside the transaction that saved the object.
     def log_addition(self, request, obj, message):
-        self._record(request, "admin_add", obj, message)
+        self._record(request, "admin_add", _resource(obj), str(obj), changes=_changes(message))
         return super().log_addition(request, obj, message)
 
     def log_change(self, request, obj, message):
-        self._record(request, "admin_change", obj, message)
+        self._record(request, "admin_change", _resource(obj), str(obj), changes=_changes(message))
         return super().log_change(request, obj, message)
+
+    def _delete(self, request, obj) -> None:
+        resource, name = _resource(obj), str(obj)
+        _, deleted = obj.delete()
+        # What the deletion took with it, by model: {"streaming.Membership": 3, ...}.
+        self._record(request, "admin_delete", resource, name, deleted=deleted)
 
     def delete_model(self, request, obj):
         with transaction.atomic():
-            self._record(request, "admin_delete", obj)
-            super().delete_model(request, obj)
+            self._delete(request, obj)
 
     def delete_queryset(self, request, queryset):
         # The "delete selected" action runs outside a transaction; the entries and the deletion
         # commit together or not at all.
         with transaction.atomic():
             for obj in queryset:
-                self._record(request, "admin_delete", obj)
-            super().delete_queryset(request, queryset)
+                self._delete(request, obj)

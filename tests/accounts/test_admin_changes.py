@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.models import Profile, User
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
-from streaming.models import Assistant, Institution
+from streaming.models import Assistant, Institution, Membership
 from tests.accounts.test_mfa import enrol, sign_in
 from tests.conftest import PASSWORD
 
@@ -119,14 +119,24 @@ def test_deleting_assistant_records_in_bulk_is_audited_per_record(site, superuse
     assert all(e.actor == superuser for e in entries)
 
 
-def test_an_institution_changed_in_the_admin_is_audited(site, superuser):
+def test_deleting_an_institution_records_what_went_with_it(site, superuser, user):
     institution = Institution.objects.create(name="Physics")
+    Membership.objects.create(institution=institution, user=user)
+    Assistant.objects.create(name="Tutor", provider="builtin", institution=institution)
 
     site.post(f"/admin/streaming/institution/{institution.pk}/delete/", {"post": "yes"})
 
     assert not Institution.objects.filter(pk=institution.pk).exists()
     entry = AuditEntry.objects.get(action="admin_delete")
-    assert entry.resource == f"streaming.institution:{institution.pk}"
+    assert (entry.actor, entry.resource) == (superuser, f"streaming.institution:{institution.pk}")
+    assert entry.details == {
+        "object": "Physics",
+        "deleted": {
+            "streaming.Institution": 1,
+            "streaming.Membership": 1,
+            "streaming.Assistant": 1,
+        },
+    }
 
 
 class TestMfaReset:
