@@ -8,6 +8,8 @@ from accounts import services
 from accounts.models import Profile, User
 from audit.services import Origin
 from config.admin import AuditedAdmin
+from sessions_app.models import WorkspaceSession
+from sessions_app.services import EndReason, sessions_terminate
 
 
 class ProfileInline(admin.StackedInline):
@@ -62,6 +64,18 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("profile")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            # Turning an account off ends its desktops now (and closes their relay
+            # connections), in the same transaction; its tokens stop working by themselves.
+            sessions_terminate(
+                sessions=WorkspaceSession.objects.filter(user=obj),
+                actor=request.user,
+                reason=EndReason.ACCOUNT_DISABLED,
+                origin=Origin.of(request),
+            )
 
     def user_change_password(self, request, id, form_url=""):
         # The new password and its audit entry commit together.

@@ -52,6 +52,7 @@ class EndReason:
     WORKSPACES_RESET = "workspaces_reset"
     START_FAILED = "start_failed"
     START_ABANDONED = "start_abandoned"
+    ACCOUNT_DISABLED = "account_disabled"
 
 
 # --- Launch --------------------------------------------------------------------------------------
@@ -311,6 +312,15 @@ def session_terminate(
         session_id=session.pk, actor=actor, reason=reason, origin=origin, action=action
     )
     return session
+
+
+def sessions_terminate(*, sessions, actor, reason: str, origin: audit.Origin) -> int:
+    """End every live session among `sessions` (a queryset), oldest first; how many ended."""
+    count = 0
+    for session in sessions.filter(status__in=WorkspaceSession.LIVE).order_by("started_at"):
+        session_terminate(session=session, actor=actor, reason=reason, origin=origin)
+        count += 1
+    return count
 
 
 def sessions_reap(*, now=None) -> int:

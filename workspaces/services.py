@@ -11,7 +11,7 @@ from rest_framework.exceptions import ValidationError
 from audit import services as audit
 from config.exceptions import NotFound
 from sessions_app.models import WorkspaceSession
-from sessions_app.services import session_terminate
+from sessions_app.services import EndReason, sessions_terminate
 from workspaces.defaults import insert_default_workspaces
 from workspaces.models import Workspace
 
@@ -63,17 +63,6 @@ def _locked(workspace_id: str) -> Workspace:
     return workspace
 
 
-def _terminate_live_sessions(*, workspace_ids, actor, reason: str, origin: audit.Origin) -> int:
-    live = WorkspaceSession.objects.filter(
-        workspace_id__in=workspace_ids, status__in=WorkspaceSession.LIVE
-    ).order_by("started_at")
-    count = 0
-    for session in live:
-        session_terminate(session=session, actor=actor, reason=reason, origin=origin)
-        count += 1
-    return count
-
-
 def workspace_create(*, actor, data: Mapping, origin: audit.Origin) -> Workspace:
     workspace = Workspace(**_checked(data))
     _validate(workspace)
@@ -115,8 +104,11 @@ def workspace_delete(*, actor, workspace_id: str, origin: audit.Origin) -> None:
     """Delete one workspace, ending its live sessions first; session history keeps a snapshot."""
     with transaction.atomic():
         workspace = _locked(workspace_id)
-        terminated = _terminate_live_sessions(
-            workspace_ids=[workspace.id], actor=actor, reason="workspace_deleted", origin=origin
+        terminated = sessions_terminate(
+            sessions=WorkspaceSession.objects.filter(workspace_id=workspace.id),
+            actor=actor,
+            reason=EndReason.WORKSPACE_DELETED,
+            origin=origin,
         )
         workspace.delete()
         audit.record(
@@ -136,8 +128,11 @@ def workspaces_reset(*, actor, origin: audit.Origin) -> int:
         ids = list(
             Workspace.objects.select_for_update().order_by("id").values_list("id", flat=True)
         )
-        terminated = _terminate_live_sessions(
-            workspace_ids=ids, actor=actor, reason="workspaces_reset", origin=origin
+        terminated = sessions_terminate(
+            sessions=WorkspaceSession.objects.filter(workspace_id__in=ids),
+            actor=actor,
+            reason=EndReason.WORKSPACES_RESET,
+            origin=origin,
         )
         Workspace.objects.all().delete()
         count = insert_default_workspaces()

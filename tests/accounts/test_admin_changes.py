@@ -12,9 +12,12 @@ from django.utils import timezone
 from accounts.models import Profile, User
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
+from sessions_app.models import WorkspaceSession
 from streaming.models import Assistant, Institution, Membership
 from tests.accounts.test_mfa import enrol, sign_in
 from tests.conftest import PASSWORD
+from tests.sessions_app.conftest import launch
+from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db
 
@@ -412,3 +415,36 @@ class TestEmailCase:
         with pytest.raises(IntegrityError), transaction.atomic():
             # update() skips save(): only the constraint stands in the way.
             User.objects.filter(pk=other.pk).update(email="ALICE@example.com")
+
+
+class TestTurningAnAccountOff:
+    def test_it_ends_the_accounts_live_sessions_and_its_tokens_stop_working(
+        self, site, superuser, user, api, other_user, client_for, django_capture_on_commit_callbacks
+    ):
+        wiki = make_web_workspace(id="ws-wiki0001")
+        mine = launch(api, wiki.id).json()["session_id"]
+        theirs = launch(client_for(other_user), wiki.id).json()["session_id"]
+
+        with django_capture_on_commit_callbacks(execute=True):
+            response = site.post(
+                f"/admin/accounts/user/{user.pk}/change/", user_form(user, is_active=None)
+            )
+
+        assert response.status_code == 302
+        assert User.objects.get(pk=user.pk).is_active is False
+        ended = WorkspaceSession.objects.get(pk=mine)
+        assert (ended.status, ended.end_reason) == ("terminated", "account_disabled")
+        assert WorkspaceSession.objects.get(pk=theirs).status != "terminated"
+        terminate = AuditEntry.objects.get(action="terminate_session")
+        assert (terminate.actor, terminate.resource) == (superuser, f"session:{mine}")
+        assert AuditEntry.objects.get(action="admin_change").resource == f"accounts.user:{user.pk}"
+        assert api.get("/api/auth/me").status_code == 401
+
+    def test_other_changes_leave_the_sessions_alone(self, site, user, api):
+        wiki = make_web_workspace(id="ws-wiki0001")
+        mine = launch(api, wiki.id).json()["session_id"]
+
+        site.post(f"/admin/accounts/user/{user.pk}/change/", user_form(user, first_name="Al"))
+
+        assert WorkspaceSession.objects.get(pk=mine).status != "terminated"
+        assert not AuditEntry.objects.filter(action="terminate_session").exists()
