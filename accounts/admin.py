@@ -70,12 +70,16 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
         if change and "is_active" in form.changed_data and not obj.is_active:
             # Turning an account off ends its desktops now (and closes their relay
             # connections), in the same transaction; its tokens stop working by themselves.
-            sessions_terminate(
+            # (Deleting is no way round it: an account with sessions cannot be deleted here,
+            # because its sessions, tickets and turns are view-only records.)
+            ended = sessions_terminate(
                 sessions=WorkspaceSession.objects.filter(user=obj),
                 actor=request.user,
                 reason=EndReason.ACCOUNT_DISABLED,
                 origin=Origin.of(request),
             )
+            if ended:
+                self.message_user(request, f"{ended} live session(s) of {obj.email} ended.")
 
     def user_change_password(self, request, id, form_url=""):
         # The new password and its audit entry commit together.

@@ -18,6 +18,11 @@ class UserManager(BaseUserManager):
         user.save(using=self._db)
         return user
 
+    def get_by_natural_key(self, username):
+        # Addresses are stored lowercase: createsuperuser's duplicate check and the sign-in
+        # backend find an account whatever the case typed.
+        return self.get(email=(username or "").strip().lower())
+
     def create_user(self, email: str, password: str | None = None, **extra):
         extra.setdefault("is_staff", False)
         extra.setdefault("is_superuser", False)
@@ -44,7 +49,11 @@ class User(AbstractUser):
         constraints = [
             # Sign-in lowercases what is typed: two addresses differing only in case would be
             # one person's sign-in matching another's account.
-            models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
+            models.UniqueConstraint(
+                Lower("email"),
+                name="accounts_user_email_ci_unique",
+                violation_error_message="An account with this email address already exists.",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,5 +1,5 @@
 """Sessions in the Django admin: read-only rows, and a Terminate action that goes through
-`session_terminate` (so it is audited and closes live relay connections like every other end)."""
+`sessions_terminate` (so it is audited and closes live relay connections like every other end)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from audit.services import Origin
 from config.admin import ViewOnlyAdmin
 from sessions_app.models import WorkspaceSession
-from sessions_app.services import EndReason, session_terminate
+from sessions_app.services import EndReason, sessions_terminate
 
 
 @admin.register(WorkspaceSession)
@@ -57,15 +57,13 @@ class WorkspaceSessionAdmin(ViewOnlyAdmin):
 
     @admin.action(description="Terminate the selected sessions", permissions=["terminate"])
     def terminate(self, request, queryset):
-        live = list(queryset.filter(status__in=WorkspaceSession.LIVE))
-        for session in live:
-            session_terminate(
-                session=session,
-                actor=request.user,
-                reason=EndReason.ADMIN_TERMINATE,
-                origin=Origin.of(request),
-            )
-        self.message_user(request, f"Terminated {len(live)} session(s).", messages.SUCCESS)
+        ended = sessions_terminate(
+            sessions=queryset,
+            actor=request.user,
+            reason=EndReason.ADMIN_TERMINATE,
+            origin=Origin.of(request),
+        )
+        self.message_user(request, f"Terminated {ended} session(s).", messages.SUCCESS)
 
     def has_terminate_permission(self, request) -> bool:
         return request.user.has_perm("sessions_app.change_workspacesession")

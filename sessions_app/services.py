@@ -315,12 +315,23 @@ def session_terminate(
 
 
 def sessions_terminate(*, sessions, actor, reason: str, origin: audit.Origin) -> int:
-    """End every live session among `sessions` (a queryset), oldest first; how many ended."""
-    count = 0
-    for session in sessions.filter(status__in=WorkspaceSession.LIVE).order_by("started_at"):
-        session_terminate(session=session, actor=actor, reason=reason, origin=origin)
-        count += 1
-    return count
+    """End every live session among `sessions` (a queryset), oldest first; how many this call
+    ended (one that a concurrent stop or the reaper ended first is not counted)."""
+    ended = 0
+    for session_id in (
+        sessions.filter(status__in=WorkspaceSession.LIVE)
+        .order_by("started_at")
+        .values_list("pk", flat=True)
+    ):
+        _, did_end = _session_end(
+            session_id=session_id,
+            actor=actor,
+            reason=reason,
+            origin=origin,
+            action="terminate_session",
+        )
+        ended += did_end
+    return ended
 
 
 def sessions_reap(*, now=None) -> int:

@@ -1,8 +1,8 @@
 """Email addresses are stored lowercase and unique whatever their case: sign-in lowercases what
 is typed, so a second account differing only in case could never sign in, and would muddle
 every lookup by address. Existing addresses are lowercased first; if two accounts differ only
-in case, this migration stops with an IntegrityError naming the address, for an operator to
-merge or rename one of them before upgrading."""
+in case, this migration stops with an IntegrityError (naming the address on PostgreSQL), for an
+operator to merge or rename one of them before upgrading."""
 
 import django.db.models.functions.text
 from django.db import migrations, models
@@ -29,6 +29,7 @@ class Migration(migrations.Migration):
             constraint=models.UniqueConstraint(
                 django.db.models.functions.text.Lower("email"),
                 name="accounts_user_email_ci_unique",
+                violation_error_message="An account with this email address already exists.",
             ),
         ),
     ]

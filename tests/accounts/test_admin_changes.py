@@ -4,7 +4,11 @@ a person's lost second factor."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -386,12 +390,12 @@ class TestEmailCase:
             "/admin/accounts/user/add/",
             {
                 "email": "Alice@Example.com",
-                "password1": "Pw-123456789",
-                "password2": "Pw-123456789",
+                **NEW_ACCOUNT,
             },
         )
 
         assert response.status_code == 200  # the form again, with its error
+        assert "An account with this email address already exists." in response.content.decode()
         assert User.objects.filter(email__iexact="alice@example.com").count() == 1
         assert not AuditEntry.objects.filter(action="admin_add").exists()
 
@@ -408,6 +412,9 @@ class TestEmailCase:
             format="json",
         )
         assert signed_in.status_code == 200
+
+    def test_an_account_is_found_by_its_address_in_any_case(self, user):
+        assert User.objects.get_by_natural_key(" ALICE@Example.com ") == user
 
     def test_the_database_refuses_a_case_variant_whatever_writes_it(self, user, make_user):
         other = make_user("x@example.com")
@@ -440,11 +447,45 @@ class TestTurningAnAccountOff:
         assert AuditEntry.objects.get(action="admin_change").resource == f"accounts.user:{user.pk}"
         assert api.get("/api/auth/me").status_code == 401
 
+    def test_it_ends_the_sessions_and_tells_their_relays_once_committed(
+        self, site, user, api, django_capture_on_commit_callbacks
+    ):
+        wiki = make_web_workspace(id="ws-wiki0001")
+        mine = launch(api, wiki.id).json()["session_id"]
+        layer = get_channel_layer()
+        relay = async_to_sync(layer.new_channel)()  # stands where a viewer's relay listens
+        async_to_sync(layer.group_add)(WorkspaceSession.objects.get(pk=mine).group_name, relay)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            response = site.post(
+                f"/admin/accounts/user/{user.pk}/change/",
+                user_form(user, is_active=None),
+                follow=True,
+            )
+
+        assert "1 live session(s) of alice@example.com ended." in response.content.decode()
+        told = async_to_sync(asyncio.wait_for)(layer.receive(relay), 5)
+        assert told == {"type": "session.ended", "reason": "account_disabled"}
+
+    def test_an_account_with_sessions_can_be_turned_off_but_not_deleted(self, site, user, api):
+        mine = launch(api, make_web_workspace(id="ws-wiki0001").id).json()["session_id"]
+
+        response = site.post(f"/admin/accounts/user/{user.pk}/delete/", {"post": "yes"})
+
+        assert response.status_code == 403  # its sessions are view-only records
+        assert User.objects.filter(pk=user.pk).exists()
+        assert WorkspaceSession.objects.get(pk=mine).status != "terminated"
+        assert not AuditEntry.objects.filter(action="admin_delete").exists()
+
     def test_other_changes_leave_the_sessions_alone(self, site, user, api):
         wiki = make_web_workspace(id="ws-wiki0001")
         mine = launch(api, wiki.id).json()["session_id"]
 
-        site.post(f"/admin/accounts/user/{user.pk}/change/", user_form(user, first_name="Al"))
+        response = site.post(
+            f"/admin/accounts/user/{user.pk}/change/", user_form(user, first_name="Al")
+        )
 
+        assert response.status_code == 302
+        assert User.objects.get(pk=user.pk).first_name == "Al"
         assert WorkspaceSession.objects.get(pk=mine).status != "terminated"
         assert not AuditEntry.objects.filter(action="terminate_session").exists()
