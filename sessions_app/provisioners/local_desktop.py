@@ -8,11 +8,15 @@ process group or can reach its controlling terminal (under `make run`, the devel
 directory is kept in the session's `provisioner_state`, so any server process on this host can
 stop what another one started.
 
-Every process of a desktop carries WORKGATE_DESKTOP_DIR=<its directory> in its environment, and
-its children inherit it: stopping a desktop signals the process group of every process carrying
-its mark, and each such process on its own. Only groups with a marked process in them are
-signalled, so a group id recycled by the kernel for someone else's processes is never killed,
-and a process that left its group (setsid) is still found.
+Stopping a desktop finds its processes two ways. Every process of a desktop carries
+WORKGATE_DESKTOP_DIR=<its directory> in its environment, and its children inherit it. And the
+sessions Xvfb, x11vnc and the program were started in are noted in the directory (leader pid and
+start time), so a child that scrubbed its environment is still found in its session after the
+program that started it has exited. Stopping signals the process group of every process found,
+and each such process on its own. Only groups with a found process in them are signalled, and a
+noted session whose number now belongs to another process (its leader started at another time)
+is ignored, so ids recycled by the kernel for someone else's processes are never killed; a
+marked process that left its group and session (setsid) is still found by its mark.
 """
 
 from __future__ import annotations
@@ -178,17 +182,13 @@ def _start_desktop(session, directory: Path, geometry: Geometry, command: list[s
     state["port"] = port
     if command:
         home = env.get("HOME", "")
-        with open(directory / "desktop.log", "ab") as log:
-            desktop = subprocess.Popen(  # noqa: S603 - argv from the operator's own setting
-                command,
-                env={**env, "DISPLAY": f":{display}"},
-                cwd=home if home and os.path.isdir(home) else directory,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _children.append(desktop)
+        _spawn(
+            command,  # the operator's own setting
+            directory=directory,
+            log="desktop.log",
+            env={**env, "DISPLAY": f":{display}"},
+            cwd=home if home and os.path.isdir(home) else directory,
+        )
     _remember(session, state)
     # _start_x11vnc returned only once the VNC server greeted: the desktop is ready.
     return Upstream(kind="tcp", target=f"127.0.0.1:{port}", rfb_password=password, ready=True)
@@ -207,33 +207,55 @@ def _desktop_env(directory: Path, xauthority: Path) -> dict[str, str]:
     return env
 
 
+SESSIONS_FILE = "sessions"  # "<leader pid> <start time>" per process the desktop started
+
+
+def _spawn(argv: list, *, directory: Path, log: str, env: dict, cwd=None, pass_fds=()):
+    """Start one of the desktop's processes in a session of its own, its output in `log`, and
+    note that session in the desktop's directory (see the module's docstring)."""
+    with open(directory / log, "ab") as out:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv, or the operator's own command
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+            start_new_session=True,
+        )
+    _children.append(process)
+    started = _stat(process.pid, zombie=True)  # one that exited at once still started a session
+    if started is not None:
+        fd = os.open(directory / SESSIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as sessions:
+            sessions.write(f"{process.pid} {started.started}\n")
+    return process
+
+
 def _start_xvfb(directory, geometry, xauthority, env, deadline) -> int:
     """Xvfb picks a free display itself and writes its number to a pipe once it takes clients."""
     read_end, write_end = os.pipe()
     try:
-        with open(directory / "xvfb.log", "ab") as log:
-            xvfb = subprocess.Popen(  # noqa: S603 - fixed argv
-                [
-                    shutil.which("Xvfb"),
-                    "-displayfd",
-                    str(write_end),
-                    "-screen",
-                    "0",
-                    f"{geometry}x24",
-                    "-auth",
-                    str(xauthority),
-                    "-nolisten",
-                    "tcp",
-                    "-noreset",
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=(write_end,),
-                start_new_session=True,
-            )
-        _children.append(xvfb)
+        _spawn(
+            [
+                shutil.which("Xvfb"),
+                "-displayfd",
+                str(write_end),
+                "-screen",
+                "0",
+                f"{geometry}x24",
+                "-auth",
+                str(xauthority),
+                "-nolisten",
+                "tcp",
+                "-noreset",
+            ],
+            directory=directory,
+            log="xvfb.log",
+            env=env,
+            pass_fds=(write_end,),
+        )
         os.close(write_end)
         write_end = -1
         answer = b""
@@ -257,34 +279,30 @@ def _start_xvfb(directory, geometry, xauthority, env, deadline) -> int:
 def _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline) -> int:
     for _attempt in range(PORT_ATTEMPTS):
         port = _free_port()
-        with open(directory / "x11vnc.log", "ab") as log:
-            x11vnc = subprocess.Popen(  # noqa: S603 - fixed argv; the password is in a file
-                [
-                    shutil.which("x11vnc"),
-                    "-display",
-                    f":{display}",
-                    "-auth",
-                    str(xauthority),
-                    "-rfbauth",
-                    str(rfbauth),
-                    "-rfbport",
-                    str(port),
-                    "-localhost",
-                    "-no6",
-                    # The desktop outlives its viewers: it takes reconnects and shares the
-                    # screen between viewers of the same session.
-                    "-forever",
-                    "-shared",
-                    "-norc",
-                    "-nolookup",
-                ],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _children.append(x11vnc)
+        x11vnc = _spawn(
+            [
+                shutil.which("x11vnc"),
+                "-display",
+                f":{display}",
+                "-auth",
+                str(xauthority),
+                "-rfbauth",  # the password is in a file, never on the command line
+                str(rfbauth),
+                "-rfbport",
+                str(port),
+                "-localhost",
+                "-no6",
+                # The desktop outlives its viewers: it takes reconnects and shares the screen
+                # between viewers of the same session.
+                "-forever",
+                "-shared",
+                "-norc",
+                "-nolookup",
+            ],
+            directory=directory,
+            log="x11vnc.log",
+            env=env,
+        )
         while time.monotonic() < deadline:
             if x11vnc.poll() is not None:
                 break  # most likely the port was taken meanwhile: try another
@@ -349,9 +367,34 @@ def xauthority_cookie(cookie: bytes) -> bytes:
 # --- Stopping and orphans ---------------------------------------------------------------------
 
 
-def _marked_processes() -> dict[str, list[tuple[int, int]]]:
-    """Every live (not zombie) process carrying the desktop mark: {directory: [(pid, pgid)]}."""
-    found: dict[str, list[tuple[int, int]]] = {}
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    group: int
+    session: int
+    started: int  # clock ticks after boot: with the pid, names one process for good
+    mark: str | None = None  # its WORKGATE_DESKTOP_DIR, if it carries one
+
+
+def _stat(pid: int, mark: str | None = None, *, zombie: bool = False) -> _Process | None:
+    """The process `pid` as /proc/<pid>/stat describes it; None if gone, or a zombie unless
+    `zombie` (a child that exited but is not yet waited for still holds its pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name: state, ppid, pgrp, session, ... starttime is
+    # the 22nd field of the whole line, the 20th after the name.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] == b"Z" and not zombie:
+        return None
+    return _Process(pid, int(fields[2]), int(fields[3]), int(fields[19]), mark)
+
+
+def _processes() -> dict[int, _Process]:
+    """Every live (not zombie) process this server may see, with its desktop mark if any."""
+    found = {}
     needle = f"{MARK}=".encode()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -360,32 +403,64 @@ def _marked_processes() -> dict[str, list[tuple[int, int]]]:
         try:
             with open(f"/proc/{pid}/environ", "rb") as handle:
                 environ = handle.read()
-            if needle not in environ:
-                continue
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                stat = handle.read()
         except OSError:  # gone meanwhile, or another user's process
             continue
-        # Fields after the parenthesised command name: state, ppid, pgrp, ...
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] == b"Z":
-            continue
-        for variable in environ.split(b"\0"):
-            if variable.startswith(needle):
-                directory = variable[len(needle) :].decode(errors="replace")
-                found.setdefault(directory, []).append((pid, int(fields[2])))
-                break
+        mark = None
+        if needle in environ:
+            for variable in environ.split(b"\0"):
+                if variable.startswith(needle):
+                    mark = variable[len(needle) :].decode(errors="replace")
+                    break
+        process = _stat(pid, mark)
+        if process is not None:
+            found[pid] = process
     return found
+
+
+def _marked_processes() -> dict[str, list[tuple[int, int]]]:
+    """Every live process carrying the desktop mark: {directory: [(pid, pgid)]}."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for process in _processes().values():
+        if process.mark is not None:
+            found.setdefault(process.mark, []).append((process.pid, process.group))
+    return found
+
+
+def _noted_sessions(directory: Path) -> list[tuple[int, int]]:
+    """The (leader pid, start time) of every session the desktop's processes started in."""
+    try:
+        lines = (directory / SESSIONS_FILE).read_text().split("\n")
+    except OSError:
+        return []
+    return [tuple(map(int, line.split())) for line in lines if len(line.split()) == 2]
+
+
+def _desktop_members(directory: Path) -> list[tuple[int, int]]:
+    """The desktop's live processes, (pid, pgid): those carrying its mark, and every process in
+    a session it noted, unless that session's number now leads a process started at another
+    time (recycled by the kernel: someone else's). A noted session whose leader has exited
+    cannot have been recycled while anything is still in it."""
+    processes = _processes()
+    sessions = set()
+    for leader, started in _noted_sessions(directory):
+        current = processes.get(leader)
+        if current is None or current.started == started:
+            sessions.add(leader)
+    return [
+        (process.pid, process.group)
+        for process in processes.values()
+        if process.mark == str(directory) or process.session in sessions
+    ]
 
 
 def _stop_desktop_in(directory: Path) -> None:
     """End every process of the desktop living in `directory`, then delete the directory.
 
-    Each marked process's whole group is signalled (Xvfb, x11vnc and the desktop program each
-    lead one; the program's own children are in its group unless they made their own), and
-    each marked process on its own in case it left its group.
+    Each member's whole group is signalled (Xvfb, x11vnc and the desktop program each lead one;
+    the program's own children are in its group unless they made their own), and each member on
+    its own in case it left its group.
     """
-    members = _marked_processes().get(str(directory), [])
+    members = _desktop_members(directory)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not members:
             break
@@ -399,7 +474,7 @@ def _stop_desktop_in(directory: Path) -> None:
         while members and time.monotonic() < deadline:
             time.sleep(0.05)
             _reap_children()
-            members = _marked_processes().get(str(directory), [])
+            members = _desktop_members(directory)
     if members:
         logger.warning("local desktop processes in %s survived SIGKILL", directory)
     _reap_children()

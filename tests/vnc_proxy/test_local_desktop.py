@@ -4,8 +4,10 @@ group any process can stop, desktops that outlive their viewers, and orphans cle
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,55 @@ def test_the_password_file_is_what_x11vnc_itself_writes(tmp_path):
     )
 
     assert vnc_password_file("Zq3x9Ab1") == path.read_bytes()
+
+
+def processes_running(argv: list[str]) -> list[int]:
+    wanted = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == wanted:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for(condition, seconds: float = 10.0):
+    """Poll until `condition()` is truthy (a process starting or exiting), at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return result
+
+
+@pytest.mark.django_db
+def test_a_child_that_scrubbed_its_environment_is_stopped_after_its_program_exited(
+    desktops, settings, make_workspace, launch, api, user, django_capture_on_commit_callbacks
+):
+    """The program starts a child with an empty environment (so without the desktop's mark)
+    and exits: the child is still found, in the session the program was started in."""
+    straggler = ["sleep", f"{600 + os.getpid() % 1000}.5"]  # only this test starts it
+    settings.WORKGATE_LOCAL_DESKTOP_COMMAND = f"sh -c 'env -i {' '.join(straggler)} & exit 0'"
+    session = launch(user, make_workspace())
+    directory = Path(session.provisioner_state["dir"])
+    [pid] = wait_for(lambda: processes_running(straggler))
+    try:
+        wait_for(lambda: "sh" not in {p["command"] for p in desktop_processes(directory).values()})
+        assert pid not in desktop_processes(directory)  # no mark: found only by its session
+
+        with django_capture_on_commit_callbacks(execute=True):
+            response = api.post(f"/api/workspaces/{session.workspace_id}/stop")
+
+        assert response.status_code == 200
+        assert processes_running(straggler) == []
+        assert desktop_processes(directory) == {}
+        assert not directory.exists()
+    finally:
+        for leftover in processes_running(straggler):
+            os.kill(leftover, signal.SIGKILL)
 
 
 @pytest.mark.django_db(transaction=True)
