@@ -10,13 +10,14 @@ stop what another one started.
 
 Stopping a desktop finds its processes two ways. Every process of a desktop carries
 WORKGATE_DESKTOP_DIR=<its directory> in its environment, and its children inherit it. And the
-sessions Xvfb, x11vnc and the program were started in are noted in the directory (leader pid and
-start time), so a child that scrubbed its environment is still found in its session after the
-program that started it has exited. Stopping signals the process group of every process found,
-and each such process on its own. Only groups with a found process in them are signalled, and a
-noted session whose number now belongs to another process (its leader started at another time)
-is ignored, so ids recycled by the kernel for someone else's processes are never killed; a
-marked process that left its group and session (setsid) is still found by its mark.
+desktop program runs under subreaper.py, the leader of its session, which outlives everything
+the program started; the leader's pid and start time (and the boot) are noted in the directory,
+so a child that scrubbed its environment is still found in that session after the program has
+exited. A noted session counts only while its leader is alive with the noted start time, so a
+session number the kernel handed to someone else is never touched. Stopping signals the process
+group of every process found, and each such process on its own; only groups with a found
+process in them are signalled. (A process that both scrubs its environment and leaves its
+session with setsid escapes both: local desktops are for a single trusted host.)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import socket
 import string
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -188,6 +190,7 @@ def _start_desktop(session, directory: Path, geometry: Geometry, command: list[s
             log="desktop.log",
             env={**env, "DISPLAY": f":{display}"},
             cwd=home if home and os.path.isdir(home) else directory,
+            supervised=True,
         )
     _remember(session, state)
     # _start_x11vnc returned only once the VNC server greeted: the desktop is ready.
@@ -207,12 +210,25 @@ def _desktop_env(directory: Path, xauthority: Path) -> dict[str, str]:
     return env
 
 
-SESSIONS_FILE = "sessions"  # "<leader pid> <start time>" per process the desktop started
+SESSIONS_FILE = "sessions"  # "boot <boot id>", then "<leader pid> <start time>" per line
+SUBREAPER = Path(__file__).with_name("subreaper.py")
 
 
-def _spawn(argv: list, *, directory: Path, log: str, env: dict, cwd=None, pass_fds=()):
-    """Start one of the desktop's processes in a session of its own, its output in `log`, and
-    note that session in the desktop's directory (see the module's docstring)."""
+def _boot_id() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return ""
+
+
+def _spawn(
+    argv: list, *, directory: Path, log: str, env: dict, cwd=None, pass_fds=(), supervised=False
+):
+    """Start one of the desktop's processes in a session of its own, its output in `log`.
+
+    `supervised`: run it under subreaper.py and note that session in the desktop's directory
+    (see the module's docstring)."""
+    if supervised:
+        argv = [sys.executable, "-I", str(SUBREAPER), *argv]
     with open(directory / log, "ab") as out:
         process = subprocess.Popen(  # noqa: S603 - fixed argv, or the operator's own command
             argv,
@@ -224,12 +240,15 @@ def _spawn(argv: list, *, directory: Path, log: str, env: dict, cwd=None, pass_f
             pass_fds=pass_fds,
             start_new_session=True,
         )
+    if supervised:
+        # Noted before another thread's _reap_children() could reap it; the subreaper outlives
+        # its program's descendants, so the entry stays true while anything is in the session.
+        leader = _stat(process.pid, zombie=True)
+        if leader is not None:
+            fd = os.open(directory / SESSIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as sessions:
+                sessions.write(f"boot {_boot_id()}\n{process.pid} {leader.started}\n")
     _children.append(process)
-    started = _stat(process.pid, zombie=True)  # one that exited at once still started a session
-    if started is not None:
-        fd = os.open(directory / SESSIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as sessions:
-            sessions.write(f"{process.pid} {started.started}\n")
     return process
 
 
@@ -427,24 +446,33 @@ def _marked_processes() -> dict[str, list[tuple[int, int]]]:
 
 
 def _noted_sessions(directory: Path) -> list[tuple[int, int]]:
-    """The (leader pid, start time) of every session the desktop's processes started in."""
+    """The (leader pid, start time) noted in the desktop's directory in this boot; anything
+    unreadable, from another boot or naming no real process (pid 0 or 1) is ignored."""
     try:
-        lines = (directory / SESSIONS_FILE).read_text().split("\n")
+        text = (directory / SESSIONS_FILE).read_bytes().decode(errors="replace")
     except OSError:
         return []
-    return [tuple(map(int, line.split())) for line in lines if len(line.split()) == 2]
+    lines = text.split("\n")[:-1]  # a last line without its newline may be half-written
+    if not lines or lines[0] != f"boot {_boot_id()}":
+        return []
+    noted = []
+    for line in lines[1:]:
+        with contextlib.suppress(ValueError):
+            leader, started = (int(field) for field in line.split())
+            if leader > 1:
+                noted.append((leader, started))
+    return noted
 
 
 def _desktop_members(directory: Path) -> list[tuple[int, int]]:
     """The desktop's live processes, (pid, pgid): those carrying its mark, and every process in
-    a session it noted, unless that session's number now leads a process started at another
-    time (recycled by the kernel: someone else's). A noted session whose leader has exited
-    cannot have been recycled while anything is still in it."""
+    a noted session whose leader is alive with the noted start time (only then is the number
+    still that session's)."""
     processes = _processes()
     sessions = set()
     for leader, started in _noted_sessions(directory):
-        current = processes.get(leader)
-        if current is None or current.started == started:
+        current = _stat(leader, zombie=True)
+        if current is not None and current.started == started:
             sessions.add(leader)
     return [
         (process.pid, process.group)
@@ -464,7 +492,7 @@ def _stop_desktop_in(directory: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not members:
             break
-        for group in {group for _, group in members}:
+        for group in {group for _, group in members if group > 1}:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, sig)
         for pid, _ in members:
@@ -475,9 +503,11 @@ def _stop_desktop_in(directory: Path) -> None:
             time.sleep(0.05)
             _reap_children()
             members = _desktop_members(directory)
-    if members:
-        logger.warning("local desktop processes in %s survived SIGKILL", directory)
     _reap_children()
+    if members:
+        # The directory (with its notes) stays, so a later stop or orphan sweep tries again.
+        logger.warning("local desktop processes in %s survived SIGKILL", directory)
+        return
     shutil.rmtree(directory, ignore_errors=True)
 
 

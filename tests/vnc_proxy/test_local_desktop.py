@@ -4,6 +4,7 @@ group any process can stop, desktops that outlive their viewers, and orphans cle
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -64,6 +65,28 @@ def in_sessions(sessions: set[int]) -> list[int]:
     return found
 
 
+def processes_running(argv: list[str]) -> list[int]:
+    wanted = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == wanted:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for(condition, seconds: float = 10.0):
+    """Poll until `condition()` is truthy (a process starting or exiting), at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return result
+
+
 @pytest.mark.django_db
 def test_a_desktop_runs_outside_the_servers_session_with_its_secrets_in_private_files(
     desktops, make_workspace, launch, user, settings, monkeypatch
@@ -75,6 +98,8 @@ def test_a_desktop_runs_outside_the_servers_session_with_its_secrets_in_private_
 
     state = session.provisioner_state
     directory = Path(state["dir"])
+    # The program starts under its subreaper, just after the desktop is ready.
+    wait_for(lambda: "xterm" in {p["command"] for p in desktop_processes(directory).values()})
     assert directory.is_relative_to(desktops.resolve())
     assert oct(directory.stat().st_mode & 0o777) == "0o700"
     for name in ("rfbauth", "Xauthority"):
@@ -105,40 +130,18 @@ def test_the_password_file_is_what_x11vnc_itself_writes(tmp_path):
     assert vnc_password_file("Zq3x9Ab1") == path.read_bytes()
 
 
-def processes_running(argv: list[str]) -> list[int]:
-    wanted = "\0".join(argv).encode() + b"\0"
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/cmdline").read_bytes() == wanted:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def wait_for(condition, seconds: float = 10.0):
-    """Poll until `condition()` is truthy (a process starting or exiting), at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return result
-
-
 @pytest.mark.django_db
 def test_a_child_that_scrubbed_its_environment_is_stopped_after_its_program_exited(
     desktops, settings, make_workspace, launch, api, user, django_capture_on_commit_callbacks
 ):
     """The program starts a child with an empty environment (so without the desktop's mark)
     and exits: the child is still found, in the session the program was started in."""
-    straggler = ["sleep", f"{600 + os.getpid() % 1000}.5"]  # only this test starts it
+    straggler = ["sleep", f"{600 + secrets.randbelow(10**6) / 10**6:.6f}"]  # this test's own
     settings.WORKGATE_LOCAL_DESKTOP_COMMAND = f"sh -c 'env -i {' '.join(straggler)} & exit 0'"
-    session = launch(user, make_workspace())
-    directory = Path(session.provisioner_state["dir"])
-    [pid] = wait_for(lambda: processes_running(straggler))
     try:
+        session = launch(user, make_workspace())
+        directory = Path(session.provisioner_state["dir"])
+        [pid] = wait_for(lambda: processes_running(straggler))
         wait_for(lambda: "sh" not in {p["command"] for p in desktop_processes(directory).values()})
         assert pid not in desktop_processes(directory)  # no mark: found only by its session
 
@@ -277,3 +280,26 @@ def test_without_xvfb_and_x11vnc_the_message_says_what_to_install(
 
     assert response.status_code == 503
     assert "apt-get install xvfb x11vnc" in response.json()["detail"]
+
+
+def test_a_noted_session_counts_only_while_its_leader_lives_in_this_boot(tmp_path):
+    """The notes can be stale (the leader exited and its number was handed to someone else, or
+    the machine rebooted) or garbage: then they name nobody, and never pid 0 or 1."""
+    leader = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        started = local_desktop._stat(leader.pid).started
+        boot = local_desktop._boot_id()
+
+        def members(text: str) -> list[int]:
+            (tmp_path / local_desktop.SESSIONS_FILE).write_text(text)
+            return [pid for pid, _ in local_desktop._desktop_members(tmp_path)]
+
+        assert members(f"boot {boot}\n{leader.pid} {started}\n") == [leader.pid]
+        assert members(f"boot {boot}\n{leader.pid} {started + 1}\n") == []  # recycled
+        assert members(f"boot another-boot\n{leader.pid} {started}\n") == []
+        assert members(f"boot {boot}\n{leader.pid} {started}") == []  # half-written
+        assert members(f"boot {boot}\n0 0\n1 1\nx y\n\xff\n1 2 3\n") == []
+        assert members("") == []
+    finally:
+        leader.kill()
+        leader.wait()
