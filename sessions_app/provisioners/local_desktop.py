@@ -37,6 +37,7 @@ import string
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -248,7 +249,8 @@ def _spawn(
             fd = os.open(directory / SESSIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as sessions:
                 sessions.write(f"boot {_boot_id()}\n{process.pid} {leader.started}\n")
-    _children.append(process)
+    with _children_lock:
+        _children.append(process)
     return process
 
 
@@ -514,10 +516,12 @@ def _stop_desktop_in(directory: Path) -> None:
 # Desktop processes this server process started, until they have exited and been waited for:
 # a stop from another process kills them, and this one still owes them a wait().
 _children: list[subprocess.Popen] = []
+_children_lock = threading.Lock()  # request threads start and reap concurrently
 
 
 def _reap_children() -> None:
-    _children[:] = [child for child in _children if child.poll() is None]
+    with _children_lock:
+        _children[:] = [child for child in _children if child.poll() is None]
 
 
 def reap_orphans() -> int:
