@@ -23,6 +23,7 @@ session with setsid escapes both: local desktops are for a single trusted host.)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -215,6 +216,7 @@ SESSIONS_FILE = "sessions"  # "boot <boot id>", then "<leader pid> <start time>"
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 
 
+@functools.cache  # the same for as long as this process lives
 def _boot_id() -> str:
     with contextlib.suppress(OSError):
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -246,9 +248,8 @@ def _spawn(
         # its program's descendants, so the entry stays true while anything is in the session.
         leader = _stat(process.pid, zombie=True)
         if leader is not None:
-            fd = os.open(directory / SESSIONS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as sessions:
-                sessions.write(f"boot {_boot_id()}\n{process.pid} {leader.started}\n")
+            note = f"boot {_boot_id()}\n{process.pid} {leader.started}\n"
+            _write_private(directory / SESSIONS_FILE, note.encode())
     with _children_lock:
         _children.append(process)
     return process
