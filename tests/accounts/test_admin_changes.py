@@ -11,7 +11,6 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from accounts.models import Profile, User
 from audit.models import AuditEntry
@@ -21,6 +20,7 @@ from streaming.models import Assistant, Institution, Membership
 from tests.accounts.test_mfa import enrol, sign_in
 from tests.conftest import PASSWORD
 from tests.sessions_app.conftest import launch
+from tests.support.admin import reset_mfa, user_form
 from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db
@@ -30,28 +30,6 @@ pytestmark = pytest.mark.django_db
 def site(client, superuser):
     client.force_login(superuser)
     return client
-
-
-def user_form(user: User, **changes) -> dict:
-    """The user change form as the admin posts it, with `changes` applied."""
-    form = {
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "is_active": "on",
-        "last_login_0": "",
-        "last_login_1": "",
-        "date_joined_0": f"{timezone.localtime(user.date_joined):%Y-%m-%d}",
-        "date_joined_1": f"{timezone.localtime(user.date_joined):%H:%M:%S}",
-        "profile-TOTAL_FORMS": "1",
-        "profile-INITIAL_FORMS": "1",
-        "profile-MIN_NUM_FORMS": "0",
-        "profile-MAX_NUM_FORMS": "1",
-        "profile-0-user": user.pk,
-        "profile-0-id": Profile.objects.get_or_create(user=user)[0].pk,
-    }
-    form.update(changes)
-    return {key: value for key, value in form.items() if value is not None}
 
 
 def test_making_someone_an_administrator_is_audited(site, superuser, user):
@@ -147,20 +125,13 @@ def test_deleting_an_institution_records_what_went_with_it(site, superuser, user
 
 
 class TestMfaReset:
-    def reset(self, client, *users):
-        return client.post(
-            "/admin/accounts/user/",
-            {"action": "reset_mfa", "_selected_action": [str(u.pk) for u in users]},
-            follow=True,
-        )
-
     def test_an_administrator_resets_a_lost_phone_and_the_person_signs_in_with_the_password(
         self, site, superuser, api, anon, user
     ):
         enrol(api)
         assert sign_in(anon).json()["code"] == "mfa_required"
 
-        response = self.reset(site, user)
+        response = reset_mfa(site, user)
 
         assert "Two-step sign-in reset for 1 account(s)." in response.content.decode()
         profile = Profile.objects.get(user=user)
@@ -177,7 +148,7 @@ class TestMfaReset:
         assert signed_in.json()["token"]
 
     def test_an_account_without_two_step_sign_in_is_left_alone(self, site, user):
-        response = self.reset(site, user)
+        response = reset_mfa(site, user)
 
         assert "None of those accounts had two-step sign-in." in response.content.decode()
         assert not AuditEntry.objects.filter(action="mfa_reset").exists()
@@ -189,7 +160,7 @@ class TestMfaReset:
         editor = staff_with("accounts.view_user", "accounts.change_user")
         client.force_login(editor)
 
-        response = self.reset(client, superuser)
+        response = reset_mfa(client, superuser)
 
         assert "1 administrator account(s) left unchanged" in response.content.decode()
         assert Profile.objects.get(user=superuser).mfa_enabled is True
@@ -201,7 +172,7 @@ class TestMfaReset:
         enable_mfa(user)
         client.force_login(staff_with("accounts.view_user"))
 
-        self.reset(client, user)
+        reset_mfa(client, user)
 
         assert Profile.objects.get(user=user).mfa_enabled is True
         assert not AuditEntry.objects.filter(action="mfa_reset").exists()
@@ -239,7 +210,7 @@ class TestAccountEditorWhoIsNotSuperuser:
     ):
         enable_mfa(admin_user)
 
-        response = TestMfaReset().reset(client, admin_user)
+        response = reset_mfa(client, admin_user)
 
         assert "1 administrator account(s) left unchanged" in response.content.decode()
         assert Profile.objects.get(user=admin_user).mfa_enabled is True
@@ -247,7 +218,7 @@ class TestAccountEditorWhoIsNotSuperuser:
     def test_it_resets_an_ordinary_accounts_second_factor(self, client, editor, user, enable_mfa):
         enable_mfa(user)
 
-        TestMfaReset().reset(client, user)
+        reset_mfa(client, user)
 
         assert Profile.objects.get(user=user).mfa_enabled is False
         assert AuditEntry.objects.get(action="mfa_reset").actor == editor

@@ -18,6 +18,7 @@ from config.permissions import ADMIN_PERMISSIONS, IsAdmin
 from sessions_app.models import WorkspaceSession
 from tests.conftest import PASSWORD
 from tests.sessions_app.conftest import launch
+from tests.support.admin import user_form
 from tests.support.workspaces import make_web_workspace
 from workspaces.apis import AdminWrites
 from workspaces.models import Workspace
@@ -292,23 +293,9 @@ class TestAccountAdministration:
 
         response = client.post(
             f"/admin/accounts/user/{user.pk}/change/",
-            {
-                "email": user.email,
-                "first_name": "Alicia",
-                "last_name": "",
-                "is_active": "on",
-                "is_staff": "on",
-                "is_superuser": "on",
-                "groups": [group.pk],
-                "last_login_0": "",
-                "last_login_1": "",
-                "date_joined_0": "2026-11-24",
-                "date_joined_1": "08:00:00",
-                "profile-TOTAL_FORMS": "0",
-                "profile-INITIAL_FORMS": "0",
-                "profile-MIN_NUM_FORMS": "0",
-                "profile-MAX_NUM_FORMS": "1",
-            },
+            user_form(
+                user, first_name="Alicia", is_staff="on", is_superuser="on", groups=[group.pk]
+            ),
         )
 
         user.refresh_from_db()
