@@ -33,7 +33,10 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-id"]
         verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["actor", "-id"], name="audit_actor_recent")]
+        indexes = [
+            models.Index(fields=["actor", "-id"], name="audit_actor_recent"),
+            models.Index(fields=["resource", "-id"], name="audit_resource_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.resource}"

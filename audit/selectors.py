@@ -32,12 +32,14 @@ def audit_entry_list(
     user,
     action: str | None = None,
     actor: int | str | None = None,
+    resource: str | None = None,
     success: bool | None = None,
     since=None,
     until=None,
 ) -> QuerySet[AuditEntry]:
     """Audit entries newest first: an administrator who may view the audit log sees everything,
-    anyone else the entries they are the actor of. `actor` is a user id or an email address."""
+    anyone else the entries they are the actor of. `actor` is a user id or an email address;
+    `resource` names one thing exactly (`workspace:ws-…`, `session:<uuid>`, `user:<id>`)."""
     entries = AuditEntry.objects.order_by("-id")
     if not admin_may(user, "audit.view_auditentry"):
         entries = entries.filter(actor_id=user.pk)
@@ -47,6 +49,8 @@ def audit_entry_list(
         entries = entries.filter(actor_id=actor)
     elif actor:
         entries = entries.filter(actor_email__iexact=actor)
+    if resource:
+        entries = entries.filter(resource=resource)
     if success is not None:
         entries = entries.filter(success=success)
     if since is not None:

@@ -32,6 +32,11 @@ class AuditFilterInput(serializers.Serializer):
         max_length=254,
         help_text="A user id or email address (administrators; others see only their own).",
     )
+    resource = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Exactly what an entry names: workspace:ws-…, session:<uuid>, user:<id>, …",
+    )
     success = serializers.BooleanField(required=False, allow_null=True, default=None)
     since = serializers.DateTimeField(required=False, help_text="ISO 8601; inclusive.")
     until = serializers.DateTimeField(required=False, help_text="ISO 8601; inclusive.")

@@ -34,6 +34,7 @@ def audit_page(request):
     filters = {
         "action": request.GET.get("action", "").strip(),
         "user": request.GET.get("user", "").strip(),
+        "resource": request.GET.get("resource", "").strip()[:200],
         "success": request.GET.get("success", "")
         if request.GET.get("success") in SUCCESS_CHOICES
         else "",
@@ -53,6 +54,7 @@ def audit_page(request):
         user=request.user,
         action=filters["action"] or None,
         actor=filters["user"] or None,
+        resource=filters["resource"] or None,
         success=SUCCESS_CHOICES[filters["success"]],
         since=since,
         until=until,
@@ -66,6 +68,7 @@ def audit_page(request):
         for key, value in {
             "action": filters["action"],
             "user": filters["user"],
+            "resource": filters["resource"],
             "success": filters["success"],
             "since": since.isoformat() if since else "",
             "until": until.isoformat() if until else "",

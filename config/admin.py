@@ -25,7 +25,9 @@ class ViewOnlyAdmin(admin.ModelAdmin):
 
 
 def _resource(obj) -> str:
-    return f"{obj._meta.label_lower}:{obj.pk}"
+    """`user:7`, `group:2`, `institution:3`: the model's name, as every service names what it
+    audits (`workspace:ws-…`, `session:…`), so one search finds an account's entries."""
+    return f"{obj._meta.model_name}:{obj.pk}"
 
 
 def _changes(message) -> list | str:

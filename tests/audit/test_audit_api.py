@@ -93,7 +93,20 @@ def test_filters_by_a_time_window_with_inclusive_bounds(admin_api, user, monkeyp
     assert window(since=february + timedelta(seconds=1)) == []
 
 
-@pytest.mark.parametrize("query", ["since=yesterday", "until=2026-13-01", "success=maybe"])
+def test_filters_by_the_exact_resource(admin_api, api, log, user):
+    with transaction.atomic():
+        audit.record(action="launch_workspace", actor=user, resource="workspace:ws-10")
+
+    assert actions(admin_api.get("/api/audit-logs?resource=workspace:ws-1")) == ["launch_workspace"]
+    assert admin_api.get("/api/audit-logs?resource=workspace:ws-10").json()["count"] == 1
+    assert admin_api.get("/api/audit-logs?resource=workspace:").json()["count"] == 0
+    # A user's filter narrows their own entries; it never widens them.
+    assert api.get("/api/audit-logs?resource=workspace:ws-1").json()["count"] == 1
+
+
+@pytest.mark.parametrize(
+    "query", ["since=yesterday", "until=2026-13-01", "success=maybe", "resource=" + "x" * 201]
+)
 def test_a_bad_filter_is_400(admin_api, query):
     response = admin_api.get(f"/api/audit-logs?{query}")
 

@@ -28,7 +28,11 @@ def test_admins_see_the_log_newest_first_and_filter_it(browser_for, admin_user, 
     ]
     assert rows(success="false") == [("launch_workspace", "alice@example.com", False)]
     assert rows(user="alice@example.com", action="login") == [("login", "alice@example.com", True)]
-    assert "workspace:ws-a" in client.get("/audit").content.decode()
+    assert rows(resource="workspace:ws-a") == [("launch_workspace", "alice@example.com", False)]
+    # Each resource links to everything about it.
+    assert '<a href="?resource=workspace%3Aws-a"' in client.get("/audit").content.decode()
+    csv_url = client.get("/audit", {"resource": "workspace:ws-a"}).context["csv_url"]
+    assert "resource=workspace%3Aws-a" in csv_url
 
 
 def test_the_csv_download_carries_the_same_filters(browser_for, admin_user, user):
