@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,7 @@ from workspaces.selectors import workspace_list, workspace_search
 logger = logging.getLogger(__name__)
 
 AUDIT_ACTION = "assistant_tool"
+ACCOUNT_REVOKED = "This account was turned off or its password changed; sign in again."
 SESSION_STATUSES = ("live", "starting", "ready", "terminated", "error", "all")
 MAX_LISTED = 50
 MAX_AUDITED_ARGUMENTS = 2000  # characters of JSON
@@ -46,6 +47,18 @@ class ToolContext:
 
 class ToolArgumentError(Exception):
     pass
+
+
+def _as_now(ctx: ToolContext) -> ToolContext:
+    """The context with the asker as the database has them now: a turn runs for seconds or
+    minutes, and its tools act with the rights the account has when each one runs. An account
+    turned off, or whose password changed (what voids its tokens and browser sessions), since
+    the turn began may no longer act."""
+    user = ctx.user
+    current = type(user)._default_manager.filter(pk=user.pk, is_active=True).first()
+    if current is None or current.password != user.password:
+        raise APIError(401, ACCOUNT_REVOKED, "account_revoked")
+    return replace(ctx, user=current)
 
 
 def _text_argument(arguments: dict, name: str, *, required: bool = True) -> str:
@@ -271,7 +284,7 @@ def tool_call(ctx: ToolContext, name: str, arguments: dict) -> ToolOutcome:
     try:
         if tool is None:
             raise ToolArgumentError(f"There is no tool named {name!r}.")
-        response, resource = tool.run(ctx, arguments)
+        response, resource = tool.run(_as_now(ctx), arguments)
         outcome = ToolOutcome(response, True)
     except ToolArgumentError as exc:
         code = "invalid_arguments"

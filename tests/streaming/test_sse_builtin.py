@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.models import User
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
+from streaming import tools
 from streaming.models import History
 from tests.support.database import orm
 
@@ -146,6 +148,49 @@ async def test_stop_ends_the_callers_own_session(ask, user, team_wiki):
     assert session.status == WorkspaceSession.Status.TERMINATED
     stop = await orm(AuditEntry.objects.filter(action="stop_workspace").get)
     assert stop.actor_id == user.pk and stop.resource == "workspace:ws-team-wiki"
+
+
+def _turn_off(user):
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+
+def _new_password(user):
+    account = User.objects.get(pk=user.pk)
+    account.set_password("a-new-passphrase-nobody-knows")
+    account.save()
+
+
+@pytest.mark.parametrize("revoke", [_turn_off, _new_password], ids=["turned off", "new password"])
+async def test_tools_stop_acting_for_an_account_revoked_mid_turn(
+    ask, user, team_wiki, monkeypatch, revoke
+):
+    """The search runs; while it does, an administrator turns the account off (or its password
+    is changed): the launch the model asks for next is refused, and nothing is launched."""
+    search = tools.TOOLS["search_workspaces"]
+
+    def search_then_revoke(ctx, arguments):
+        answer = search.run(ctx, arguments)
+        revoke(user)
+        return answer
+
+    monkeypatch.setitem(tools.TOOLS, "search_workspaces", tools.Tool(
+        search.spec, search_then_revoke, search.display
+    ))  # fmt: skip
+
+    streamed = await ask(user, {"inputs": ["open the team wiki"]})
+
+    assert_contract(streamed)
+    search_result, launch = streamed.of_type("tool_result")
+    assert search_result["success"] is True
+    assert launch["success"] is False
+    assert launch["response"] == {"error": tools.ACCOUNT_REVOKED, "code": "account_revoked"}
+    assert streamed.events[-2]["completion"].startswith("I could not launch Team Wiki: ")
+    assert not await orm(WorkspaceSession.objects.exists)
+    entries = await orm(lambda: list(AuditEntry.objects.order_by("id")))
+    assert [(e.action, e.details.get("code"), e.success, e.actor_id) for e in entries] == [
+        ("assistant_tool", None, True, user.pk),
+        ("assistant_tool", "account_revoked", False, user.pk),
+    ]
 
 
 async def test_a_refused_launch_is_a_failed_tool_result_not_a_failed_turn(ask, user, team_wiki):
