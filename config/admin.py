@@ -63,6 +63,26 @@ class AuditedAdmin(admin.ModelAdmin):
         self._record(request, "admin_change", _resource(obj), str(obj), changes=_changes(message))
         return super().log_change(request, obj, message)
 
+    def save_formset(self, request, form, formset, change):
+        """An inline's adds, changes and deletes get an entry each, naming the record they were
+        made through (`via`): a membership added on its institution's page is an access right
+        granted, and a search for `membership:<id>` must find it."""
+        doomed = [
+            (_resource(f.instance), str(f.instance))
+            for f in formset.deleted_forms
+            if f.instance.pk is not None
+        ]
+        super().save_formset(request, form, formset, change)
+        via = {"via": _resource(form.instance)}
+        for obj in formset.new_objects:
+            self._record(request, "admin_add", _resource(obj), str(obj), **via)
+        for obj, fields in formset.changed_objects:
+            labels = [str(obj._meta.get_field(name).verbose_name) for name in fields]
+            changes = [{"changed": {"fields": labels}}]
+            self._record(request, "admin_change", _resource(obj), str(obj), changes=changes, **via)
+        for resource, name in doomed:
+            self._record(request, "admin_delete", resource, name, **via)
+
     def _delete(self, request, obj) -> None:
         resource, name = _resource(obj), str(obj)
         _, deleted = obj.delete()

@@ -104,6 +104,54 @@ def test_deleting_assistant_records_in_bulk_is_audited_per_record(site, superuse
     assert all(e.actor == superuser for e in entries)
 
 
+def test_memberships_changed_on_their_institutions_page_get_an_entry_each(
+    site, superuser, user, other_user, admin_user
+):
+    institution = Institution.objects.create(name="Physics")
+    kept = Membership.objects.create(institution=institution, user=user)
+    removed = Membership.objects.create(institution=institution, user=other_user)
+    form = {
+        "name": "Physics",
+        "display_thinking_details": "on",
+        "display_tool_execution": "on",
+        "memberships-TOTAL_FORMS": "3",
+        "memberships-INITIAL_FORMS": "2",
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "memberships-0-id": kept.pk,
+        "memberships-0-institution": institution.pk,
+        "memberships-0-user": user.pk,
+        "memberships-0-role": "admin",
+        "memberships-1-id": removed.pk,
+        "memberships-1-institution": institution.pk,
+        "memberships-1-user": other_user.pk,
+        "memberships-1-role": "member",
+        "memberships-1-DELETE": "on",
+        "memberships-2-institution": institution.pk,
+        "memberships-2-user": admin_user.pk,
+        "memberships-2-role": "member",
+    }
+
+    response = site.post(f"/admin/streaming/institution/{institution.pk}/change/", form)
+
+    assert response.status_code == 302
+    added = Membership.objects.get(user=admin_user)
+    assert Membership.objects.get(pk=kept.pk).role == "admin"
+    assert not Membership.objects.filter(pk=removed.pk).exists()
+    entries = AuditEntry.objects.order_by("id")
+    via = f"institution:{institution.pk}"
+    assert [(e.action, e.resource, e.details.get("via")) for e in entries] == [
+        ("admin_add", f"membership:{added.pk}", via),
+        ("admin_change", f"membership:{kept.pk}", via),
+        ("admin_delete", f"membership:{removed.pk}", via),
+        ("admin_change", via, None),
+    ]
+    assert entries[1].details["changes"] == [{"changed": {"fields": ["role"]}}]
+    assert entries[2].details["object"] == f"{other_user} in Physics (member)"
+    assert {e.actor for e in entries} == {superuser}
+    assert audit_chain_first_break() is None
+
+
 def test_deleting_an_institution_records_what_went_with_it(site, superuser, user):
     institution = Institution.objects.create(name="Physics")
     Membership.objects.create(institution=institution, user=user)
