@@ -467,10 +467,10 @@ def _noted_sessions(directory: Path) -> list[tuple[int, int]]:
     return noted
 
 
-def _desktop_members(directory: Path) -> list[tuple[int, int]]:
-    """The desktop's live processes, (pid, pgid): those carrying its mark, and every process in
-    a noted session whose leader is alive with the noted start time (only then is the number
-    still that session's)."""
+def _desktop_members(directory: Path) -> list[_Process]:
+    """The desktop's live processes: those carrying its mark, and every process in a noted
+    session whose leader is alive with the noted start time (only then is the number still that
+    session's)."""
     processes = _processes()
     sessions = set()
     for leader, started in _noted_sessions(directory):
@@ -478,29 +478,54 @@ def _desktop_members(directory: Path) -> list[tuple[int, int]]:
         if current is not None and current.started == started:
             sessions.add(leader)
     return [
-        (process.pid, process.group)
+        process
         for process in processes.values()
         if process.mark == str(directory) or process.session in sessions
     ]
 
 
+def _signal(process: _Process, sig: signal.Signals, groups_done: set[int]) -> None:
+    """Signal `process`, and the group it is in, only while it is still the process the scan
+    found.
+
+    A pid number is recycled once its process is reaped, so `kill(pid)` after a scan could hit a
+    stranger. A pidfd names one process for good: it is opened first, then the start time read
+    through /proc is compared with the scan's, and the signal goes through the pidfd. The group
+    is signalled (once per round, `groups_done`) right after its member is so checked: a group's
+    number cannot become anyone else's while a member of it lives.
+    """
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except OSError:  # gone since the scan
+        return
+    try:
+        current = _stat(process.pid, zombie=True)
+        if current is None or current.started != process.started:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, sig)
+            if current.group > 1 and current.group not in groups_done:
+                groups_done.add(current.group)
+                os.killpg(current.group, sig)
+    finally:
+        os.close(pidfd)
+
+
 def _stop_desktop_in(directory: Path) -> None:
     """End every process of the desktop living in `directory`, then delete the directory.
 
-    Each member's whole group is signalled (Xvfb, x11vnc and the desktop program each lead one;
-    the program's own children are in its group unless they made their own), and each member on
-    its own in case it left its group.
+    Each member is signalled, and with it its group (Xvfb, x11vnc and the desktop program each
+    lead one; the program's own children are in its group unless they made their own), only
+    while it is still the process the scan found (`_signal`).
     """
     members = _desktop_members(directory)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not members:
             break
-        for group in {group for _, group in members if group > 1}:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, sig)
-        for pid, _ in members:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
+        groups_done: set[int] = set()
+        for member in members:
+            with contextlib.suppress(PermissionError):
+                _signal(member, sig, groups_done)
         deadline = time.monotonic() + STOP_TIMEOUT
         while members and time.monotonic() < deadline:
             time.sleep(0.05)

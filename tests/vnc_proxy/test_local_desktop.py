@@ -3,6 +3,7 @@ group any process can stop, desktops that outlive their viewers, and orphans cle
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import signal
@@ -292,7 +293,7 @@ def test_a_noted_session_counts_only_while_its_leader_lives_in_this_boot(tmp_pat
 
         def members(text: str) -> list[int]:
             (tmp_path / local_desktop.SESSIONS_FILE).write_text(text)
-            return [pid for pid, _ in local_desktop._desktop_members(tmp_path)]
+            return [member.pid for member in local_desktop._desktop_members(tmp_path)]
 
         assert members(f"boot {boot}\n{leader.pid} {started}\n") == [leader.pid]
         assert members(f"boot {boot}\n{leader.pid} {started + 1}\n") == []  # recycled
@@ -303,3 +304,53 @@ def test_a_noted_session_counts_only_while_its_leader_lives_in_this_boot(tmp_pat
     finally:
         leader.kill()
         leader.wait()
+
+
+# A process that holds SIGUSR1 blocked: a signal sent to it stays pending, where /proc shows it
+# as soon as the sender's call returns (so what was not sent can be asserted without waiting).
+BLOCKS_USR1 = "import signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1}); "
+
+
+def _usr1_in(pid: int, *masks: str) -> bool:
+    """Whether SIGUSR1 is in any of the /proc/<pid>/status masks named (SigBlk:, SigPnd:, ...)."""
+    found = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(masks):
+            found |= int(line.split()[1], 16)
+    return bool(found & (1 << (signal.SIGUSR1 - 1)))
+
+
+def _usr1_pending(pid: int) -> bool:
+    return _usr1_in(pid, "SigPnd:", "ShdPnd:")
+
+
+def test_a_signal_reaches_only_the_process_the_scan_found_and_its_group(tmp_path):
+    """A number whose start time no longer matches the scan's (recycled in between) is never
+    signalled; the process the scan found is, and with it the rest of its group."""
+    child_code = BLOCKS_USR1 + "time.sleep(600)"
+    leader_code = (
+        BLOCKS_USR1 + "import subprocess, sys; "
+        f"child = subprocess.Popen([sys.executable, '-c', {child_code!r}]); "
+        "print(child.pid, flush=True); child.wait()"
+    )
+    leader = subprocess.Popen(
+        [sys.executable, "-c", leader_code], stdout=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        child = int(leader.stdout.readline())
+        deadline = time.monotonic() + 10
+        while not _usr1_in(child, "SigBlk:"):  # the child has not reached its sigmask yet
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        scanned = local_desktop._stat(leader.pid)
+        recycled = dataclasses.replace(scanned, started=scanned.started + 1)
+
+        local_desktop._signal(recycled, signal.SIGUSR1, set())
+        assert not _usr1_pending(leader.pid) and not _usr1_pending(child)
+
+        local_desktop._signal(scanned, signal.SIGUSR1, set())
+        assert _usr1_pending(leader.pid) and _usr1_pending(child)
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+        leader.stdout.close()
