@@ -22,7 +22,7 @@ class ProfileInline(admin.StackedInline):
 @admin.register(User)
 class UserAdmin(AuditedAdmin, BaseUserAdmin):
     inlines = [ProfileInline]
-    actions = ["reset_mfa"]
+    actions = ["reset_mfa", "sign_out_everywhere"]
     ordering = ("email",)
     list_display = ("email", "first_name", "last_name", "is_staff", "is_superuser", "mfa_state")
     list_filter = ("is_staff", "is_superuser", "is_active", "profile__mfa_enabled")
@@ -86,28 +86,45 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
         with transaction.atomic():
             return super().user_change_password(request, id, form_url)
 
-    @admin.action(
-        description="Reset two-step sign-in (a lost or replaced phone)", permissions=["change"]
-    )
-    def reset_mfa(self, request, queryset):
+    def _act_on_accounts(self, request, queryset, act) -> tuple[int, int]:
+        """`act(user=, actor=, origin=)` on each selected account this administrator may change;
+        an administrator's account is a superuser's to act on, and is left with a warning.
+        Returns (accounts `act` changed, accounts left); `act` returns False if it changed
+        nothing."""
         origin = Origin.of(request)
-        reset = refused = 0
+        changed = refused = 0
         for user in queryset:
-            if not self.has_change_permission(request, user):  # an administrator's account
+            if not self.has_change_permission(request, user):
                 refused += 1
-            elif services.mfa_reset(user=user, actor=request.user, origin=origin):
-                reset += 1
-        if reset:
-            self.message_user(request, f"Two-step sign-in reset for {reset} account(s).")
+            elif act(user=user, actor=request.user, origin=origin) is not False:
+                changed += 1
         if refused:
             self.message_user(
                 request,
                 f"{refused} administrator account(s) left unchanged: only a superuser may "
-                "reset them.",
+                "do that to them.",
                 messages.WARNING,
             )
-        if not reset and not refused:
+        return changed, refused
+
+    @admin.action(
+        description="Reset two-step sign-in (a lost or replaced phone)", permissions=["change"]
+    )
+    def reset_mfa(self, request, queryset):
+        reset, refused = self._act_on_accounts(request, queryset, services.mfa_reset)
+        if reset:
+            self.message_user(request, f"Two-step sign-in reset for {reset} account(s).")
+        elif not refused:
             self.message_user(request, "None of those accounts had two-step sign-in.")
+
+    @admin.action(
+        description="Sign out everywhere (every token and browser session)",
+        permissions=["change"],
+    )
+    def sign_out_everywhere(self, request, queryset):
+        done, _ = self._act_on_accounts(request, queryset, services.user_sign_out_everywhere)
+        if done:
+            self.message_user(request, f"{done} account(s) signed out everywhere.")
 
 
 admin.site.unregister(Group)

@@ -11,10 +11,20 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts import serializers as s
 from accounts.models import User
 from accounts.selectors import profile_data
-from accounts.services import AuthError, mfa_setup, mfa_verify, user_sign_in
-from accounts.tokens import issued_under_current_password, new_access_token
+from accounts.services import (
+    AuthError,
+    mfa_setup,
+    mfa_verify,
+    user_sign_in,
+    user_sign_out_everywhere,
+)
+from accounts.tokens import (
+    issued_in_current_epoch,
+    issued_under_current_password,
+    new_access_token,
+)
 from audit.services import Origin
-from config.authentication import AccessTokenAuthentication
+from config.authentication import SIGNED_OUT, AccessTokenAuthentication
 from config.ratelimit import enforce, key_by_ip
 
 ERRORS = {400: s.ErrorOutput, 401: s.ErrorOutput, 403: s.ErrorOutput, 429: s.ErrorOutput}
@@ -73,6 +83,8 @@ class RefreshApi(APIView):
             raise AuthError("The account is inactive or no longer exists.", "user_inactive")
         if not issued_under_current_password(refresh, user):
             raise AuthError("The password has changed; sign in again.", "password_changed")
+        if not issued_in_current_epoch(refresh, user):
+            raise AuthError(SIGNED_OUT, "signed_out")
         access = new_access_token(user, mfa=bool(refresh.get("mfa", False)))
         return Response(
             {
@@ -81,6 +93,23 @@ class RefreshApi(APIView):
                 "expiresInSec": settings.WORKGATE_ACCESS_TOKEN_TTL,
             }
         )
+
+
+class SignOutEverywhereApi(APIView):
+    @extend_schema(
+        tags=["auth"],
+        request=None,
+        responses={200: s.SignOutOutput, 401: s.ErrorOutput},
+        summary="Sign the caller's account out everywhere",
+        description="Every access and refresh token of the account, this request's included, "
+        "and every browser session signed in to it stop working (401 `signed_out`); the "
+        "password does not change, and running desktops keep running. Sign in again for new "
+        "tokens. JWTs cannot be revoked one by one: this is the sign-out for a lost device or "
+        "a leaked token.",
+    )
+    def post(self, request):
+        user_sign_out_everywhere(user=request.user, actor=request.user, origin=Origin.of(request))
+        return Response({"success": True, "message": "Signed out everywhere"})
 
 
 class MeApi(APIView):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils.crypto import salted_hmac
 
 from config.crypto import EncryptedTextField
 
@@ -43,6 +44,10 @@ class User(AbstractUser):
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []
 
+    # Raised to sign the account out everywhere (accounts.services.user_sign_out_everywhere):
+    # tokens carry the value they were issued under, browser sessions hash it with the password.
+    sign_in_epoch = models.PositiveIntegerField(default=0, editable=False)
+
     objects = UserManager()
 
     class Meta(AbstractUser.Meta):
@@ -66,6 +71,20 @@ class User(AbstractUser):
     def save(self, *args, **kwargs):
         self.email = (self.email or "").strip().lower()
         super().save(*args, **kwargs)
+
+    def _get_session_auth_hash(self, secret=None):
+        """What a browser session is bound to (Django checks it on every request): Django's
+        HMAC of the password, and once the account has been signed out everywhere, of the
+        password and the epoch, so that sign-out ends every session signed in before it.
+        (Django's get_session_auth_hash and its SECRET_KEY_FALLBACKS variant both call this.)"""
+        if not self.sign_in_epoch:
+            return super()._get_session_auth_hash(secret=secret)
+        return salted_hmac(
+            "workgate.accounts.User.get_session_auth_hash",
+            f"{self.password}\0{self.sign_in_epoch}",
+            secret=secret,
+            algorithm="sha256",
+        ).hexdigest()
 
 
 class Profile(models.Model):

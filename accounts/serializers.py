@@ -43,6 +43,11 @@ class RefreshOutput(serializers.Serializer):
     expiresInSec = serializers.IntegerField()
 
 
+class SignOutOutput(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+
+
 class MeOutput(serializers.Serializer):
     success = serializers.BooleanField()
     profile = ProfileOutput()

@@ -8,6 +8,7 @@ import time
 import pyotp
 from django.contrib.auth import authenticate
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 
@@ -139,6 +140,24 @@ def user_record_sign_in(*, user: User, mfa: bool, origin: audit.Origin) -> None:
 def user_record_password_change(*, user: User, origin: audit.Origin) -> None:
     """Audit a password the person changed themselves (the admin's change-password page)."""
     audit.record(action="password_changed", actor=user, resource=f"user:{user.pk}", origin=origin)
+
+
+def user_sign_out_everywhere(*, user: User, actor, origin: audit.Origin) -> None:
+    """End every token and browser session of `user`, on every device: access and refresh
+    tokens are refused (401 `signed_out`) and browser sessions ask for a sign-in again, from
+    their next request. The password stays as it is. Desktops keep running and open
+    connections stay open (terminate the sessions for that). By the person themselves or an
+    administrator (`actor`); audited as `signed_out_everywhere`."""
+    with transaction.atomic():
+        User.objects.filter(pk=user.pk).update(sign_in_epoch=F("sign_in_epoch") + 1)
+        audit.record(
+            action="signed_out_everywhere",
+            actor=actor,
+            resource=f"user:{user.pk}",
+            details={"email": user.email},
+            origin=origin,
+        )
+    user.refresh_from_db(fields=["sign_in_epoch"])
 
 
 def user_record_sign_out(*, user: User, origin: audit.Origin) -> None:

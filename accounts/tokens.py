@@ -9,6 +9,10 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken, Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+# The account's sign_in_epoch when the token was issued (absent, as on tokens issued before
+# sign-out everywhere existed, counts as 0).
+EPOCH_CLAIM = "epoch"
+
 
 def new_access_token(user, *, mfa: bool) -> AccessToken:
     """An access token whose exp - iat is exactly WORKGATE_ACCESS_TOKEN_TTL.
@@ -19,6 +23,7 @@ def new_access_token(user, *, mfa: bool) -> AccessToken:
     access = AccessToken.for_user(user)
     access.set_exp(lifetime=timedelta(seconds=settings.WORKGATE_ACCESS_TOKEN_TTL))
     access["mfa"] = mfa
+    access[EPOCH_CLAIM] = user.sign_in_epoch
     return access
 
 
@@ -26,6 +31,7 @@ def issue_tokens(user, *, mfa: bool) -> dict:
     refresh = RefreshToken.for_user(user)
     refresh.set_exp(lifetime=timedelta(seconds=settings.WORKGATE_REFRESH_TOKEN_TTL))
     refresh["mfa"] = mfa
+    refresh[EPOCH_CLAIM] = user.sign_in_epoch
     return {
         "token": str(new_access_token(user, mfa=mfa)),
         "refresh": str(refresh),
@@ -40,6 +46,11 @@ def issued_under_current_password(token: Token, user) -> bool:
     The access-token check is simplejwt's own (CHECK_REVOKE_TOKEN); refresh goes through here.
     """
     return token.get(api_settings.REVOKE_TOKEN_CLAIM) == get_md5_hash_password(user.password)
+
+
+def issued_in_current_epoch(token: Token, user) -> bool:
+    """Whether `token` was issued after the account's last sign-out everywhere."""
+    return token.get(EPOCH_CLAIM, 0) == user.sign_in_epoch
 
 
 # Set by the sign-in page: whether the browser session's sign-in verified a one-time code.

@@ -39,6 +39,7 @@ from accounts.services import (
     user_record_password_change,
     user_record_sign_in,
     user_record_sign_out,
+    user_sign_out_everywhere,
 )
 from accounts.tokens import SESSION_MFA_KEY, request_mfa
 from audit.services import Origin
@@ -180,10 +181,18 @@ def _otp_step(request, user: User, next_url: str, form: OtpForm | None = None):
 def logout_page(request):
     # Signing out changes state, so it is a POST (CSRF-checked); a GET only asks.
     if request.method == "POST":
+        everywhere = request.POST.get("everywhere") == "1"
         if request.user.is_authenticated:
-            user_record_sign_out(user=request.user, origin=Origin.of(request))
+            origin = Origin.of(request)
+            if everywhere:
+                user_sign_out_everywhere(user=request.user, actor=request.user, origin=origin)
+            else:
+                user_record_sign_out(user=request.user, origin=origin)
         logout(request)
-        messages.success(request, "You are signed out.")
+        messages.success(
+            request,
+            "You are signed out on every browser and app." if everywhere else "You are signed out.",
+        )
         return redirect("login")
     return render(request, "accounts/logout.html")
 

@@ -8,7 +8,9 @@ import pytest
 import socketio
 from websockets.asyncio.client import connect
 
+from accounts.services import user_sign_out_everywhere
 from accounts.tokens import issue_tokens
+from audit.services import Origin
 from streaming.socketio.sink import SocketStream
 from tests.socketio.support import NodeClient, PythonClient, receive, websocket_url
 
@@ -48,6 +50,22 @@ def inactive_token(user, token) -> str:
 
 async def test_an_inactive_users_token_is_refused(server, inactive_token):
     client = await NodeClient.start(server.url, {"auth": {"token": inactive_token}})
+    try:
+        refused = await client.next("connect_error")
+    finally:
+        await client.close()
+
+    assert refused["message"] == "Invalid or expired token"
+
+
+@pytest.fixture
+def signed_out_token(user, token) -> str:
+    user_sign_out_everywhere(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+    return token
+
+
+async def test_a_token_from_before_a_sign_out_everywhere_is_refused(server, signed_out_token):
+    client = await NodeClient.start(server.url, {"auth": {"token": signed_out_token}})
     try:
         refused = await client.next("connect_error")
     finally:
