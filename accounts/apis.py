@@ -102,8 +102,10 @@ class SignOutEverywhereApi(APIView):
         responses={200: s.SignOutOutput, 401: s.ErrorOutput},
         summary="Sign the caller's account out everywhere",
         description="Every access and refresh token of the account, this request's included, "
-        "and every browser session signed in to it stop working (401 `signed_out`); the "
-        "password does not change, and running desktops keep running. Sign in again for new "
+        "every browser session signed in to it and every desktop ticket not yet used stop "
+        "working (401 `signed_out`), and a running assistant turn may no longer call tools; "
+        "the password does not change, running desktops keep running and open connections "
+        "stay open. Sign in again for new "
         "tokens. JWTs cannot be revoked one by one: this is the sign-out for a lost device or "
         "a leaked token.",
     )

@@ -70,6 +70,14 @@ class User(AbstractUser):
 
     def save(self, *args, **kwargs):
         self.email = (self.email or "").strip().lower()
+        if not self._state.adding and kwargs.get("update_fields") is None and not args:
+            # The epoch only ever rises, through its own UPDATE: a full save of a copy loaded
+            # before a sign-out everywhere (an admin's form, say) must not write it back.
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name != "sign_in_epoch"
+            ]
         super().save(*args, **kwargs)
 
     def _get_session_auth_hash(self, secret=None):

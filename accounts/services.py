@@ -18,6 +18,7 @@ from accounts.tokens import issue_tokens
 from audit import services as audit
 from config.exceptions import APIError, Conflict
 from config.ratelimit import RateLimited
+from vnc_proxy.services import tickets_void
 
 TOTP_ISSUER = "Workgate"
 TOTP_DRIFT_STEPS = 1  # accept the previous and the next 30-second code too (clock drift)
@@ -144,17 +145,20 @@ def user_record_password_change(*, user: User, origin: audit.Origin) -> None:
 
 def user_sign_out_everywhere(*, user: User, actor, origin: audit.Origin) -> None:
     """End every token and browser session of `user`, on every device: access and refresh
-    tokens are refused (401 `signed_out`) and browser sessions ask for a sign-in again, from
-    their next request. The password stays as it is. Desktops keep running and open
-    connections stay open (terminate the sessions for that). By the person themselves or an
-    administrator (`actor`); audited as `signed_out_everywhere`."""
+    tokens are refused (401 `signed_out`), unused desktop tickets are void, browser sessions
+    ask for a sign-in again from their next request, and a running assistant turn may no
+    longer call tools. The password stays as it is. Desktops keep running and open relay and
+    Socket.IO connections stay open (terminate the sessions for that). By the person
+    themselves or an administrator (`actor`); audited as `signed_out_everywhere`."""
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(sign_in_epoch=F("sign_in_epoch") + 1)
+        # Desktop tickets not yet used are credentials too (a minute's worth at most).
+        voided = tickets_void(user=user)
         audit.record(
             action="signed_out_everywhere",
             actor=actor,
             resource=f"user:{user.pk}",
-            details={"email": user.email},
+            details={"email": user.email, "desktop_passes_voided": voided},
             origin=origin,
         )
     user.refresh_from_db(fields=["sign_in_epoch"])

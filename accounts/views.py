@@ -181,7 +181,7 @@ def _otp_step(request, user: User, next_url: str, form: OtpForm | None = None):
 def logout_page(request):
     # Signing out changes state, so it is a POST (CSRF-checked); a GET only asks.
     if request.method == "POST":
-        everywhere = request.POST.get("everywhere") == "1"
+        everywhere = request.POST.get("everywhere") == "1" and request.user.is_authenticated
         if request.user.is_authenticated:
             origin = Origin.of(request)
             if everywhere:

@@ -66,9 +66,14 @@ class AuditedAdmin(admin.ModelAdmin):
     def save_formset(self, request, form, formset, change):
         """An inline's adds, changes and deletes get an entry each, naming the record they were
         made through (`via`): a membership added on its institution's page is an access right
-        granted, and a search for `membership:<id>` must find it."""
+        granted, and a search for `membership:<id>` must find it. A changed or deleted record is
+        named as it was before the save (`was`, when that differs): a membership moved to
+        another person names who lost it, too."""
+        edited = {f.instance.pk: f for f in formset.initial_forms if f.has_changed()}
+        before = formset.model._default_manager.filter(pk__in=[pk for pk in edited if pk])
+        was = {obj.pk: str(obj) for obj in before}
         doomed = [
-            (_resource(f.instance), str(f.instance))
+            (_resource(f.instance), was.get(f.instance.pk, str(f.instance)))
             for f in formset.deleted_forms
             if f.instance.pk is not None
         ]
@@ -77,9 +82,12 @@ class AuditedAdmin(admin.ModelAdmin):
         for obj in formset.new_objects:
             self._record(request, "admin_add", _resource(obj), str(obj), **via)
         for obj, fields in formset.changed_objects:
-            labels = [str(obj._meta.get_field(name).verbose_name) for name in fields]
-            changes = [{"changed": {"fields": labels}}]
-            self._record(request, "admin_change", _resource(obj), str(obj), changes=changes, **via)
+            inline_form = edited[obj.pk]
+            labels = [str(inline_form.fields[name].label or name) for name in fields]
+            details = {"changes": [{"changed": {"fields": labels}}], **via}
+            if was.get(obj.pk, str(obj)) != str(obj):
+                details["was"] = was[obj.pk]
+            self._record(request, "admin_change", _resource(obj), str(obj), **details)
         for resource, name in doomed:
             self._record(request, "admin_delete", resource, name, **via)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -29,7 +30,9 @@ from workspaces.selectors import workspace_list, workspace_search
 logger = logging.getLogger(__name__)
 
 AUDIT_ACTION = "assistant_tool"
-ACCOUNT_REVOKED = "This account was turned off or its password changed; sign in again."
+ACCOUNT_REVOKED = (
+    "This account was turned off, signed out everywhere or its password changed; sign in again."
+)
 SESSION_STATUSES = ("live", "starting", "ready", "terminated", "error", "all")
 MAX_LISTED = 50
 MAX_AUDITED_ARGUMENTS = 2000  # characters of JSON
@@ -52,11 +55,14 @@ class ToolArgumentError(Exception):
 def _as_now(ctx: ToolContext) -> ToolContext:
     """The context with the asker as the database has them now: a turn runs for seconds or
     minutes, and its tools act with the rights the account has when each one runs. An account
-    turned off, or whose password changed (what voids its tokens and browser sessions), since
-    the turn began may no longer act."""
-    user = ctx.user
-    current = type(user)._default_manager.filter(pk=user.pk, is_active=True).first()
-    if current is None or current.password != user.password:
+    turned off, signed out everywhere or whose password changed (each voids its tokens and
+    browser sessions) since the turn began may no longer act."""
+    user = ctx.user  # for the pages' cookie sessions, a lazy object around the account
+    current = get_user_model()._default_manager.filter(pk=user.pk, is_active=True).first()
+    if current is None or (current.password, current.sign_in_epoch) != (
+        user.password,
+        user.sign_in_epoch,
+    ):
         raise APIError(401, ACCOUNT_REVOKED, "account_revoked")
     return replace(ctx, user=current)
 

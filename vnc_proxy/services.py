@@ -80,6 +80,15 @@ def tickets_prune(*, now: datetime | None = None) -> int:
     return deleted
 
 
+def tickets_void(*, user) -> int:
+    """Expire `user`'s tickets not yet used (the account was signed out everywhere); how many.
+    The relay's single conditional UPDATE then refuses them as expired."""
+    now = tickets.now()
+    return Ticket.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).update(
+        expires_at=now
+    )
+
+
 # --- The relay -----------------------------------------------------------------------------------
 
 

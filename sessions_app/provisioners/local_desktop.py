@@ -485,30 +485,45 @@ def _desktop_members(directory: Path) -> list[_Process]:
 
 
 def _signal(process: _Process, sig: signal.Signals, groups_done: set[int]) -> None:
-    """Signal `process`, and the group it is in, only while it is still the process the scan
+    """Signal `process` and the group it is in, only while it is still the process the scan
     found.
 
     A pid number is recycled once its process is reaped, so `kill(pid)` after a scan could hit a
     stranger. A pidfd names one process for good: it is opened first, then the start time read
     through /proc is compared with the scan's, and the signal goes through the pidfd. The group
-    is signalled (once per round, `groups_done`) right after its member is so checked: a group's
-    number cannot become anyone else's while a member of it lives.
+    is signalled first (once per round, `groups_done`), while its checked member holds its
+    number. Where the kernel has no pidfd (Linux before 5.3, or a seccomp filter refusing it),
+    the same check is followed by a signal by number.
     """
     try:
         pidfd = os.pidfd_open(process.pid)
-    except OSError:  # gone since the scan
+    except ProcessLookupError:  # gone since the scan
         return
+    except OSError:
+        pidfd = None
+        _warn_no_pidfd()
     try:
         current = _stat(process.pid, zombie=True)
         if current is None or current.started != process.started:
             return
         with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(pidfd, sig)
             if current.group > 1 and current.group not in groups_done:
                 groups_done.add(current.group)
                 os.killpg(current.group, sig)
+            if pidfd is None:
+                os.kill(process.pid, sig)
+            else:
+                signal.pidfd_send_signal(pidfd, sig)
     finally:
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+@functools.cache
+def _warn_no_pidfd() -> None:
+    logger.warning(
+        "this kernel refuses pidfd_open: local desktop processes are signalled by number"
+    )
 
 
 def _stop_desktop_in(directory: Path) -> None:

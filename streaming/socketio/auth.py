@@ -1,7 +1,8 @@
 """Who is on a socket: the access token from CONNECT's auth payload or a `register` event.
 
 The REST API's own authentication class does the checking (signature, expiry, token type
-`access`, an existing active user), so a token is valid here exactly when it is valid there.
+`access`, an existing active user, the password and sign-in epoch it was issued under), so a
+token is valid here exactly when it is valid there.
 """
 
 from __future__ import annotations

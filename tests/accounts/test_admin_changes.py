@@ -120,7 +120,7 @@ def test_memberships_changed_on_their_institutions_page_get_an_entry_each(
         "memberships-MAX_NUM_FORMS": "1000",
         "memberships-0-id": kept.pk,
         "memberships-0-institution": institution.pk,
-        "memberships-0-user": user.pk,
+        "memberships-0-user": superuser.pk,
         "memberships-0-role": "admin",
         "memberships-1-id": removed.pk,
         "memberships-1-institution": institution.pk,
@@ -136,7 +136,8 @@ def test_memberships_changed_on_their_institutions_page_get_an_entry_each(
 
     assert response.status_code == 302
     added = Membership.objects.get(user=admin_user)
-    assert Membership.objects.get(pk=kept.pk).role == "admin"
+    moved = Membership.objects.get(pk=kept.pk)
+    assert (moved.user, moved.role) == (superuser, "admin")
     assert not Membership.objects.filter(pk=removed.pk).exists()
     entries = AuditEntry.objects.order_by("id")
     via = f"institution:{institution.pk}"
@@ -146,7 +147,10 @@ def test_memberships_changed_on_their_institutions_page_get_an_entry_each(
         ("admin_delete", f"membership:{removed.pk}", via),
         ("admin_change", via, None),
     ]
-    assert entries[1].details["changes"] == [{"changed": {"fields": ["role"]}}]
+    assert entries[1].details["changes"] == [{"changed": {"fields": ["User", "Role"]}}]
+    # The membership moved from one person to another: the entry names both.
+    assert entries[1].details["was"] == f"{user} in Physics (member)"
+    assert entries[1].details["object"] == f"{superuser} in Physics (admin)"
     assert entries[2].details["object"] == f"{other_user} in Physics (member)"
     assert {e.actor for e in entries} == {superuser}
     assert audit_chain_first_break() is None

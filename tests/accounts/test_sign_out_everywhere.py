@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.test import Client
 
+from accounts.models import User
 from audit.models import AuditEntry
 from tests.accounts.test_signin import sign_in
 from tests.conftest import PASSWORD
@@ -73,6 +74,21 @@ def test_tokens_and_sessions_from_before_the_feature_stay_valid(anon, user, brow
     assert me(anon, legacy).status_code == 200
     assert session_hash == AbstractBaseUser._get_session_auth_hash(user)  # Django's own
     assert browser.get("/sessions").status_code == 200
+
+
+def test_saving_a_copy_loaded_before_the_sign_out_does_not_undo_it(anon, user):
+    """An administrator's form (or any code) holding the account from before saves it after:
+    the epoch is not written back, so the old tokens stay refused."""
+    tokens = sign_in(anon, user.email).json()
+    stale = User.objects.get(pk=user.pk)
+    anon.post(SIGN_OUT, HTTP_X_ACCESS_TOKEN=tokens["token"])
+
+    stale.first_name = "Alicia"
+    stale.save()
+
+    fresh = User.objects.get(pk=user.pk)
+    assert (fresh.first_name, fresh.sign_in_epoch) == ("Alicia", 1)
+    assert me(anon, tokens["token"]).json()["code"] == "signed_out"
 
 
 def test_signing_out_needs_a_valid_token(anon):

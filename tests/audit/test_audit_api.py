@@ -93,11 +93,15 @@ def test_filters_by_a_time_window_with_inclusive_bounds(admin_api, user, monkeyp
     assert window(since=february + timedelta(seconds=1)) == []
 
 
-def test_filters_by_the_exact_resource(admin_api, api, log, user):
+def test_filters_by_the_exact_resource(admin_api, api, log, user, other_user):
     with transaction.atomic():
         audit.record(action="launch_workspace", actor=user, resource="workspace:ws-10")
+        audit.record(action="stop_workspace", actor=other_user, resource="workspace:ws-1")
 
-    assert actions(admin_api.get("/api/audit-logs?resource=workspace:ws-1")) == ["launch_workspace"]
+    assert actions(admin_api.get("/api/audit-logs?resource=workspace:ws-1")) == [
+        "stop_workspace",
+        "launch_workspace",
+    ]
     assert admin_api.get("/api/audit-logs?resource=workspace:ws-10").json()["count"] == 1
     assert admin_api.get("/api/audit-logs?resource=workspace:").json()["count"] == 0
     # A user's filter narrows their own entries; it never widens them.

@@ -16,6 +16,7 @@ from django.test import AsyncClient
 from accounts.tokens import issue_tokens
 from streaming.models import Assistant, Institution, Membership
 from tests.streaming.fakes import FakeProvider
+from tests.support.database import orm
 from workspaces.models import Workspace
 
 STREAM_URL = "/api/ai/personal-stream/qanda-stream"
@@ -61,15 +62,24 @@ def ask(transactional_db):
     """POST a turn to the SSE route in-process and read the whole stream."""
 
     async def post(
-        user, body: dict | str, *, mfa: bool = False, url: str = STREAM_URL, headers=None
+        user,
+        body: dict | str,
+        *,
+        mfa: bool = False,
+        url: str = STREAM_URL,
+        headers=None,
+        cookie: bool = False,
     ):
+        """`cookie`: signed in with a browser session, as the assistant page asks, not a token."""
         client = AsyncClient()
+        if cookie:
+            await orm(client.force_login, user)
         payload = body if isinstance(body, str) else json.dumps(body)
         response = await client.post(
             url,
             payload,
             content_type="application/json",
-            headers={**auth_headers(user, mfa=mfa), **(headers or {})},
+            headers={**({} if cookie else auth_headers(user, mfa=mfa)), **(headers or {})},
         )
         if not response.streaming:
             return Streamed(response.status_code, dict(response.headers), response.content, [], [])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import User
+from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
+from audit.services import Origin
 from sessions_app.models import WorkspaceSession
 from streaming import tools
 from streaming.models import History
@@ -150,6 +152,17 @@ async def test_stop_ends_the_callers_own_session(ask, user, team_wiki):
     assert stop.actor_id == user.pk and stop.resource == "workspace:ws-team-wiki"
 
 
+async def test_a_browser_sessions_turn_runs_its_tools_as_the_signed_in_person(ask, user):
+    """The assistant page streams with the session cookie (its user is a lazy object)."""
+    streamed = await ask(user, {"inputs": ["What is running?"]}, cookie=True)
+
+    assert_contract(streamed)
+    (result,) = streamed.of_type("tool_result")
+    assert (result["name"], result["success"]) == ("list_sessions", True)
+    entry = await orm(AuditEntry.objects.get, action="assistant_tool")
+    assert (entry.actor_id, entry.success) == (user.pk, True)
+
+
 def _turn_off(user):
     User.objects.filter(pk=user.pk).update(is_active=False)
 
@@ -160,7 +173,15 @@ def _new_password(user):
     account.save()
 
 
-@pytest.mark.parametrize("revoke", [_turn_off, _new_password], ids=["turned off", "new password"])
+def _sign_out_everywhere(user):
+    user_sign_out_everywhere(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+
+
+@pytest.mark.parametrize(
+    "revoke",
+    [_turn_off, _new_password, _sign_out_everywhere],
+    ids=["turned off", "new password", "signed out everywhere"],
+)
 async def test_tools_stop_acting_for_an_account_revoked_mid_turn(
     ask, user, team_wiki, monkeypatch, revoke
 ):
@@ -187,9 +208,10 @@ async def test_tools_stop_acting_for_an_account_revoked_mid_turn(
     assert streamed.events[-2]["completion"].startswith("I could not launch Team Wiki: ")
     assert not await orm(WorkspaceSession.objects.exists)
     entries = await orm(lambda: list(AuditEntry.objects.order_by("id")))
-    assert [(e.action, e.details.get("code"), e.success, e.actor_id) for e in entries] == [
-        ("assistant_tool", None, True, user.pk),
-        ("assistant_tool", "account_revoked", False, user.pk),
+    tools_used = [e for e in entries if e.action == "assistant_tool"]
+    assert [(e.details.get("code"), e.success, e.actor_id) for e in tools_used] == [
+        (None, True, user.pk),
+        ("account_revoked", False, user.pk),
     ]
 
 

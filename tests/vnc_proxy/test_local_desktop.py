@@ -4,6 +4,7 @@ group any process can stop, desktops that outlive their viewers, and orphans cle
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import secrets
 import signal
@@ -324,9 +325,19 @@ def _usr1_pending(pid: int) -> bool:
     return _usr1_in(pid, "SigPnd:", "ShdPnd:")
 
 
-def test_a_signal_reaches_only_the_process_the_scan_found_and_its_group(tmp_path):
+@pytest.mark.parametrize("pidfd", ["pidfd", "no pidfd"])
+def test_a_signal_reaches_only_the_process_the_scan_found_and_its_group(
+    tmp_path, monkeypatch, pidfd
+):
     """A number whose start time no longer matches the scan's (recycled in between) is never
-    signalled; the process the scan found is, and with it the rest of its group."""
+    signalled; the process the scan found is, and with it the rest of its group. Where the
+    kernel refuses pidfd_open (before Linux 5.3, or a seccomp filter), the same holds."""
+    if pidfd == "no pidfd":
+
+        def refused(pid, flags=0):
+            raise OSError(errno.ENOSYS, "Function not implemented")
+
+        monkeypatch.setattr(local_desktop.os, "pidfd_open", refused)
     child_code = BLOCKS_USR1 + "time.sleep(600)"
     leader_code = (
         BLOCKS_USR1 + "import subprocess, sys; "

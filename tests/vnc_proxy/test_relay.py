@@ -7,7 +7,9 @@ import asyncio
 
 import pytest
 
+from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
+from audit.services import Origin
 from sessions_app.models import WorkspaceSession
 from tests.vnc_proxy.conftest import (
     GEOMETRY,
@@ -261,6 +263,18 @@ async def test_a_disabled_account_cannot_use_its_ticket(make_runtime, ticket_for
     code, _ = await refused_with(relay_communicator(relay_path(body)))
 
     assert code == 4403
+
+
+async def test_signing_out_everywhere_voids_tickets_not_yet_used(make_runtime, ticket_for, user):
+    runtime = await db(make_runtime)(user)
+    body = await db(ticket_for)(user, runtime.runtime_id)
+    await db(user_sign_out_everywhere)(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+
+    code, reason = await refused_with(relay_communicator(relay_path(body)))
+
+    assert (code, reason) == (4401, "ticket expired")
+    entry = await db(AuditEntry.objects.get)(action="signed_out_everywhere")
+    assert entry.details["desktop_passes_voided"] == 1  # keys naming tickets are redacted
 
 
 # --- Origin and subprotocol -------------------------------------------------------------------
