@@ -28,7 +28,7 @@ from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import ProvisionerUnavailable, provisioner_named
 from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
 from workspaces.models import Workspace
-from workspaces.selectors import workspace_get
+from workspaces.selectors import workspace_get, workspace_granted
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,16 @@ def session_launch(
     """Launch `workspace_id` for `user`: (the session, whether it was created now).
 
     A user who already has a live session of the workspace gets that session back. Checks, in
-    order: the workspace can be launched, the tunnel, MFA, the per-user limit, the provisioner.
-    Refusals are audited (success false) so denied access is visible in the log too.
+    order: the workspace is shared with the user (else the 404 of an unknown one), it can be
+    launched, the tunnel, MFA, the per-user limit, the provisioner. Refusals are audited
+    (success false) so denied access is visible in the log too.
     """
     workspace = workspace_get(workspace_id)
+    if not workspace_granted(user, workspace):
+        # The log says why; the caller gets the answer an unknown id gets.
+        not_shared = APIError(404, "Workspace not shared with this user", "not_shared")
+        _audit_refusal(user=user, workspace=workspace, origin=origin, error=not_shared)
+        raise NotFound("Workspace not found", "not_found")
     try:
         _check_launchable(workspace, user=user, origin=origin, mfa_verified=mfa_verified)
         existing = _live_session_of(user, workspace)

@@ -19,7 +19,7 @@ from config.exceptions import APIError
 from config.permissions import admin_may
 from sessions_app import selectors, services
 from sessions_app.models import WorkspaceSession
-from workspaces.selectors import workspace_list
+from workspaces.selectors import workspaces_visible_to
 
 PAGE_SIZE = 50
 
@@ -60,7 +60,7 @@ def session_list_page(request):
             "ends_others": admin_may(request.user, selectors.END_ANY),
             "filters": filters,
             "statuses": [(selectors.LIVE_FILTER, "Live"), *WorkspaceSession.Status.choices],
-            "workspaces": workspace_list(),
+            "workspaces": workspaces_visible_to(request.user),
             "query": query.urlencode(),
         },
     )

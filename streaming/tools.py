@@ -25,7 +25,7 @@ from sessions_app.selectors import LIVE_FILTER, session_list
 from sessions_app.services import session_launch, workspace_stop
 from streaming.events import DisplayInfo
 from streaming.providers.base import ToolOutcome, ToolSpec
-from workspaces.selectors import workspace_list, workspace_search
+from workspaces.selectors import workspace_search, workspaces_for
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +122,15 @@ def _session_data(session, tz: str) -> dict:
 
 def list_workspaces(ctx: ToolContext, arguments: dict) -> tuple[dict, str]:
     running = _running_ids(ctx)
-    workspaces = [_workspace_data(w, running) for w in workspace_list()[:MAX_LISTED]]
+    workspaces = [_workspace_data(w, running) for w in workspaces_for(ctx.user)[:MAX_LISTED]]
     return {"workspaces": workspaces, "count": len(workspaces)}, ""
 
 
 def search_workspaces(ctx: ToolContext, arguments: dict) -> tuple[dict, str]:
     query = _text_argument(arguments, "query")
     running = _running_ids(ctx)
-    workspaces = [_workspace_data(w, running) for w in workspace_search(query)[:MAX_LISTED]]
+    found = workspace_search(query, user=ctx.user)[:MAX_LISTED]
+    workspaces = [_workspace_data(w, running) for w in found]
     return {"query": query, "workspaces": workspaces, "count": len(workspaces)}, ""
 
 

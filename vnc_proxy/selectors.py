@@ -7,6 +7,7 @@ from django.db.models import Q, QuerySet
 from config.exceptions import NotFound
 from sessions_app.models import WorkspaceSession
 from workspaces.models import Workspace
+from workspaces.selectors import usable_workspaces
 
 # The agents API's names for session statuses.
 RUNTIME_STATUS = {
@@ -39,13 +40,20 @@ def live_runtimes() -> QuerySet[WorkspaceSession]:
     return desktop_runtimes().filter(status__in=WorkspaceSession.LIVE)
 
 
-def access_runtime(user, runtime_id: str) -> WorkspaceSession:
+def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> WorkspaceSession:
     """The caller's own desktop runtime `runtime_id`, in any status.
 
     Someone else's runtime and one that does not exist get the same 404, so runtime ids
-    cannot be probed.
+    cannot be probed. `to_connect`: only while its workspace is still shared with the caller
+    (withdrawn since the launch, it takes no new connection; one already open stays until it
+    closes or the session ends), checked in the same query.
     """
-    runtime = desktop_runtimes_of(user).filter(runtime_id=runtime_id).first()
+    runtimes = desktop_runtimes_of(user)
+    if to_connect:
+        runtimes = runtimes.filter(
+            Q(workspace__isnull=True) | Q(workspace__in=usable_workspaces(user).values("pk"))
+        )
+    runtime = runtimes.filter(runtime_id=runtime_id).first()
     if runtime is None:
         raise NotFound("Workspace runtime not found", "not_found")
     return runtime

@@ -38,7 +38,7 @@ class IssuedTicket:
 
 def ticket_issue(*, user, workspace_id: str, origin: audit.Origin) -> IssuedTicket:
     """A single-use ticket for the caller's own ready runtime `workspace_id` (404, 409)."""
-    runtime = access_runtime(user, workspace_id)
+    runtime = access_runtime(user, workspace_id, to_connect=True)
     if runtime.status != READY or not runtime.upstream_kind:
         raise Conflict("The workspace is not ready yet.", "not_ready")
     issued_at = tickets.now()

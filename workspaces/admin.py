@@ -61,13 +61,14 @@ class WorkspaceAdmin(admin.ModelAdmin):
         "vnc_secret_set",
         "rfb_password_set",
     )
-    list_filter = ("type", "status", "connection_type", "provisioner", "requires_netbird")
+    list_filter = ("type", "status", "connection_type", "provisioner", "requires_netbird", "groups")
     search_fields = ("id", "name", "description", "url", "vnc_target")
     readonly_fields = ("id", "vnc_secret_set", "rfb_password_set", "created_at", "updated_at")
+    filter_horizontal = ("groups",)
     fieldsets = (
         (None, {"fields": ("id", "name", "type", "description", "status", "icon", "image_url")}),
         ("Resources", {"fields": ("cpu", "memory", "storage")}),
-        ("Access", {"fields": ("connection_type", "url", "requires_netbird")}),
+        ("Access", {"fields": ("groups", "connection_type", "url", "requires_netbird")}),
         (
             "Desktop",
             {
@@ -110,6 +111,12 @@ class WorkspaceAdmin(admin.ModelAdmin):
             data.update(form.secret_changes())
             saved = services.workspace_create(actor=request.user, data=data, origin=origin)
         obj.__dict__.update(saved.__dict__)
+
+    def save_related(self, request, form, formsets, change):
+        # save_model's service call has already set the groups, and audited them; Django's own
+        # save_m2m would only set them again.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     def delete_model(self, request, obj):
         services.workspace_delete(

@@ -46,10 +46,11 @@ class WorkspaceListApi(AdminWrites, APIView):
     @extend_schema(
         tags=["workspaces"],
         responses={200: s.WorkspaceOutput(many=True), **READ_ERRORS},
-        summary="List workspaces (the five defaults are created when the catalog is empty)",
+        summary="List the workspaces the caller may use (administrators who may view "
+        "workspaces: all of them); the five defaults are created when the catalog is empty",
     )
     def get(self, request):
-        workspaces = selectors.workspace_list()
+        workspaces = selectors.workspaces_visible_to(request.user)
         return Response(
             s.WorkspaceOutput(workspaces, many=True, context=admin_context(request)).data
         )
@@ -93,7 +94,8 @@ class WorkspaceDetailApi(AdminWrites, APIView):
         summary="One workspace",
     )
     def get(self, request, workspace_id: str):
-        return Response(render_workspace(request, selectors.workspace_get(workspace_id)))
+        workspace = selectors.access_workspace(request.user, workspace_id, manage=True)
+        return Response(render_workspace(request, workspace))
 
     def _update(self, request, workspace_id: str):
         data = s.WorkspaceInput(data=request.data, partial=True)

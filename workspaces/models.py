@@ -82,6 +82,14 @@ class Workspace(models.Model):
     vnc_secret = EncryptedTextField(blank=True, default="")
     rfb_password = EncryptedTextField(blank=True, default="")
 
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="workspaces",
+        verbose_name="who may use it",
+        help_text="Only members of these groups see and launch it. None: everyone.",
+    )
+
     # A plain default rather than auto_now_add, so the seeded defaults can be given distinct,
     # ordered creation times and list in their documented order.
     created_at = models.DateTimeField(default=timezone.now, editable=False)

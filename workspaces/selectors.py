@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from config.exceptions import NotFound
+from config.permissions import admin_may
 from workspaces.defaults import insert_default_workspaces
 from workspaces.models import Workspace
 
@@ -16,6 +17,47 @@ def workspace_list() -> QuerySet[Workspace]:
         with transaction.atomic():
             insert_default_workspaces()
     return Workspace.objects.order_by("created_at", "id")
+
+
+def usable_workspaces(user) -> QuerySet[Workspace]:
+    """The workspaces `user` may see and launch: those open to everyone (no groups) and those
+    shared with a group `user` is in. Administrators are no exception: managing the catalog
+    is not using it (an administrator adds a group of theirs to use a restricted workspace).
+    One query, or a subquery of another."""
+    shared = Workspace.groups.through.objects.filter(workspace_id=OuterRef("pk"))
+    return Workspace.objects.filter(
+        Q(~Exists(shared)) | Q(Exists(shared.filter(group__user__pk=user.pk)))
+    )
+
+
+def workspaces_for(user) -> QuerySet[Workspace]:
+    """The catalog as `user` may use it (usable_workspaces), seeded when empty."""
+    return workspace_list().filter(pk__in=usable_workspaces(user).values("pk"))
+
+
+def workspaces_visible_to(user) -> QuerySet[Workspace]:
+    """The catalog API's list: everything, with who may use each, to an administrator who may
+    view workspaces (to manage them); to anyone else, what they may use."""
+    if admin_may(user, "workspaces.view_workspace"):
+        return workspace_list().prefetch_related("groups")
+    return workspaces_for(user)
+
+
+def workspace_granted(user, workspace: Workspace) -> bool:
+    """Whether `user` may use `workspace` (see workspaces_for)."""
+    return usable_workspaces(user).filter(pk=workspace.pk).exists()
+
+
+def access_workspace(user, workspace_id: str, *, manage: bool = False) -> Workspace:
+    """One workspace as `user` may see it: one they may use, or with `manage`, any to an
+    administrator who may view workspaces. Unknown and not shared answer the same 404, so
+    restricted ids cannot be probed."""
+    workspace = workspace_get(workspace_id)
+    if manage and admin_may(user, "workspaces.view_workspace"):
+        return workspace
+    if not workspace_granted(user, workspace):
+        raise NotFound("Workspace not found", "not_found")
+    return workspace
 
 
 def workspace_get(workspace_id: str) -> Workspace:
@@ -34,10 +76,10 @@ def workspace_get(workspace_id: str) -> Workspace:
 MAX_SEARCH_WORDS = 20
 
 
-def workspace_search(query: str) -> QuerySet[Workspace]:
-    """Workspaces matching every word of `query` in their id, name, description or type
-    (its first MAX_SEARCH_WORDS distinct words)."""
-    workspaces = workspace_list()
+def workspace_search(query: str, *, user) -> QuerySet[Workspace]:
+    """The workspaces `user` may use matching every word of `query` in their id, name,
+    description or type (its first MAX_SEARCH_WORDS distinct words)."""
+    workspaces = workspaces_for(user)
     for word in list(dict.fromkeys((query or "").split()))[:MAX_SEARCH_WORDS]:
         workspaces = workspaces.filter(
             Q(id__icontains=word)

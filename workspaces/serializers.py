@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.auth.models import Group
 from rest_framework import serializers
 
 from workspaces.models import Workspace
@@ -13,6 +14,7 @@ ADMIN_FIELDS = (
     "vnc_username",
     "vnc_secret_set",
     "rfb_password_set",
+    "groups",
     "created_at",
     "updated_at",
 )
@@ -25,6 +27,14 @@ class WorkspaceInput(serializers.ModelSerializer):
 
     The model's validators run here, so a bad size or target is a 400 naming the field.
     """
+
+    groups = serializers.SlugRelatedField(
+        many=True,
+        slug_field="name",
+        queryset=Group.objects.all(),
+        required=False,
+        help_text="Names of the groups whose members may use it; [] or none: everyone.",
+    )
 
     class Meta:
         model = Workspace
@@ -72,8 +82,17 @@ class WorkspaceOutput(serializers.Serializer):
     vnc_username = serializers.CharField(required=False, allow_blank=True, help_text=ADMIN_ONLY)
     vnc_secret_set = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
     rfb_password_set = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
+    groups = serializers.SerializerMethodField(
+        help_text=ADMIN_ONLY + " The groups whose members may use it; empty: everyone."
+    )
     created_at = serializers.DateTimeField(required=False, help_text=ADMIN_ONLY)
     updated_at = serializers.DateTimeField(required=False, help_text=ADMIN_ONLY)
+
+    def get_groups(self, workspace) -> list[str]:
+        # Read only for administrators (a query per workspace unless prefetched).
+        if not self.context.get("admin"):
+            return []
+        return sorted(group.name for group in workspace.groups.all())
 
     def to_representation(self, instance):
         data = super().to_representation(instance)

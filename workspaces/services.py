@@ -35,6 +35,7 @@ EDITABLE_FIELD_ORDER = (
     "vnc_username",
     "vnc_secret",
     "rfb_password",
+    "groups",
 )
 EDITABLE_FIELDS = frozenset(EDITABLE_FIELD_ORDER)
 
@@ -63,25 +64,40 @@ def _locked(workspace_id: str) -> Workspace:
     return workspace
 
 
+def _group_names(groups) -> list[str]:
+    return sorted(group.name for group in groups)
+
+
 def workspace_create(*, actor, data: Mapping, origin: audit.Origin) -> Workspace:
-    workspace = Workspace(**_checked(data))
+    """`data["groups"]`: the groups whose members may use it (none: everyone)."""
+    data = _checked(data)
+    groups = list(data.pop("groups", []))
+    workspace = Workspace(**data)
     _validate(workspace)
     with transaction.atomic():
         # force_insert: a generated id that collided would otherwise overwrite the other row.
         workspace.save(force_insert=True)
+        workspace.groups.set(groups)
         audit.record(
             action="create_workspace",
             actor=actor,
             resource=f"workspace:{workspace.id}",
-            details={"name": workspace.name, "type": workspace.type},
+            details={
+                "name": workspace.name,
+                "type": workspace.type,
+                "groups": _group_names(groups),
+            },
             origin=origin,
         )
     return workspace
 
 
 def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: audit.Origin) -> Workspace:
-    """Apply a partial update; the audit entry names the fields that changed, never values."""
+    """Apply a partial update; the audit entry names the fields that changed, never values,
+    except who may use it (the groups before and after: an access change)."""
     data = _checked(data)
+    groups = data.pop("groups", None)
+    details: dict = {}
     with transaction.atomic():
         workspace = _locked(workspace_id)
         changed = sorted(name for name, value in data.items() if getattr(workspace, name) != value)
@@ -90,11 +106,19 @@ def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: audit.O
         if changed:
             _validate(workspace, exclude=["id"])
             workspace.save(update_fields=[*changed, "updated_at"])
+        if groups is not None:
+            before, after = _group_names(workspace.groups.all()), _group_names(groups)
+            if before != after:
+                workspace.groups.set(groups)
+                changed = sorted([*changed, "groups"])
+                details["groups"] = {"before": before, "after": after}
+                if len(changed) == 1:  # only who may use it: the row's own columns did not move
+                    workspace.save(update_fields=["updated_at"])
         audit.record(
             action="update_workspace",
             actor=actor,
             resource=f"workspace:{workspace.id}",
-            details={"changed": changed},
+            details={"changed": changed, **details},
             origin=origin,
         )
     return workspace

@@ -16,7 +16,7 @@ from config.exceptions import APIError
 from config.network import client_ip, in_networks
 from sessions_app import services as sessions
 from sessions_app.selectors import live_sessions_of
-from workspaces.selectors import workspace_list
+from workspaces.selectors import workspaces_for
 
 ICON_LETTERS = {
     "sap": "SAP",
@@ -73,7 +73,7 @@ def catalog(request):
                 workspace.connection_type, workspace.connection_type
             ),
         }
-        for workspace in workspace_list()
+        for workspace in workspaces_for(request.user)
     ]
     return render(
         request,

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import Group
 
 from audit.models import AuditEntry
 from vnc_proxy.models import Ticket
@@ -168,3 +169,22 @@ def test_a_ticket_is_not_an_access_token(api, client_for, user, make_runtime):
     response = client.get("/api/auth/me")
 
     assert response.status_code == 401
+
+
+def test_a_ticket_needs_the_workspace_still_shared_with_the_user(make_runtime, client_for, user):
+    """Withdrawn from the user's groups after the launch: the session goes on, but no new
+    connection is let in (the answer is the 404 of a runtime that is not theirs)."""
+    runtime = make_runtime(user)
+    client = client_for(user)
+
+    def ticket():
+        return client.post(
+            "/api/agents/workspace/ticket", {"workspaceId": runtime.runtime_id}, format="json"
+        )
+
+    assert ticket().status_code == 200
+    runtime.workspace.groups.set([Group.objects.create(name="Auditors")])
+    refused = ticket()
+    assert (refused.status_code, refused.json()["code"]) == (404, "not_found")
+    user.groups.add(Group.objects.get(name="Auditors"))
+    assert ticket().status_code == 200

@@ -140,11 +140,14 @@ def test_the_catalog_needs_a_signed_in_user(anon, path):
     assert not Workspace.objects.exists()
 
 
-def test_search_matches_every_word_in_names_descriptions_and_types(db):
+def test_search_matches_every_word_in_names_descriptions_and_types(user):
     from workspaces.selectors import workspace_search
 
-    assert [w.id for w in workspace_search("linux")] == ["ws-linux-desktop"]
-    assert [w.id for w in workspace_search("SAP tsplus")] == ["ws-sap-neogenesys"]
-    assert {w.id for w in workspace_search("html5")} == {"ws-sap-neogenesys", "ws-remote-desktop"}
-    assert workspace_search("").count() == 5
-    assert not workspace_search("nothing-like-this").exists()
+    assert [w.id for w in workspace_search("linux", user=user)] == ["ws-linux-desktop"]
+    assert [w.id for w in workspace_search("SAP tsplus", user=user)] == ["ws-sap-neogenesys"]
+    assert {w.id for w in workspace_search("html5", user=user)} == {
+        "ws-sap-neogenesys",
+        "ws-remote-desktop",
+    }
+    assert workspace_search("", user=user).count() == 5
+    assert not workspace_search("nothing-like-this", user=user).exists()
