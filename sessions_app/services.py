@@ -28,7 +28,7 @@ from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import ProvisionerUnavailable, provisioner_named
 from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
 from workspaces.models import Workspace
-from workspaces.selectors import workspace_get, workspace_granted
+from workspaces.selectors import access_workspace
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +64,11 @@ def session_launch(
     """Launch `workspace_id` for `user`: (the session, whether it was created now).
 
     A user who already has a live session of the workspace gets that session back. Checks, in
-    order: the workspace is shared with the user (else the 404 of an unknown one), it can be
-    launched, the tunnel, MFA, the per-user limit, the provisioner. Refusals are audited
-    (success false) so denied access is visible in the log too.
+    order: the workspace exists and is shared with the user, it can be launched, the tunnel,
+    MFA, the per-user limit, the provisioner. Refusals are audited (success false) so denied
+    access is visible in the log too.
     """
-    workspace = workspace_get(workspace_id)
-    if not workspace_granted(user, workspace):
-        # The log says why; the caller gets the answer an unknown id gets.
-        not_shared = APIError(404, "Workspace not shared with this user", "not_shared")
-        _audit_refusal(user=user, workspace=workspace, origin=origin, error=not_shared)
-        raise NotFound("Workspace not found", "not_found")
+    workspace = _launchable(user, workspace_id, origin=origin)
     try:
         _check_launchable(workspace, user=user, origin=origin, mfa_verified=mfa_verified)
         existing = _live_session_of(user, workspace)
@@ -94,6 +89,26 @@ def session_launch(
     if not created:
         return session, False
     return _session_provision(session, user=user, origin=origin), True
+
+
+def _launchable(user, workspace_id: str, *, origin: audit.Origin) -> Workspace:
+    """The workspace if it exists and is shared with `user`. If not, the same 404 and the same
+    audit entry either way, naming the id asked for: neither the answer nor the caller's own
+    view of the log tells a workspace kept from them from one that does not exist."""
+    try:
+        return access_workspace(user, workspace_id)
+    except NotFound:
+        asked = str(workspace_id).replace("\x00", "\ufffd")[:180]  # PostgreSQL text takes no NUL
+        with transaction.atomic():
+            audit.record(
+                action="launch_workspace",
+                actor=user,
+                resource=f"workspace:{asked}",
+                details={"refused": "not_found", "status_code": 404},
+                origin=origin,
+                success=False,
+            )
+        raise
 
 
 def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_verified: bool):
@@ -284,10 +299,14 @@ def _start_failed(session: WorkspaceSession, *, user, origin: audit.Origin, caus
 
 
 def workspace_stop(*, user, workspace_id: str, origin: audit.Origin) -> WorkspaceSession:
-    """Stop the caller's live session of `workspace_id` (404 `no_active_session` when none)."""
-    workspace = workspace_get(workspace_id)
-    session = _live_session_of(user, workspace)
+    """Stop the caller's live session of `workspace_id` (404 `no_active_session` when none),
+    even of a workspace no longer shared with them. Without one, a workspace they may not see
+    gets the 404 of an unknown id."""
+    session = None
+    if "\x00" not in str(workspace_id):  # PostgreSQL refuses a NUL in a query; no id holds one
+        session = live_sessions_of(user).filter(workspace_id=str(workspace_id)).first()
     if session is None:
+        access_workspace(user, workspace_id)
         raise NotFound("No active session for this workspace.", "no_active_session")
     session, ended = _session_end(
         session_id=session.pk,
@@ -295,7 +314,7 @@ def workspace_stop(*, user, workspace_id: str, origin: audit.Origin) -> Workspac
         reason=EndReason.USER_STOP,
         origin=origin,
         action="stop_workspace",
-        resource=f"workspace:{workspace.id}",
+        resource=f"workspace:{session.workspace_id}",
     )
     if not ended:
         raise NotFound("No active session for this workspace.", "no_active_session")

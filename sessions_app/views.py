@@ -19,7 +19,7 @@ from config.exceptions import APIError
 from config.permissions import admin_may
 from sessions_app import selectors, services
 from sessions_app.models import WorkspaceSession
-from workspaces.selectors import workspaces_visible_to
+from workspaces.selectors import workspace_granted, workspace_list, workspaces_for
 
 PAGE_SIZE = 50
 
@@ -60,7 +60,7 @@ def session_list_page(request):
             "ends_others": admin_may(request.user, selectors.END_ANY),
             "filters": filters,
             "statuses": [(selectors.LIVE_FILTER, "Live"), *WorkspaceSession.Status.choices],
-            "workspaces": workspaces_visible_to(request.user),
+            "workspaces": workspace_list() if admin else workspaces_for(request.user),
             "query": query.urlencode(),
         },
     )
@@ -107,6 +107,12 @@ def viewer(request, session_id):
     except APIError as exc:
         raise Http404("No such session.") from exc
     if session.user_id != request.user.pk:
+        raise Http404("No such session.")
+    if session.workspace_id is not None and not workspace_granted(
+        request.user, session.workspace_id
+    ):
+        # Withdrawn from the user's groups since the launch: nothing new opens (a desktop's
+        # ticket would be refused too); the session can still be stopped from the list.
         raise Http404("No such session.")
     workspace = session.workspace
     desktop = bool(session.upstream_kind) or (

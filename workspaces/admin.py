@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.widgets import FilteredSelectMultiple
+from django.contrib.auth.models import Group
 
 from audit.services import Origin
 from workspaces import services
@@ -32,10 +34,32 @@ class WorkspaceAdminForm(forms.ModelForm):
         "Blank keeps it.",
     )
     clear_rfb_password = forms.BooleanField(label="Clear the RFB password", required=False)
+    # The model's `groups` goes through WorkspaceGroup (a group that shares a workspace cannot
+    # be deleted), which the admin does not edit directly: this field stands in for it.
+    shared_with = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.order_by("name"),
+        required=False,
+        label="Who may use it",
+        help_text="Only members of these groups see and launch it. None: everyone.",
+        widget=FilteredSelectMultiple("groups", is_stacked=False),
+    )
 
     class Meta:
         model = Workspace
-        fields = sorted(services.EDITABLE_FIELDS - set(SECRETS))
+        fields = sorted(services.EDITABLE_FIELDS - {*SECRETS, "groups"})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["shared_with"].initial = list(self.instance.groups.all())
+
+    def groups_change(self) -> dict:
+        """{"groups": [...]} when the form changed who may use it, else {}."""
+        return (
+            {"groups": self.cleaned_data["shared_with"]}
+            if "shared_with" in self.changed_data
+            else {}
+        )
 
     def secret_changes(self) -> dict:
         changes = {}
@@ -64,11 +88,10 @@ class WorkspaceAdmin(admin.ModelAdmin):
     list_filter = ("type", "status", "connection_type", "provisioner", "requires_netbird", "groups")
     search_fields = ("id", "name", "description", "url", "vnc_target")
     readonly_fields = ("id", "vnc_secret_set", "rfb_password_set", "created_at", "updated_at")
-    filter_horizontal = ("groups",)
     fieldsets = (
         (None, {"fields": ("id", "name", "type", "description", "status", "icon", "image_url")}),
         ("Resources", {"fields": ("cpu", "memory", "storage")}),
-        ("Access", {"fields": ("groups", "connection_type", "url", "requires_netbird")}),
+        ("Access", {"fields": ("shared_with", "connection_type", "url", "requires_netbird")}),
         (
             "Desktop",
             {
@@ -103,20 +126,16 @@ class WorkspaceAdmin(admin.ModelAdmin):
         if change:
             data = {name: form.cleaned_data[name] for name in form.changed_data if name in fields}
             data.update(form.secret_changes())
+            data.update(form.groups_change())
             saved = services.workspace_update(
                 actor=request.user, workspace_id=obj.pk, data=data, origin=origin
             )
         else:
             data = {name: form.cleaned_data[name] for name in fields}
             data.update(form.secret_changes())
+            data["groups"] = form.cleaned_data["shared_with"]
             saved = services.workspace_create(actor=request.user, data=data, origin=origin)
         obj.__dict__.update(saved.__dict__)
-
-    def save_related(self, request, form, formsets, change):
-        # save_model's service call has already set the groups, and audited them; Django's own
-        # save_m2m would only set them again.
-        for formset in formsets:
-            self.save_formset(request, form, formset, change=change)
 
     def delete_model(self, request, obj):
         services.workspace_delete(

@@ -84,6 +84,7 @@ class Workspace(models.Model):
 
     groups = models.ManyToManyField(
         "auth.Group",
+        through="WorkspaceGroup",
         blank=True,
         related_name="workspaces",
         verbose_name="who may use it",
@@ -108,3 +109,20 @@ class Workspace(models.Model):
     @property
     def rfb_password_set(self) -> bool:
         return bool(self.rfb_password)
+
+
+class WorkspaceGroup(models.Model):
+    """A group a workspace is shared with. A group that shares a workspace cannot be deleted
+    (PROTECT): its links would vanish with it, and a workspace left with no groups is
+    everyone's. Unshare the workspace first, then delete the group."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE)
+    group = models.ForeignKey("auth.Group", on_delete=models.PROTECT)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "group"], name="workspace_group_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} shared with {self.group}"

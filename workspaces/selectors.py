@@ -8,7 +8,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from config.exceptions import NotFound
 from config.permissions import admin_may
 from workspaces.defaults import insert_default_workspaces
-from workspaces.models import Workspace
+from workspaces.models import Workspace, WorkspaceGroup
 
 
 def workspace_list() -> QuerySet[Workspace]:
@@ -24,7 +24,9 @@ def usable_workspaces(user) -> QuerySet[Workspace]:
     shared with a group `user` is in. Administrators are no exception: managing the catalog
     is not using it (an administrator adds a group of theirs to use a restricted workspace).
     One query, or a subquery of another."""
-    shared = Workspace.groups.through.objects.filter(workspace_id=OuterRef("pk"))
+    shared = WorkspaceGroup.objects.filter(workspace_id=OuterRef("pk"))
+    if user.pk is None:  # no account, no groups (a join on NULL would match empty groups)
+        return Workspace.objects.filter(~Exists(shared))
     return Workspace.objects.filter(
         Q(~Exists(shared)) | Q(Exists(shared.filter(group__user__pk=user.pk)))
     )
@@ -43,9 +45,9 @@ def workspaces_visible_to(user) -> QuerySet[Workspace]:
     return workspaces_for(user)
 
 
-def workspace_granted(user, workspace: Workspace) -> bool:
-    """Whether `user` may use `workspace` (see workspaces_for)."""
-    return usable_workspaces(user).filter(pk=workspace.pk).exists()
+def workspace_granted(user, workspace_id: str) -> bool:
+    """Whether `user` may use the workspace `workspace_id` (see usable_workspaces)."""
+    return usable_workspaces(user).filter(pk=workspace_id).exists()
 
 
 def access_workspace(user, workspace_id: str, *, manage: bool = False) -> Workspace:
@@ -55,7 +57,7 @@ def access_workspace(user, workspace_id: str, *, manage: bool = False) -> Worksp
     workspace = workspace_get(workspace_id)
     if manage and admin_may(user, "workspaces.view_workspace"):
         return workspace
-    if not workspace_granted(user, workspace):
+    if not workspace_granted(user, workspace.pk):
         raise NotFound("Workspace not found", "not_found")
     return workspace
 

@@ -65,7 +65,7 @@ def _locked(workspace_id: str) -> Workspace:
 
 
 def _group_names(groups) -> list[str]:
-    return sorted(group.name for group in groups)
+    return sorted({group.name for group in groups})
 
 
 def workspace_create(*, actor, data: Mapping, origin: audit.Origin) -> Workspace:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.contrib.auth.models import Group
 
 from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
@@ -263,6 +264,22 @@ async def test_a_disabled_account_cannot_use_its_ticket(make_runtime, ticket_for
     code, _ = await refused_with(relay_communicator(relay_path(body)))
 
     assert code == 4403
+
+
+async def test_a_workspace_withdrawn_after_the_ticket_was_issued_is_refused(
+    make_runtime, ticket_for, user
+):
+    runtime = await db(make_runtime)(user)
+    body = await db(ticket_for)(user, runtime.runtime_id)
+
+    def withdraw():
+        runtime.workspace.groups.set([Group.objects.create(name="Auditors")])
+
+    await db(withdraw)()
+
+    code, reason = await refused_with(relay_communicator(relay_path(body)))
+
+    assert (code, reason) == (4403, "workspace no longer shared")
 
 
 async def test_signing_out_everywhere_voids_tickets_not_yet_used(make_runtime, ticket_for, user):

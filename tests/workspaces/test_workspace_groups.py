@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db.models import ProtectedError
 
 from audit.models import AuditEntry
 from audit.services import Origin
@@ -46,28 +47,61 @@ def test_only_members_of_its_groups_see_a_shared_workspace(client_for, user, oth
     assert "groups" not in member.get(f"/api/workspaces/{open_to_all.id}").json()
 
 
-def test_an_outsiders_launch_is_the_404_of_an_unknown_id_and_is_audited(
+def test_an_outsider_cannot_tell_a_workspace_kept_from_them_from_one_that_does_not_exist(
     client_for, other_user, finance
 ):
-    response = client_for(other_user).post("/api/workspaces/ws-ledger/launch")
+    """Launching or stopping it answers what an unknown id answers, and leaves the same trace
+    in the outsider's own view of the audit log."""
+    outsider = client_for(other_user)
 
-    assert response.status_code == 404
-    assert response.json()["code"] == "not_found"
+    def attempt(workspace_id: str) -> tuple:
+        launched = outsider.post(f"/api/workspaces/{workspace_id}/launch")
+        stopped = outsider.post(f"/api/workspaces/{workspace_id}/stop")
+        log = outsider.get("/api/audit-logs", {"resource": f"workspace:{workspace_id}"}).json()
+        trace = [(e["action"], e["details"], e["success"]) for e in log["results"]]
+        return launched.status_code, launched.json(), stopped.status_code, stopped.json(), trace
+
+    assert attempt("ws-ledger") == attempt("ws-nothing")
+    status, body, stop_status, _, trace = attempt("ws-ledger")
+    assert (status, body["code"], stop_status) == (404, "not_found", 404)
+    assert trace[0] == ("launch_workspace", {"refused": "not_found", "status_code": 404}, False)
     assert not WorkspaceSession.objects.exists()
-    entry = AuditEntry.objects.get(action="launch_workspace")
-    assert (entry.actor, entry.resource, entry.success) == (
-        other_user,
-        "workspace:ws-ledger",
-        False,
-    )
-    assert entry.details["refused"] == "not_shared"
 
 
-def test_a_member_launches_it(client_for, user, finance):
-    response = client_for(user).post("/api/workspaces/ws-ledger/launch")
+def test_a_member_of_any_of_its_groups_launches_it(client_for, user, other_user, finance):
+    auditors = Group.objects.create(name="Auditors")
+    finance.groups.add(auditors)
+    other_user.groups.add(auditors, Group.objects.create(name="Sales"))
 
-    assert response.status_code == 201
-    assert WorkspaceSession.objects.get().user == user
+    assert client_for(user).post("/api/workspaces/ws-ledger/launch").status_code == 201
+    assert client_for(other_user).post("/api/workspaces/ws-ledger/launch").status_code == 201
+    assert listed(client_for(other_user)) == ["ws-ledger"]  # once, in two of its groups
+
+
+def test_withdrawn_after_the_launch_the_session_can_still_be_stopped(
+    client_for, browser_for, user, finance
+):
+    member = client_for(user)
+    session_id = member.post("/api/workspaces/ws-ledger/launch").json()["session_id"]
+    user.groups.clear()
+
+    assert browser_for(user).get(f"/viewer/{session_id}").status_code == 404
+    stopped = member.post("/api/workspaces/ws-ledger/stop")
+    assert stopped.status_code == 200
+    assert WorkspaceSession.objects.get().status == WorkspaceSession.Status.TERMINATED
+
+
+def test_a_group_that_shares_a_workspace_cannot_be_deleted(client, superuser, finance):
+    """Its links would go with it, and a workspace left with no groups is everyone's."""
+    group = Group.objects.get(name="Finance")
+    with pytest.raises(ProtectedError):
+        group.delete()
+
+    client.force_login(superuser)
+    page = client.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
+    assert "Cannot delete group" in page.content.decode()
+    assert Group.objects.filter(pk=group.pk).exists()
+    assert [g.name for g in finance.groups.all()] == ["Finance"]
 
 
 def test_administrators_see_every_workspace_with_its_groups_but_launch_by_the_same_rule(
@@ -93,6 +127,7 @@ def test_the_catalog_page_shows_only_what_the_person_may_use(
     refused = browser_for(other_user).post("/workspaces/ws-ledger/launch", follow=True)
     assert not WorkspaceSession.objects.exists()
     assert refused.redirect_chain[-1][0] == "/"
+    assert "Workspace not found" in refused.content.decode()
 
 
 def test_the_assistants_tools_list_search_and_launch_by_the_same_rule(user, other_user, finance):
@@ -105,6 +140,7 @@ def test_the_assistants_tools_list_search_and_launch_by_the_same_rule(user, othe
 
     assert "ws-ledger" in names(run(user, "list_workspaces", {}))
     assert "ws-ledger" not in names(run(other_user, "list_workspaces", {}))
+    assert names(run(user, "search_workspaces", {"query": "ledger"})) == ["ws-ledger"]
     assert names(run(other_user, "search_workspaces", {"query": "ledger"})) == []
     launch = run(other_user, "launch_workspace", {"workspace_id": "ws-ledger"})
     assert (launch.success, launch.response["code"]) == (False, "not_found")
@@ -165,12 +201,10 @@ class TestAdministration:
         auditors = Group.objects.create(name="Auditors")
         client.force_login(superuser)
         page = client.get("/admin/workspaces/workspace/ws-ledger/change/")
-        form = {
-            key: value
-            for key, value in page.context["adminform"].form.initial.items()
-            if value is not None and key != "groups"
-        }
-        form["groups"] = [str(auditors.pk)]
+        admin_form = page.context["adminform"].form
+        form = {key: value for key, value in admin_form.initial.items() if value is not None}
+        assert [g.name for g in admin_form.fields["shared_with"].initial] == ["Finance"]
+        form["shared_with"] = [str(auditors.pk)]
 
         response = client.post("/admin/workspaces/workspace/ws-ledger/change/", form)
 
