@@ -137,10 +137,11 @@ if REDIS_URL:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "workgate",
-            # One pool per process: Django builds a cache object per request (see config/cache.py).
+            # One pool and one client per process: Django builds a cache object per request and
+            # a client per call (see config/cache.py).
             "OPTIONS": {"pool_class": "config.cache.SharedConnectionPool"},
         }
     }

@@ -7,7 +7,7 @@ from django.db.models import Q, QuerySet
 from config.exceptions import NotFound
 from sessions_app.models import WorkspaceSession
 from workspaces.models import Workspace
-from workspaces.selectors import usable_workspaces
+from workspaces.selectors import usable_by
 
 # The agents API's names for session statuses.
 RUNTIME_STATUS = {
@@ -48,11 +48,12 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     (withdrawn since the launch, it takes no new connection; one already open stays until it
     closes or the session ends), checked in the same query.
     """
-    runtimes = desktop_runtimes_of(user)
+    # The session row alone: its callers read its own columns, and the workspace's secrets
+    # would be decrypted for nothing on every ticket.
+    runtimes = desktop_runtimes_of(user).select_related(None)
     if to_connect:
-        runtimes = runtimes.filter(
-            Q(workspace__isnull=True) | Q(workspace__in=usable_workspaces(user).values("pk"))
-        )
+        table = WorkspaceSession._meta.db_table
+        runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
     runtime = runtimes.filter(runtime_id=runtime_id).first()
     if runtime is None:
         raise NotFound("Workspace runtime not found", "not_found")

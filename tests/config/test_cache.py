@@ -1,0 +1,36 @@
+"""Django's Redis cache (the rate-limit counters) as configured with REDIS_URL: one pool and one
+client per process, whatever number of cache objects Django builds (one per request context)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+
+pytestmark = pytest.mark.skipif(
+    settings.CACHES["default"]["BACKEND"] != "config.cache.RedisCache",
+    reason="the Redis cache is configured only with REDIS_URL",
+)
+
+
+def test_every_cache_object_shares_one_client_and_one_count():
+    seen = []
+
+    def in_another_context():
+        cache = caches.create_connection("default")  # what Django does per request context
+        seen.append((cache, cache._cache.get_client(write=True)))
+        cache.add("shared-counter", 0, timeout=30)
+        cache.incr("shared-counter")
+
+    caches["default"].delete("shared-counter")
+    threads = [threading.Thread(target=in_another_context) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len({id(cache) for cache, _ in seen}) == 4
+    assert len({id(client) for _, client in seen}) == 1
+    assert caches["default"].get("shared-counter") == 4
