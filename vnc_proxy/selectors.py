@@ -54,7 +54,8 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     if to_connect:
         table = WorkspaceSession._meta.db_table
         runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
-    runtime = runtimes.filter(runtime_id=runtime_id).first()
+    # runtime_id is unique: no ORDER BY (first() would add one).
+    runtime = next(iter(runtimes.filter(runtime_id=runtime_id).order_by()[:1]), None)
     if runtime is None:
         raise NotFound("Workspace runtime not found", "not_found")
     return runtime
