@@ -105,9 +105,8 @@ class SignOutEverywhereApi(APIView):
         "every browser session signed in to it and every desktop ticket not yet used stop "
         "working (401 `signed_out`), and a running assistant turn may no longer call tools; "
         "the password does not change, running desktops keep running and open connections "
-        "stay open. Sign in again for new "
-        "tokens. JWTs cannot be revoked one by one: this is the sign-out for a lost device or "
-        "a leaked token.",
+        "stay open. Sign in again for new tokens. JWTs cannot be revoked one by one: this is "
+        "the sign-out for a lost device or a leaked token.",
     )
     def post(self, request):
         user_sign_out_everywhere(user=request.user, actor=request.user, origin=Origin.of(request))

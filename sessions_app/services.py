@@ -84,7 +84,7 @@ def session_launch(
         )
     except APIError as exc:
         if not isinstance(exc, NotFound):
-            _audit_refusal(user=user, workspace=workspace, origin=origin, error=exc)
+            _audit_refusal(user=user, workspace_id=workspace.id, origin=origin, error=exc)
         raise
     if not created:
         return session, False
@@ -97,17 +97,9 @@ def _launchable(user, workspace_id: str, *, origin: audit.Origin) -> Workspace:
     view of the log tells a workspace kept from them from one that does not exist."""
     try:
         return access_workspace(user, workspace_id)
-    except NotFound:
+    except NotFound as exc:
         asked = str(workspace_id).replace("\x00", "\ufffd")[:180]  # PostgreSQL text takes no NUL
-        with transaction.atomic():
-            audit.record(
-                action="launch_workspace",
-                actor=user,
-                resource=f"workspace:{asked}",
-                details={"refused": "not_found", "status_code": 404},
-                origin=origin,
-                success=False,
-            )
+        _audit_refusal(user=user, workspace_id=asked, origin=origin, error=exc)
         raise
 
 
@@ -128,12 +120,12 @@ def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_v
         )
 
 
-def _audit_refusal(*, user, workspace: Workspace, origin: audit.Origin, error: APIError) -> None:
+def _audit_refusal(*, user, workspace_id: str, origin: audit.Origin, error: APIError) -> None:
     with transaction.atomic():
         audit.record(
             action="launch_workspace",
             actor=user,
-            resource=f"workspace:{workspace.id}",
+            resource=f"workspace:{workspace_id}",
             details={"refused": error.get_codes(), "status_code": error.status_code},
             origin=origin,
             success=False,

@@ -108,9 +108,7 @@ def viewer(request, session_id):
         raise Http404("No such session.") from exc
     if session.user_id != request.user.pk:
         raise Http404("No such session.")
-    if session.workspace_id is not None and not workspace_granted(
-        request.user, session.workspace_id
-    ):
+    if not workspace_granted(request.user, session.workspace_id):
         # Withdrawn from the user's groups since the launch: nothing new opens (a desktop's
         # ticket would be refused too); the session can still be stopped from the list.
         raise Http404("No such session.")

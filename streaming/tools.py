@@ -55,14 +55,12 @@ class ToolArgumentError(Exception):
 def _as_now(ctx: ToolContext) -> ToolContext:
     """The context with the asker as the database has them now: a turn runs for seconds or
     minutes, and its tools act with the rights the account has when each one runs. An account
-    turned off, signed out everywhere or whose password changed (each voids its tokens and
-    browser sessions) since the turn began may no longer act."""
+    turned off, signed out everywhere or whose password changed since the turn began may no
+    longer act: the test is the one that ends its browser sessions (the session auth hash
+    covers the password and the sign-in epoch)."""
     user = ctx.user  # for the pages' cookie sessions, a lazy object around the account
     current = get_user_model()._default_manager.filter(pk=user.pk, is_active=True).first()
-    if current is None or (current.password, current.sign_in_epoch) != (
-        user.password,
-        user.sign_in_epoch,
-    ):
+    if current is None or current.get_session_auth_hash() != user.get_session_auth_hash():
         raise APIError(401, ACCOUNT_REVOKED, "account_revoked")
     return replace(ctx, user=current)
 

@@ -177,6 +177,13 @@ def admin_api(client_for, admin_user):
 
 
 @pytest.fixture
+def site(client, superuser):
+    """The Django admin, signed in as a superuser."""
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
 def browser_for():
     """A Django test client signed in with a session cookie, as the pages are used."""
 

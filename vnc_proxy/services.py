@@ -184,7 +184,7 @@ def _refusal(*, spent: bool, row: Ticket | None, claims, workspace_id: str) -> R
         return RelayRefused(CloseCode.FORBIDDEN, "ticket issued for another workspace")
     if session.status != READY or not session.upstream_kind:
         return RelayRefused(CloseCode.NOT_READY, "workspace not ready")
-    if session.workspace_id is not None and not workspace_granted(row.user, session.workspace_id):
+    if not workspace_granted(row.user, session.workspace_id):
         # Withdrawn from the user's groups since the ticket was issued.
         return RelayRefused(CloseCode.FORBIDDEN, "workspace no longer shared")
     return None

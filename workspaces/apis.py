@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from accounts.serializers import ErrorOutput
 from audit.services import Origin
-from config.permissions import IsAdmin, admin_may
+from config.permissions import IsAdmin
 from config.schema import ADMIN, RUNTIME
 from workspaces import selectors, services
 from workspaces import serializers as s
@@ -32,7 +32,7 @@ class AdminWrites:
 
 def admin_context(request) -> dict:
     """Administrators who may view workspaces in the admin see their admin-only fields."""
-    return {"admin": admin_may(request.user, "workspaces.view_workspace")}
+    return {"admin": selectors.manages_catalog(request.user)}
 
 
 def render_workspace(request, workspace) -> dict:

@@ -45,37 +45,42 @@ def usable_by(user, *, workspace_column: tuple[str, str]) -> RawSQL:
     return RawSQL(sql, [user.pk], output_field=BooleanField())  # noqa: S611
 
 
-def usable_workspaces(user) -> QuerySet[Workspace]:
-    """The workspaces `user` may see and launch (usable_by)."""
-    return Workspace.objects.filter(
-        usable_by(user, workspace_column=(Workspace._meta.db_table, "id"))
-    )
+def _usable_workspace_rows(user) -> RawSQL:
+    return usable_by(user, workspace_column=(Workspace._meta.db_table, "id"))
 
 
 def workspaces_for(user) -> QuerySet[Workspace]:
-    """The catalog as `user` may use it (usable_workspaces), seeded when empty."""
-    return workspace_list().filter(pk__in=usable_workspaces(user).values("pk"))
+    """The catalog as `user` may use it (usable_by), seeded when empty."""
+    return workspace_list().filter(_usable_workspace_rows(user))
+
+
+def manages_catalog(user) -> bool:
+    """An administrator who may view workspaces: sees every one, and who may use it."""
+    return admin_may(user, "workspaces.view_workspace")
 
 
 def workspaces_visible_to(user) -> QuerySet[Workspace]:
-    """The catalog API's list: everything, with who may use each, to an administrator who may
-    view workspaces (to manage them); to anyone else, what they may use."""
-    if admin_may(user, "workspaces.view_workspace"):
+    """The catalog API's list: everything, with who may use each, to an administrator who
+    manages the catalog; to anyone else, what they may use."""
+    if manages_catalog(user):
         return workspace_list().prefetch_related("groups")
     return workspaces_for(user)
 
 
-def workspace_granted(user, workspace_id: str) -> bool:
-    """Whether `user` may use the workspace `workspace_id` (see usable_workspaces)."""
-    return usable_workspaces(user).filter(pk=workspace_id).exists()
+def workspace_granted(user, workspace_id: str | None) -> bool:
+    """Whether `user` may use the workspace `workspace_id` (see usable_by). None, a session's
+    workspace that is gone, passes as in usable_by: there is nothing left to withdraw."""
+    if workspace_id is None:
+        return True
+    return Workspace.objects.filter(_usable_workspace_rows(user), pk=workspace_id).exists()
 
 
 def access_workspace(user, workspace_id: str, *, manage: bool = False) -> Workspace:
     """One workspace as `user` may see it: one they may use, or with `manage`, any to an
-    administrator who may view workspaces. Unknown and not shared answer the same 404, so
+    administrator who manages the catalog. Unknown and not shared answer the same 404, so
     restricted ids cannot be probed."""
     workspace = workspace_get(workspace_id)
-    if manage and admin_may(user, "workspaces.view_workspace"):
+    if manage and manages_catalog(user):
         return workspace
     if not workspace_granted(user, workspace.pk):
         raise NotFound("Workspace not found", "not_found")

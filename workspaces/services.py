@@ -100,20 +100,20 @@ def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: audit.O
     details: dict = {}
     with transaction.atomic():
         workspace = _locked(workspace_id)
-        changed = sorted(name for name, value in data.items() if getattr(workspace, name) != value)
-        for name in changed:
+        columns = [name for name, value in data.items() if getattr(workspace, name) != value]
+        for name in columns:
             setattr(workspace, name, data[name])
-        if changed:
+        if columns:
             _validate(workspace, exclude=["id"])
-            workspace.save(update_fields=[*changed, "updated_at"])
+        changed = sorted(columns)
         if groups is not None:
             before, after = _group_names(workspace.groups.all()), _group_names(groups)
             if before != after:
                 workspace.groups.set(groups)
                 changed = sorted([*changed, "groups"])
                 details["groups"] = {"before": before, "after": after}
-                if len(changed) == 1:  # only who may use it: the row's own columns did not move
-                    workspace.save(update_fields=["updated_at"])
+        if changed:
+            workspace.save(update_fields=[*columns, "updated_at"])
         audit.record(
             action="update_workspace",
             actor=actor,

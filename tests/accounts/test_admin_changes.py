@@ -26,12 +26,6 @@ from tests.support.workspaces import make_web_workspace
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def site(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
 def test_making_someone_an_administrator_is_audited(site, superuser, user):
     group = Group.objects.get(name="Workgate administrators")
 

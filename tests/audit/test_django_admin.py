@@ -12,12 +12,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def site(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def entry(user):
     with transaction.atomic():
         return audit.record(action="launch_workspace", actor=user, resource="workspace:ws-x")

@@ -11,12 +11,6 @@ from tests.sessions_app.conftest import launch
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def site(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
 def test_the_session_list_filters_and_searches(site, api, web_workspace):
     launch(api, web_workspace.id)
 

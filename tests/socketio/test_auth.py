@@ -13,6 +13,7 @@ from accounts.tokens import issue_tokens
 from audit.services import Origin
 from streaming.socketio.sink import SocketStream
 from tests.socketio.support import NodeClient, PythonClient, receive, websocket_url
+from tests.support.database import orm
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -41,46 +42,39 @@ async def test_an_empty_token_at_connect_gets_connect_error(server):
     assert python.errors.get_nowait() == {"message": "Authentication token missing"}
 
 
-@pytest.fixture
-def inactive_token(user, token) -> str:
+async def _refusal_at_connect(server, token: str) -> dict:
+    """What the official client hears when it connects with `token`: its connect_error."""
+    client = await NodeClient.start(server.url, {"auth": {"token": token}})
+    try:
+        return await client.next("connect_error")
+    finally:
+        await client.close()
+
+
+def _turn_off(user) -> None:
     user.is_active = False
     user.save(update_fields=["is_active"])
-    return token
 
 
-async def test_an_inactive_users_token_is_refused(server, inactive_token):
-    client = await NodeClient.start(server.url, {"auth": {"token": inactive_token}})
-    try:
-        refused = await client.next("connect_error")
-    finally:
-        await client.close()
-
-    assert refused["message"] == "Invalid or expired token"
-
-
-@pytest.fixture
-def signed_out_token(user, token) -> str:
+def _sign_out_everywhere(user) -> None:
     user_sign_out_everywhere(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
-    return token
 
 
-async def test_a_token_from_before_a_sign_out_everywhere_is_refused(server, signed_out_token):
-    client = await NodeClient.start(server.url, {"auth": {"token": signed_out_token}})
-    try:
-        refused = await client.next("connect_error")
-    finally:
-        await client.close()
+@pytest.mark.parametrize(
+    "revoke", [_turn_off, _sign_out_everywhere], ids=["account turned off", "signed out"]
+)
+async def test_a_token_the_api_would_refuse_is_refused(server, user, token, revoke):
+    await orm(revoke, user)
+
+    refused = await _refusal_at_connect(server, token)
 
     assert refused["message"] == "Invalid or expired token"
 
 
 async def test_a_refresh_token_is_not_an_access_token(server, user):
     refresh = issue_tokens(user, mfa=False)["refresh"]
-    client = await NodeClient.start(server.url, {"auth": {"token": refresh}})
-    try:
-        refused = await client.next("connect_error")
-    finally:
-        await client.close()
+
+    refused = await _refusal_at_connect(server, refresh)
 
     assert refused["message"] == "Invalid or expired token"
 

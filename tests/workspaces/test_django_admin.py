@@ -32,12 +32,6 @@ FORM = {
 
 
 @pytest.fixture
-def site(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def kasm(site):
     response = site.post(
         "/admin/workspaces/workspace/add/",

@@ -91,14 +91,13 @@ def test_withdrawn_after_the_launch_the_session_can_still_be_stopped(
     assert WorkspaceSession.objects.get().status == WorkspaceSession.Status.TERMINATED
 
 
-def test_a_group_that_shares_a_workspace_cannot_be_deleted(client, superuser, finance):
+def test_a_group_that_shares_a_workspace_cannot_be_deleted(site, finance):
     """Its links would go with it, and a workspace left with no groups is everyone's."""
     group = Group.objects.get(name="Finance")
     with pytest.raises(ProtectedError):
         group.delete()
 
-    client.force_login(superuser)
-    page = client.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
+    page = site.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
     assert "Cannot delete group" in page.content.decode()
     assert Group.objects.filter(pk=group.pk).exists()
     assert [g.name for g in finance.groups.all()] == ["Finance"]
@@ -196,17 +195,16 @@ class TestAdministration:
         assert not AuditEntry.objects.filter(action="update_workspace").exists()
 
     def test_the_django_admin_shares_a_workspace_through_the_audited_service(
-        self, client, superuser, finance
+        self, site, superuser, finance
     ):
         auditors = Group.objects.create(name="Auditors")
-        client.force_login(superuser)
-        page = client.get("/admin/workspaces/workspace/ws-ledger/change/")
+        page = site.get("/admin/workspaces/workspace/ws-ledger/change/")
         admin_form = page.context["adminform"].form
         form = {key: value for key, value in admin_form.initial.items() if value is not None}
         assert [g.name for g in admin_form.fields["shared_with"].initial] == ["Finance"]
         form["shared_with"] = [str(auditors.pk)]
 
-        response = client.post("/admin/workspaces/workspace/ws-ledger/change/", form)
+        response = site.post("/admin/workspaces/workspace/ws-ledger/change/", form)
 
         assert response.status_code == 302, response.context["adminform"].form.errors
         assert [g.name for g in finance.groups.all()] == ["Auditors"]
