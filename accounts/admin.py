@@ -5,6 +5,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from accounts import services
+from accounts.connections import connections_close
 from accounts.models import Profile, User
 from audit.services import Origin
 from config.admin import AuditedAdmin
@@ -69,7 +70,8 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
             # Turning an account off ends its desktops now (and closes their relay
-            # connections), in the same transaction; its tokens stop working by themselves.
+            # connections) and disconnects its sockets, in the same transaction; its tokens
+            # stop working by themselves.
             # (Deleting is no way round it: an account with sessions cannot be deleted here,
             # because its sessions, tickets and turns are view-only records.)
             ended = sessions_terminate(
@@ -78,6 +80,7 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
                 reason=EndReason.ACCOUNT_DISABLED,
                 origin=Origin.of(request),
             )
+            connections_close(user_id=obj.pk)
             if ended:
                 self.message_user(request, f"{ended} live session(s) of {obj.email} ended.")
 

@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 
+from accounts.connections import connections_close
 from accounts.models import Profile, User
 from accounts.selectors import profile_of
 from accounts.tokens import issue_tokens
@@ -146,14 +147,16 @@ def user_record_password_change(*, user: User, origin: audit.Origin) -> None:
 def user_sign_out_everywhere(*, user: User, actor, origin: audit.Origin) -> None:
     """End every token and browser session of `user`, on every device: access and refresh
     tokens are refused (401 `signed_out`), unused desktop tickets are void, browser sessions
-    ask for a sign-in again from their next request, and a running assistant turn may no
-    longer call tools. The password stays as it is. Desktops keep running and open relay and
-    Socket.IO connections stay open (terminate the sessions for that). By the person
-    themselves or an administrator (`actor`); audited as `signed_out_everywhere`."""
+    ask for a sign-in again from their next request, a running assistant turn may no longer
+    call tools, and open desktop viewers and Socket.IO sockets are closed once this commits
+    (accounts/connections.py). The password stays as it is, and the desktops keep running.
+    By the person themselves or an administrator (`actor`); audited as
+    `signed_out_everywhere`."""
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(sign_in_epoch=F("sign_in_epoch") + 1)
         # Desktop tickets not yet used are credentials too (a minute's worth at most).
         voided = tickets_void(user=user)
+        connections_close(user_id=user.pk)
         audit.record(
             action="signed_out_everywhere",
             actor=actor,

@@ -15,3 +15,4 @@ class CloseCode(IntEnum):
     IDLE = 4408  # no traffic for WORKGATE_VNC_IDLE_TIMEOUT seconds
     NOT_READY = 4409  # the session is not (or no longer) ready
     SESSION_ENDED = 4410  # the session was stopped, terminated or reaped while connected
+    SIGNED_OUT = 4411  # the account was signed out everywhere (or turned off) while connected

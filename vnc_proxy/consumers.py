@@ -3,7 +3,8 @@
 The ticket is the only credential. It is spent and checked before the handshake is accepted and
 before the desktop is contacted; a refusal accepts the handshake only to close it at once with a
 named code (see close_codes.py), so a viewer can tell the user why. An admitted connection joins
-its session's channel-layer group (a stop from any server process closes it), connects to the
+its session's channel-layer group (a stop from any server process closes it) and its account's
+(signing out everywhere closes it: accounts/connections.py), connects to the
 desktop (TCP to a plain RFB server, or a WebSocket with HTTP Basic auth to a KasmVNC-style one),
 and then moves bytes both ways until either side closes, which closes the other.
 
@@ -28,6 +29,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
 
+from accounts.connections import ACCOUNT_SIGNED_OUT, account_group
 from audit import services as audit
 from vnc_proxy import services
 from vnc_proxy.browser import AsgiBrowser, DaphneBrowser, browser_for
@@ -115,8 +117,9 @@ class RelayConnection:
 
         layer = get_channel_layer()
         channel = await layer.new_channel() if layer is not None else None
+        groups = (self.target.group, account_group(self.target.user.pk))
         if channel is not None:
-            await layer.group_add(self.target.group, channel)
+            await asyncio.gather(*(layer.group_add(group, channel) for group in groups))
         started = time.monotonic()
         opened = False
         tasks: list[asyncio.Task] = []
@@ -142,7 +145,7 @@ class RelayConnection:
                 await self.upstream.close()
             if channel is not None:
                 with contextlib.suppress(Exception):
-                    await layer.group_discard(self.target.group, channel)
+                    await asyncio.gather(*(layer.group_discard(g, channel) for g in groups))
             if opened:
                 await _db(services.relay_closed)(
                     target=self.target,
@@ -257,7 +260,7 @@ class RelayConnection:
             return
         await self._finish(CloseCode.NORMAL, DESKTOP_CLOSED, by="desktop")
 
-    # --- Control: stops from any process, idleness, last_seen_at ---------------------------------
+    # --- Control: stops and sign-outs from any process, idleness, last_seen_at ------------------
 
     async def _listen(self, layer, channel: str) -> None:
         while True:
@@ -268,11 +271,16 @@ class RelayConnection:
                     "a relay lost its channel layer; stops will not reach it", exc_info=True
                 )
                 return
-            if message.get("type") == "session.ended":
+            kind = message.get("type")
+            if kind == "session.ended":
                 await self._finish(CloseCode.SESSION_ENDED, "the session ended", by="session")
-                if self.upstream is not None:
-                    await self.upstream.close()
-                return
+            elif kind == ACCOUNT_SIGNED_OUT:
+                await self._finish(CloseCode.SIGNED_OUT, "signed out", by="account")
+            else:
+                continue
+            if self.upstream is not None:
+                await self.upstream.close()
+            return
 
     def _start_timer(self) -> None:
         self._idle_timeout = float(settings.WORKGATE_VNC_IDLE_TIMEOUT)

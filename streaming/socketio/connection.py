@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from channels.layers import get_channel_layer
 
+from accounts.connections import account_group
 from streaming.socketio import protocol
 from streaming.socketio.auth import TokenRejected, user_for_token
 from streaming.socketio.groups import Message, session_channel, socket_group, turn_group
@@ -49,10 +50,13 @@ def new_session(*, transport: Transport, timing: Timing) -> EngineSession:
 
 
 async def release(session: EngineSession) -> None:
-    """Let go of a session that has left the store: its socket's group, its running turns."""
+    """Let go of a session that has left the store: its socket's groups, its running turns."""
     if session.socket_id:
         layer = get_channel_layer()
-        await layer.group_discard(socket_group(session.socket_id), session_channel(session.sid))
+        channel = session_channel(session.sid)
+        await layer.group_discard(socket_group(session.socket_id), channel)
+        if session.user_id:
+            await layer.group_discard(account_group(session.user_id), channel)
         await layer.group_send(turn_group(session.socket_id), {"type": Message.SOCKET_GONE.value})
 
 
@@ -151,7 +155,14 @@ class Connection:
         self.session = replace(self.session, socket_id=socket_id, user_id=user_id)
         # Join before answering: once the client knows its id, streams must reach it.
         await self.layer.group_add(socket_group(socket_id), session_channel(self.session.sid))
+        await self._join_account()
         await self.deliver([protocol.connect_ok(socket_id)])
+
+    async def _join_account(self) -> None:
+        """A socket with an account on it hears when the account is signed out everywhere."""
+        if self.session.user_id:
+            group = account_group(self.session.user_id)
+            await self.layer.group_add(group, session_channel(self.session.sid))
 
     async def _on_disconnect(self, message: SocketPacket) -> None:
         await self.drop_socket()
@@ -187,6 +198,16 @@ class Connection:
         SocketPacketType.BINARY_ACK: _on_binary,
     }
 
+    async def signed_out(self, user_id: str) -> None:
+        """`user_id` was signed out everywhere or turned off: if this socket is still theirs,
+        the server disconnects it and lets go of it (its running turns stop streaming)."""
+        current = await self.store.get(self.session.sid)
+        if current is None or not current.socket_id or current.user_id != user_id:
+            return  # gone already, or a socket connected since by someone else
+        self.session = current
+        await self.deliver([protocol.SERVER_DISCONNECT])
+        await self.drop_socket()
+
     async def drop_socket(self) -> None:
         socket_id = self.session.socket_id
         if not socket_id:
@@ -213,6 +234,7 @@ class Connection:
         if outcome == Attach.GONE:
             return
         self.session = replace(self.session, user_id=user_id)
+        await self._join_account()
         answer = {"socketId": self.session.socket_id}
         packets = [protocol.event("registered", answer)]
         if message.ack_id is not None:

@@ -171,7 +171,7 @@ class PollingConsumer(AsyncHttpConsumer):
                 except TimeoutError:
                     pass
                 else:
-                    return self._render(message)
+                    return await self._render(session, message, timing)
             current = await store.get(session.sid)
             if current is None:
                 # The client missed its pong: the session expired while this request waited.
@@ -185,12 +185,21 @@ class PollingConsumer(AsyncHttpConsumer):
             session = current  # a pong moved the schedule; wait again
 
     @staticmethod
-    def _render(message: dict) -> bytes:
+    async def _render(session: EngineSession, message: dict, timing: Timing) -> bytes:
         kind = Message(message["type"])
         if kind is Message.PACKETS:
             return protocol.encode_payload(message["packets"])
         if kind is Message.CLOSE:
             return protocol.CLOSE.encode()
+        if kind is Message.SIGNED_OUT:
+            answer: list[str] = []
+
+            async def deliver(encoded: list[str]) -> None:
+                answer.extend(encoded)
+
+            await Connection(session, deliver=deliver, timing=timing).signed_out(message["user_id"])
+            if answer:
+                return protocol.encode_payload(answer)
         return protocol.NOOP.encode()
 
     async def _post(self, session: EngineSession, body: bytes, timing: Timing) -> bytes:
@@ -340,6 +349,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
             elif kind is Message.CLOSE:
                 await self._stop(CLOSE_NORMAL)
                 return
+            elif kind is Message.SIGNED_OUT:
+                await self.connection.signed_out(message["user_id"])
             # NOOP: meant for a GET the upgrade released already
 
     async def _ping(self) -> None:

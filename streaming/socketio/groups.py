@@ -6,13 +6,17 @@ wherever it lands, then the WebSocket consumer once the session has upgraded. A 
 group, `sio.<socketId>`, holds exactly that channel for the socket's whole life, so nothing moves
 when the transport changes, and a packet sent during an upgrade is neither lost nor reordered.
 A turn streaming to the socket listens on a second group, `sio-turns.<socketId>`, for the
-client's cancel events. So a request served by one process reaches a socket held by another, and
-polling needs no sticky sessions.
+client's cancel events. A socket with an account on it also puts the session's channel in the
+account's group (accounts/connections.py), which hears when the account is signed out everywhere.
+So a request served by one process reaches a socket held by another, and polling needs no sticky
+sessions.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from accounts.connections import ACCOUNT_SIGNED_OUT
 
 
 class Message(StrEnum):
@@ -21,6 +25,7 @@ class Message(StrEnum):
     PACKETS = "eio.packets"  # {"packets": [encoded Engine.IO packets]} for the client
     NOOP = "eio.noop"  # releases a pending long-poll GET during an upgrade
     CLOSE = "eio.close"  # the session is over: its reader answers with a CLOSE packet
+    SIGNED_OUT = ACCOUNT_SIGNED_OUT  # {"user_id"}: the server disconnects that user's socket
     CANCEL_REQUEST = "turn.cancel_request"
     CANCEL_STREAMING = "turn.cancel_streaming"
     SOCKET_GONE = "turn.socket_gone"

@@ -241,6 +241,10 @@ def connect_ok(socket_id: str) -> str:
     return SocketPacket(SocketPacketType.CONNECT, data={"sid": socket_id}).encode()
 
 
+# The server ends the socket: the client hears "io server disconnect" and does not reconnect.
+SERVER_DISCONNECT = SocketPacket(SocketPacketType.DISCONNECT).encode()
+
+
 def connect_error(message: str, *, namespace: str = "/") -> str:
     return SocketPacket(
         SocketPacketType.CONNECT_ERROR, namespace=namespace, data={"message": message}

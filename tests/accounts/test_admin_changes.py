@@ -12,6 +12,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, transaction
 
+from accounts.connections import account_group
 from accounts.models import Profile, User
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
@@ -464,14 +465,18 @@ class TestTurningAnAccountOff:
         assert AuditEntry.objects.get(action="admin_change").resource == f"user:{user.pk}"
         assert api.get("/api/auth/me").status_code == 401
 
-    def test_it_ends_the_sessions_and_tells_their_relays_once_committed(
-        self, site, user, api, django_capture_on_commit_callbacks
+    def test_it_ends_the_sessions_and_tells_their_relays_and_sockets_once_committed(
+        self, site, user, other_user, api, django_capture_on_commit_callbacks
     ):
         wiki = make_web_workspace(id="ws-wiki0001")
         mine = launch(api, wiki.id).json()["session_id"]
         layer = get_channel_layer()
         relay = async_to_sync(layer.new_channel)()  # stands where a viewer's relay listens
         async_to_sync(layer.group_add)(WorkspaceSession.objects.get(pk=mine).group_name, relay)
+        sockets = {}  # stand where the Socket.IO sockets of each account listen
+        for account in (user, other_user):
+            sockets[account] = async_to_sync(layer.new_channel)()
+            async_to_sync(layer.group_add)(account_group(account.pk), sockets[account])
 
         with django_capture_on_commit_callbacks(execute=True):
             response = site.post(
@@ -483,6 +488,10 @@ class TestTurningAnAccountOff:
         assert "1 live session(s) of alice@example.com ended." in response.content.decode()
         told = async_to_sync(asyncio.wait_for)(layer.receive(relay), 5)
         assert told == {"type": "session.ended", "reason": "account_disabled"}
+        told = async_to_sync(asyncio.wait_for)(layer.receive(sockets[user]), 5)
+        assert told == {"type": "account.signed_out", "user_id": str(user.pk)}
+        with pytest.raises(TimeoutError):  # the other account's sockets hear nothing
+            async_to_sync(asyncio.wait_for)(layer.receive(sockets[other_user]), 0.2)
 
     def test_an_account_with_sessions_can_be_turned_off_but_not_deleted(self, site, user, api):
         mine = launch(api, make_web_workspace(id="ws-wiki0001").id).json()["session_id"]

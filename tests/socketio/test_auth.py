@@ -156,3 +156,68 @@ async def test_a_namespace_other_than_the_root_is_refused(server, token):
         refused = await receive(websocket)
 
     assert refused == '44/admin,{"message":"Invalid namespace"}'
+
+
+# --- Signed out while connected ----------------------------------------------------------------
+
+
+async def _connected_with(server, token: str, how: str) -> NodeClient:
+    """The official client with a socket on `token`'s account: at CONNECT, or by `register`."""
+    if how == "at connect":
+        client = await NodeClient.start(server.url, {"auth": {"token": token}})
+        await client.next("connect")
+        return client
+    client = await NodeClient.start(server.url)
+    await client.next("connect")
+    await client.emit("register", {"token": token})
+    await client.next("registered")
+    return client
+
+
+@pytest.mark.parametrize("how", ["at connect", "by register"])
+async def test_signing_out_everywhere_disconnects_the_accounts_sockets(
+    server, user, token, other_user, other_token, how
+):
+    """A lost laptop's open socket is disconnected by the server at once (the client does not
+    reconnect by itself); another account's socket is not touched."""
+    mine = await _connected_with(server, token, how)
+    theirs = await _connected_with(server, other_token, how)
+    try:
+        await orm(_sign_out_everywhere, user)
+        disconnected = await mine.next("disconnect")
+        my_stream = await SocketStream.open(socket_id=_socket_id(mine), user_id=user.pk)
+        await my_stream.close()
+        async with await SocketStream.open(
+            socket_id=_socket_id(theirs), user_id=other_user.pk
+        ) as their_stream:
+            pass
+        reload = await theirs.next("RECEIVE_STREAM")
+    finally:
+        await mine.close()
+        await theirs.close()
+
+    assert disconnected["reason"] == "io server disconnect"
+    assert my_stream.failed  # the server let go of the socket: nothing reaches it any more
+    assert not their_stream.failed
+    assert reload["payload"] == {"type": "RELOAD"}
+    assert "disconnect" not in _socket_events(theirs)
+
+
+def _socket_id(client: NodeClient) -> str:
+    return next(report["id"] for report in client.seen if report["event"] == "connect")
+
+
+async def test_a_polling_socket_hears_the_disconnect_in_its_pending_poll(
+    server, polling, user, token
+):
+    await polling.open(server)
+    await polling.post(server, "40" + json.dumps({"token": token}))
+    socket_id = json.loads((await polling.packets(server))[0][2:])["sid"]
+
+    await orm(_sign_out_everywhere, user)
+    answered = await polling.packets(server)
+    stream = await SocketStream.open(socket_id=socket_id, user_id=user.pk)
+    await stream.close()
+
+    assert answered == ["41"]
+    assert stream.failed

@@ -379,6 +379,35 @@ async def test_stopping_the_session_closes_its_live_relay(desktop, ticket_for, u
     assert (details["close_code"], details["closed_by"]) == (4410, "session")
 
 
+async def test_signing_out_everywhere_closes_the_accounts_open_viewers(
+    desktop, ticket_for, user, other_user
+):
+    """A stolen laptop's open viewer closes at once; the desktop keeps running for its owner,
+    and another account signing out closes nothing of this one's."""
+    body = await db(ticket_for)(user, desktop.runtime_id)
+    communicator = relay_communicator(relay_path(body))
+    await communicator.connect(timeout=10)
+    connection = CommunicatorConnection(communicator)
+    rfb = RfbClient(connection)
+    origin = Origin(ip="127.0.0.1")
+
+    await db(user_sign_out_everywhere)(user=other_user, actor=other_user, origin=origin)
+    init = await rfb.handshake(body["vncPassword"])  # still open after someone else's sign-out
+    await db(user_sign_out_everywhere)(user=user, actor=user, origin=origin)
+    with pytest.raises(RelayClosed) as closed:
+        while True:
+            await connection.recv()
+
+    assert init.width > 0
+    assert (closed.value.code, closed.value.reason) == (4411, "signed out")
+    await communicator.disconnect()
+    await communicator.wait()
+    details = (await db(audit_rows)("vnc_disconnect"))[-1].details
+    assert (details["close_code"], details["closed_by"]) == (4411, "account")
+    session = await db(WorkspaceSession.objects.get)(pk=desktop.pk)
+    assert session.status == "ready"
+
+
 async def test_an_idle_connection_is_closed(desktop, ticket_for, user, settings):
     settings.WORKGATE_VNC_IDLE_TIMEOUT = 0.4
     body = await db(ticket_for)(user, desktop.runtime_id)
