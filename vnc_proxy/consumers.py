@@ -145,7 +145,7 @@ class RelayConnection:
                 await self.upstream.close()
             if channel is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.gather(*(layer.group_discard(g, channel) for g in groups))
+                    await asyncio.gather(*(layer.group_discard(name, channel) for name in groups))
             if opened:
                 await _db(services.relay_closed)(
                     target=self.target,
@@ -171,10 +171,13 @@ class RelayConnection:
             await _db(services.relay_failed)(target=target, origin=self.origin, reason=str(exc))
             await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
             return False
-        if not await _db(services.relay_opened)(
-            target=target, origin=self.origin, subprotocol=self.subprotocol
-        ):
-            await self._finish(CloseCode.NOT_READY, "workspace not ready", by="session")
+        try:
+            await _db(services.relay_opened)(
+                target=target, origin=self.origin, subprotocol=self.subprotocol
+            )
+        except services.RelayRefused as refused:
+            by = "account" if refused.code == CloseCode.SIGNED_OUT else "session"
+            await self._finish(refused.code, refused.reason, by=by)
             return False
         # The desktop's socket buffer decides when to stop reading from the browser.
         self.upstream.on_pause = self.browser.pause_reading

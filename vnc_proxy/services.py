@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 
+from accounts.models import User
 from audit import services as audit
 from config.exceptions import Conflict, NotFound
 from sessions_app.models import WorkspaceSession
@@ -83,10 +84,11 @@ def tickets_prune(*, now: datetime | None = None) -> int:
 
 def tickets_void(*, user) -> int:
     """Expire `user`'s tickets not yet used (the account was signed out everywhere); how many.
-    The relay's single conditional UPDATE then refuses them as expired."""
+    The relay's single conditional UPDATE then refuses them as expired, even one that read its
+    clock before this ran (they expire as of their issue)."""
     now = tickets.now()
     return Ticket.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).update(
-        expires_at=now
+        expires_at=F("issued_at")
     )
 
 
@@ -190,31 +192,42 @@ def _refusal(*, spent: bool, row: Ticket | None, claims, workspace_id: str) -> R
     return None
 
 
-def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str | None) -> bool:
-    """The desktop answered: audit the connection, if the session is still ready.
+def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str | None) -> None:
+    """The desktop answered: audit the connection if the session is still ready and the
+    account still signed in as when the ticket was spent; else audit and raise RelayRefused.
 
-    Called after the relay joined the session's channel-layer group, so a stop that this check
-    misses is one whose `session.ended` message the relay will receive.
+    Called after the relay joined the session's and the account's channel-layer groups, so a
+    stop or a sign-out that this check misses is one whose message the relay will receive.
     """
     at = tickets.now()
+    user = target.user
     with transaction.atomic():
         ready = WorkspaceSession.objects.filter(pk=target.session_id, status=READY).update(
             last_seen_at=at
         )
+        signed_in = User.objects.filter(
+            pk=user.pk, is_active=True, sign_in_epoch=user.sign_in_epoch
+        ).exists()
+        refusal = None
+        if not ready:
+            refusal = RelayRefused(CloseCode.NOT_READY, "workspace not ready")
+        elif not signed_in:
+            refusal = RelayRefused(CloseCode.SIGNED_OUT, "signed out")
         audit.record(
             action="vnc_connect",
-            actor=target.user,
+            actor=user,
             resource=target.resource,
             details={
                 "workspaceId": target.runtime_id,
                 "upstream": target.kind,
                 "subprotocol": subprotocol or "",
-                **({} if ready else {"refused": "workspace not ready"}),
+                **({"refused": refusal.reason} if refusal else {}),
             },
             origin=origin,
-            success=bool(ready),
+            success=refusal is None,
         )
-    return bool(ready)
+    if refusal is not None:
+        raise refusal
 
 
 def relay_failed(*, target: RelayTarget, origin: audit.Origin, reason: str) -> None:

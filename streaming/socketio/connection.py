@@ -60,15 +60,17 @@ async def release(session: EngineSession) -> None:
         await layer.group_send(turn_group(session.socket_id), {"type": Message.SOCKET_GONE.value})
 
 
-async def close_session(sid: str) -> None:
-    """End a session from any process; only the caller that removes it cleans up after it."""
+async def close_session(sid: str) -> bool:
+    """End a session from any process; only the caller that removes it cleans up after it.
+    False if it was gone already (ended elsewhere, or expired)."""
     session = await get_store().delete(sid)
     if session is None:
-        return
+        return False
     await release(session)
     if session.transport is Transport.POLLING:
         # A GET may be waiting on the session's channel, here or in another process.
         await get_channel_layer().send(session_channel(sid), {"type": Message.CLOSE.value})
+    return True
 
 
 class Connection:
@@ -133,20 +135,21 @@ class Connection:
                 [protocol.connect_error(INVALID_NAMESPACE, namespace=message.namespace)]
             )
             return
-        if self.session.socket_id:
-            raise ProtocolError("already connected to /")
         user_id = ""
         # python-socketio sends `{}` when given no auth: only a payload that names a token is an
         # attempt to authenticate at CONNECT (no valid token, no socket). Without one the socket
         # connects anonymously, and must `register` before anything is streamed to it.
-        if message.data is not None and "token" in message.data:
+        auth = message.data or {}
+        if "token" in auth:
             try:
-                user = await user_for_token(message.data.get("token"))
+                user = await user_for_token(auth["token"])
             except TokenRejected as exc:
                 await self.deliver([protocol.connect_error(exc.message)])
                 return
             user_id = str(user.pk)
         socket_id = new_id()
+        # The store decides whether a socket is connected (this object's copy may be stale:
+        # a sign-out handled by a poll elsewhere lets go of the socket there).
         outcome = await self.store.attach_socket(self.session.sid, socket_id, user_id)
         if outcome == Attach.CONFLICT:
             raise ProtocolError("already connected to /")
@@ -155,14 +158,22 @@ class Connection:
         self.session = replace(self.session, socket_id=socket_id, user_id=user_id)
         # Join before answering: once the client knows its id, streams must reach it.
         await self.layer.group_add(socket_group(socket_id), session_channel(self.session.sid))
-        await self._join_account()
+        if user_id and not await self._joined_account(auth["token"]):
+            return
         await self.deliver([protocol.connect_ok(socket_id)])
 
-    async def _join_account(self) -> None:
-        """A socket with an account on it hears when the account is signed out everywhere."""
-        if self.session.user_id:
-            group = account_group(self.session.user_id)
-            await self.layer.group_add(group, session_channel(self.session.sid))
+    async def _joined_account(self, token: str) -> bool:
+        """Join the account's group (accounts/connections.py), then check the token once more:
+        a sign-out everywhere that committed between the first check and the join was announced
+        before this socket could hear it. A token no longer good ends the socket (False)."""
+        group = account_group(self.session.user_id)
+        await self.layer.group_add(group, session_channel(self.session.sid))
+        try:
+            await user_for_token(token)
+        except TokenRejected as exc:
+            await self._refuse_socket(exc.message)
+            return False
+        return True
 
     async def _on_disconnect(self, message: SocketPacket) -> None:
         await self.drop_socket()
@@ -199,14 +210,16 @@ class Connection:
     }
 
     async def signed_out(self, user_id: str) -> None:
-        """`user_id` was signed out everywhere or turned off: if this socket is still theirs,
-        the server disconnects it and lets go of it (its running turns stop streaming)."""
-        current = await self.store.get(self.session.sid)
-        if current is None or not current.socket_id or current.user_id != user_id:
+        """`user_id` was signed out everywhere or turned off: if this session's socket is still
+        theirs, the server lets go of it (its running turns stop streaming to it) and tells the
+        client, which does not reconnect by itself."""
+        gone = await self.store.detach_user(self.session.sid, user_id)
+        if gone is None:
             return  # gone already, or a socket connected since by someone else
-        self.session = current
+        await release(gone)
+        if self.session.socket_id == gone.socket_id:
+            self.session = replace(self.session, socket_id="", user_id="")
         await self.deliver([protocol.SERVER_DISCONNECT])
-        await self.drop_socket()
 
     async def drop_socket(self) -> None:
         socket_id = self.session.socket_id
@@ -224,24 +237,25 @@ class Connection:
         try:
             user = await user_for_token(token)
         except TokenRejected as exc:
-            await self._refuse_registration(exc.message)
+            await self._refuse_socket(exc.message)
             return
         user_id = str(user.pk)
         outcome = await self.store.set_user(self.session.sid, self.session.socket_id, user_id)
         if outcome == Attach.CONFLICT:
-            await self._refuse_registration(OTHER_USER)
+            await self._refuse_socket(OTHER_USER)
             return
         if outcome == Attach.GONE:
             return
         self.session = replace(self.session, user_id=user_id)
-        await self._join_account()
+        if not await self._joined_account(token):
+            return
         answer = {"socketId": self.session.socket_id}
         packets = [protocol.event("registered", answer)]
         if message.ack_id is not None:
             packets.append(protocol.ack(message.ack_id, answer))
         await self.deliver(packets)
 
-    async def _refuse_registration(self, reason: str) -> None:
+    async def _refuse_socket(self, reason: str) -> None:
         await self.deliver([protocol.connect_error(reason)])
         await self.drop_socket()
 

@@ -350,7 +350,13 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
                 await self._stop(CLOSE_NORMAL)
                 return
             elif kind is Message.SIGNED_OUT:
-                await self.connection.signed_out(message["user_id"])
+                try:
+                    await self.connection.signed_out(message["user_id"])
+                except Exception:
+                    # Not knowing whether the socket was let go of, close it (fail closed).
+                    logger.exception("cannot sign Socket.IO session %s out", self.sid)
+                    await self._stop(CLOSE_UNAVAILABLE)
+                    return
             # NOOP: meant for a GET the upgrade released already
 
     async def _ping(self) -> None:
@@ -386,8 +392,9 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if owned:
-            await close_session(self.sid)
+        if owned and not await close_session(self.sid):
+            # Expired while open: what it joined is this socket's to let go of.
+            await release(self.connection.session)
 
     async def disconnect(self, code):
         await self._end()

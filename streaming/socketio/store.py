@@ -90,6 +90,7 @@ class SessionStore(Protocol):
     async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int: ...
     async def set_user(self, sid: str, socket_id: str, user_id: str) -> int: ...
     async def detach_socket(self, sid: str, socket_id: str) -> None: ...
+    async def detach_user(self, sid: str, user_id: str) -> EngineSession | None: ...
     async def upgrade(self, sid: str) -> EngineSession | None: ...
     async def delete(self, sid: str) -> EngineSession | None: ...
 
@@ -142,6 +143,15 @@ if redis.call('HGET', KEYS[1], 'socket') == ARGV[1] then
 end
 redis.call('DEL', KEYS[2])
 return 1
+"""
+
+_DETACH_USER = """
+local sock = redis.call('HGET', KEYS[1], 'socket')
+if not sock or sock == '' or redis.call('HGET', KEYS[1], 'user') ~= ARGV[1] then return false end
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('HSET', KEYS[1], 'socket', '', 'user', '')
+redis.call('DEL', ARGV[2] .. sock)
+return fields
 """
 
 _UPGRADE = """
@@ -227,6 +237,11 @@ class RedisStore:
         keys = [self._session_key(sid), self._socket_key(socket_id)]
         await self._run(_DETACH, keys, [socket_id])
 
+    async def detach_user(self, sid: str, user_id: str) -> EngineSession | None:
+        """Detach the session's socket if `user_id` is on it; the session as it was, or None."""
+        flat = await self._run(_DETACH_USER, [self._session_key(sid)], [user_id, f"{PREFIX}sock:"])
+        return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
+
     async def upgrade(self, sid: str) -> EngineSession | None:
         flat = await self._run(_UPGRADE, [self._session_key(sid)], [])
         return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
@@ -301,6 +316,13 @@ class MemoryStore:
         session = self._live(sid)
         if session is not None and session.socket_id == socket_id:
             self._update(sid, socket_id="", user_id="")
+
+    async def detach_user(self, sid: str, user_id: str) -> EngineSession | None:
+        session = self._live(sid)
+        if session is None or not session.socket_id or session.user_id != user_id:
+            return None
+        self._update(sid, socket_id="", user_id="")
+        return session
 
     async def upgrade(self, sid: str) -> EngineSession | None:
         session = self._live(sid)

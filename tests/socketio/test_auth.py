@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -11,7 +12,10 @@ from websockets.asyncio.client import connect
 from accounts.services import user_sign_out_everywhere
 from accounts.tokens import issue_tokens
 from audit.services import Origin
+from streaming.socketio import connection
+from streaming.socketio.protocol import Timing, Transport, parse_engine_packet
 from streaming.socketio.sink import SocketStream
+from streaming.socketio.store import get_store
 from tests.socketio.support import NodeClient, PythonClient, receive, websocket_url
 from tests.support.database import orm
 
@@ -162,16 +166,22 @@ async def test_a_namespace_other_than_the_root_is_refused(server, token):
 
 
 async def _connected_with(server, token: str, how: str) -> NodeClient:
-    """The official client with a socket on `token`'s account: at CONNECT, or by `register`."""
+    """The official client on the WebSocket transport with a socket on `token`'s account: at
+    CONNECT, or by `register`."""
     if how == "at connect":
-        client = await NodeClient.start(server.url, {"auth": {"token": token}})
+        options = {"auth": {"token": token}, "transports": ["websocket"]}
+        client = await NodeClient.start(server.url, options)
         await client.next("connect")
         return client
-    client = await NodeClient.start(server.url)
+    client = await NodeClient.start(server.url, {"transports": ["websocket"]})
     await client.next("connect")
     await client.emit("register", {"token": token})
     await client.next("registered")
     return client
+
+
+def _socket_id(client: NodeClient) -> str:
+    return next(report["id"] for report in client.seen if report["event"] == "connect")
 
 
 @pytest.mark.parametrize("how", ["at connect", "by register"])
@@ -203,21 +213,70 @@ async def test_signing_out_everywhere_disconnects_the_accounts_sockets(
     assert "disconnect" not in _socket_events(theirs)
 
 
-def _socket_id(client: NodeClient) -> str:
-    return next(report["id"] for report in client.seen if report["event"] == "connect")
-
-
-async def test_a_polling_socket_hears_the_disconnect_in_its_pending_poll(
-    server, polling, user, token
-):
+async def test_a_polling_socket_hears_the_disconnect_at_its_poll(server, polling, user, token):
     await polling.open(server)
     await polling.post(server, "40" + json.dumps({"token": token}))
     socket_id = json.loads((await polling.packets(server))[0][2:])["sid"]
+    poll = asyncio.create_task(polling.packets(server))
 
     await orm(_sign_out_everywhere, user)
-    answered = await polling.packets(server)
+    answered = await poll
     stream = await SocketStream.open(socket_id=socket_id, user_id=user.pk)
     await stream.close()
 
     assert answered == ["41"]
     assert stream.failed
+
+
+async def test_a_socket_reconnected_as_someone_else_is_left_alone(
+    server, user, token, other_user, other_token
+):
+    """One Engine.IO session, its socket ended and connected again on another account: signing
+    the first account out does not touch the second's socket."""
+    async with connect(websocket_url(server, transport="websocket")) as websocket:
+        await receive(websocket)
+        await websocket.send("40" + json.dumps({"token": token}))
+        await receive(websocket)
+        await websocket.send("41")
+        await websocket.send("40" + json.dumps({"token": other_token}))
+        theirs = json.loads((await receive(websocket))[2:])["sid"]
+
+        await orm(_sign_out_everywhere, user)
+        async with await SocketStream.open(socket_id=theirs, user_id=other_user.pk):
+            pass
+        heard = await receive(websocket)
+
+    assert heard == '42["RECEIVE_STREAM",{"type":"RELOAD"}]'
+
+
+async def test_a_sign_out_between_the_token_check_and_the_join_still_ends_the_socket(
+    user, token, monkeypatch
+):
+    """The socket joins its account's group after the token is checked; a sign-out that commits
+    in between is announced before the socket could hear it, so the token is checked again."""
+    check = connection.user_for_token
+
+    async def check_then_sign_out(candidate):
+        found = await check(candidate)
+        if not signed_out:
+            signed_out.append(True)
+            await orm(_sign_out_everywhere, user)
+        return found
+
+    signed_out: list[bool] = []
+    monkeypatch.setattr(connection, "user_for_token", check_then_sign_out)
+    timing = Timing.from_settings()
+    session = connection.new_session(transport=Transport.WEBSOCKET, timing=timing)
+    await get_store().create(session)
+    delivered: list[str] = []
+
+    async def deliver(encoded: list[str]) -> None:
+        delivered.extend(encoded)
+
+    await connection.Connection(session, deliver=deliver, timing=timing).receive(
+        parse_engine_packet("40" + json.dumps({"token": token}))
+    )
+
+    assert delivered == ['44{"message":"Invalid or expired token"}']
+    assert (await get_store().get(session.sid)).socket_id == ""
+    await get_store().delete(session.sid)

@@ -11,8 +11,12 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group
 
+from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
+from audit.services import Origin
+from vnc_proxy import tickets
 from vnc_proxy.models import Ticket
+from vnc_proxy.services import RelayRefused, relay_admit, relay_opened
 from vnc_proxy.tickets import TICKET_AUDIENCE, TICKET_TYPE
 
 pytestmark = pytest.mark.django_db
@@ -188,3 +192,51 @@ def test_a_ticket_needs_the_workspace_still_shared_with_the_user(make_runtime, c
     assert (refused.status_code, refused.json()["code"]) == (404, "not_found")
     user.groups.add(Group.objects.get(name="Auditors"))
     assert ticket().status_code == 200
+
+
+class TestSignedOutAroundTheSpend:
+    """Signing out everywhere while a viewer is being let in: whichever comes first, the viewer
+    does not stay connected."""
+
+    def spend(self, ticket: str, runtime_id: str):
+        return relay_admit(ticket=ticket, workspace_id=runtime_id, origin=Origin(ip="127.0.0.1"))
+
+    def test_a_relay_that_read_its_clock_before_the_sign_out_cannot_spend_a_voided_ticket(
+        self, api, user, make_runtime, monkeypatch
+    ):
+        runtime = make_runtime(user)
+        ticket = ticket_of(ask(api, runtime.runtime_id).json())
+        before = tickets.now()
+        user_sign_out_everywhere(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+        monkeypatch.setattr(tickets, "now", lambda: before)
+
+        with pytest.raises(RelayRefused) as refused:
+            self.spend(ticket, runtime.runtime_id)
+
+        assert (refused.value.code, refused.value.reason) == (4401, "ticket expired")
+        assert Ticket.objects.get().used_at is None
+
+    def test_a_sign_out_after_the_spend_refuses_the_connection_once_it_can_hear_it(
+        self, api, user, make_runtime
+    ):
+        """The relay joins the account's group after the spend; a sign-out that committed in
+        between was announced before it could hear it, so opening checks the account again."""
+        runtime = make_runtime(user)
+        target = self.spend(ticket_of(ask(api, runtime.runtime_id).json()), runtime.runtime_id)
+        user_sign_out_everywhere(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+
+        with pytest.raises(RelayRefused) as refused:
+            relay_opened(target=target, origin=Origin(ip="127.0.0.1"), subprotocol="binary")
+
+        assert (refused.value.code, refused.value.reason) == (4411, "signed out")
+        entry = AuditEntry.objects.filter(action="vnc_connect").latest("id")
+        assert (entry.success, entry.details["refused"]) == (False, "signed out")
+
+    def test_a_viewer_still_signed_in_is_let_in(self, api, user, make_runtime):
+        runtime = make_runtime(user)
+        target = self.spend(ticket_of(ask(api, runtime.runtime_id).json()), runtime.runtime_id)
+
+        relay_opened(target=target, origin=Origin(ip="127.0.0.1"), subprotocol="binary")
+
+        entry = AuditEntry.objects.filter(action="vnc_connect").latest("id")
+        assert entry.success is True
