@@ -108,6 +108,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE makes every transaction take the write lock up front, so concurrent writers
     # queue instead of failing with "database is locked" halfway through.
     DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+# PostgreSQL connections come from a pool per process (psycopg_pool, through Django's own
+# support): a request borrows one and gives it back at its end instead of opening and closing
+# one (3 to 15 ms each on a small machine; measured in docs/benchmarks.md). The cap counts every
+# thread that may hold one at once: Django's request thread, the assistant's database threads
+# (streaming/database.py, 16) and the relay's worker threads. Processes x the cap must stay
+# under PostgreSQL's max_connections; 0 opens a connection per request, as without a pool.
+WORKGATE_DB_POOL_SIZE = env_int("WORKGATE_DB_POOL_SIZE", 40, minimum=0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and WORKGATE_DB_POOL_SIZE:
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {"min_size": 2, "max_size": WORKGATE_DB_POOL_SIZE, "timeout": 10}
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
