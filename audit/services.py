@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection, models, transaction
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
@@ -78,11 +79,16 @@ _APPEND = (
 )
 
 
-def _append_on_postgresql(entry: AuditEntry) -> None:
+def _append_on_postgresql(entry: AuditEntry, *, with_insert: tuple[str, list] | None = None):
+    statement, params = _APPEND, []
+    if with_insert is not None:
+        insert, params = with_insert
+        statement = f"WITH inserted AS ({insert}) {_APPEND}"
     with connection.cursor() as cursor:
         cursor.execute(
-            _APPEND,
+            statement,
             [
+                *params,
                 _CHAIN_LOCK,
                 GENESIS,
                 canonical(entry),
@@ -102,7 +108,7 @@ def _append_on_postgresql(entry: AuditEntry) -> None:
     entry._state.db = connection.alias
 
 
-def record(
+def _entry(
     *,
     action: str,
     actor=None,
@@ -111,16 +117,8 @@ def record(
     origin: Origin = SYSTEM,
     success: bool = True,
 ) -> AuditEntry:
-    """Append one entry to the chain.
-
-    The chain lock is held until the surrounding transaction commits, so entries are linked in
-    commit order even with many writers; if the change rolls back, so does its entry. All that
-    does not depend on the previous entry is prepared before the lock is taken: on PostgreSQL
-    the locked part is one statement and the commit, so concurrent writers queue on the chain
-    for as little as possible. `created_at` is when record() was called; the chain's order is
-    the entries' ids.
-    """
-    entry = AuditEntry(
+    """An entry not yet on the chain: all that does not depend on the previous entry."""
+    return AuditEntry(
         created_at=timezone.now(),
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_email=getattr(actor, "email", "") or "",
@@ -131,6 +129,20 @@ def record(
         user_agent=origin.user_agent[:512],
         success=success,
     )
+
+
+def record(**fields) -> AuditEntry:
+    """Append one entry to the chain: `action`, and optionally `actor`, `resource`, `details`,
+    `origin` and `success` (see _entry).
+
+    The chain lock is held until the surrounding transaction commits, so entries are linked in
+    commit order even with many writers; if the change rolls back, so does its entry. All that
+    does not depend on the previous entry is prepared before the lock is taken: on PostgreSQL
+    the locked part is one statement and the commit, so concurrent writers queue on the chain
+    for as little as possible. `created_at` is when record() was called; the chain's order is
+    the entries' ids.
+    """
+    entry = _entry(**fields)
     # No savepoint (two more round trips, one under the lock): an entry that cannot be written
     # fails the change it describes.
     with transaction.atomic(savepoint=False):
@@ -142,4 +154,31 @@ def record(
             entry.prev_hash = last or GENESIS
             entry.hash = entry_hash(entry.prev_hash, entry)
             entry.save(force_insert=True)
+    return entry
+
+
+def record_created(row: models.Model, **fields) -> AuditEntry:
+    """Insert `row` (a new model instance) and append its entry, atomically.
+
+    Outside any transaction on PostgreSQL the two are one statement, which the server commits
+    as it ends: the chain lock is then held for that statement and its commit only, never
+    across a round trip to this process (where, under load, a thread can wait milliseconds for
+    its turn to send COMMIT while every other audited write waits on the lock). Inside a
+    transaction, or on SQLite, the same as saving the row and calling record().
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with transaction.atomic():
+            row.save(force_insert=True)
+            return record(**fields)
+    model = type(row)
+    query = InsertQuery(model)
+    query.insert_values(
+        [f for f in model._meta.local_concrete_fields if not getattr(f, "db_returning", False)],
+        [row],
+    )
+    [insert] = query.get_compiler(connection=connection).as_sql()
+    entry = _entry(**fields)
+    _append_on_postgresql(entry, with_insert=(insert[0], list(insert[1])))
+    row._state.adding = False
+    row._state.db = connection.alias
     return entry

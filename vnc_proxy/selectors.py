@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
+from accounts.models import User
 from config.exceptions import NotFound
+from config.queries import CompiledQuery
 from sessions_app.models import WorkspaceSession
 from workspaces.models import Workspace
 from workspaces.selectors import usable_by
@@ -40,6 +42,25 @@ def live_runtimes() -> QuerySet[WorkspaceSession]:
     return desktop_runtimes().filter(status__in=WorkspaceSession.LIVE)
 
 
+def _own_runtime(user, runtime_id: str, *, to_connect: bool) -> QuerySet[WorkspaceSession]:
+    # The session row alone: its callers read its own columns, and the workspace's secrets
+    # would be decrypted for nothing on every ticket.
+    runtimes = desktop_runtimes_of(user).select_related(None)
+    if to_connect:
+        table = WorkspaceSession._meta.db_table
+        runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
+    # runtime_id is unique: no ORDER BY (first() would add one).
+    return runtimes.filter(runtime_id=runtime_id).order_by()[:1]
+
+
+# Every desktop ticket asks this: compiled once (config/queries.py).
+_runtime_to_connect = CompiledQuery(
+    lambda user_id, runtime_id: _own_runtime(User(pk=user_id), runtime_id, to_connect=True),
+    user_id=-7_000_000_001,
+    runtime_id="\x00stand-in",
+)
+
+
 def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> WorkspaceSession:
     """The caller's own desktop runtime `runtime_id`, in any status.
 
@@ -48,14 +69,11 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     (withdrawn since the launch, it takes no new connection; one already open stays until it
     closes or the session ends), checked in the same query.
     """
-    # The session row alone: its callers read its own columns, and the workspace's secrets
-    # would be decrypted for nothing on every ticket.
-    runtimes = desktop_runtimes_of(user).select_related(None)
     if to_connect:
-        table = WorkspaceSession._meta.db_table
-        runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
-    # runtime_id is unique: no ORDER BY (first() would add one).
-    runtime = next(iter(runtimes.filter(runtime_id=runtime_id).order_by()[:1]), None)
+        runtimes = _runtime_to_connect(user_id=user.pk, runtime_id=runtime_id)
+    else:
+        runtimes = _own_runtime(user, runtime_id, to_connect=False)
+    runtime = next(iter(runtimes), None)
     if runtime is None:
         raise NotFound("Workspace runtime not found", "not_found")
     return runtime

@@ -47,26 +47,25 @@ def ticket_issue(*, user, workspace_id: str, origin: audit.Origin) -> IssuedTick
     token, claims = tickets.ticket_mint(
         user_id=user.pk, workspace_id=runtime.runtime_id, issued_at=issued_at
     )
-    with transaction.atomic():
-        Ticket.objects.create(
+    audit.record_created(
+        Ticket(
             jti=claims.jti,
             session=runtime,
             user=user,
             issued_at=issued_at,
             expires_at=claims.expires_at,
             client_ip=origin.ip,
-        )
-        audit.record(
-            action="ticket_issued",
-            actor=user,
-            resource=f"session:{runtime.id}",
-            details={
-                "workspaceId": runtime.runtime_id,
-                "jti": claims.jti,
-                "expires_at": claims.expires_at.isoformat(),
-            },
-            origin=origin,
-        )
+        ),
+        action="ticket_issued",
+        actor=user,
+        resource=f"session:{runtime.id}",
+        details={
+            "workspaceId": runtime.runtime_id,
+            "jti": claims.jti,
+            "expires_at": claims.expires_at.isoformat(),
+        },
+        origin=origin,
+    )
     return IssuedTicket(
         ticket=token,
         workspace_id=runtime.runtime_id,

@@ -34,3 +34,24 @@ def test_every_cache_object_shares_one_client_and_one_count():
     assert len({id(cache) for cache, _ in seen}) == 4
     assert len({id(client) for _, client in seen}) == 1
     assert caches["default"].get("shared-counter") == 4
+
+
+def test_a_counter_counts_in_one_step_and_keeps_its_expiry():
+    cache = caches["default"]
+    cache.delete("window")
+    cache.add("window", 1, timeout=30)
+
+    assert cache.incr("window") == 2
+    assert cache.incr("window", 3) == 5
+    client = cache._cache.get_client(write=True)
+    assert 0 < client.ttl(cache.make_key("window")) <= 30
+
+
+def test_a_counter_that_expired_is_not_brought_back_without_an_expiry():
+    cache = caches["default"]
+    cache.delete("window")
+
+    with pytest.raises(ValueError):
+        cache.incr("window")
+
+    assert cache.get("window") is None  # nor created, as INCRBY alone would (with no expiry)

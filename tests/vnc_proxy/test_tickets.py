@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,9 +12,12 @@ import jwt
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group
+from django.db import DatabaseError, IntegrityError, connection
 
 from accounts.services import user_sign_out_everywhere
+from audit import services as audit_services
 from audit.models import AuditEntry
+from audit.selectors import audit_chain_first_break
 from audit.services import Origin
 from vnc_proxy import tickets
 from vnc_proxy.models import Ticket
@@ -240,3 +245,62 @@ class TestSignedOutAroundTheSpend:
 
         entry = AuditEntry.objects.filter(action="vnc_connect").latest("id")
         assert entry.success is True
+
+
+# --- A ticket row and its audit entry, one statement ------------------------------------------
+
+
+def _ticket(runtime, user, jti: str):
+    at = tickets.now()
+    return Ticket(jti=jti, session=runtime, user=user, issued_at=at, expires_at=at)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_and_its_entry_written_as_one_statement_by_concurrent_writers(user, make_runtime):
+    """record_created outside a transaction (one statement the server commits): the rows and
+    the entries all land, on one valid chain, whatever the interleaving."""
+    runtime = make_runtime(user)
+    barrier = threading.Barrier(20, timeout=60)
+
+    def writer(index):
+        try:
+            barrier.wait()
+            for n in range(5):
+                assert not connection.in_atomic_block
+                audit_services.record_created(
+                    _ticket(runtime, user, f"jti-{index}-{n}"),
+                    action="ticket_issued",
+                    actor=user,
+                    details={"writer": index, "n": n},
+                )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(writer, range(20)))
+
+    assert Ticket.objects.count() == AuditEntry.objects.count() == 20 * 5
+    assert audit_chain_first_break() is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_that_cannot_be_written_leaves_no_entry_and_an_entry_that_cannot_no_row(
+    user, make_runtime, monkeypatch
+):
+    runtime = make_runtime(user)
+
+    def issue(jti: str):
+        return audit_services.record_created(
+            _ticket(runtime, user, jti), action="ticket_issued", actor=user
+        )
+
+    issue("taken")
+    with pytest.raises(IntegrityError):  # the same primary key again
+        issue("taken")
+    monkeypatch.setattr(audit_services, "_CHAIN_LOCK", "not a lock id")
+    with pytest.raises(DatabaseError):  # the entry fails
+        issue("fresh")
+
+    assert list(Ticket.objects.values_list("jti", flat=True)) == ["taken"]
+    assert AuditEntry.objects.count() == 1
+    assert audit_chain_first_break() is None

@@ -1,0 +1,36 @@
+"""CompiledQuery: a queryset compiled to SQL once, run with each call's own values."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from accounts.models import User
+from config.queries import CompiledQuery
+
+pytestmark = pytest.mark.django_db
+
+
+def test_each_call_runs_the_same_statement_with_its_own_values(user, other_user):
+    by_address = CompiledQuery(
+        lambda email, but: User.objects.filter(email=email, is_active=True).exclude(pk=but),
+        email="\x00stand-in",
+        but=-7_000_000_001,
+    )
+
+    assert [u.pk for u in by_address(email=user.email, but=0)] == [user.pk]
+    assert [u.pk for u in by_address(email=other_user.email, but=0)] == [other_user.pk]
+    assert list(by_address(email=user.email, but=user.pk)) == []
+    found = next(iter(by_address(email=user.email, but=0)))
+    assert (found.email, found.is_active, found.date_joined) == (
+        user.email,
+        True,
+        user.date_joined,
+    )
+
+
+def test_a_stand_in_that_never_reaches_the_statement_is_refused():
+    query = CompiledQuery(lambda email: User.objects.filter(is_active=True), email="\x00stand-in")
+
+    with pytest.raises(ImproperlyConfigured):
+        query(email="alice@example.com")
