@@ -165,12 +165,17 @@ def record_created(row: models.Model, **fields) -> AuditEntry:
     across a round trip to this process (where, under load, a thread can wait milliseconds for
     its turn to send COMMIT while every other audited write waits on the lock). Inside a
     transaction, or on SQLite, the same as saving the row and calling record().
+
+    The row is inserted as the database gets it: not through save() (no signals), and only for
+    a model whose columns all come from Python (no database-generated key to read back).
     """
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    model = type(row)
+    if model._meta.db_returning_fields:
+        raise TypeError(f"{model.__name__} has database-generated fields: use record()")
+    if connection.vendor != "postgresql" or not connection.get_autocommit():
         with transaction.atomic():
             row.save(force_insert=True)
             return record(**fields)
-    model = type(row)
     query = InsertQuery(model)
     query.insert_values(
         [f for f in model._meta.local_concrete_fields if not getattr(f, "db_returning", False)],

@@ -12,7 +12,7 @@ pool is safe to share between threads.
 
 Its `incr` (every rate-limited request past the first in a window) asked Redis twice, EXISTS and
 then INCRBY: a round trip more than needed, and a key that expired in between came back as a
-counter with no expiry, limiting its holder for good. It is one atomic script here.
+counter with no expiry (left in Redis for good). It is one atomic script here.
 """
 
 from __future__ import annotations

@@ -101,23 +101,30 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=0,
+        # A connection is checked (one empty query) before use: after a PostgreSQL restart or
+        # a connection dropped by the network, the next request gets a fresh one, not an error.
+        conn_health_checks=True,
     )
 }
+# Options from DATABASE_URL's query string (sslmode, sslrootcert, options, ...) stay: these add.
+_database_options = DATABASES["default"].setdefault("OPTIONS", {})
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE makes every transaction take the write lock up front, so concurrent writers
     # queue instead of failing with "database is locked" halfway through.
-    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    _database_options.update(transaction_mode="IMMEDIATE", timeout=20)
 # PostgreSQL connections come from a pool per process (psycopg_pool, through Django's own
 # support): a request borrows one and gives it back at its end instead of opening and closing
-# one (3 to 15 ms each on a small machine; measured in docs/benchmarks.md). The cap counts every
-# thread that may hold one at once: Django's request thread, the assistant's database threads
-# (streaming/database.py, 16) and the relay's worker threads. Processes x the cap must stay
-# under PostgreSQL's max_connections; 0 opens a connection per request, as without a pool.
+# one (3 to 15 ms each on a small machine; measured in docs/benchmarks.md). Past the cap a
+# request waits up to 10 s for one to come back (deployment.md sizes it). 0 opens a connection
+# per request, as without a pool.
 WORKGATE_DB_POOL_SIZE = env_int("WORKGATE_DB_POOL_SIZE", 40, minimum=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and WORKGATE_DB_POOL_SIZE:
-    DATABASES["default"]["OPTIONS"] = {
-        "pool": {"min_size": 2, "max_size": WORKGATE_DB_POOL_SIZE, "timeout": 10}
+    _database_options["pool"] = {
+        "min_size": min(2, WORKGATE_DB_POOL_SIZE),
+        "max_size": WORKGATE_DB_POOL_SIZE,
+        "timeout": 10,
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -142,7 +142,10 @@ def _session_create(
     with transaction.atomic():
         # One user's launches queue on their own row, so the per-user limit holds under races;
         # the partial unique constraint below is the last word on one live session per workspace.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        # NO KEY: new rows referencing the user (an audit entry, a ticket) check it with FOR KEY
+        # SHARE at commit, under the audit chain's lock; FOR UPDATE would make them wait for
+        # this transaction while it waits for that lock (a deadlock, broken after 1 s).
+        get_user_model().objects.select_for_update(no_key=True).filter(pk=user.pk).first()
         existing = _live_session_of(user, workspace)
         if existing is not None:
             return existing, False
@@ -410,7 +413,8 @@ def _session_end(
     uses this so a session that saw traffic since it was selected survives).
     """
     with transaction.atomic():
-        session = WorkspaceSession.objects.select_for_update().get(pk=session_id)
+        # NO KEY: see _session_create (a ticket or an entry naming this session may be committing).
+        session = WorkspaceSession.objects.select_for_update(no_key=True).get(pk=session_id)
         if not session.is_live:
             return session, False
         if callable(reason):

@@ -8,6 +8,8 @@ tools, the history) goes through this pool instead.
 Each pool thread keeps its connection from one call to the next (at most POOL_SIZE connections
 in all): opening a PostgreSQL connection costs more than a turn's queries. Django's own rules
 still drop one that is broken, was left mid-transaction, or is older than CONNECTION_MAX_AGE.
+With Django's connection pool (PostgreSQL, WORKGATE_DB_POOL_SIZE) a thread gives its
+connection back after each call instead: borrowing is cheap, and idle threads hold none.
 """
 
 from __future__ import annotations
@@ -34,10 +36,15 @@ R = TypeVar("R")
 
 
 def _tidy_connections() -> None:
-    """Close this thread's connections that Django would not reuse, with our maximum age."""
+    """Close this thread's connections that Django would not reuse, with our maximum age; a
+    connection from Django's pool goes back to it after every call (it costs nothing to borrow
+    again, and the pool is shared with every request of the process)."""
     known = _local.__dict__.setdefault("connections", {})
     for connection in connections.all(initialized_only=True):
         if connection.connection is None:
+            continue
+        if getattr(connection, "pool", None) is not None:
+            connection.close()
             continue
         if known.get(connection.alias) is not connection.connection:
             # A new connection: Django set its expiry from CONN_MAX_AGE; the pool's is longer.

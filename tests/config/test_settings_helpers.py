@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,31 @@ def _clean_env() -> dict:
         for k, v in os.environ.items()
         if not k.startswith(("WORKGATE_", "DATABASE", "REDIS", "SECRET_KEY", "DEBUG"))
     }
+
+
+def test_options_in_the_database_url_are_kept_beside_the_pool():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, config.settings as s; print(json.dumps(s.DATABASES['default']))",
+        ],
+        cwd=ROOT,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("WORKGATE_", "DATABASE"))},
+            "DEBUG": "1",
+            "DATABASE_URL": "postgres://u@db.example.com/wg?sslmode=verify-full&connect_timeout=5",
+            "WORKGATE_DB_POOL_SIZE": "12",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    database = json.loads(result.stdout)
+    assert database["OPTIONS"] == {
+        "sslmode": "verify-full",
+        "connect_timeout": 5,
+        "pool": {"min_size": 2, "max_size": 12, "timeout": 10},
+    }
+    assert database["CONN_HEALTH_CHECKS"] is True

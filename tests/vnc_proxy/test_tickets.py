@@ -304,3 +304,11 @@ def test_a_row_that_cannot_be_written_leaves_no_entry_and_an_entry_that_cannot_n
     assert list(Ticket.objects.values_list("jti", flat=True)) == ["taken"]
     assert AuditEntry.objects.count() == 1
     assert audit_chain_first_break() is None
+
+
+def test_a_row_whose_key_the_database_makes_is_refused_before_anything_is_written():
+    with pytest.raises(TypeError):
+        audit_services.record_created(Group(name="made by the database"), action="x")
+
+    assert not Group.objects.filter(name="made by the database").exists()
+    assert not AuditEntry.objects.exists()
