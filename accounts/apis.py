@@ -104,8 +104,9 @@ class SignOutEverywhereApi(APIView):
         description="Every access and refresh token of the account, this request's included, "
         "every browser session signed in to it and every desktop ticket not yet used stop "
         "working (401 `signed_out`), and a running assistant turn may no longer call tools; "
-        "the password does not change, running desktops keep running and open connections "
-        "stay open. Sign in again for new tokens. JWTs cannot be revoked one by one: this is "
+        "the account's open desktop viewers (relay code 4411) and Socket.IO sockets are closed; "
+        "the password does not change and running desktops keep running. Sign in again for "
+        "new tokens. JWTs cannot be revoked one by one: this is "
         "the sign-out for a lost device or a leaked token.",
     )
     def post(self, request):

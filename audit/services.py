@@ -177,10 +177,7 @@ def record_created(row: models.Model, **fields) -> AuditEntry:
             row.save(force_insert=True)
             return record(**fields)
     query = InsertQuery(model)
-    query.insert_values(
-        [f for f in model._meta.local_concrete_fields if not getattr(f, "db_returning", False)],
-        [row],
-    )
+    query.insert_values(model._meta.local_concrete_fields, [row])  # every column: none generated
     [insert] = query.get_compiler(connection=connection).as_sql()
     entry = _entry(**fields)
     _append_on_postgresql(entry, with_insert=(insert[0], list(insert[1])))
