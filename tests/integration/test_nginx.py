@@ -1,0 +1,353 @@
+"""The nginx configuration in docs/deployment.md, run as written in front of two Daphne processes.
+
+The test reads the `nginx` block out of the document and changes only what a test must: the
+listen ports (loopback, free ports), the upstream ports, the certificate (a self-signed one made
+here) and the access log's path. Every change names the text it replaces, so the test fails when
+the document no longer says it, rather than quietly testing something else. Through that nginx,
+over HTTPS on ::1, as a client would: sign in and mint a ticket (the client address and scheme
+Workgate records are nginx's, not the client's forged ones), open the desktop's VNC stream through
+the WebSocket upgrade to a real x11vnc, read an assistant answer over SSE event by event while the
+model is still answering, and take a Socket.IO socket from long-polling to WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import json
+import re
+import shutil
+import ssl
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import httpx
+import pytest
+import socketio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.conf import settings
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from audit.models import AuditEntry
+from streaming.models import Assistant, History
+from tests.conftest import PASSWORD
+from tests.streaming.fakes import FakeProvider, Reply, openai_chunk
+from tests.support import processes
+from tests.support.database import orm
+from tests.vnc_proxy.conftest import GEOMETRY, stop_desktops_under
+from tests.vnc_proxy.rfb import RfbClient
+from workspaces.models import Workspace
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+DEPLOYMENT = processes.ROOT / "docs" / "deployment.md"
+FORGED = "203.0.113.7"  # what a client claims in X-Forwarded-For; nginx must replace it
+WAIT = 20
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(NGINX).exists(), reason="needs nginx (make test installs it)"),
+]
+
+
+def documented_config() -> str:
+    """The nginx block of docs/deployment.md, exactly as an operator would copy it."""
+    blocks = re.findall(r"^```nginx\n(.*?)^```", DEPLOYMENT.read_text(), re.S | re.M)
+    assert len(blocks) == 1, "docs/deployment.md should hold one nginx block"
+    return blocks[0]
+
+
+def replace(text: str, old: str, new: str, count: int = 1) -> str:
+    assert text.count(old) == count, f"docs/deployment.md no longer says {old!r}"
+    return text.replace(old, new)
+
+
+def local_config(*, http: int, https: int, upstreams: list[int], cert: Path, key: Path, logs: Path):
+    """The documented server blocks on loopback ports, inside a main configuration of their own."""
+    conf = documented_config()
+    conf = replace(
+        conf,
+        "server 127.0.0.1:8001;\n    server 127.0.0.1:8002;",
+        "\n    ".join(f"server 127.0.0.1:{port};" for port in upstreams),
+    )
+    conf = replace(conf, "listen 80;", f"listen 127.0.0.1:{http};")
+    conf = replace(conf, "listen [::]:80;", f"listen [::1]:{http};")
+    conf = replace(conf, "listen 443 ssl http2;", f"listen 127.0.0.1:{https} ssl http2;")
+    conf = replace(conf, "listen [::]:443 ssl http2;", f"listen [::1]:{https} ssl http2;")
+    conf = replace(conf, "/etc/letsencrypt/live/gw.example.com/fullchain.pem", str(cert))
+    conf = replace(conf, "/etc/letsencrypt/live/gw.example.com/privkey.pem", str(key))
+    conf = replace(conf, "/var/log/nginx/workgate.access.log", str(logs / "access.log"))
+    return f"""
+daemon off;
+worker_processes 1;
+pid {logs}/nginx.pid;
+error_log {logs}/error.log info;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {logs}/body;
+    proxy_temp_path {logs}/proxy;
+{conf}
+}}
+"""
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost, 127.0.0.1 and ::1, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class Gateway:
+    """nginx's two ports, the trust to reach its HTTPS one, and its access log."""
+
+    def __init__(self, http: int, https: int, cert: Path, logs: Path):
+        self.http_port, self.https_port, self.logs = http, https, logs
+        self.url = f"https://[::1]:{https}"
+        self.ssl = ssl.create_default_context(cafile=str(cert))
+
+    def client(self, **kwargs) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, verify=self.ssl, timeout=WAIT, **kwargs)
+
+    def access_log(self) -> str:
+        return (self.logs / "access.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def provider():
+    """The model behind `openai` assistants: a loopback server that speaks OpenAI's stream."""
+    server = FakeProvider().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(django_db_setup, provider, tmp_path_factory):
+    """nginx, configured from the document, in front of two Daphne processes."""
+    logs = tmp_path_factory.mktemp("nginx")
+    runtime = tmp_path_factory.mktemp("runtime")
+    cert, key = self_signed(logs)
+    environment = {
+        "REDIS_URL": settings.REDIS_URL,
+        # As docs/deployment.md says for nginx on the same host.
+        "WORKGATE_TRUSTED_PROXIES": "127.0.0.1/32,::1/128",
+        "WORKGATE_LOCAL_DESKTOP": "1",
+        "WORKGATE_LOCAL_DESKTOP_COMMAND": "",
+        "WORKGATE_LOCAL_DESKTOP_GEOMETRY": "{}x{}".format(*GEOMETRY),
+        "WORKGATE_RUNTIME_DIR": str(runtime),
+        "OPENAI_BASE_URL": provider.base_url + "/v1",
+        "OPENAI_API_KEY": "sk-test",
+    }
+    http, https = processes.free_port(), processes.free_port()
+    with contextlib.ExitStack() as stack:
+        upstreams = [
+            stack.enter_context(processes.daphne(logs / f"daphne-{n}.log", **environment))
+            for n in range(2)
+        ]
+        conf = logs / "nginx.conf"
+        conf.write_text(
+            local_config(http=http, https=https, upstreams=upstreams, cert=cert, key=key, logs=logs)
+        )
+        argv = [NGINX, "-p", logs, "-e", logs / "error.log", "-c", conf]
+        try:
+            stack.enter_context(processes.running(argv, port=https))
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError((logs / "error.log").read_text()[-3000:]) from exc
+        yield Gateway(http, https, cert, logs)
+    # Desktops outlive the server that started them (by design); none of ours may outlive this.
+    stop_desktops_under(runtime)
+
+
+async def sign_in(gateway: Gateway, user) -> str:
+    async with gateway.client() as client:
+        response = await client.post(
+            "/api/auth/signin",
+            json={"email": user.email, "password": PASSWORD},
+            headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "http"},
+        )
+    assert response.status_code == 200, response.text
+    return response.json()["token"]
+
+
+def newest(action: str, **filters) -> AuditEntry:
+    return AuditEntry.objects.filter(action=action, **filters).order_by("id").last()
+
+
+async def test_plain_http_is_sent_to_https(gateway):
+    async with httpx.AsyncClient(timeout=WAIT) as client:
+        response = await client.get(f"http://[::1]:{gateway.http_port}/login?next=/")
+
+    assert response.status_code == 301
+    assert response.headers["location"] == "https://[::1]/login?next=/"
+
+
+async def test_workgate_records_the_address_nginx_saw_not_the_one_the_client_claims(gateway, user):
+    token = await sign_in(gateway, user)
+    async with gateway.client() as client:
+        me = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    entry = await orm(newest, "login", actor=user)
+
+    assert me.status_code == 200 and me.json()["profile"]["email"] == user.email
+    assert me.headers["strict-transport-security"] == "max-age=31536000"
+    assert entry.ip_address == "::1"  # Daphne's peer was nginx on 127.0.0.1
+    assert FORGED not in str(entry.details)
+
+
+async def test_a_viewer_reaches_the_desktop_through_nginx_and_its_ticket_stays_out_of_the_log(
+    gateway, user
+):
+    workspace = await orm(
+        Workspace.objects.create,
+        id="ws-nginx-desktop",
+        name="Desktop behind nginx",
+        type=Workspace.Type.LINUX,
+        connection_type=Workspace.ConnectionType.VNC,
+        provisioner=Workspace.Provisioner.LOCAL_DESKTOP,
+        requires_netbird=False,
+    )
+    token = await sign_in(gateway, user)
+    bearer = {"Authorization": f"Bearer {token}", "X-Forwarded-For": FORGED}
+    async with gateway.client() as client:
+        launched = await client.post(f"/api/workspaces/{workspace.id}/launch", headers=bearer)
+        assert launched.status_code in (200, 201), launched.text
+        minted = await client.post(
+            "/api/agents/workspace/ticket",
+            json={"workspaceId": launched.json()["runtime_id"]},
+            headers=bearer,
+        )
+    assert minted.status_code == 200, minted.text
+    body = minted.json()
+    url = body["vncUrl"]
+    ticket = parse_qs(urlsplit(url).query)["ticket"][0]
+
+    def viewer(origin: str):
+        return connect(
+            url, ssl=gateway.ssl, origin=origin, subprotocols=["binary"], open_timeout=WAIT
+        )
+
+    with pytest.raises(InvalidStatus) as refused:
+        async with viewer("https://evil.example"):
+            pass
+    async with viewer(gateway.url) as ws:
+        rfb = RfbClient(ws)
+        init = await asyncio.wait_for(rfb.handshake(body["vncPassword"]), WAIT)
+        rectangles = await asyncio.wait_for(rfb.framebuffer_update(init.width, init.height), WAIT)
+    issued = await orm(newest, "ticket_issued", actor=user)
+
+    # The scheme and port the client used, from X-Forwarded-Proto and Host.
+    assert url.startswith(f"wss://[::1]:{gateway.https_port}/api/agents/workspace/vnc/")
+    assert refused.value.response.status_code == 403  # the origin check, behind the proxy too
+    assert (init.width, init.height) == GEOMETRY and rectangles >= 1
+    assert issued.ip_address == "::1"
+    log = gateway.access_log()
+    assert " 101 " in log and "/api/agents/workspace/vnc/" in log
+    assert ticket not in log and "ticket=" not in log
+
+
+async def test_sse_events_pass_through_as_they_happen(gateway, provider, user):
+    assistant = await orm(Assistant.objects.create, name="GPT", provider="openai", model="gpt-t")
+    provider.reset()
+    provider.script(
+        Reply(
+            [
+                openai_chunk({"role": "assistant", "content": ""}),
+                openai_chunk({"content": "Partial "}),
+                openai_chunk({"content": "answer"}),
+            ],
+            hang=True,  # the model is still answering; a buffering proxy would show nothing yet
+        )
+    )
+    token = await sign_in(gateway, user)
+    request = {"inputs": ["Tell me"], "requestArgs": {"assistantId": str(assistant.pk)}}
+    seen = []
+    async with (
+        gateway.client() as client,
+        client.stream(
+            "POST",
+            "/api/ai/personal-stream/qanda-stream",
+            json=request,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response,
+    ):
+        async with asyncio.timeout(WAIT):
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[len("data: ") :]))
+                    if seen[-1].get("prompt") == "Partial answer":
+                        break
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    # connected, then the answer so far, while the model is still answering
+    assert seen[0]["type"] == "connected" and seen[-1]["prompt"] == "Partial answer"
+    # Closing the stream at nginx reached Daphne: the turn stopped and let go of the model.
+    assert await asyncio.to_thread(provider.client_left.wait, WAIT)
+    history = await orm(lambda: History.objects.filter(user=user).latest("id"))
+    assert history.status == History.Status.CANCELLED
+    assert history.completion == "Partial answer"
+
+
+async def test_a_socket_io_client_upgrades_to_websocket_and_receives_a_turn(gateway, user):
+    token = await sign_in(gateway, user)
+    streams: asyncio.Queue = asyncio.Queue()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=gateway.ssl))
+    client = socketio.AsyncClient(http_session=session)
+    client.on("RECEIVE_STREAM", streams.put)
+    try:
+        await client.connect(gateway.url, auth={"token": token}, wait_timeout=WAIT)
+        async with gateway.client() as http:
+            answered = await http.post(
+                "/api/ai/personal/qanda",
+                json={
+                    "inputs": ["what is running?"],
+                    "requestArgs": {"socketId": client.get_sid()},
+                },
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        final = answered.json()["outputs"][0]
+        async with asyncio.timeout(WAIT):
+            while (payload := await streams.get()).get("prompt") != final:
+                pass
+        transport = client.transport()
+    finally:
+        await client.disconnect()
+        await session.close()
+
+    assert answered.status_code == 200
+    assert payload["type"] == "STREAM"
+    assert transport == "websocket"
