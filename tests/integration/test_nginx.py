@@ -7,7 +7,9 @@ the document no longer says it, rather than quietly testing something else. Thro
 over HTTPS on ::1, as a client would: sign in and mint a ticket (the client address and scheme
 Workgate records are nginx's, not the client's forged ones), open the desktop's VNC stream through
 the WebSocket upgrade to a real x11vnc, read an assistant answer over SSE event by event while the
-model is still answering, and take a Socket.IO socket from long-polling to WebSocket.
+model is still answering, and take a Socket.IO socket from long-polling to WebSocket. The two
+Python programs of docs/api.md run through it as a reader would run them, and a rolling restart
+(one Daphne process stopped) loses no request.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import contextlib
 import datetime
 import ipaddress
 import json
+import os
 import re
 import shutil
 import ssl
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,7 +51,7 @@ from tests.vnc_proxy.rfb import RfbClient
 from workspaces.models import Workspace
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-DEPLOYMENT = processes.ROOT / "docs" / "deployment.md"
+DOCS = processes.ROOT / "docs"
 FORGED = "203.0.113.7"  # what a client claims in X-Forwarded-For; nginx must replace it
 WAIT = 20
 
@@ -57,11 +62,14 @@ pytestmark = [
 ]
 
 
+def documented(language: str, document: str) -> list[str]:
+    """The `language` blocks of a document under docs/, exactly as a reader would copy them."""
+    return re.findall(rf"^```{language}\n(.*?)^```", (DOCS / document).read_text(), re.S | re.M)
+
+
 def documented_config() -> str:
-    """The nginx block of docs/deployment.md, exactly as an operator would copy it."""
-    blocks = re.findall(r"^```nginx\n(.*?)^```", DEPLOYMENT.read_text(), re.S | re.M)
-    assert len(blocks) == 1, "docs/deployment.md should hold one nginx block"
-    return blocks[0]
+    (block,) = documented("nginx", "deployment.md")
+    return block
 
 
 def replace(text: str, old: str, new: str, count: int = 1) -> str:
@@ -136,8 +144,9 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 class Gateway:
     """nginx's two ports, the trust to reach its HTTPS one, and its access log."""
 
-    def __init__(self, http: int, https: int, cert: Path, logs: Path):
-        self.http_port, self.https_port, self.logs = http, https, logs
+    def __init__(self, http: int, https: int, cert: Path, logs: Path, daphnes: list):
+        self.http_port, self.https_port, self.cert, self.logs = http, https, cert, logs
+        self.daphnes = daphnes
         self.url = f"https://[::1]:{https}"
         self.ssl = ssl.create_default_context(cafile=str(cert))
 
@@ -156,11 +165,11 @@ def provider():
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def gateway(django_db_setup, provider, tmp_path_factory):
-    """nginx, configured from the document, in front of two Daphne processes."""
-    logs = tmp_path_factory.mktemp("nginx")
-    runtime = tmp_path_factory.mktemp("runtime")
+@contextlib.contextmanager
+def running_gateway(logs: Path, provider: FakeProvider) -> Iterator[Gateway]:
+    """nginx, configured from the document, in front of two Daphne processes; each process has
+    its own exit stack in `gateway.daphnes`, so a test can stop one by its pid."""
+    runtime = logs / "runtime"
     cert, key = self_signed(logs)
     environment = {
         "REDIS_URL": settings.REDIS_URL,
@@ -172,13 +181,17 @@ def gateway(django_db_setup, provider, tmp_path_factory):
         "WORKGATE_RUNTIME_DIR": str(runtime),
         "OPENAI_BASE_URL": provider.base_url + "/v1",
         "OPENAI_API_KEY": "sk-test",
+        "PYTHONUNBUFFERED": "1",  # Daphne's access log goes to stdout
     }
     http, https = processes.free_port(), processes.free_port()
     with contextlib.ExitStack() as stack:
-        upstreams = [
-            stack.enter_context(processes.daphne(logs / f"daphne-{n}.log", **environment))
-            for n in range(2)
-        ]
+        daphnes, upstreams = [], []
+        for n in range(2):
+            daphne = stack.enter_context(contextlib.ExitStack())
+            upstreams.append(
+                daphne.enter_context(processes.daphne(logs / f"daphne-{n}.log", **environment))
+            )
+            daphnes.append(daphne)
         conf = logs / "nginx.conf"
         conf.write_text(
             local_config(http=http, https=https, upstreams=upstreams, cert=cert, key=key, logs=logs)
@@ -188,20 +201,40 @@ def gateway(django_db_setup, provider, tmp_path_factory):
             stack.enter_context(processes.running(argv, port=https))
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError((logs / "error.log").read_text()[-3000:]) from exc
-        yield Gateway(http, https, cert, logs)
-    # Desktops outlive the server that started them (by design); none of ours may outlive this.
-    stop_desktops_under(runtime)
+        try:
+            yield Gateway(http, https, cert, logs, daphnes)
+        finally:
+            # Desktops outlive the server that started them (by design); none may outlive this.
+            stop_desktops_under(runtime)
+
+
+@pytest.fixture(scope="module")
+def gateway(django_db_setup, provider, tmp_path_factory):
+    with running_gateway(tmp_path_factory.mktemp("nginx"), provider) as started:
+        yield started
+
+
+def credentials(user) -> dict:
+    return {"email": user.email, "password": PASSWORD}
 
 
 async def sign_in(gateway: Gateway, user) -> str:
     async with gateway.client() as client:
         response = await client.post(
             "/api/auth/signin",
-            json={"email": user.email, "password": PASSWORD},
+            json=credentials(user),
             headers={"X-Forwarded-For": FORGED, "X-Forwarded-Proto": "http"},
         )
     assert response.status_code == 200, response.text
     return response.json()["token"]
+
+
+async def stored(query):
+    """What `query` finds once the server, in another process, has written it."""
+    async with asyncio.timeout(WAIT):
+        while (found := await orm(query)) is None:
+            await asyncio.sleep(0.05)
+    return found
 
 
 def newest(action: str, **filters) -> AuditEntry:
@@ -317,7 +350,7 @@ async def test_sse_events_pass_through_as_they_happen(gateway, provider, user):
     assert seen[0]["type"] == "connected" and seen[-1]["prompt"] == "Partial answer"
     # Closing the stream at nginx reached Daphne: the turn stopped and let go of the model.
     assert await asyncio.to_thread(provider.client_left.wait, WAIT)
-    history = await orm(lambda: History.objects.filter(user=user).latest("id"))
+    history = await stored(lambda: History.objects.filter(user=user).first())
     assert history.status == History.Status.CANCELLED
     assert history.completion == "Partial answer"
 
@@ -351,3 +384,86 @@ async def test_a_socket_io_client_upgrades_to_websocket_and_receives_a_turn(gate
     assert answered.status_code == 200
     assert payload["type"] == "STREAM"
     assert transport == "websocket"
+
+
+def linux_desktop() -> Workspace:
+    """The workspace docs/api.md's examples launch, as a local desktop."""
+    return Workspace.objects.create(
+        id="ws-linux-desktop",
+        name="Linux Desktop",
+        type=Workspace.Type.LINUX,
+        connection_type=Workspace.ConnectionType.VNC,
+        provisioner=Workspace.Provisioner.LOCAL_DESKTOP,
+        requires_netbird=False,
+    )
+
+
+def run_documented_client(gateway: Gateway, user, source: str, tmp_path: Path) -> list[str]:
+    """Run a program from docs/api.md as its reader would, trusting the gateway's certificate
+    through SSL_CERT_FILE as the document says; its output lines."""
+    script = tmp_path / "client.py"
+    script.write_text(source)
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith(("SSL_", "DJANGO"))
+    }
+    finished = subprocess.run(
+        [processes.PYTHON, script],
+        env={
+            **environment,
+            "WORKGATE_URL": gateway.url,
+            "WORKGATE_EMAIL": user.email,
+            "WORKGATE_PASSWORD": PASSWORD,
+            "SSL_CERT_FILE": str(gateway.cert),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished.stdout.splitlines()
+
+
+def test_the_python_client_in_the_api_guide_works_through_nginx(gateway, user, tmp_path):
+    linux_desktop()
+    client, _socketio = documented("python", "api.md")
+
+    output = run_documented_client(gateway, user, client, tmp_path)
+    stopped = newest("stop_workspace", actor=user)
+
+    assert output[0] == "[Listing workspaces]"
+    assert any("Linux Desktop" in line for line in output)
+    assert re.fullmatch(r"session [0-9a-f-]{36} ready", output[-2])
+    assert re.fullmatch(r"RFB 003\.008 {}x{} '.+'".format(*GEOMETRY), output[-1])
+    assert stopped is not None and stopped.resource == "workspace:ws-linux-desktop"
+    assert stopped.ip_address == "::1"
+
+
+def test_the_socket_io_example_in_the_api_guide_works_through_nginx(gateway, user, tmp_path):
+    _client, socket_io = documented("python", "api.md")
+
+    output = run_documented_client(gateway, user, socket_io, tmp_path)
+    turn = History.objects.filter(user=user).latest("id")
+
+    assert output[-2] == f"final: {turn.completion}"
+    assert output[-1] == "streamingFailed: False"
+
+
+async def test_with_one_daphne_process_stopped_nginx_sends_every_request_to_the_other(
+    provider, user, tmp_path
+):
+    with running_gateway(tmp_path, provider) as gateway:
+        token = await sign_in(gateway, user)
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with gateway.client() as client:
+            before = [(await client.get("/api/auth/me", headers=bearer)).status_code for _ in "ab"]
+            gateway.daphnes[0].close()  # as `systemctl restart workgate@8001` begins
+            during = []
+            for _ in range(3):  # a POST first: nginx may pass it on only if it was never sent
+                signed_in = await client.post("/api/auth/signin", json=credentials(user))
+                me = await client.get("/api/auth/me", headers=bearer)
+                during += [signed_in.status_code, me.status_code]
+
+    served_first = (tmp_path / "daphne-0.log").read_text()
+
+    assert before == [200, 200] and "/api/auth/me" in served_first  # both processes served
+    assert during == [200] * 6
