@@ -214,6 +214,18 @@ def gateway(django_db_setup, provider, tmp_path_factory):
         yield started
 
 
+def linux_desktop() -> Workspace:
+    """The workspace docs/api.md's examples launch, as a local desktop."""
+    return Workspace.objects.create(
+        id="ws-linux-desktop",
+        name="Linux Desktop",
+        type=Workspace.Type.LINUX,
+        connection_type=Workspace.ConnectionType.VNC,
+        provisioner=Workspace.Provisioner.LOCAL_DESKTOP,
+        requires_netbird=False,
+    )
+
+
 def credentials(user) -> dict:
     return {"email": user.email, "password": PASSWORD}
 
@@ -264,15 +276,7 @@ async def test_workgate_records_the_address_nginx_saw_not_the_one_the_client_cla
 async def test_a_viewer_reaches_the_desktop_through_nginx_and_its_ticket_stays_out_of_the_log(
     gateway, user
 ):
-    workspace = await orm(
-        Workspace.objects.create,
-        id="ws-nginx-desktop",
-        name="Desktop behind nginx",
-        type=Workspace.Type.LINUX,
-        connection_type=Workspace.ConnectionType.VNC,
-        provisioner=Workspace.Provisioner.LOCAL_DESKTOP,
-        requires_netbird=False,
-    )
+    workspace = await orm(linux_desktop)
     token = await sign_in(gateway, user)
     bearer = {"Authorization": f"Bearer {token}", "X-Forwarded-For": FORGED}
     async with gateway.client() as client:
@@ -384,18 +388,6 @@ async def test_a_socket_io_client_upgrades_to_websocket_and_receives_a_turn(gate
     assert answered.status_code == 200
     assert payload["type"] == "STREAM"
     assert transport == "websocket"
-
-
-def linux_desktop() -> Workspace:
-    """The workspace docs/api.md's examples launch, as a local desktop."""
-    return Workspace.objects.create(
-        id="ws-linux-desktop",
-        name="Linux Desktop",
-        type=Workspace.Type.LINUX,
-        connection_type=Workspace.ConnectionType.VNC,
-        provisioner=Workspace.Provisioner.LOCAL_DESKTOP,
-        requires_netbird=False,
-    )
 
 
 def run_documented_client(gateway: Gateway, user, source: str, tmp_path: Path) -> list[str]:
