@@ -10,14 +10,16 @@ stop what another one started.
 
 Stopping a desktop finds its processes two ways. Every process of a desktop carries
 WORKGATE_DESKTOP_DIR=<its directory> in its environment, and its children inherit it. And the
-desktop program runs under subreaper.py, the leader of its session, which outlives everything
-the program started; the leader's pid and start time (and the boot) are noted in the directory,
-so a child that scrubbed its environment is still found in that session after the program has
-exited. A noted session counts only while its leader is alive with the noted start time, so a
-session number the kernel handed to someone else is never touched. Stopping signals the process
-group of every process found, and each such process on its own; only groups with a found
-process in them are signalled. (A process that both scrubs its environment and leaves its
-session with setsid escapes both: local desktops are for a single trusted host.)
+desktop program runs under subreaper.py, a child subreaper that outlives everything the program
+started: whatever the program leaves behind is re-parented to it, not to init, so every process
+the program ever started stays its descendant, whatever it does to its environment, session or
+process group. The leader's pid and start time (and the boot) are noted in the directory, and
+its descendants are found by their parent links in /proc. A noted leader counts only while it is
+alive with the noted start time, so a pid the kernel handed to someone else is never touched.
+Stopping signals the process group of every process found, and each such process on its own;
+only groups with a found process in them are signalled. (What a desktop asks another service to
+start for it, such as a cron or at job, is that service's child, not the desktop's: local
+desktops are for a single trusted host.)
 """
 
 from __future__ import annotations
@@ -395,6 +397,7 @@ class _Process:
     group: int
     session: int
     started: int  # clock ticks after boot: with the pid, names one process for good
+    parent: int = 0
     mark: str | None = None  # its WORKGATE_DESKTOP_DIR, if it carries one
 
 
@@ -411,7 +414,7 @@ def _stat(pid: int, mark: str | None = None, *, zombie: bool = False) -> _Proces
     fields = stat[stat.rfind(b")") + 2 :].split()
     if fields[0] == b"Z" and not zombie:
         return None
-    return _Process(pid, int(fields[2]), int(fields[3]), int(fields[19]), mark)
+    return _Process(pid, int(fields[2]), int(fields[3]), int(fields[19]), int(fields[1]), mark)
 
 
 def _processes() -> dict[int, _Process]:
@@ -448,7 +451,7 @@ def _marked_processes() -> dict[str, list[tuple[int, int]]]:
     return found
 
 
-def _noted_sessions(directory: Path) -> list[tuple[int, int]]:
+def _noted_leaders(directory: Path) -> list[tuple[int, int]]:
     """The (leader pid, start time) noted in the desktop's directory in this boot; anything
     unreadable, from another boot or naming no real process (pid 0 or 1) is ignored."""
     try:
@@ -468,20 +471,22 @@ def _noted_sessions(directory: Path) -> list[tuple[int, int]]:
 
 
 def _desktop_members(directory: Path) -> list[_Process]:
-    """The desktop's live processes: those carrying its mark, and every process in a noted
-    session whose leader is alive with the noted start time (only then is the number still that
-    session's)."""
+    """The desktop's live processes: those carrying its mark, and every descendant of a noted
+    leader that is alive with the noted start time (only then is the pid still that leader's)."""
     processes = _processes()
-    sessions = set()
-    for leader, started in _noted_sessions(directory):
+    children: dict[int, list[int]] = {}
+    for process in processes.values():
+        children.setdefault(process.parent, []).append(process.pid)
+    members = {pid for pid, process in processes.items() if process.mark == str(directory)}
+    for leader, started in _noted_leaders(directory):
         current = _stat(leader, zombie=True)
         if current is not None and current.started == started:
-            sessions.add(leader)
-    return [
-        process
-        for process in processes.values()
-        if process.mark == str(directory) or process.session in sessions
-    ]
+            descendants = [leader]
+            while descendants:
+                pid = descendants.pop()
+                members.add(pid)
+                descendants.extend(children.get(pid, ()))
+    return [processes[pid] for pid in members if pid in processes]
 
 
 def _signal(process: _Process, sig: signal.Signals, groups_done: set[int]) -> None:

@@ -5,10 +5,10 @@
 The local_desktop provisioner starts the operator's desktop program through this, as the
 leader of a session of its own. It marks itself a child subreaper, so whatever the program
 starts and leaves behind is re-parented here instead of to init, and it waits for all of them
-before it exits. So while any process of the program's session is alive, so is its leader, with
-the start time the provisioner noted: the session's number cannot have been handed to anyone
-else, and stopping the desktop may end everything in it, even a child that scrubbed its
-environment (and so lost the desktop's mark) after the program itself exited.
+before it exits. So while any process the program started is alive, so is this one, with the
+pid and start time the provisioner noted, and every such process is its descendant: stopping the
+desktop ends all of them, even one that scrubbed its environment (and so lost the desktop's
+mark) and left for a session of its own after the program itself exited.
 
 It ignores SIGTERM (its program does not): stopping a desktop sends SIGTERM, then SIGKILL to
 whatever is left, and the leader must still be there for the second round to find the session.

@@ -132,20 +132,44 @@ def test_the_password_file_is_what_x11vnc_itself_writes(tmp_path):
     assert vnc_password_file("Zq3x9Ab1") == path.read_bytes()
 
 
+def session_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[3])
+
+
 @pytest.mark.django_db
-def test_a_child_that_scrubbed_its_environment_is_stopped_after_its_program_exited(
-    desktops, settings, make_workspace, launch, api, user, django_capture_on_commit_callbacks
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "env -i {} & exit 0",  # no environment, so not the desktop's mark
+        "setsid -f env -i {}; exit 0",  # and a session of its own, its parent gone at once
+    ],
+    ids=["scrubbed", "scrubbed-and-setsid"],
+)
+def test_a_child_that_hid_is_stopped_after_its_program_exited(
+    desktops,
+    settings,
+    make_workspace,
+    launch,
+    api,
+    user,
+    django_capture_on_commit_callbacks,
+    escape,
 ):
-    """The program starts a child with an empty environment (so without the desktop's mark)
-    and exits: the child is still found, in the session the program was started in."""
+    """The program starts a child that drops the desktop's mark (an empty environment), or
+    also leaves for a session and process group of its own, and exits: the child is still
+    found, as a descendant of the program's subreaper."""
     straggler = ["sleep", f"{600 + secrets.randbelow(10**6) / 10**6:.6f}"]  # this test's own
-    settings.WORKGATE_LOCAL_DESKTOP_COMMAND = f"sh -c 'env -i {' '.join(straggler)} & exit 0'"
+    settings.WORKGATE_LOCAL_DESKTOP_COMMAND = f"sh -c '{escape.format(' '.join(straggler))}'"
     try:
         session = launch(user, make_workspace())
         directory = Path(session.provisioner_state["dir"])
         [pid] = wait_for(lambda: processes_running(straggler))
         wait_for(lambda: "sh" not in {p["command"] for p in desktop_processes(directory).values()})
-        assert pid not in desktop_processes(directory)  # no mark: found only by its session
+        assert pid not in desktop_processes(directory)  # no mark
+        [(leader, _started)] = local_desktop._noted_leaders(directory)
+        if "setsid" in escape:
+            assert session_of(pid) not in (session_of(leader), leader)
 
         with django_capture_on_commit_callbacks(execute=True):
             response = api.post(f"/api/workspaces/{session.workspace_id}/stop")
@@ -284,7 +308,7 @@ def test_without_xvfb_and_x11vnc_the_message_says_what_to_install(
     assert "apt-get install xvfb x11vnc" in response.json()["detail"]
 
 
-def test_a_noted_session_counts_only_while_its_leader_lives_in_this_boot(tmp_path):
+def test_a_noted_leader_counts_only_while_it_lives_in_this_boot(tmp_path):
     """The notes can be stale (the leader exited and its number was handed to someone else, or
     the machine rebooted) or garbage: then they name nobody, and never pid 0 or 1."""
     leader = subprocess.Popen(["sleep", "600"], start_new_session=True)
