@@ -1,9 +1,7 @@
 """The nginx configuration in docs/deployment.md, run as written in front of two Daphne processes.
 
-The test reads the `nginx` block out of the document and changes only what a test must: the
-listen ports (loopback, free ports), the upstream ports, the certificate (a self-signed one made
-here) and the access log's path. Every change names the text it replaces, so the test fails when
-the document no longer says it, rather than quietly testing something else. Through that nginx,
+The block runs as written, with only ports, certificate and log path changed (tests/support/
+nginx.py says how). Through that nginx,
 over HTTPS on ::1, as a client would: sign in and mint a ticket (the client address and scheme
 Workgate records are nginx's, not the client's forged ones), open the desktop's VNC stream through
 the WebSocket upgrade to a real x11vnc, read an assistant answer over SSE event by event while the
@@ -15,16 +13,10 @@ Python programs of docs/api.md run through it as a reader would run them, and a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import re
-import shutil
-import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,11 +24,6 @@ import aiohttp
 import httpx
 import pytest
 import socketio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -46,115 +33,18 @@ from tests.conftest import PASSWORD
 from tests.streaming.fakes import FakeProvider, Reply, openai_chunk
 from tests.support import processes
 from tests.support.database import orm
-from tests.vnc_proxy.conftest import GEOMETRY, stop_desktops_under
+from tests.support.nginx import NGINX, WAIT, Gateway, documented, running_gateway
+from tests.vnc_proxy.conftest import GEOMETRY
 from tests.vnc_proxy.rfb import RfbClient
 from workspaces.models import Workspace
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-DOCS = processes.ROOT / "docs"
 FORGED = "203.0.113.7"  # what a client claims in X-Forwarded-For; nginx must replace it
-WAIT = 20
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not Path(NGINX).exists(), reason="needs nginx (make test installs it)"),
 ]
-
-
-def documented(language: str, document: str) -> list[str]:
-    """The `language` blocks of a document under docs/, exactly as a reader would copy them."""
-    return re.findall(rf"^```{language}\n(.*?)^```", (DOCS / document).read_text(), re.S | re.M)
-
-
-def documented_config() -> str:
-    (block,) = documented("nginx", "deployment.md")
-    return block
-
-
-def replace(text: str, old: str, new: str, count: int = 1) -> str:
-    assert text.count(old) == count, f"docs/deployment.md no longer says {old!r}"
-    return text.replace(old, new)
-
-
-def local_config(*, http: int, https: int, upstreams: list[int], cert: Path, key: Path, logs: Path):
-    """The documented server blocks on loopback ports, inside a main configuration of their own."""
-    conf = documented_config()
-    conf = replace(
-        conf,
-        "server 127.0.0.1:8001;\n    server 127.0.0.1:8002;",
-        "\n    ".join(f"server 127.0.0.1:{port};" for port in upstreams),
-    )
-    conf = replace(conf, "listen 80;", f"listen 127.0.0.1:{http};")
-    conf = replace(conf, "listen [::]:80;", f"listen [::1]:{http};")
-    conf = replace(conf, "listen 443 ssl http2;", f"listen 127.0.0.1:{https} ssl http2;")
-    conf = replace(conf, "listen [::]:443 ssl http2;", f"listen [::1]:{https} ssl http2;")
-    conf = replace(conf, "/etc/letsencrypt/live/gw.example.com/fullchain.pem", str(cert))
-    conf = replace(conf, "/etc/letsencrypt/live/gw.example.com/privkey.pem", str(key))
-    conf = replace(conf, "/var/log/nginx/workgate.access.log", str(logs / "access.log"))
-    return f"""
-daemon off;
-worker_processes 1;
-pid {logs}/nginx.pid;
-error_log {logs}/error.log info;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {logs}/body;
-    proxy_temp_path {logs}/proxy;
-{conf}
-}}
-"""
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for localhost, 127.0.0.1 and ::1, and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    names = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-class Gateway:
-    """nginx's two ports, the trust to reach its HTTPS one, and its access log."""
-
-    def __init__(self, http: int, https: int, cert: Path, logs: Path, daphnes: list):
-        self.http_port, self.https_port, self.cert, self.logs = http, https, cert, logs
-        self.daphnes = daphnes
-        self.url = f"https://[::1]:{https}"
-        self.ssl = ssl.create_default_context(cafile=str(cert))
-
-    def client(self, **kwargs) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, verify=self.ssl, timeout=WAIT, **kwargs)
-
-    def access_log(self) -> str:
-        return (self.logs / "access.log").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -165,52 +55,13 @@ def provider():
     server.stop()
 
 
-@contextlib.contextmanager
-def running_gateway(logs: Path, provider: FakeProvider) -> Iterator[Gateway]:
-    """nginx, configured from the document, in front of two Daphne processes; each process has
-    its own exit stack in `gateway.daphnes`, so a test can stop one by its pid."""
-    runtime = logs / "runtime"
-    cert, key = self_signed(logs)
-    environment = {
-        "REDIS_URL": settings.REDIS_URL,
-        # As docs/deployment.md says for nginx on the same host.
-        "WORKGATE_TRUSTED_PROXIES": "127.0.0.1/32,::1/128",
-        "WORKGATE_LOCAL_DESKTOP": "1",
-        "WORKGATE_LOCAL_DESKTOP_COMMAND": "",
-        "WORKGATE_LOCAL_DESKTOP_GEOMETRY": "{}x{}".format(*GEOMETRY),
-        "WORKGATE_RUNTIME_DIR": str(runtime),
-        "OPENAI_BASE_URL": provider.base_url + "/v1",
-        "OPENAI_API_KEY": "sk-test",
-        "PYTHONUNBUFFERED": "1",  # Daphne's access log goes to stdout
-    }
-    http, https = processes.free_port(), processes.free_port()
-    with contextlib.ExitStack() as stack:
-        daphnes, upstreams = [], []
-        for n in range(2):
-            daphne = stack.enter_context(contextlib.ExitStack())
-            upstreams.append(
-                daphne.enter_context(processes.daphne(logs / f"daphne-{n}.log", **environment))
-            )
-            daphnes.append(daphne)
-        conf = logs / "nginx.conf"
-        conf.write_text(
-            local_config(http=http, https=https, upstreams=upstreams, cert=cert, key=key, logs=logs)
-        )
-        argv = [NGINX, "-p", logs, "-e", logs / "error.log", "-c", conf]
-        try:
-            stack.enter_context(processes.running(argv, port=https))
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError((logs / "error.log").read_text()[-3000:]) from exc
-        try:
-            yield Gateway(http, https, cert, logs, daphnes)
-        finally:
-            # Desktops outlive the server that started them (by design); none may outlive this.
-            stop_desktops_under(runtime)
+def openai_at(provider: FakeProvider) -> dict[str, str]:
+    return {"OPENAI_BASE_URL": provider.base_url + "/v1", "OPENAI_API_KEY": "sk-test"}
 
 
 @pytest.fixture(scope="module")
 def gateway(django_db_setup, provider, tmp_path_factory):
-    with running_gateway(tmp_path_factory.mktemp("nginx"), provider) as started:
+    with running_gateway(tmp_path_factory.mktemp("nginx"), **openai_at(provider)) as started:
         yield started
 
 
@@ -443,7 +294,7 @@ def test_the_socket_io_example_in_the_api_guide_works_through_nginx(gateway, use
 async def test_with_one_daphne_process_stopped_nginx_sends_every_request_to_the_other(
     provider, user, tmp_path
 ):
-    with running_gateway(tmp_path, provider) as gateway:
+    with running_gateway(tmp_path, **openai_at(provider)) as gateway:
         token = await sign_in(gateway, user)
         bearer = {"Authorization": f"Bearer {token}"}
         async with gateway.client() as client:
