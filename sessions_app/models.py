@@ -92,3 +92,6 @@ class WorkspaceSession(models.Model):
 
 def session_group(session_id) -> str:
     return f"session.{session_id}"
+
+
+SESSION_ENDED = "session.ended"  # sent to session_group once an end commits: {"type", "reason"}

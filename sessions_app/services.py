@@ -24,11 +24,11 @@ from django.utils import timezone
 
 from audit import services as audit
 from config.exceptions import APIError, Conflict, Forbidden, NotFound
-from sessions_app.models import WorkspaceSession
+from sessions_app.models import SESSION_ENDED, WorkspaceSession
 from sessions_app.provisioners import ProvisionerUnavailable, provisioner_named
 from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
 from workspaces.models import Workspace
-from workspaces.selectors import access_workspace
+from workspaces.selectors import access_workspace, queryable_id
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def workspace_stop(*, user, workspace_id: str, origin: audit.Origin) -> Workspac
     even of a workspace no longer shared with them. Without one, a workspace they may not see
     gets the 404 of an unknown id."""
     session = None
-    if "\x00" not in str(workspace_id):  # PostgreSQL refuses a NUL in a query; no id holds one
+    if queryable_id(workspace_id):
         session = live_sessions_of(user).filter(workspace_id=str(workspace_id)).first()
     if session is None:
         access_workspace(user, workspace_id)
@@ -465,7 +465,7 @@ def _after_commit_end(session: WorkspaceSession, reason: str) -> None:
 
     def notify_relays() -> None:
         async_to_sync(get_channel_layer().group_send)(
-            session.group_name, {"type": "session.ended", "reason": reason}
+            session.group_name, {"type": SESSION_ENDED, "reason": reason}
         )
 
     def stop_desktop() -> None:

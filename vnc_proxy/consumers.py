@@ -31,6 +31,7 @@ from django.db import close_old_connections
 
 from accounts.connections import ACCOUNT_SIGNED_OUT, account_group
 from audit import services as audit
+from sessions_app.models import SESSION_ENDED
 from vnc_proxy import services
 from vnc_proxy.browser import AsgiBrowser, DaphneBrowser, browser_for
 from vnc_proxy.close_codes import CloseCode
@@ -275,7 +276,7 @@ class RelayConnection:
                 )
                 return
             kind = message.get("type")
-            if kind == "session.ended":
+            if kind == SESSION_ENDED:
                 await self._finish(CloseCode.SESSION_ENDED, "the session ended", by="session")
             elif kind == ACCOUNT_SIGNED_OUT:
                 await self._finish(CloseCode.SIGNED_OUT, "signed out", by="account")

@@ -88,14 +88,23 @@ def access_workspace(user, workspace_id: str, *, manage: bool = False) -> Worksp
 
 
 def workspace_get(workspace_id: str) -> Workspace:
-    workspace_id = str(workspace_id)
-    if "\x00" in workspace_id:
-        # No id holds a NUL, and PostgreSQL refuses one in a query: answer without asking it.
-        raise NotFound("Workspace not found", "not_found")
-    workspace = Workspace.objects.filter(pk=workspace_id).first()
+    return workspace_named(Workspace.objects.all(), workspace_id)
+
+
+def workspace_named(workspaces: QuerySet[Workspace], workspace_id: str) -> Workspace:
+    """The workspace `workspace_id` among `workspaces`, or the 404 of an unknown id."""
+    workspace = None
+    if queryable_id(workspace_id):
+        workspace = workspaces.filter(pk=str(workspace_id)).first()
     if workspace is None:
         raise NotFound("Workspace not found", "not_found")
     return workspace
+
+
+def queryable_id(workspace_id) -> bool:
+    """Whether the id may be asked of the database: PostgreSQL refuses a NUL in a query, and no
+    id holds one, so such an id is answered as unknown without asking."""
+    return "\x00" not in str(workspace_id)
 
 
 # A catalog search of more words than this matches nothing anyway; the cap keeps a pasted essay

@@ -9,11 +9,11 @@ from django.db import transaction
 from rest_framework.exceptions import ValidationError
 
 from audit import services as audit
-from config.exceptions import NotFound
 from sessions_app.models import WorkspaceSession
 from sessions_app.services import EndReason, sessions_terminate
 from workspaces.defaults import insert_default_workspaces
 from workspaces.models import Workspace
+from workspaces.selectors import workspace_named
 
 # What an administrator may set, in the order forms and the API present it.
 EDITABLE_FIELD_ORDER = (
@@ -56,12 +56,7 @@ def _validate(workspace: Workspace, *, exclude: list[str] | None = None) -> None
 
 
 def _locked(workspace_id: str) -> Workspace:
-    if "\x00" in str(workspace_id):  # PostgreSQL refuses a NUL in a query; no id holds one
-        raise NotFound("Workspace not found", "not_found")
-    workspace = Workspace.objects.select_for_update().filter(pk=str(workspace_id)).first()
-    if workspace is None:
-        raise NotFound("Workspace not found", "not_found")
-    return workspace
+    return workspace_named(Workspace.objects.select_for_update(), workspace_id)
 
 
 def _group_names(groups) -> list[str]:
