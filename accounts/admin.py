@@ -5,7 +5,6 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from accounts import services
-from accounts.connections import connections_close
 from accounts.models import Profile, User
 from audit.services import Origin
 from config.admin import AuditedAdmin
@@ -70,17 +69,19 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
             # Turning an account off ends its desktops now (and closes their relay
-            # connections) and disconnects its sockets, in the same transaction; its tokens
-            # stop working by themselves.
+            # connections), and signs it out everywhere, in the same transaction: its tokens,
+            # browser sessions and unused tickets end for good, not only while it is off, so
+            # turning it on again brings none of them back.
             # (Deleting is no way round it: an account with sessions cannot be deleted here,
             # because its sessions, tickets and turns are view-only records.)
+            origin = Origin.of(request)
             ended = sessions_terminate(
                 sessions=WorkspaceSession.objects.filter(user=obj),
                 actor=request.user,
                 reason=EndReason.ACCOUNT_DISABLED,
-                origin=Origin.of(request),
+                origin=origin,
             )
-            connections_close(user_id=obj.pk)
+            services.user_sign_out_everywhere(user=obj, actor=request.user, origin=origin)
             if ended:
                 self.message_user(request, f"{ended} live session(s) of {obj.email} ended.")
 

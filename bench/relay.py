@@ -278,7 +278,9 @@ def ticket_url_factory(user, session, port: int):
 
     @sync_to_async
     def mint() -> str:
-        issued = ticket_issue(user=user, workspace_id=session.runtime_id, origin=SYSTEM)
+        issued = ticket_issue(
+            user=user, workspace_id=session.runtime_id, origin=SYSTEM, mfa_verified=False
+        )
         return (
             f"ws://127.0.0.1:{port}/api/agents/workspace/vnc/{session.runtime_id}"
             f"?ticket={issued.ticket}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from accounts.models import Profile
 from audit.models import AuditEntry
@@ -84,10 +84,20 @@ def client_is_tunnelled(ip: str | None) -> bool:
     return bool(ip) and in_networks(ip, settings.WORKGATE_TRUSTED_NETWORKS)
 
 
-def mfa_required_for(user) -> bool:
+def mfa_required_for(user, *, mfa_enabled: bool | None = None) -> bool:
+    """Whether `user` must have verified a one-time code at sign-in to launch a workspace or
+    connect to a desktop: when the deployment asks it of everyone, or the account turned
+    two-step sign-in on (`mfa_enabled`, when the caller read it already: owner_mfa_enabled)."""
     if settings.WORKGATE_REQUIRE_MFA:
         return True
-    return Profile.objects.filter(user_id=user.pk, mfa_enabled=True).exists()
+    if mfa_enabled is None:
+        mfa_enabled = Profile.objects.filter(user_id=user.pk, mfa_enabled=True).exists()
+    return mfa_enabled
+
+
+def owner_mfa_enabled() -> Exists:
+    """On session rows: whether the session's owner turned two-step sign-in on."""
+    return Exists(Profile.objects.filter(user_id=OuterRef("user_id"), mfa_enabled=True))
 
 
 def session_security(session: WorkspaceSession) -> dict[str, bool]:

@@ -14,6 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts.models import User
+from accounts.views import session_mfa_verified
 from audit.services import Origin
 from config.exceptions import APIError
 from config.permissions import admin_may
@@ -22,6 +23,10 @@ from sessions_app.models import WorkspaceSession
 from workspaces.selectors import workspace_granted, workspace_list, workspaces_for
 
 PAGE_SIZE = 50
+MFA_NEEDED = (
+    "Opening a workspace requires a sign-in verified with a one-time code. Sign out and sign in "
+    "again with the one-time code from your authenticator app."
+)
 
 
 def _user_id_for(email: str) -> int:
@@ -112,6 +117,11 @@ def viewer(request, session_id):
         # Withdrawn from the user's groups since the launch: nothing new opens (a desktop's
         # ticket would be refused too); the session can still be stopped from the list.
         raise Http404("No such session.")
+    if selectors.mfa_required_for(request.user) and not session_mfa_verified(request):
+        # As for launching: a sign-in without the one-time code opens nothing (nor would the
+        # desktop's ticket).
+        messages.error(request, MFA_NEEDED)
+        return redirect("catalog")
     workspace = session.workspace
     desktop = bool(session.upstream_kind) or (
         workspace is not None and workspace.connection_type == workspace.ConnectionType.VNC

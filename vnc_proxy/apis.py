@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.serializers import ErrorOutput
+from accounts.tokens import request_mfa
 from audit.services import Origin
 from config.exceptions import NotFound
 from config.permissions import IsSuperuser
@@ -72,6 +73,7 @@ class TicketApi(APIView):
             200: s.TicketOutput,
             400: ErrorOutput,
             401: ErrorOutput,
+            403: ErrorOutput,
             404: ErrorOutput,
             409: ErrorOutput,
             429: ErrorOutput,
@@ -79,7 +81,9 @@ class TicketApi(APIView):
         summary="Mint a single-use, 60-second ticket for your desktop's VNC relay",
         description=(
             "Only for a runtime of yours (404 otherwise, whether or not it exists) in status "
-            "`ready` (409 `not_ready` otherwise). Rate-limited per user (429 with Retry-After). "
+            "`ready` (409 `not_ready` otherwise). Where launching needs a sign-in verified with "
+            "a one-time code (the account's two-step sign-in, or WORKGATE_REQUIRE_MFA), so does "
+            "this (403 `mfa_required`). Rate-limited per user (429 with Retry-After). "
             "Open `vncUrl` as a WebSocket within 60 seconds, once; answer the desktop's VNC "
             "challenge with `vncPassword`."
         ),
@@ -91,6 +95,7 @@ class TicketApi(APIView):
             user=request.user,
             workspace_id=data.validated_data["workspaceId"],
             origin=Origin.of(request),
+            mfa_verified=request_mfa(request),
         )
         body = {
             "success": True,

@@ -8,6 +8,7 @@ from accounts.models import User
 from config.exceptions import NotFound
 from config.queries import CompiledQuery
 from sessions_app.models import WorkspaceSession
+from sessions_app.selectors import owner_mfa_enabled
 from workspaces.models import Workspace
 from workspaces.selectors import usable_by
 
@@ -49,6 +50,7 @@ def _own_runtime(user, runtime_id: str, *, to_connect: bool) -> QuerySet[Workspa
     if to_connect:
         table = WorkspaceSession._meta.db_table
         runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
+        runtimes = runtimes.annotate(owner_mfa_enabled=owner_mfa_enabled())
     # runtime_id is unique: no ORDER BY (first() would add one).
     return runtimes.filter(runtime_id=runtime_id).order_by()[:1]
 
@@ -67,7 +69,8 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     Someone else's runtime and one that does not exist get the same 404, so runtime ids
     cannot be probed. `to_connect`: only while its workspace is still shared with the caller
     (withdrawn since the launch, it takes no new connection; one already open stays until it
-    closes or the session ends), checked in the same query.
+    closes or the session ends), checked in the same query, which also reads whether the
+    caller turned two-step sign-in on (`owner_mfa_enabled`).
     """
     if to_connect:
         runtimes = _runtime_to_connect(user_id=user.pk, runtime_id=runtime_id)

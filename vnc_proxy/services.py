@@ -15,8 +15,9 @@ from django.db.models import F, Q
 
 from accounts.models import User
 from audit import services as audit
-from config.exceptions import Conflict, NotFound
+from config.exceptions import Conflict, Forbidden, NotFound
 from sessions_app.models import WorkspaceSession
+from sessions_app.selectors import mfa_required_for
 from sessions_app.services import EndReason, session_terminate
 from vnc_proxy import tickets
 from vnc_proxy.close_codes import CloseCode
@@ -38,9 +39,30 @@ class IssuedTicket:
     expires_in: int
 
 
-def ticket_issue(*, user, workspace_id: str, origin: audit.Origin) -> IssuedTicket:
-    """A single-use ticket for the caller's own ready runtime `workspace_id` (404, 409)."""
+def ticket_issue(
+    *, user, workspace_id: str, origin: audit.Origin, mfa_verified: bool
+) -> IssuedTicket:
+    """A single-use ticket for the caller's own ready runtime `workspace_id` (404, 409).
+
+    A desktop is as well guarded as its launch: where the launch needs a sign-in verified with
+    a one-time code, so does every connection (403 `mfa_required`, audited): a token or a
+    browser session from a sign-in without the code, or from before two-step sign-in was
+    turned on, opens no desktop that was launched with it."""
     runtime = access_runtime(user, workspace_id, to_connect=True)
+    if mfa_required_for(user, mfa_enabled=runtime.owner_mfa_enabled) and not mfa_verified:
+        with transaction.atomic():
+            audit.record(
+                action="ticket_issued",
+                actor=user,
+                resource=f"session:{runtime.id}",
+                details={"workspaceId": runtime.runtime_id, "refused": "mfa_required"},
+                origin=origin,
+                success=False,
+            )
+        raise Forbidden(
+            "Connecting to a desktop requires a sign-in verified with a one-time code.",
+            "mfa_required",
+        )
     if runtime.status != READY or not runtime.upstream_kind:
         raise Conflict("The workspace is not ready yet.", "not_ready")
     issued_at = tickets.now()

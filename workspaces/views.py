@@ -9,13 +9,12 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from accounts.selectors import profile_of
 from accounts.views import session_mfa_verified
 from audit.services import Origin
 from config.exceptions import APIError
 from config.network import client_ip, in_networks
 from sessions_app import services as sessions
-from sessions_app.selectors import live_sessions_of
+from sessions_app.selectors import live_sessions_of, mfa_required_for
 from workspaces.selectors import workspaces_for
 
 ICON_LETTERS = {
@@ -62,7 +61,7 @@ def _refusal(exc: APIError) -> str:
 def catalog(request):
     live = {session.workspace_id: session for session in live_sessions_of(request.user)}
     on_tunnel = in_networks(client_ip(request), settings.WORKGATE_TRUSTED_NETWORKS)
-    mfa_required = settings.WORKGATE_REQUIRE_MFA or profile_of(request.user).mfa_enabled
+    mfa_required = mfa_required_for(request.user)
     cards = [
         {
             "workspace": workspace,

@@ -11,9 +11,11 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, Permission
 from django.db import IntegrityError, transaction
+from rest_framework.test import APIClient
 
 from accounts.connections import account_group
 from accounts.models import Profile, User
+from accounts.tokens import issue_tokens
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
 from sessions_app.models import WorkspaceSession
@@ -492,6 +494,35 @@ class TestTurningAnAccountOff:
         assert told == {"type": "account.signed_out", "user_id": str(user.pk)}
         with pytest.raises(TimeoutError):  # the other account's sockets hear nothing
             async_to_sync(asyncio.wait_for)(layer.receive(sockets[other_user]), 0.2)
+
+    def test_turning_it_on_again_brings_back_no_token_or_browser_session(
+        self, site, superuser, user, anon, browser_for
+    ):
+        """An account turned off because it was compromised and on again later (the password
+        unchanged): what the intruder held stays dead."""
+        tokens = issue_tokens(user, mfa=False)
+        browser = browser_for(user)
+        client = APIClient()
+        client.credentials(HTTP_X_ACCESS_TOKEN=tokens["token"])
+
+        site.post(f"/admin/accounts/user/{user.pk}/change/", user_form(user, is_active=None))
+        site.post(f"/admin/accounts/user/{user.pk}/change/", user_form(user, is_active="on"))
+
+        assert User.objects.get(pk=user.pk).is_active is True
+        me = client.get("/api/auth/me")
+        assert (me.status_code, me.json()["code"]) == (401, "signed_out")
+        refreshed = anon.post("/api/auth/refresh", {"refresh": tokens["refresh"]}, format="json")
+        assert refreshed.status_code == 401
+        assert browser.get("/").status_code == 302  # back to the sign-in page
+        entry = AuditEntry.objects.get(action="signed_out_everywhere")
+        assert (entry.actor, entry.resource) == (superuser, f"user:{user.pk}")
+        # The person signs in again with the password and carries on.
+        assert (
+            anon.post(
+                "/api/auth/signin", {"email": user.email, "password": PASSWORD}, format="json"
+            ).status_code
+            == 200
+        )
 
     def test_an_account_with_sessions_can_be_turned_off_but_not_deleted(self, site, user, api):
         mine = launch(api, make_web_workspace(id="ws-wiki0001").id).json()["session_id"]

@@ -87,6 +87,22 @@ def test_the_viewer_is_for_the_owner_alone(browser_for, user, other_user, admin_
     assert browser_for(admin_user).get(f"/viewer/{session.id}").status_code == 404
 
 
+def test_the_viewer_needs_the_code_where_launching_does(browser_for, user, enable_mfa):
+    """A browser session from a sign-in without the one-time code (or from before two-step
+    sign-in was turned on) opens none of the account's workspaces."""
+    enable_mfa(user)
+    session = make_session(user, make_web_workspace())
+
+    refused = browser_for(user, mfa=False).get(f"/viewer/{session.id}", follow=True)
+    allowed = browser_for(user, mfa=True).get(f"/viewer/{session.id}")
+
+    assert refused.redirect_chain == [("/", 302)]
+    page = refused.content.decode()
+    assert "requires a sign-in verified with a one-time code" in page
+    assert "wiki.example.com" not in page
+    assert allowed.status_code == 200 and "wiki.example.com" in allowed.content.decode()
+
+
 def test_a_web_workspace_opens_in_a_sandboxed_frame_with_a_new_tab_fallback(browser_for, user):
     session = make_session(user, make_web_workspace())
     html = browser_for(user).get(f"/viewer/{session.id}").content.decode()

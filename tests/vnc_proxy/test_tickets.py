@@ -312,3 +312,63 @@ def test_a_row_whose_key_the_database_makes_is_refused_before_anything_is_writte
 
     assert not Group.objects.filter(name="made by the database").exists()
     assert not AuditEntry.objects.exists()
+
+
+@pytest.mark.parametrize("how", ["account", "deployment"])
+def test_without_a_verified_code_no_ticket_opens_a_desktop_that_needs_one(
+    client_for, user, make_runtime, enable_mfa, settings, how
+):
+    """Someone holding a token from before two-step sign-in was turned on, or from a sign-in
+    without the code, cannot reach the desktop launched with it."""
+    if how == "account":
+        enable_mfa(user)
+    else:
+        settings.WORKGATE_REQUIRE_MFA = True
+    runtime = make_runtime(user, rfb_password="s3cret-7")
+
+    refused = ask(client_for(user, mfa=False), runtime.runtime_id)
+
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "success": False,
+        "detail": "Connecting to a desktop requires a sign-in verified with a one-time code.",
+        "code": "mfa_required",
+    }
+    assert "s3cret-7" not in refused.content.decode()
+    assert not Ticket.objects.exists()
+    entry = AuditEntry.objects.get(action="ticket_issued")
+    assert (entry.actor, entry.resource, entry.success) == (user, f"session:{runtime.id}", False)
+    assert entry.details == {"workspaceId": runtime.runtime_id, "refused": "mfa_required"}
+    # The same account, signed in with its code, connects.
+    assert ask(client_for(user, mfa=True), runtime.runtime_id).status_code == 200
+    assert Ticket.objects.count() == 1
+
+
+def test_a_browser_session_without_the_code_gets_no_ticket_either(
+    browser_for, user, make_runtime, enable_mfa
+):
+    enable_mfa(user)
+    runtime = make_runtime(user)
+
+    refused = browser_for(user, mfa=False).post(
+        URL, {"workspaceId": runtime.runtime_id}, content_type="application/json"
+    )
+    allowed = browser_for(user, mfa=True).post(
+        URL, {"workspaceId": runtime.runtime_id}, content_type="application/json"
+    )
+
+    assert (refused.status_code, refused.json()["code"]) == (403, "mfa_required")
+    assert allowed.status_code == 200
+    assert Ticket.objects.count() == 1
+
+
+def test_someone_elses_runtime_is_404_before_anything_is_said_about_codes(
+    client_for, user, other_user, make_runtime, enable_mfa
+):
+    enable_mfa(other_user)
+    theirs = make_runtime(other_user)
+
+    response = ask(client_for(user), theirs.runtime_id)
+
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert not AuditEntry.objects.filter(action="ticket_issued").exists()
