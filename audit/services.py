@@ -25,15 +25,24 @@ REDACTED = "[redacted]"
 
 
 def redact(value):
-    """Replace the value of any key that names a secret, at any depth."""
+    """Replace the value of any key that names a secret, at any depth, and every NUL in a
+    string (see storable)."""
     if isinstance(value, dict):
         return {
-            key: (REDACTED if _SECRET_KEY.search(str(key)) else redact(item))
+            storable(str(key)): (REDACTED if _SECRET_KEY.search(str(key)) else redact(item))
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
         return [redact(item) for item in value]
+    if isinstance(value, str):
+        return storable(value)
     return value
+
+
+def storable(text: str) -> str:
+    """`text` as PostgreSQL can store it: a NUL (which a caller can put in an id it asks for)
+    shows as U+FFFD instead of failing the entry and the change it describes."""
+    return text.replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)
@@ -123,10 +132,10 @@ def _entry(
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_email=getattr(actor, "email", "") or "",
         action=action,
-        resource=resource,
+        resource=storable(resource),
         details=redact(details or {}),
         ip_address=_stored_ip(origin.ip),
-        user_agent=origin.user_agent[:512],
+        user_agent=storable(origin.user_agent[:512]),
         success=success,
     )
 

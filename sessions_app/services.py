@@ -98,8 +98,7 @@ def _launchable(user, workspace_id: str, *, origin: audit.Origin) -> Workspace:
     try:
         return access_workspace(user, workspace_id)
     except NotFound as exc:
-        asked = str(workspace_id).replace("\x00", "\ufffd")[:180]  # PostgreSQL text takes no NUL
-        _audit_refusal(user=user, workspace_id=asked, origin=origin, error=exc)
+        _audit_refusal(user=user, workspace_id=str(workspace_id)[:180], origin=origin, error=exc)
         raise
 
 

@@ -39,7 +39,9 @@ from vnc_proxy.upstreams import TcpUpstream, UpstreamError, upstream_open
 
 logger = logging.getLogger(__name__)
 
-SEEN_INTERVAL = 30.0  # seconds between last_seen_at updates while traffic flows
+# Seconds between an open relay's checks of its session and account (services.relay_check),
+# which also move last_seen_at on while traffic flows.
+SEEN_INTERVAL = 30.0
 DESKTOP_CLOSED = "the desktop closed the connection"
 
 
@@ -177,8 +179,7 @@ class RelayConnection:
                 target=target, origin=self.origin, subprotocol=self.subprotocol
             )
         except services.RelayRefused as refused:
-            by = "account" if refused.code == CloseCode.SIGNED_OUT else "session"
-            await self._finish(refused.code, refused.reason, by=by)
+            await self._end(refused)
             return False
         # The desktop's socket buffer decides when to stop reading from the browser.
         self.upstream.on_pause = self.browser.pause_reading
@@ -272,25 +273,36 @@ class RelayConnection:
                 message = await layer.receive(channel)
             except Exception:
                 logger.warning(
-                    "a relay lost its channel layer; stops will not reach it", exc_info=True
+                    "a relay lost its channel layer; stops reach it at its next check",
+                    exc_info=True,
                 )
                 return
             kind = message.get("type")
             if kind == SESSION_ENDED:
-                await self._finish(CloseCode.SESSION_ENDED, "the session ended", by="session")
+                await self._end(services.RelayRefused(CloseCode.SESSION_ENDED, "the session ended"))
             elif kind == ACCOUNT_SIGNED_OUT:
-                await self._finish(CloseCode.SIGNED_OUT, "signed out", by="account")
+                await self._end(services.RelayRefused(CloseCode.SIGNED_OUT, "signed out"))
             else:
                 continue
-            if self.upstream is not None:
-                await self.upstream.close()
             return
+
+    async def _end(self, refused: services.RelayRefused) -> None:
+        """The session ended or the account signed out while connected: close both sides."""
+        by = "account" if refused.code == CloseCode.SIGNED_OUT else "session"
+        await self._finish(refused.code, refused.reason, by=by)
+        if self.upstream is not None:
+            await self.upstream.close()
+
+    async def _check(self, *, seen: bool) -> None:
+        refused = await _db(services.relay_check)(target=self.target, seen=seen)
+        if refused is not None:
+            await self._end(refused)
 
     def _start_timer(self) -> None:
         self._idle_timeout = float(settings.WORKGATE_VNC_IDLE_TIMEOUT)
         self._interval = min(SEEN_INTERVAL, self._idle_timeout / 4)
         loop = asyncio.get_running_loop()
-        self._active_at = self._seen_at = loop.time()
+        self._active_at = self._checked_at = loop.time()
         self._counted = 0
         self._timer = loop.call_later(self._interval, self._tick)
 
@@ -300,12 +312,13 @@ class RelayConnection:
         counted = self.bytes_to_browser + self.bytes_to_desktop
         if counted != self._counted:
             self._counted, self._active_at = counted, now
-            if now - self._seen_at >= SEEN_INTERVAL:
-                self._seen_at = now
-                self._spawn(_db(services.relay_seen)(session_id=self.target.session_id))
         elif now - self._active_at >= self._idle_timeout:
             self._spawn(self._finish(CloseCode.IDLE, "idle timeout", by="idle"))
             return
+        if now - self._checked_at >= SEEN_INTERVAL:
+            seen = self._active_at > self._checked_at
+            self._checked_at = now
+            self._spawn(self._check(seen=seen))
         self._timer = loop.call_later(self._interval, self._tick)
 
     def _spawn(self, coroutine) -> None:

@@ -10,7 +10,7 @@ from config.queries import CompiledQuery
 from sessions_app.models import WorkspaceSession
 from sessions_app.selectors import owner_mfa_enabled
 from workspaces.models import Workspace
-from workspaces.selectors import usable_by
+from workspaces.selectors import queryable_id, usable_by
 
 # The agents API's names for session statuses.
 RUNTIME_STATUS = {
@@ -72,7 +72,9 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     closes or the session ends), checked in the same query, which also reads whether the
     caller turned two-step sign-in on (`owner_mfa_enabled`).
     """
-    if to_connect:
+    if not queryable_id(runtime_id):
+        runtimes = WorkspaceSession.objects.none()
+    elif to_connect:
         runtimes = _runtime_to_connect(user_id=user.pk, runtime_id=runtime_id)
     else:
         runtimes = _own_runtime(user, runtime_id, to_connect=False)

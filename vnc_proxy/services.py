@@ -67,7 +67,12 @@ def ticket_issue(
         raise Conflict("The workspace is not ready yet.", "not_ready")
     issued_at = tickets.now()
     token, claims = tickets.ticket_mint(
-        user_id=user.pk, workspace_id=runtime.runtime_id, issued_at=issued_at
+        user_id=user.pk,
+        # As the request's credentials were checked: a sign-out committing from here on is
+        # seen at the relay, whether or not its void finds this ticket's row.
+        sign_in_epoch=user.sign_in_epoch,
+        workspace_id=runtime.runtime_id,
+        issued_at=issued_at,
     )
     audit.record_created(
         Ticket(
@@ -197,6 +202,8 @@ def _refusal(*, spent: bool, row: Ticket | None, claims, workspace_id: str) -> R
         return RelayRefused(CloseCode.TICKET_INVALID, reason)
     if not row.user.is_active:
         return RelayRefused(CloseCode.FORBIDDEN, "account disabled")
+    if claims.sign_in_epoch != row.user.sign_in_epoch:
+        return RelayRefused(CloseCode.SIGNED_OUT, "signed out")
     session = row.session
     if workspace_id != session.runtime_id or workspace_id != claims.workspace_id:
         # The same answer as the API's 404 unless the door is the ticket holder's own.
@@ -264,9 +271,31 @@ def relay_failed(*, target: RelayTarget, origin: audit.Origin, reason: str) -> N
         )
 
 
-def relay_seen(*, session_id: uuid.UUID, at: datetime | None = None) -> None:
-    """Traffic went through: keep the session from being reaped as idle."""
+def relay_check(
+    *, target: RelayTarget, seen: bool, at: datetime | None = None
+) -> RelayRefused | None:
+    """Asked by an open relay every SEEN_INTERVAL: is its session still ready, and its account
+    still signed in as when the ticket was spent? A stop or a sign-out reaches the relay at once
+    through the channel layer; this holds when that message was lost (Redis restarted, the
+    relay's listener failed). With `seen` (traffic went through since the last check), the
+    session's last_seen_at moves on, so it is not reaped as idle."""
     at = at or tickets.now()
+    state = (
+        WorkspaceSession.objects.filter(pk=target.session_id)
+        .values_list("status", "user__is_active", "user__sign_in_epoch")
+        .first()
+    )
+    if state is None or state[0] != READY:
+        return RelayRefused(CloseCode.SESSION_ENDED, "the session ended")
+    if not state[1] or state[2] != target.user.sign_in_epoch:
+        return RelayRefused(CloseCode.SIGNED_OUT, "signed out")
+    if seen:
+        relay_seen(session_id=target.session_id, at=at)
+    return None
+
+
+def relay_seen(*, session_id: uuid.UUID, at: datetime) -> None:
+    """Traffic went through: keep the session from being reaped as idle."""
     WorkspaceSession.objects.filter(
         pk=session_id, status__in=WorkspaceSession.LIVE, last_seen_at__lt=at
     ).update(last_seen_at=at)

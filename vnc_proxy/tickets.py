@@ -1,7 +1,9 @@
 """Desktop tickets as JWTs: their own token type and audience, a 60-second life, one use.
 
-The JWT carries jti, user_id, workspaceId (the runtime id) and exp; the database row (see
-models.Ticket) is what makes it single-use. Neither an access token nor any token of another
+The JWT carries jti, user_id, workspaceId (the runtime id), exp and the account's sign-in epoch
+when it was minted (a ticket minted while the account signs out everywhere is refused at the
+relay, though the sign-out's void missed its row); the database row (see models.Ticket) is what
+makes it single-use. Neither an access token nor any token of another
 type, audience or key is accepted as a ticket, and a ticket is not accepted as an access token
 (its token_type differs).
 """
@@ -16,6 +18,8 @@ from django.utils import timezone
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import Token
+
+from accounts.tokens import EPOCH_CLAIM
 
 TICKET_TTL_SECONDS = 60
 TICKET_TYPE = "vnc_ticket"
@@ -56,16 +60,18 @@ class TicketClaims:
     user_id: int
     workspace_id: str
     expires_at: datetime
+    sign_in_epoch: int
 
 
 def ticket_mint(
-    *, user_id: int, workspace_id: str, issued_at: datetime
+    *, user_id: int, sign_in_epoch: int, workspace_id: str, issued_at: datetime
 ) -> tuple[str, TicketClaims]:
     token = TicketToken()
     token.set_iat(at_time=issued_at)
     token.set_exp(from_time=issued_at)
     token["aud"] = TICKET_AUDIENCE
     token[settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id")] = str(user_id)
+    token[EPOCH_CLAIM] = sign_in_epoch
     token[WORKSPACE_CLAIM] = workspace_id
     return str(token), _claims(token)
 
@@ -86,13 +92,17 @@ def ticket_decode(raw: str) -> TicketClaims:
 
 def _claims(token: Token) -> TicketClaims:
     workspace_id = token[WORKSPACE_CLAIM]
+    epoch = token[EPOCH_CLAIM]
     if not isinstance(workspace_id, str):
         raise TypeError("workspaceId")
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise TypeError("epoch")
     return TicketClaims(
         jti=str(token["jti"]),
         user_id=int(token[settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id")]),
         workspace_id=workspace_id,
         expires_at=datetime.fromtimestamp(int(token["exp"]), tz=UTC),
+        sign_in_epoch=epoch,
     )
 
 

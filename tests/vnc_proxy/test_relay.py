@@ -408,6 +408,48 @@ async def test_signing_out_everywhere_closes_the_accounts_open_viewers(
     assert session.status == "ready"
 
 
+@pytest.mark.parametrize(
+    "what, close",
+    [
+        ("ended", (4410, "the session ended", "session")),
+        ("signed out", (4411, "signed out", "account")),
+    ],
+)
+async def test_a_stop_or_sign_out_whose_message_was_lost_still_closes_the_relay(
+    desktop, ticket_for, user, monkeypatch, settings, what, close
+):
+    """The channel layer forgot the relay (Redis restarted, say) before the session was
+    stopped or the account signed out: the relay's own periodic check closes it."""
+    from channels.layers import get_channel_layer
+
+    from vnc_proxy import consumers
+
+    monkeypatch.setattr(consumers, "SEEN_INTERVAL", 0.1)
+    settings.WORKGATE_VNC_IDLE_TIMEOUT = 60
+    body = await db(ticket_for)(user, desktop.runtime_id)
+    communicator = relay_communicator(relay_path(body))
+    await communicator.connect(timeout=10)
+    connection = CommunicatorConnection(communicator)
+    await connection.recv()  # the desktop's greeting: the relay is open
+    layer = get_channel_layer()
+    await layer.flush()  # every group membership gone, as after a Redis restart
+    if what == "ended":
+        await db(WorkspaceSession.objects.filter(pk=desktop.pk).update)(status="terminated")
+    else:
+        await db(user_sign_out_everywhere)(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+
+    with pytest.raises(RelayClosed) as closed:
+        while True:
+            await connection.recv()
+
+    code, reason, by = close
+    assert (closed.value.code, closed.value.reason) == (code, reason)
+    await communicator.disconnect()
+    await communicator.wait()
+    details = (await db(audit_rows)("vnc_disconnect"))[-1].details
+    assert (details["close_code"], details["closed_by"]) == (code, by)
+
+
 async def test_an_idle_connection_is_closed(desktop, ticket_for, user, settings):
     settings.WORKGATE_VNC_IDLE_TIMEOUT = 0.4
     body = await db(ticket_for)(user, desktop.runtime_id)

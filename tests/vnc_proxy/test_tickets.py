@@ -237,6 +237,33 @@ class TestSignedOutAroundTheSpend:
         entry = AuditEntry.objects.filter(action="vnc_connect").latest("id")
         assert (entry.success, entry.details["refused"]) == (False, "signed out")
 
+    def test_a_ticket_minted_while_the_sign_out_commits_is_refused_at_the_relay(
+        self, api, user, make_runtime, monkeypatch
+    ):
+        """The request was authenticated under the old epoch and its ticket row written after
+        the sign-out's void ran: the ticket carries the epoch it was minted under."""
+        from vnc_proxy import services as vnc_services
+
+        runtime = make_runtime(user)
+        mint = tickets.ticket_mint
+
+        def sign_out_first(**claims):
+            user_sign_out_everywhere(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+            return mint(**claims)
+
+        monkeypatch.setattr(vnc_services.tickets, "ticket_mint", sign_out_first)
+        ticket = ticket_of(ask(api, runtime.runtime_id).json())
+        monkeypatch.setattr(vnc_services.tickets, "ticket_mint", mint)
+        assert Ticket.objects.get().expires_at > Ticket.objects.get().issued_at  # not voided
+
+        with pytest.raises(RelayRefused) as refused:
+            self.spend(ticket, runtime.runtime_id)
+
+        assert (refused.value.code, refused.value.reason) == (4411, "signed out")
+        assert Ticket.objects.get().used_at is not None  # spent all the same
+        entry = AuditEntry.objects.filter(action="vnc_connect").latest("id")
+        assert (entry.success, entry.details["refused"]) == (False, "signed out")
+
     def test_a_viewer_still_signed_in_is_let_in(self, api, user, make_runtime):
         runtime = make_runtime(user)
         target = self.spend(ticket_of(ask(api, runtime.runtime_id).json()), runtime.runtime_id)
@@ -372,3 +399,18 @@ def test_someone_elses_runtime_is_404_before_anything_is_said_about_codes(
 
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
     assert not AuditEntry.objects.filter(action="ticket_issued").exists()
+
+
+def test_a_door_no_runtime_can_have_spends_the_ticket_and_is_refused_4404(api, user, make_runtime):
+    """A NUL in the relay path (PostgreSQL refuses it in a query) is an unknown workspace like
+    any other: the ticket is spent, the refusal audited, nothing fails."""
+    runtime = make_runtime(user)
+    ticket = ticket_of(ask(api, runtime.runtime_id).json())
+
+    with pytest.raises(RelayRefused) as refused:
+        relay_admit(ticket=ticket, workspace_id="wg-\x00", origin=Origin(ip="127.0.0.1"))
+
+    assert (refused.value.code, refused.value.reason) == (4404, "unknown workspace")
+    assert Ticket.objects.get().used_at is not None
+    entry = AuditEntry.objects.get(action="vnc_connect")
+    assert (entry.success, entry.details["refused"]) == (False, "unknown workspace")
