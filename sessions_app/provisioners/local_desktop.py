@@ -418,7 +418,11 @@ def _stat(pid: int, mark: str | None = None, *, zombie: bool = False) -> _Proces
 
 
 def _processes() -> dict[int, _Process]:
-    """Every live (not zombie) process this server may see, with its desktop mark if any."""
+    """Every live (not zombie) process, with its desktop mark if this server may read it.
+
+    A process whose environment cannot be read (another user's, or one of ours that made itself
+    non-dumpable, as ssh-agent does) is still listed, without a mark: the parent links of every
+    process are what finds a desktop's descendants."""
     found = {}
     needle = f"{MARK}=".encode()
     for entry in os.scandir("/proc"):
@@ -428,8 +432,8 @@ def _processes() -> dict[int, _Process]:
         try:
             with open(f"/proc/{pid}/environ", "rb") as handle:
                 environ = handle.read()
-        except OSError:  # gone meanwhile, or another user's process
-            continue
+        except OSError:  # gone meanwhile (then _stat finds nothing), or not ours to read
+            environ = b""
         mark = None
         if needle in environ:
             for variable in environ.split(b"\0"):

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -181,6 +184,89 @@ def test_a_child_that_hid_is_stopped_after_its_program_exited(
     finally:
         for leftover in processes_running(straggler):
             os.kill(leftover, signal.SIGKILL)
+
+
+# The desktop program of the next test: it starts a helper that makes itself non-dumpable (as
+# ssh-agent does: its environment, with the desktop's mark, can then be read by root alone) and
+# takes a process group of its own, then exits.
+UNDUMPABLE_PROGRAM = """
+import ctypes, os, sys, time
+if os.fork() == 0:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE: 0
+    os.setpgid(0, 0)
+    with open(sys.argv[1] + ".new", "w") as note:
+        note.write(str(os.getpid()))
+    os.rename(sys.argv[1] + ".new", sys.argv[1])
+    time.sleep(600)
+    os._exit(0)
+"""
+
+# Runs as the gateway does in production, as a user without the right to read other
+# processes' secrets (root may read a non-dumpable process's environment; the `workgate` user
+# may not): start that program as a desktop's, then stop the desktop. Prints what it saw.
+UNDUMPABLE_RUNNER = """
+import json, os, sys, time
+from pathlib import Path
+
+import django
+
+django.setup()
+from sessions_app.provisioners import local_desktop
+
+directory = Path(sys.argv[1])
+note = directory / "helper.pid"
+env = local_desktop._desktop_env(directory, directory / "Xauthority")
+program = [sys.executable, "-c", sys.argv[2], str(note)]
+local_desktop._spawn(program, directory=directory, log="desktop.log", env=env, supervised=True)
+deadline = time.monotonic() + 20
+while not note.exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+helper = int(note.read_text())
+try:
+    open(f"/proc/{helper}/environ", "rb").close()
+    readable = True
+except PermissionError:
+    readable = False
+local_desktop._stop_desktop_in(directory)
+alive = local_desktop._stat(helper) is not None
+print(json.dumps({"helper": helper, "environ_readable": readable, "alive": alive}))
+"""
+NOBODY = 65534
+# The machine's own Python 3.11 (the venv's interpreter may live where `nobody` cannot reach):
+# the same minor version, so it imports the venv's packages.
+SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+
+
+def test_a_child_that_made_itself_undumpable_is_stopped_too(tmp_path):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    python = sys.executable
+    directory = tmp_path / "desktop"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if not SYSTEM_PYTHON.exists():
+            pytest.skip(f"needs {SYSTEM_PYTHON} to run as an unprivileged user")
+        python = str(SYSTEM_PYTHON)
+        site = next(path for path in sys.path if path.endswith("site-packages"))
+        env["PYTHONPATH"] = f"{ROOT}:{site}"
+        directory = Path(tempfile.mkdtemp(prefix="workgate-undumpable-"))
+        os.chown(directory, NOBODY, NOBODY)
+        as_user = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    os.chmod(directory, 0o700)
+    argv = [*as_user, python, "-c", UNDUMPABLE_RUNNER, str(directory), UNDUMPABLE_PROGRAM]
+    helper = None
+    try:
+        ran = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        seen = json.loads(ran.stdout.splitlines()[-1])
+        helper = seen["helper"]
+
+        assert seen["environ_readable"] is False  # the helper hid its mark, as the test meant
+        assert seen["alive"] is False
+        assert not directory.exists()
+    finally:
+        if helper is not None and local_desktop._stat(helper) is not None:
+            os.kill(helper, signal.SIGKILL)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.mark.django_db(transaction=True)
