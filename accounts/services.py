@@ -25,8 +25,11 @@ TOTP_ISSUER = "Workgate"
 TOTP_DRIFT_STEPS = 1  # accept the previous and the next 30-second code too (clock drift)
 # Wrong one-time codes per account per window, whatever addresses they come from: the per-IP
 # sign-in limit alone lets someone who has the password spread guesses over many addresses.
-OTP_FAILURES_ALLOWED = 5
-OTP_FAILURE_RATE = f"{OTP_FAILURES_ALLOWED}/5m"
+# One-time codes checked per account in a 5-minute window, right or wrong. Each is counted
+# before it is checked, so however many requests arrive at once (in any number of processes),
+# no more than this many codes are ever tried.
+OTP_CODES_ALLOWED = 5
+OTP_CODE_RATE = f"{OTP_CODES_ALLOWED}/5m"
 
 
 class AuthError(APIError):
@@ -80,19 +83,24 @@ def user_check_password(*, email: str, password: str, origin: audit.Origin) -> U
     return user
 
 
-def _otp_failures(user: User, *, count: bool) -> dict:
-    return get_usage(
+def _otp_attempt(user: User) -> int | None:
+    """Count one code about to be checked for `user`; the seconds to wait if it is over the
+    limit (OTP_CODES_ALLOWED), else None."""
+    usage = get_usage(
         None,
-        group="otp-failures",
+        group="otp-codes",
         key=lambda group, request: f"user:{user.pk}",
-        rate=OTP_FAILURE_RATE,
-        increment=count,
+        rate=OTP_CODE_RATE,
+        increment=True,
     )
+    if usage and usage["should_limit"]:
+        return max(1, int(usage["time_left"]) + 1)
+    return None
 
 
 def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None:
     """The second factor of an MFA account: AuthError (audited) when missing, wrong or replayed;
-    RateLimited (audited) after OTP_FAILURES_ALLOWED wrong codes in the window."""
+    RateLimited (audited) past OTP_CODES_ALLOWED codes in the window."""
     if not otp:
         with transaction.atomic():
             audit.record(
@@ -103,8 +111,8 @@ def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None
                 success=False,
             )
         raise AuthError("A one-time code from your authenticator app is required.", "mfa_required")
-    failures = _otp_failures(user, count=False)
-    if failures and failures["count"] >= failures["limit"]:
+    wait = _otp_attempt(user)
+    if wait is not None:
         with transaction.atomic():
             audit.record(
                 action="login_failed",
@@ -113,10 +121,9 @@ def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None
                 origin=origin,
                 success=False,
             )
-        raise RateLimited(wait=max(1, int(failures["time_left"]) + 1))
+        raise RateLimited(wait=wait)
     failure = _consume_otp(profile_of(user), otp)
     if failure is not None:
-        _otp_failures(user, count=True)
         with transaction.atomic():
             audit.record(
                 action="login_failed",
@@ -206,9 +213,9 @@ def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
             raise Conflict("MFA is already enabled for this account.", "mfa_already_enabled")
         if not profile.totp_secret:
             raise Conflict("Start with POST /api/auth/mfa/setup.", "mfa_not_started")
-        failures = _otp_failures(user, count=False)
-        if failures and failures["count"] >= failures["limit"]:
-            raise RateLimited(wait=max(1, int(failures["time_left"]) + 1))
+        wait = _otp_attempt(user)
+        if wait is not None:
+            raise RateLimited(wait=wait)
         failure = _consume_otp(profile, otp)
         if failure is None:
             profile.mfa_enabled = True
@@ -218,9 +225,8 @@ def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
                 action="mfa_enabled", actor=user, resource=f"user:{user.pk}", origin=origin
             )
             return
-    # A wrong first code changes nothing but is on the record and counted, like a wrong
-    # sign-in code (the same per-account limit).
-    _otp_failures(user, count=True)
+    # A wrong first code changes nothing but is on the record, and was counted like a sign-in
+    # code (the same per-account limit).
     with transaction.atomic():
         audit.record(
             action="mfa_enabled",

@@ -5,6 +5,7 @@ With REDIS_URL set the counters live in Redis, so every server process shares th
 
 from __future__ import annotations
 
+import ipaddress
 import math
 
 from django_ratelimit.core import get_usage
@@ -18,15 +19,31 @@ class RateLimited(Throttled):
     default_code = "rate_limited"
 
 
+def client_key(request) -> str:
+    """The client as a rate limit counts it: its IPv4 address, or its IPv6 address's /64. One
+    host usually holds a whole /64 and may send from any address in it, so counting addresses
+    would give it 2^64 budgets."""
+    ip = client_ip(request)
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network((address, 64), strict=False))
+    return ip
+
+
 def key_by_ip(group, request) -> str:
-    return client_ip(request)
+    return client_key(request)
 
 
 def key_by_user(group, request) -> str:
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"user:{user.pk}"
-    return f"ip:{client_ip(request)}"
+    return f"ip:{client_key(request)}"
 
 
 def enforce(request, *, group: str, rate: str, key=key_by_user) -> None:

@@ -155,6 +155,24 @@ def test_sign_in_is_rate_limited_per_client_ip_with_retry_after(anon, user, sett
     assert other_ip.status_code == 200
 
 
+def test_an_ipv6_client_is_counted_by_its_64_not_by_each_address(anon, user, settings):
+    """A host holds a whole /64 and may send from any address in it: rotating them does not
+    buy more guesses. Another /64 is another client."""
+    settings.WORKGATE_SIGNIN_RATE = "3/m"
+
+    def sign_in(ip: str, password: str):
+        body = {"email": "alice@example.com", "password": password}
+        return anon.post("/api/auth/signin", body, format="json", REMOTE_ADDR=ip)
+
+    statuses = [sign_in(f"2001:db8:0:1::{n + 1:x}", "wrong").status_code for n in range(3)]
+    rotated = sign_in("2001:db8:0:1:ffff:ffff:ffff:ffff", PASSWORD)
+    elsewhere = sign_in("2001:db8:0:2::1", PASSWORD)
+
+    assert statuses == [401, 401, 401]
+    assert_error_shape(rotated, 429, "rate_limited")
+    assert elsewhere.status_code == 200
+
+
 def test_forwarded_for_is_ignored_from_untrusted_peers(anon, user, settings):
     settings.WORKGATE_SIGNIN_RATE = "1/m"
     body = {"email": "alice@example.com", "password": "wrong"}
