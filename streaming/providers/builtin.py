@@ -45,6 +45,10 @@ _FILLER = {
     "sessions", "the", "this", "to", "up", "workspace", "you", "it", "down", "would", "i", "want",
 }  # fmt: skip
 _EVERYTHING = re.compile(r"\b(?:all|everything|every\s+\w+)\b", re.I)
+# How much of the question the intent is read from. A request to this assistant is a sentence;
+# the inputs may hold 50 x 32,000 characters, and reading (and echoing) all of them would let
+# one request hold the event loop for minutes and answer with a quadratically long stream.
+INTENT_TEXT_LIMIT = 500
 
 HELP = (
     "I can list the workspaces in the catalog, tell you what is running, search the catalog, "
@@ -137,7 +141,7 @@ class BuiltinSession(ModelSession):
     model = NAME
 
     def __init__(self, request: ModelRequest):
-        self.intent = parse_intent(" ".join(request.inputs))
+        self.intent = parse_intent(" ".join(request.inputs)[:INTENT_TEXT_LIMIT])
         self.timezone = request.timezone
         self._rounds = 0
         self._results: list[tuple[ToolRequest, ToolOutcome]] = []

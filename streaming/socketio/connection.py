@@ -80,6 +80,7 @@ class Connection:
         self.timing = timing
         self.store = get_store()
         self.layer = get_channel_layer()
+        self._ponged = False
 
     # --- Engine.IO ---------------------------------------------------------------------------
 
@@ -96,7 +97,9 @@ class Connection:
         )
 
     async def _on_pong(self, packet: EnginePacket) -> None:
-        await self.heartbeat()
+        if not self._ponged:  # one payload of a thousand pongs costs one heartbeat
+            self._ponged = True
+            await self.heartbeat()
 
     async def _on_ping(self, packet: EnginePacket) -> None:
         # Engine.IO v4 clients never ping; answering costs nothing and mirrors the reference.

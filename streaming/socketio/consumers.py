@@ -40,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 # WebSocket close codes. A server may only send 1000 or an application code (3000-4999), so the
 # others mirror HTTP statuses in the 4xxx range.
+# Packets one polling POST may carry. Official clients send what they queued while the last
+# POST was in flight (a few); each packet costs Redis work, so a body of half a million
+# one-byte pongs or events is refused (400) rather than served.
+MAX_PACKETS_PER_PAYLOAD = 100
+
 CLOSE_NORMAL = 1000
 CLOSE_BAD_PACKET = 4400
 CLOSE_PING_TIMEOUT = 4408
@@ -217,7 +222,7 @@ class PollingConsumer(AsyncHttpConsumer):
 
         connection = Connection(session, deliver=deliver, timing=timing)
         try:
-            for packet in protocol.parse_payload(body):
+            for packet in protocol.parse_payload(body, limit=MAX_PACKETS_PER_PAYLOAD):
                 await connection.receive(packet)
         except ProtocolError:
             await close_session(session.sid)
@@ -296,6 +301,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
 
     async def _packet(self, packet: EnginePacket) -> None:
         if packet.type is EnginePacketType.PONG:
+            if self.pong.is_set():
+                return  # only the first pong to a ping counts: a flood of them costs nothing
             self.pong.set()
             if not await self.connection.heartbeat():
                 await self._fail(CLOSE_PING_TIMEOUT)

@@ -119,13 +119,16 @@ def parse_engine_packet(text: str) -> EnginePacket:
     return EnginePacket(EnginePacketType(int(head)), text[1:])
 
 
-def parse_payload(body: bytes) -> list[EnginePacket]:
-    """A polling POST body: one or more packets separated by \\x1e."""
+def parse_payload(body: bytes, *, limit: int) -> list[EnginePacket]:
+    """A polling POST body: one to `limit` packets separated by \\x1e."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError("payload is not UTF-8") from exc
-    return [parse_engine_packet(part) for part in text.split(RECORD_SEPARATOR)]
+    parts = text.split(RECORD_SEPARATOR, limit)
+    if len(parts) > limit:
+        raise ProtocolError(f"more than {limit} packets in one payload")
+    return [parse_engine_packet(part) for part in parts]
 
 
 def encode_payload(packets: list[str]) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from streaming.socketio.consumers import MAX_PACKETS_PER_PAYLOAD
 from tests.socketio.support import WAIT, NodeClient, close_code_after, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -60,6 +61,22 @@ async def test_a_body_over_the_max_payload_is_refused_and_closes_the_session(ser
 
     assert refused.status_code == 413
     assert after.status_code == 400
+
+
+async def test_a_payload_of_more_packets_than_any_client_sends_is_refused(server, polling):
+    """Each packet costs the server work (a pong a Redis call, an event a channel-layer send):
+    half a million one-byte pongs in one body are refused, not served."""
+    await polling.open(server)
+    await polling.post(server, "40")
+    await polling.packets(server)
+
+    many = await polling.post(server, *["3"] * MAX_PACKETS_PER_PAYLOAD)
+    refused = await polling.post(server, *["3"] * 499_500)
+    after = await polling.get(server)
+
+    assert many.status_code == 200
+    assert (refused.status_code, refused.json()) == (400, {"code": 3, "message": "Bad request"})
+    assert after.json() == {"code": 1, "message": "Session ID unknown"}
 
 
 async def test_a_pending_poll_hears_close_when_a_bad_post_ends_the_session(server, polling):

@@ -68,7 +68,10 @@ def test_server_packets_encode_compactly():
         '"pingTimeout":20000,"maxPayload":1000000}'
     )
     assert protocol.encode_payload(["2", "40"]) == b"2\x1e40"
-    assert [p.encode() for p in protocol.parse_payload(b'3\x1e42["a"]')] == ["3", '42["a"]']
+    parsed = protocol.parse_payload(b'3\x1e42["a"]', limit=2)
+    assert [packet.encode() for packet in parsed] == ["3", '42["a"]']
+    with pytest.raises(ProtocolError, match="more than 2 packets"):
+        protocol.parse_payload(b"3\x1e3\x1e3", limit=2)
 
 
 @pytest.fixture

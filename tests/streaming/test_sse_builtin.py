@@ -11,6 +11,7 @@ from audit.services import Origin
 from sessions_app.models import WorkspaceSession
 from streaming import tools
 from streaming.models import History
+from streaming.providers.builtin import INTENT_TEXT_LIMIT
 from tests.support.database import orm
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -303,3 +304,23 @@ async def test_a_question_it_does_not_understand_gets_help_and_no_tool(ask, user
     assert_contract(streamed)
     assert streamed.of_type("tool_call") == []
     assert "open my Linux desktop" in streamed.events[-2]["completion"]
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "search " + "zz " * 10_664,  # its answer used to repeat the 32 KB query word by word
+        "list " * 6_400,  # its intent used to take seconds to read, holding the event loop
+    ],
+    ids=["echo", "backtracking"],
+)
+async def test_a_huge_question_gets_an_answer_of_ordinary_size(ask, user, question):
+    """The builtin assistant reads a question's first INTENT_TEXT_LIMIT characters: 32 KB of
+    input used to come back as 170 MB of stream (every `stream` event carries the answer so far)."""
+    streamed = await ask(user, {"inputs": [question]})
+
+    assert streamed.status == 200
+    assert streamed.events[-1] == {"type": "done"}
+    answer = streamed.of_type("complete")[0]["outputs"][0]
+    assert len(answer) < 2 * INTENT_TEXT_LIMIT
+    assert len(streamed.raw) < 200_000
