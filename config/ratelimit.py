@@ -20,10 +20,13 @@ class RateLimited(Throttled):
 
 
 def client_key(request) -> str:
-    """The client as a rate limit counts it: its IPv4 address, or its IPv6 address's /64. One
-    host usually holds a whole /64 and may send from any address in it, so counting addresses
-    would give it 2^64 budgets."""
-    ip = client_ip(request)
+    return address_key(client_ip(request))
+
+
+def address_key(ip: str) -> str:
+    """A client address as a rate limit counts it: an IPv4 address, or an IPv6 address's /64.
+    One host usually holds a whole /64 and may send from any address in it, so counting
+    addresses would give it 2^64 budgets."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from enum import Enum, auto
 from urllib.parse import parse_qs
 
@@ -23,6 +24,8 @@ from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
+from config.network import client_from_scope
+from config.ratelimit import address_key
 from config.websocket import origin_allowed
 from streaming.socketio import protocol
 from streaming.socketio.connection import Connection, close_session, new_session, release
@@ -44,6 +47,13 @@ logger = logging.getLogger(__name__)
 # POST was in flight (a few); each packet costs Redis work, so a body of half a million
 # one-byte pongs or events is refused (400) rather than served.
 MAX_PACKETS_PER_PAYLOAD = 100
+# Long-polls one client address (an IPv6 client by its /64) may have waiting in one process.
+# Each waiting GET holds one of the process's connections to the channel layer's Redis for up
+# to a ping interval; a session needs no sign-in, so without a share per client one host could
+# hold them all and leave no connection for anyone else's socket. Polling only bridges the
+# moments before the WebSocket upgrade, so a client's own need is a handful.
+MAX_WAITING_POLLS_PER_CLIENT = 50
+_waiting_polls: Counter[str] = Counter()  # this process's waiting GETs, by client
 
 CLOSE_NORMAL = 1000
 CLOSE_BAD_PACKET = 4400
@@ -67,6 +77,9 @@ class EngineError(Enum):
     FORBIDDEN = (403, 4, "Forbidden")
     UNSUPPORTED_PROTOCOL = (400, 5, "Unsupported protocol version")
     TOO_LARGE = (413, 3, "Payload too large")
+    # Not the reference server's: a client over its share of waiting polls (clients retry
+    # after an error, with their reconnection backoff).
+    TOO_MANY = (429, 3, "Too many requests")
 
 
 class Refused(Exception):
@@ -151,7 +164,16 @@ class PollingConsumer(AsyncHttpConsumer):
         if session.transport is not Transport.POLLING:
             raise Refused(EngineError.BAD_REQUEST)
         if method == "GET":
-            return 200, await self._poll(session, timing)
+            client = address_key(client_from_scope(self.scope).ip)
+            if _waiting_polls[client] >= MAX_WAITING_POLLS_PER_CLIENT:
+                raise Refused(EngineError.TOO_MANY)
+            _waiting_polls[client] += 1
+            try:
+                return 200, await self._poll(session, timing)
+            finally:
+                _waiting_polls[client] -= 1
+                if not _waiting_polls[client]:
+                    del _waiting_polls[client]
         if method == "POST":
             return 200, await self._post(session, body, timing)
         raise Refused(EngineError.BAD_REQUEST)

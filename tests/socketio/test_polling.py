@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from streaming.socketio.consumers import MAX_WAITING_POLLS_PER_CLIENT
 from streaming.socketio.sink import SocketStream
-from tests.socketio.support import WAIT, event_packet, parse_event
+from tests.socketio.support import WAIT, Polling, event_packet, parse_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -148,3 +149,32 @@ async def test_the_rest_of_the_site_is_still_served_by_django(server, http):
 
     assert response.status_code == 401
     assert response.json()["success"] is False
+
+
+async def test_one_client_keeps_only_its_share_of_polls_waiting(server, http):
+    """Each waiting GET holds a connection to Redis, and sessions need no sign-in: one address
+    may keep MAX_WAITING_POLLS_PER_CLIENT waiting in a process, then gets 429 until one ends."""
+    share = [Polling(http) for _ in range(MAX_WAITING_POLLS_PER_CLIENT)]
+    latecomer = Polling(http)
+    for client in [*share, latecomer]:
+        await client.open(server)
+    waiting = [asyncio.create_task(client.packets(server)) for client in share]
+    await asyncio.sleep(0.5)  # let the GETs reach the server and start waiting
+    try:
+        refused = await latecomer.get(server)
+        await share[0].post(server, "1")  # one session ends: its GET returns
+        ended = await asyncio.wait_for(waiting[0], WAIT)
+        admitted = asyncio.create_task(latecomer.packets(server))
+        await asyncio.sleep(0.3)
+        await latecomer.post(server, "1")
+        answered = await asyncio.wait_for(admitted, WAIT)
+    finally:
+        for client in share[1:]:
+            await client.post(server, "1")
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+    assert (refused.status_code, refused.json()) == (
+        429,
+        {"code": 3, "message": "Too many requests"},
+    )
+    assert ended == ["1"] and answered == ["1"]
