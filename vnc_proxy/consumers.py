@@ -294,7 +294,13 @@ class RelayConnection:
             await self.upstream.close()
 
     async def _check(self, *, seen: bool) -> None:
-        refused = await _db(services.relay_check)(target=self.target, seen=seen)
+        try:
+            refused = await _db(services.relay_check)(target=self.target, seen=seen)
+        except Exception:
+            # The database is unreachable: the viewer stays (a blip must not drop every desktop
+            # at once), and the next check asks again.
+            logger.warning("a relay could not check its session", exc_info=True)
+            return
         if refused is not None:
             await self._end(refused)
 

@@ -450,6 +450,38 @@ async def test_a_stop_or_sign_out_whose_message_was_lost_still_closes_the_relay(
     assert (details["close_code"], details["closed_by"]) == (code, by)
 
 
+async def test_a_check_the_database_cannot_answer_leaves_the_viewer_connected(
+    desktop, ticket_for, user, monkeypatch, settings
+):
+    """A database blip must not drop every open desktop at once: the next check asks again."""
+    from django.db import OperationalError
+
+    from vnc_proxy import consumers, services
+
+    monkeypatch.setattr(consumers, "SEEN_INTERVAL", 0.1)
+    settings.WORKGATE_VNC_IDLE_TIMEOUT = 60
+    asked = []
+
+    def unreachable(**kwargs):
+        asked.append(kwargs)
+        raise OperationalError("the database is restarting")
+
+    body = await db(ticket_for)(user, desktop.runtime_id)
+    communicator = relay_communicator(relay_path(body))
+    await communicator.connect(timeout=10)
+    rfb = RfbClient(CommunicatorConnection(communicator))
+    init = await rfb.handshake(body["vncPassword"])
+    monkeypatch.setattr(services, "relay_check", unreachable)
+    async with asyncio.timeout(10):
+        while len(asked) < 3:
+            await asyncio.sleep(0.05)
+
+    rectangles = await rfb.framebuffer_update(init.width, init.height)
+
+    assert rectangles >= 1  # still relaying after three failed checks
+    await communicator.disconnect()
+
+
 async def test_an_idle_connection_is_closed(desktop, ticket_for, user, settings):
     settings.WORKGATE_VNC_IDLE_TIMEOUT = 0.4
     body = await db(ticket_for)(user, desktop.runtime_id)
