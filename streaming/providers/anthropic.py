@@ -35,6 +35,7 @@ from streaming.providers.http import (
     load_json,
     loads,
     new_client,
+    provider_message,
     raise_for_status,
     sse_data,
 )
@@ -143,7 +144,9 @@ class AnthropicSession(ModelSession):
                     elif kind == "error":
                         error = event.get("error") or {}
                         raise ProviderError(
-                            f"The {NAME} provider failed: {error.get('message') or 'error'}",
+                            "The {} provider failed: {}".format(
+                                NAME, provider_message(error.get("message") or "error")
+                            ),
                             _ERROR_STATUS.get(error.get("type"), 502),
                         )
         except httpx.HTTPError as exc:

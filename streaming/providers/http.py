@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+from django.conf import settings
 
 from streaming.providers.base import ProviderError
 
@@ -66,17 +67,28 @@ def load_json(data: str, provider: str) -> dict:
     return value
 
 
+def provider_message(text) -> str:
+    """A provider's own words about a failure, as the user and the turn's History may see
+    them: at most 300 characters, and never one of the gateway's API keys (OpenAI masks a key
+    it quotes; any OpenAI-compatible server might not)."""
+    message = str(text or "")
+    for key in (settings.OPENAI_API_KEY, settings.ANTHROPIC_API_KEY):
+        if key:
+            message = message.replace(key, "[redacted]")
+    return message[:300]
+
+
 def _message_of(body: bytes) -> str:
     try:
         value = json.loads(body)
     except ValueError:
-        return body.decode("utf-8", "replace").strip()[:300]
+        return provider_message(body.decode("utf-8", "replace").strip())
     error = value.get("error") if isinstance(value, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "")[:300]
+        return provider_message(error.get("message") or error.get("type"))
     if isinstance(error, str):
-        return error[:300]
-    return str(value.get("message", "") if isinstance(value, dict) else "")[:300]
+        return provider_message(error)
+    return provider_message(value.get("message", "") if isinstance(value, dict) else "")
 
 
 async def raise_for_status(response: httpx.Response, provider: str) -> None:

@@ -33,6 +33,7 @@ from streaming.providers.http import (
     load_json,
     loads,
     new_client,
+    provider_message,
     raise_for_status,
     sse_data,
 )
@@ -101,7 +102,9 @@ class OpenAISession(ModelSession):
                     if chunk.get("error"):
                         error = chunk["error"]
                         message = error.get("message") if isinstance(error, dict) else error
-                        raise ProviderError(f"The {NAME} provider failed: {message}")
+                        raise ProviderError(
+                            f"The {NAME} provider failed: {provider_message(message)}"
+                        )
                     self.model = chunk.get("model") or self.model
                     usage = chunk.get("usage")
                     if isinstance(usage, dict):

@@ -202,6 +202,28 @@ async def test_provider_failures_end_with_an_error_event_and_an_error_history(
     assert history.error_message == message
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(status=401, body={"error": {"message": "Incorrect API key: sk-test-openai"}}),
+        Reply([openai_event({"error": {"message": "key sk-test-openai is over its quota"}})]),
+    ],
+    ids=["refusal", "error-chunk"],
+)
+async def test_a_provider_quoting_the_gateways_api_key_does_not_pass_it_on(
+    ask, user, assistant, openai_server, reply
+):
+    """OpenAI masks a key it quotes; an OpenAI-compatible server might not."""
+    openai_server.script(reply)
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert b"sk-test-openai" not in streamed.raw
+    assert "[redacted]" in streamed.events[-2]["error"]["message"]
+    history = await orm(History.objects.get)
+    assert "sk-test-openai" not in history.error_message
+
+
 async def test_a_provider_that_cannot_be_reached_is_an_error_event(ask, user, assistant, settings):
     from tests.support.processes import free_port
 
