@@ -23,11 +23,10 @@ from vnc_proxy.services import tickets_void
 
 TOTP_ISSUER = "Workgate"
 TOTP_DRIFT_STEPS = 1  # accept the previous and the next 30-second code too (clock drift)
-# Wrong one-time codes per account per window, whatever addresses they come from: the per-IP
-# sign-in limit alone lets someone who has the password spread guesses over many addresses.
-# One-time codes checked per account in a 5-minute window, right or wrong. Each is counted
-# before it is checked, so however many requests arrive at once (in any number of processes),
-# no more than this many codes are ever tried.
+# One-time codes checked per account in a 5-minute window, right or wrong, whatever addresses
+# they come from (the per-IP sign-in limit alone lets someone who has the password spread
+# guesses over many addresses). Each is counted before it is checked, so however many requests
+# arrive at once (in any number of processes), no more than this many codes are ever tried.
 OTP_CODES_ALLOWED = 5
 OTP_CODE_RATE = f"{OTP_CODES_ALLOWED}/5m"
 

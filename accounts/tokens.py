@@ -48,9 +48,15 @@ def issued_under_current_password(token: Token, user) -> bool:
     return token.get(api_settings.REVOKE_TOKEN_CLAIM) == get_md5_hash_password(user.password)
 
 
+def token_epoch(token) -> int:
+    """The sign-in epoch a token (or desktop ticket) was issued under; 0 when it carries none
+    (issued before the claim existed)."""
+    return token.get(EPOCH_CLAIM, 0)
+
+
 def issued_in_current_epoch(token: Token, user) -> bool:
     """Whether `token` was issued after the account's last sign-out everywhere."""
-    return token.get(EPOCH_CLAIM, 0) == user.sign_in_epoch
+    return token_epoch(token) == user.sign_in_epoch
 
 
 # Set by the sign-in page: whether the browser session's sign-in verified a one-time code.

@@ -168,7 +168,7 @@ def _otp_step(request, user: User, next_url: str, form: OtpForm | None = None):
             except AuthError as exc:
                 form.add_error("otp", str(exc.detail))
             except RateLimited as exc:
-                form.add_error("otp", f"Too many wrong codes; try again in {exc.wait:.0f} seconds.")
+                form.add_error("otp", f"Too many codes tried; try again in {exc.wait:.0f} seconds.")
             else:
                 return _finish(request, user, mfa=True, next_url=next_url)
     return render(
@@ -317,7 +317,7 @@ def mfa_page(request):
             except APIError as exc:
                 form.add_error("otp", str(exc.detail))
             except RateLimited as exc:
-                form.add_error("otp", f"Too many wrong codes; try again in {exc.wait:.0f} seconds.")
+                form.add_error("otp", f"Too many codes tried; try again in {exc.wait:.0f} seconds.")
             else:
                 # Password and code just proved both factors: a new session key, verified.
                 request.session.pop(ENROLMENT_KEY, None)

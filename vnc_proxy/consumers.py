@@ -13,7 +13,8 @@ thread (close_old_connections) for every message it dispatches, which would cost
 relaying itself. The hot path here is `_browser_to_desktop` and `_desktop_to_browser`: no ORM,
 no logging, no per-message allocation beyond the payloads, and waits only where flow control
 says to (see browser.py and upstreams.py). The database is touched when a connection is
-admitted, opened and closed, and at most every 30 seconds while traffic flows.
+admitted, opened and closed, and every 30 seconds while it is open (services.relay_check: still
+ready, still signed in; and last_seen_at while traffic flows).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from urllib.parse import parse_qsl
 
@@ -299,8 +301,10 @@ class RelayConnection:
         except Exception:
             # The database is unreachable: the viewer stays (a blip must not drop every desktop
             # at once), and the next check asks again.
-            logger.warning("a relay could not check its session", exc_info=True)
+            _warn_check_failed()
             return
+        finally:
+            self._checking = False
         if refused is not None:
             await self._end(refused)
 
@@ -309,6 +313,7 @@ class RelayConnection:
         self._interval = min(SEEN_INTERVAL, self._idle_timeout / 4)
         loop = asyncio.get_running_loop()
         self._active_at = self._checked_at = loop.time()
+        self._checking = False
         self._counted = 0
         self._timer = loop.call_later(self._interval, self._tick)
 
@@ -321,9 +326,10 @@ class RelayConnection:
         elif now - self._active_at >= self._idle_timeout:
             self._spawn(self._finish(CloseCode.IDLE, "idle timeout", by="idle"))
             return
-        if now - self._checked_at >= SEEN_INTERVAL:
+        if now - self._checked_at >= SEEN_INTERVAL and not self._checking:
+            # One check at a time: while the database is slow, checks wait, not pile up.
             seen = self._active_at > self._checked_at
-            self._checked_at = now
+            self._checked_at, self._checking = now, True
             self._spawn(self._check(seen=seen))
         self._timer = loop.call_later(self._interval, self._tick)
 
@@ -331,6 +337,19 @@ class RelayConnection:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+_check_warned_at = -math.inf
+
+
+def _warn_check_failed() -> None:
+    """Log a failed check (the database unreachable) once per SEEN_INTERVAL per process, not
+    once per open relay."""
+    global _check_warned_at
+    now = time.monotonic()
+    if now - _check_warned_at >= SEEN_INTERVAL:
+        _check_warned_at = now
+        logger.warning("open relays could not check their sessions", exc_info=True)
 
 
 relay = VncRelay()

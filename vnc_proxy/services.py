@@ -13,7 +13,6 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import F, Q
 
-from accounts.models import User
 from audit import services as audit
 from config.exceptions import Conflict, Forbidden, NotFound
 from sessions_app.models import WorkspaceSession
@@ -230,17 +229,14 @@ def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str 
     at = tickets.now()
     user = target.user
     with transaction.atomic():
-        ready = WorkspaceSession.objects.filter(pk=target.session_id, status=READY).update(
-            last_seen_at=at
-        )
-        signed_in = User.objects.filter(
-            pk=user.pk, is_active=True, sign_in_epoch=user.sign_in_epoch
-        ).exists()
+        ready, signed_in = _relay_state(target)
         refusal = None
         if not ready:
             refusal = RelayRefused(CloseCode.NOT_READY, "workspace not ready")
         elif not signed_in:
             refusal = RelayRefused(CloseCode.SIGNED_OUT, "signed out")
+        else:
+            relay_seen(session_id=target.session_id, at=at)
         audit.record(
             action="vnc_connect",
             actor=user,
@@ -256,6 +252,20 @@ def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str 
         )
     if refusal is not None:
         raise refusal
+
+
+def _relay_state(target: RelayTarget) -> tuple[bool, bool]:
+    """Whether the relay's session is still ready, and its account still active and signed in
+    as when the ticket was spent (the same sign-in epoch): one query."""
+    state = (
+        WorkspaceSession.objects.filter(pk=target.session_id)
+        .values_list("status", "user__is_active", "user__sign_in_epoch")
+        .first()
+    )
+    if state is None:
+        return False, False
+    status, active, epoch = state
+    return status == READY, active and epoch == target.user.sign_in_epoch
 
 
 def relay_failed(*, target: RelayTarget, origin: audit.Origin, reason: str) -> None:
@@ -279,18 +289,13 @@ def relay_check(
     through the channel layer; this holds when that message was lost (Redis restarted, the
     relay's listener failed). With `seen` (traffic went through since the last check), the
     session's last_seen_at moves on, so it is not reaped as idle."""
-    at = at or tickets.now()
-    state = (
-        WorkspaceSession.objects.filter(pk=target.session_id)
-        .values_list("status", "user__is_active", "user__sign_in_epoch")
-        .first()
-    )
-    if state is None or state[0] != READY:
+    ready, signed_in = _relay_state(target)
+    if not ready:
         return RelayRefused(CloseCode.SESSION_ENDED, "the session ended")
-    if not state[1] or state[2] != target.user.sign_in_epoch:
+    if not signed_in:
         return RelayRefused(CloseCode.SIGNED_OUT, "signed out")
     if seen:
-        relay_seen(session_id=target.session_id, at=at)
+        relay_seen(session_id=target.session_id, at=at or tickets.now())
     return None
 
 

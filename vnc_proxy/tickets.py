@@ -19,7 +19,7 @@ from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import Token
 
-from accounts.tokens import EPOCH_CLAIM
+from accounts.tokens import EPOCH_CLAIM, token_epoch
 
 TICKET_TTL_SECONDS = 60
 TICKET_TYPE = "vnc_ticket"
@@ -92,7 +92,7 @@ def ticket_decode(raw: str) -> TicketClaims:
 
 def _claims(token: Token) -> TicketClaims:
     workspace_id = token[WORKSPACE_CLAIM]
-    epoch = token[EPOCH_CLAIM]
+    epoch = token_epoch(token)
     if not isinstance(workspace_id, str):
         raise TypeError("workspaceId")
     if not isinstance(epoch, int) or isinstance(epoch, bool):

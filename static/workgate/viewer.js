@@ -99,9 +99,15 @@ async function connect() {
   try {
     ticket = await api("/api/agents/workspace/ticket", { method: "POST", body: { workspaceId: runtimeId } });
   } catch (error) {
-    if (error.status === 401 || error.status === 403) {
+    if (error.status === 401) {
       wanted = false;
       setState("failed", "Your sign-in has expired. Reload the page to sign in again.");
+      return;
+    }
+    if (error.status === 403) {
+      wanted = false;
+      const hint = error.code === "mfa_required" ? " Sign out and sign in again with your one-time code." : "";
+      setState("failed", `${error.message}${hint}`);
       return;
     }
     if (error.status === 404) return ended("This session has ended.");

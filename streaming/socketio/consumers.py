@@ -47,18 +47,44 @@ logger = logging.getLogger(__name__)
 # POST was in flight (a few); each packet costs Redis work, so a body of half a million
 # one-byte pongs or events is refused (400) rather than served.
 MAX_PACKETS_PER_PAYLOAD = 100
-# Long-polls one client address (an IPv6 client by its /64) may have waiting in one process.
-# Each waiting GET holds one of the process's connections to the channel layer's Redis for up
-# to a ping interval; a session needs no sign-in, so without a share per client one host could
-# hold them all and leave no connection for anyone else's socket. Polling only bridges the
-# moments before the WebSocket upgrade, so a client's own need is a handful.
-MAX_WAITING_POLLS_PER_CLIENT = 50
-_waiting_polls: Counter[str] = Counter()  # this process's waiting GETs, by client
+# Sessions with no account yet that one client address (an IPv6 client by its /64) may have
+# reading the channel layer in one process: a waiting long-poll GET, or an open WebSocket.
+# Each holds one of the process's connections to Redis, and a session needs no sign-in, so
+# without a share per client one host could hold them all and leave no connection for anyone
+# else's socket. A session that has signed in no longer counts: accounts, not addresses, bound
+# those (many people may share one office address).
+MAX_ANONYMOUS_PER_CLIENT = 50
+
+
+class AnonymousShare:
+    """One anonymous session's place in its client's share (MAX_ANONYMOUS_PER_CLIENT)."""
+
+    _held: Counter[str] = Counter()  # this process's places taken, by client
+
+    def __init__(self, scope: dict):
+        self.client = address_key(client_from_scope(scope).ip)
+        self.taken = False
+
+    def take(self) -> bool:
+        if self._held[self.client] >= MAX_ANONYMOUS_PER_CLIENT:
+            return False
+        self._held[self.client] += 1
+        self.taken = True
+        return True
+
+    def release(self) -> None:
+        if self.taken:
+            self.taken = False
+            self._held[self.client] -= 1
+            if not self._held[self.client]:
+                del self._held[self.client]
+
 
 CLOSE_NORMAL = 1000
 CLOSE_BAD_PACKET = 4400
 CLOSE_PING_TIMEOUT = 4408
 CLOSE_TOO_LARGE = 4413
+CLOSE_TOO_MANY = 4429  # the client's share of anonymous sessions is taken (AnonymousShare)
 CLOSE_UNAVAILABLE = 4503
 
 
@@ -164,16 +190,15 @@ class PollingConsumer(AsyncHttpConsumer):
         if session.transport is not Transport.POLLING:
             raise Refused(EngineError.BAD_REQUEST)
         if method == "GET":
-            client = address_key(client_from_scope(self.scope).ip)
-            if _waiting_polls[client] >= MAX_WAITING_POLLS_PER_CLIENT:
+            if session.user_id:
+                return 200, await self._poll(session, timing)
+            share = AnonymousShare(self.scope)
+            if not share.take():
                 raise Refused(EngineError.TOO_MANY)
-            _waiting_polls[client] += 1
             try:
                 return 200, await self._poll(session, timing)
             finally:
-                _waiting_polls[client] -= 1
-                if not _waiting_polls[client]:
-                    del _waiting_polls[client]
+                share.release()
         if method == "POST":
             return 200, await self._post(session, body, timing)
         raise Refused(EngineError.BAD_REQUEST)
@@ -272,6 +297,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         self.tasks: list[asyncio.Task] = []
         self.pong = asyncio.Event()
         self.timing = Timing.from_settings()
+        self.share: AnonymousShare | None = None  # while the session has no account
 
     async def connect(self):
         query = _query(self.scope)
@@ -288,6 +314,10 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
             self.sid = sid
             self.state = State.PROBING
             await self.accept()
+            return
+        self.share = AnonymousShare(self.scope)
+        if not self.share.take():
+            await self.close()  # refuses the handshake (HTTP 403); clients back off and retry
             return
         session = new_session(transport=Transport.WEBSOCKET, timing=self.timing)
         await store.create(session)
@@ -316,6 +346,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
                 await self._fail(CLOSE_TOO_LARGE)
             elif self.state is State.OPEN:
                 await self._packet(protocol.parse_engine_packet(text_data))
+                if self.share is not None and self.connection.session.user_id:
+                    self.share.release()  # signed in: no longer counted by address
             else:
                 await self._upgrade(protocol.parse_engine_packet(text_data))
         except ProtocolError:
@@ -357,6 +389,11 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         if session is None:
             await self._fail(CLOSE_NORMAL)
             return
+        if not session.user_id:
+            self.share = AnonymousShare(self.scope)
+            if not self.share.take():
+                await self._fail(CLOSE_TOO_MANY)
+                return
         self._open(session)
 
     async def _read(self) -> None:
@@ -415,6 +452,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         """Forget the session once; a WebSocket that never completed an upgrade owns nothing."""
         owned = self.state is State.OPEN
         self.state = State.CLOSED
+        if self.share is not None:
+            self.share.release()
         tasks, self.tasks = self.tasks, []
         for task in tasks:
             task.cancel()

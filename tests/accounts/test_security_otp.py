@@ -95,7 +95,7 @@ def test_the_sign_in_page_says_to_wait_instead_of_failing(client, user, secret):
     response = client.post("/login", {"otp": pyotp.TOTP(secret).now()})
 
     assert response.status_code == 200
-    assert "too many wrong codes" in response.content.decode().lower()
+    assert "too many codes tried" in response.content.decode().lower()
     assert "_auth_user_id" not in client.session
 
 

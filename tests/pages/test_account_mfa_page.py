@@ -141,6 +141,6 @@ def test_wrong_first_codes_are_limited_like_sign_in_codes(browser_for, user):
 
     limited = client.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
 
-    assert b"Too many wrong codes" in limited.content
+    assert b"Too many codes tried" in limited.content
     assert Profile.objects.get(user=user).mfa_enabled is False
     assert AuditEntry.objects.filter(action="mfa_enabled", success=False).count() == 5

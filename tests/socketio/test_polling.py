@@ -6,10 +6,19 @@ import asyncio
 import json
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
-from streaming.socketio.consumers import MAX_WAITING_POLLS_PER_CLIENT
+from streaming.socketio.consumers import MAX_ANONYMOUS_PER_CLIENT
 from streaming.socketio.sink import SocketStream
-from tests.socketio.support import WAIT, Polling, event_packet, parse_event
+from tests.socketio.support import (
+    WAIT,
+    Polling,
+    event_packet,
+    parse_event,
+    receive,
+    websocket_url,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -151,30 +160,38 @@ async def test_the_rest_of_the_site_is_still_served_by_django(server, http):
     assert response.json()["success"] is False
 
 
-async def test_one_client_keeps_only_its_share_of_polls_waiting(server, http):
-    """Each waiting GET holds a connection to Redis, and sessions need no sign-in: one address
-    may keep MAX_WAITING_POLLS_PER_CLIENT waiting in a process, then gets 429 until one ends."""
-    share = [Polling(http) for _ in range(MAX_WAITING_POLLS_PER_CLIENT)]
-    latecomer = Polling(http)
-    for client in [*share, latecomer]:
+async def test_one_client_keeps_only_its_share_of_anonymous_sessions_reading(server, http, token):
+    """A waiting GET or an open WebSocket holds a connection to Redis, and a session needs no
+    sign-in: one address may keep MAX_ANONYMOUS_PER_CLIENT such sessions in a process, then
+    gets 429 (a WebSocket: a refused handshake) until one ends. A signed-in session is not
+    counted by its address."""
+    share = [Polling(http) for _ in range(MAX_ANONYMOUS_PER_CLIENT)]
+    latecomer, signed_in = Polling(http), Polling(http)
+    for client in [*share, latecomer, signed_in]:
         await client.open(server)
+    await signed_in.post(server, "40" + json.dumps({"token": token}))
+    assert (await signed_in.packets(server))[0].startswith("40")
     waiting = [asyncio.create_task(client.packets(server)) for client in share]
     await asyncio.sleep(0.5)  # let the GETs reach the server and start waiting
     try:
         refused = await latecomer.get(server)
-        await share[0].post(server, "1")  # one session ends: its GET returns
-        ended = await asyncio.wait_for(waiting[0], WAIT)
-        admitted = asyncio.create_task(latecomer.packets(server))
+        with pytest.raises(InvalidStatus) as handshake:
+            async with connect(websocket_url(server, transport="websocket")):
+                pass
+        member = asyncio.create_task(signed_in.packets(server))
         await asyncio.sleep(0.3)
-        await latecomer.post(server, "1")
-        answered = await asyncio.wait_for(admitted, WAIT)
+        await signed_in.post(server, "1")
+        member_answered = await asyncio.wait_for(member, WAIT)
+        await share[0].post(server, "1")  # one anonymous session ends: its place is free
+        ended = await asyncio.wait_for(waiting[0], WAIT)
+        async with connect(websocket_url(server, transport="websocket")) as websocket:
+            opened = await receive(websocket)
     finally:
         for client in share[1:]:
             await client.post(server, "1")
         await asyncio.gather(*waiting, return_exceptions=True)
 
-    assert (refused.status_code, refused.json()) == (
-        429,
-        {"code": 3, "message": "Too many requests"},
-    )
-    assert ended == ["1"] and answered == ["1"]
+    assert _error(refused) == (429, {"code": 3, "message": "Too many requests"})
+    assert handshake.value.response.status_code == 403
+    assert member_answered == ["1"]
+    assert ended == ["1"] and opened.startswith("0{")

@@ -451,9 +451,10 @@ async def test_a_stop_or_sign_out_whose_message_was_lost_still_closes_the_relay(
 
 
 async def test_a_check_the_database_cannot_answer_leaves_the_viewer_connected(
-    desktop, ticket_for, user, monkeypatch, settings
+    desktop, ticket_for, user, monkeypatch, settings, caplog
 ):
-    """A database blip must not drop every open desktop at once: the next check asks again."""
+    """A database blip must not drop every open desktop at once: the failure is logged, and the
+    next check asks again."""
     from django.db import OperationalError
 
     from vnc_proxy import consumers, services
@@ -479,6 +480,9 @@ async def test_a_check_the_database_cannot_answer_leaves_the_viewer_connected(
     rectangles = await rfb.framebuffer_update(init.width, init.height)
 
     assert rectangles >= 1  # still relaying after three failed checks
+    warnings = [r for r in caplog.records if r.name == "vnc_proxy.consumers"]
+    assert warnings and warnings[0].getMessage() == "open relays could not check their sessions"
+    assert "the database is restarting" in warnings[0].exc_text
     await communicator.disconnect()
 
 

@@ -414,3 +414,36 @@ def test_a_door_no_runtime_can_have_spends_the_ticket_and_is_refused_4404(api, u
     assert Ticket.objects.get().used_at is not None
     entry = AuditEntry.objects.get(action="vnc_connect")
     assert (entry.success, entry.details["refused"]) == (False, "unknown workspace")
+
+
+@pytest.mark.parametrize("epoch, refused", [(0, None), (1, (4411, "signed out"))])
+def test_a_ticket_from_before_tickets_carried_the_epoch_counts_as_epoch_zero(
+    user, make_runtime, epoch, refused
+):
+    """During a rolling upgrade a viewer may bring a ticket minted by a process of the previous
+    release: it is good for an account never signed out everywhere, as its access token is."""
+    runtime = make_runtime(user)
+    type(user).objects.filter(pk=user.pk).update(sign_in_epoch=epoch)
+    at = tickets.now()
+    old = tickets.TicketToken()
+    old.set_iat(at_time=at)
+    old.set_exp(from_time=at)
+    old["aud"] = TICKET_AUDIENCE
+    old["user_id"] = str(user.pk)
+    old["workspaceId"] = runtime.runtime_id
+    expires = at + timedelta(seconds=60)
+    Ticket.objects.create(
+        jti=old["jti"], session=runtime, user=user, issued_at=at, expires_at=expires
+    )
+
+    def spend():
+        return relay_admit(
+            ticket=str(old), workspace_id=runtime.runtime_id, origin=Origin(ip="127.0.0.1")
+        )
+
+    if refused is None:
+        assert spend().runtime_id == runtime.runtime_id
+    else:
+        with pytest.raises(RelayRefused) as refusal:
+            spend()
+        assert (refusal.value.code, refusal.value.reason) == refused
