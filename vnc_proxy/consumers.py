@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 # Seconds between an open relay's checks of its session and account (services.relay_check),
 # which also move last_seen_at on while traffic flows.
 SEEN_INTERVAL = 30.0
+STUCK_CHECKS = 4  # intervals after which a check still running no longer holds the next one
 DESKTOP_CLOSED = "the desktop closed the connection"
 
 
@@ -326,8 +327,10 @@ class RelayConnection:
         elif now - self._active_at >= self._idle_timeout:
             self._spawn(self._finish(CloseCode.IDLE, "idle timeout", by="idle"))
             return
-        if now - self._checked_at >= SEEN_INTERVAL and not self._checking:
-            # One check at a time: while the database is slow, checks wait, not pile up.
+        # One check at a time: while the database is slow, checks wait, not pile up; one stuck
+        # (a half-open database connection) is given up on after a few intervals.
+        due = SEEN_INTERVAL * (STUCK_CHECKS if self._checking else 1)
+        if now - self._checked_at >= due:
             seen = self._active_at > self._checked_at
             self._checked_at, self._checking = now, True
             self._spawn(self._check(seen=seen))

@@ -106,7 +106,9 @@ async function connect() {
     }
     if (error.status === 403) {
       wanted = false;
-      const hint = error.code === "mfa_required" ? " Sign out and sign in again with your one-time code." : "";
+      const hint = error.code === "mfa_required"
+        ? " Sign out and sign in again with your one-time code."
+        : " Reload the page and try again.";
       setState("failed", `${error.message}${hint}`);
       return;
     }

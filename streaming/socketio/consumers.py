@@ -319,13 +319,19 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         if not self.share.take():
             await self.close()  # refuses the handshake (HTTP 403); clients back off and retry
             return
-        session = new_session(transport=Transport.WEBSOCKET, timing=self.timing)
-        await store.create(session)
-        self.sid = session.sid
-        await self.accept()
-        opening = protocol.open_packet(session.sid, upgrades=[], timing=self.timing)
-        await self.send(text_data=opening)
-        self._open(session)
+        try:
+            session = new_session(transport=Transport.WEBSOCKET, timing=self.timing)
+            await store.create(session)
+            self.sid = session.sid
+            await self.accept()
+            opening = protocol.open_packet(session.sid, upgrades=[], timing=self.timing)
+            await self.send(text_data=opening)
+            self._open(session)
+        except BaseException:
+            # Redis failed or the handshake was cancelled: Daphne then never says disconnect,
+            # so the place is given back here or never.
+            self.share.release()
+            raise
 
     def _open(self, session: EngineSession) -> None:
         self.connection = Connection(session, deliver=self._deliver, timing=self.timing)
@@ -346,8 +352,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
                 await self._fail(CLOSE_TOO_LARGE)
             elif self.state is State.OPEN:
                 await self._packet(protocol.parse_engine_packet(text_data))
-                if self.share is not None and self.connection.session.user_id:
-                    self.share.release()  # signed in: no longer counted by address
+                await self._recount()
             else:
                 await self._upgrade(protocol.parse_engine_packet(text_data))
         except ProtocolError:
@@ -385,16 +390,31 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
         if packet.type is not EnginePacketType.UPGRADE:
             raise ProtocolError("expected an upgrade")
         # The client has stopped polling: from here on this consumer reads the session's channel.
-        session = await get_store().upgrade(self.sid)
+        # Its place is taken before the upgrade, so a refusal leaves the session polling.
+        self.share = AnonymousShare(self.scope)
+        current = await get_store().get(self.sid)
+        if current is not None and not current.user_id and not self.share.take():
+            await self._fail(CLOSE_TOO_MANY)
+            return
+        try:
+            session = await get_store().upgrade(self.sid)
+        except BaseException:
+            self.share.release()  # as in connect: no disconnect follows a failed handler
+            raise
         if session is None:
             await self._fail(CLOSE_NORMAL)
             return
-        if not session.user_id:
-            self.share = AnonymousShare(self.scope)
-            if not self.share.take():
-                await self._fail(CLOSE_TOO_MANY)
-                return
         self._open(session)
+        await self._recount()
+
+    async def _recount(self) -> None:
+        """Hold a place in the client's share while the session has no account (it signed in
+        later, or was let go of by `41` or a sign-out everywhere), and give it back once it has
+        one. Without a place to take, the socket closes (4429)."""
+        if self.connection.session.user_id:
+            self.share.release()
+        elif not self.share.taken and not self.share.take():
+            await self._fail(CLOSE_TOO_MANY)
 
     async def _read(self) -> None:
         """Forward the session's channel to the client, in order, for as long as it is open."""
@@ -422,6 +442,11 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
                     # Not knowing whether the socket was let go of, close it (fail closed).
                     logger.exception("cannot sign Socket.IO session %s out", self.sid)
                     await self._stop(CLOSE_UNAVAILABLE)
+                    return
+                if not self.connection.session.user_id and not (
+                    self.share.taken or self.share.take()
+                ):
+                    await self._stop(CLOSE_TOO_MANY)  # anonymous again, and no place for it
                     return
             # NOOP: meant for a GET the upgrade released already
 

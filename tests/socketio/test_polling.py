@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streaming.socketio.consumers import MAX_ANONYMOUS_PER_CLIENT
 from streaming.socketio.sink import SocketStream
@@ -195,3 +196,27 @@ async def test_one_client_keeps_only_its_share_of_anonymous_sessions_reading(ser
     assert handshake.value.response.status_code == 403
     assert member_answered == ["1"]
     assert ended == ["1"] and opened.startswith("0{")
+
+
+async def test_a_socket_that_lets_go_of_its_account_takes_a_place_again(server, token):
+    """A signed-in socket is not counted by its address; once it disconnects its account
+    (`41`) and stays open, reading the channel anonymously, it needs a place like any other."""
+    async with contextlib.AsyncExitStack() as stack:
+        member = await stack.enter_async_context(
+            connect(websocket_url(server, transport="websocket"))
+        )
+        assert (await receive(member)).startswith("0{")
+        await member.send("40" + json.dumps({"token": token}))
+        assert (await receive(member)).startswith("40")
+        for _ in range(MAX_ANONYMOUS_PER_CLIENT):
+            anonymous = await stack.enter_async_context(
+                connect(websocket_url(server, transport="websocket"))
+            )
+            assert (await receive(anonymous)).startswith("0{")
+
+        await member.send("41")
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await receive(member)
+
+    assert member.close_code == 4429
