@@ -51,8 +51,8 @@ MAX_PACKETS_PER_PAYLOAD = 100
 # reading the channel layer in one process: a waiting long-poll GET, or an open WebSocket.
 # Each holds one of the process's connections to Redis, and a session needs no sign-in, so
 # without a share per client one host could hold them all and leave no connection for anyone
-# else's socket. A session that has signed in no longer counts: accounts, not addresses, bound
-# those (many people may share one office address).
+# else's socket. A session that has signed in no longer counts (many people may share one
+# office address): it needs a valid token, and ends with its account's sign-in.
 MAX_ANONYMOUS_PER_CLIENT = 50
 
 
