@@ -88,7 +88,15 @@ def access_workspace(user, workspace_id: str, *, manage: bool = False) -> Worksp
 
 
 def workspace_get(workspace_id: str) -> Workspace:
-    return workspace_named(Workspace.objects.all(), workspace_id)
+    try:
+        return workspace_named(Workspace.objects.all(), workspace_id)
+    except NotFound:
+        if Workspace.objects.exists():
+            raise
+        # A new install whose catalog nobody has listed yet: fill it as the listing would, so
+        # a client that launches a default by its id first finds it.
+        workspace_list()
+        return workspace_named(Workspace.objects.all(), workspace_id)
 
 
 def workspace_named(workspaces: QuerySet[Workspace], workspace_id: str) -> Workspace:

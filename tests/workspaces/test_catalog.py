@@ -123,6 +123,16 @@ def test_one_workspace_by_id(api):
     assert response.json()["name"] == "Linux Desktop"
 
 
+def test_a_default_asked_for_by_id_on_a_new_install_is_found(api):
+    """Nobody has listed the catalog yet: a client launching the Linux desktop by its id (as
+    api.md's examples do) finds it, and the catalog holds the five defaults."""
+    response = api.get("/api/workspaces/ws-linux-desktop")
+
+    assert response.status_code == 200
+    assert response.json()["name"] == "Linux Desktop"
+    assert Workspace.objects.count() == 5
+
+
 def test_an_unknown_workspace_is_404(api):
     response = api.get("/api/workspaces/ws-deadbeef")
 
