@@ -15,10 +15,17 @@ from workspaces.models import Workspace, WorkspaceGroup
 
 def workspace_list() -> QuerySet[Workspace]:
     """The whole catalog, oldest first; an empty catalog is first filled with the five defaults."""
-    if not Workspace.objects.exists():
-        with transaction.atomic():
-            insert_default_workspaces()
+    _fill_if_empty()
     return Workspace.objects.order_by("created_at", "id")
+
+
+def _fill_if_empty() -> bool:
+    """Fill an empty catalog (a new install's) with the five defaults; whether it was empty."""
+    if Workspace.objects.exists():
+        return False
+    with transaction.atomic():
+        insert_default_workspaces()
+    return True
 
 
 def usable_by(user, *, workspace_column: tuple[str, str]) -> RawSQL:
@@ -91,11 +98,10 @@ def workspace_get(workspace_id: str) -> Workspace:
     try:
         return workspace_named(Workspace.objects.all(), workspace_id)
     except NotFound:
-        if Workspace.objects.exists():
-            raise
         # A new install whose catalog nobody has listed yet: fill it as the listing would, so
         # a client that launches a default by its id first finds it.
-        workspace_list()
+        if not _fill_if_empty():
+            raise
         return workspace_named(Workspace.objects.all(), workspace_id)
 
 

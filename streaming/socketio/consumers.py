@@ -43,6 +43,13 @@ logger = logging.getLogger(__name__)
 
 # WebSocket close codes. A server may only send 1000 or an application code (3000-4999), so the
 # others mirror HTTP statuses in the 4xxx range.
+CLOSE_NORMAL = 1000
+CLOSE_BAD_PACKET = 4400
+CLOSE_PING_TIMEOUT = 4408
+CLOSE_TOO_LARGE = 4413
+CLOSE_TOO_MANY = 4429  # the client's share of anonymous sessions is taken (AnonymousShare)
+CLOSE_UNAVAILABLE = 4503
+
 # Packets one polling POST may carry. Official clients send what they queued while the last
 # POST was in flight (a few); each packet costs Redis work, so a body of half a million
 # one-byte pongs or events is refused (400) rather than served.
@@ -78,14 +85,6 @@ class AnonymousShare:
             self._held[self.client] -= 1
             if not self._held[self.client]:
                 del self._held[self.client]
-
-
-CLOSE_NORMAL = 1000
-CLOSE_BAD_PACKET = 4400
-CLOSE_PING_TIMEOUT = 4408
-CLOSE_TOO_LARGE = 4413
-CLOSE_TOO_MANY = 4429  # the client's share of anonymous sessions is taken (AnonymousShare)
-CLOSE_UNAVAILABLE = 4503
 
 
 def _query(scope) -> dict[str, str]:
@@ -352,7 +351,8 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
                 await self._fail(CLOSE_TOO_LARGE)
             elif self.state is State.OPEN:
                 await self._packet(protocol.parse_engine_packet(text_data))
-                await self._recount()
+                if not self._placed():
+                    await self._fail(CLOSE_TOO_MANY)
             else:
                 await self._upgrade(protocol.parse_engine_packet(text_data))
         except ProtocolError:
@@ -405,16 +405,17 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
             await self._fail(CLOSE_NORMAL)
             return
         self._open(session)
-        await self._recount()
+        if not self._placed():
+            await self._fail(CLOSE_TOO_MANY)
 
-    async def _recount(self) -> None:
+    def _placed(self) -> bool:
         """Hold a place in the client's share while the session has no account (it signed in
         later, or was let go of by `41` or a sign-out everywhere), and give it back once it has
-        one. Without a place to take, the socket closes (4429)."""
+        one. False when it needs a place and none is free: the caller closes the socket (4429)."""
         if self.connection.session.user_id:
             self.share.release()
-        elif not self.share.taken and not self.share.take():
-            await self._fail(CLOSE_TOO_MANY)
+            return True
+        return self.share.taken or self.share.take()
 
     async def _read(self) -> None:
         """Forward the session's channel to the client, in order, for as long as it is open."""
@@ -443,9 +444,7 @@ class WebsocketConsumer(AsyncWebsocketConsumer):
                     logger.exception("cannot sign Socket.IO session %s out", self.sid)
                     await self._stop(CLOSE_UNAVAILABLE)
                     return
-                if not self.connection.session.user_id and not (
-                    self.share.taken or self.share.take()
-                ):
+                if not self._placed():
                     await self._stop(CLOSE_TOO_MANY)  # anonymous again, and no place for it
                     return
             # NOOP: meant for a GET the upgrade released already
