@@ -32,7 +32,7 @@ from streaming.models import Assistant, History
 from tests.conftest import PASSWORD
 from tests.streaming.fakes import FakeProvider, Reply, openai_chunk
 from tests.support import processes
-from tests.support.database import orm
+from tests.support.database import orm, orm_until
 from tests.support.nginx import NGINX, WAIT, Gateway, documented, running_gateway
 from tests.vnc_proxy.conftest import GEOMETRY
 from tests.vnc_proxy.rfb import RfbClient
@@ -90,14 +90,6 @@ async def sign_in(gateway: Gateway, user) -> str:
         )
     assert response.status_code == 200, response.text
     return response.json()["token"]
-
-
-async def stored(query):
-    """What `query` finds once the server, in another process, has written it."""
-    async with asyncio.timeout(WAIT):
-        while (found := await orm(query)) is None:
-            await asyncio.sleep(0.05)
-    return found
 
 
 def newest(action: str, **filters) -> AuditEntry:
@@ -205,7 +197,7 @@ async def test_sse_events_pass_through_as_they_happen(gateway, provider, user):
     assert seen[0]["type"] == "connected" and seen[-1]["prompt"] == "Partial answer"
     # Closing the stream at nginx reached Daphne: the turn stopped and let go of the model.
     assert await asyncio.to_thread(provider.client_left.wait, WAIT)
-    history = await stored(lambda: History.objects.filter(user=user).first())
+    history = await orm_until(lambda: History.objects.filter(user=user).first(), timeout=WAIT)
     assert history.status == History.Status.CANCELLED
     assert history.completion == "Partial answer"
 

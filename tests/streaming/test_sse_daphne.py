@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from streaming.models import History
 from tests.streaming.conftest import auth_headers, parse_sse
 from tests.streaming.fakes import Reply, openai_chunk
 from tests.support import processes
-from tests.support.database import orm
+from tests.support.database import orm, orm_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -32,17 +31,6 @@ def daphne(django_db_setup, _openai_server, tmp_path_factory):
     provider = {"OPENAI_BASE_URL": _openai_server.base_url + "/v1", "OPENAI_API_KEY": "sk-test"}
     with processes.daphne(log, **provider) as port:
         yield f"http://127.0.0.1:{port}"
-
-
-async def wait_for(predicate, timeout: float = 10.0):
-    """Poll `predicate` in the database threads until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await orm(predicate)
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def test_daphne_streams_each_event_as_it_happens(daphne, user):
@@ -91,7 +79,7 @@ async def test_a_client_that_disconnects_cancels_the_turn_and_the_provider_reque
             ):
                 break  # leaving the block closes the connection mid-stream
 
-    history = await wait_for(lambda: History.objects.filter(user=user).first())
+    history = await orm_until(lambda: History.objects.filter(user=user).first())
     assert history.status == History.Status.CANCELLED
     assert history.completion == "Partial answer"
     assert history.outputs == ["Partial answer"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from django.db import connection
@@ -31,6 +32,18 @@ def wait_until_other_connections_are_idle(timeout: float = 15.0) -> None:
             if cursor.fetchone()[0] == 0:
                 return
         time.sleep(0.05)
+
+
+async def orm_until(predicate, *, timeout: float = 10.0):
+    """Poll `predicate` in the database threads until it returns something truthy (what a
+    server in another process writes once it gets there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await orm(predicate)
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
 
 
 async def orm(function, *args, **kwargs):
