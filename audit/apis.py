@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from accounts.serializers import ErrorOutput
 from audit import serializers as s
 from audit.selectors import audit_entry_list
+from config.inputs import query_input
 from config.pagination import PAGE_PARAMETERS, paginated
 from config.schema import ADMIN, RUNTIME
 
@@ -95,9 +96,7 @@ class AuditLogListApi(APIView):
         summary="The audit log, newest first (administrators: everything; others: their own)",
     )
     def get(self, request):
-        filters = s.AuditFilterInput(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        options = dict(filters.validated_data)
+        options = dict(query_input(s.AuditFilterInput, request))
         export = options.pop("format") == "csv"
         entries = audit_entry_list(user=request.user, actor=options.pop("user", None), **options)
         if export:

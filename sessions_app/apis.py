@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
 from audit.services import Origin
+from config.inputs import query_input
 from config.pagination import PAGE_PARAMETERS, paginated
 from config.schema import ADMIN, RUNTIME
 from sessions_app import selectors, services
@@ -90,13 +91,12 @@ class SessionListApi(APIView):
         summary="Your sessions (administrators: everyone's), newest first",
     )
     def get(self, request):
-        filters = s.SessionFilterInput(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = query_input(s.SessionFilterInput, request)
         sessions = selectors.session_list(
             user=request.user,
-            status=filters.validated_data.get("status"),
-            workspace=filters.validated_data.get("workspace"),
-            user_id=filters.validated_data.get("user"),
+            status=filters.get("status"),
+            workspace=filters.get("workspace"),
+            user_id=filters.get("user"),
         )
         return paginated(request, sessions, s.SessionOutput, view=self)
 

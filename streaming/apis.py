@@ -16,6 +16,7 @@ from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
 from audit.services import Origin
 from config.exceptions import APIError
+from config.inputs import query_input
 from config.permissions import IsAdmin
 from config.ratelimit import enforce, key_by_user
 from config.schema import ADMIN, RUNTIME
@@ -195,9 +196,7 @@ class UserHistoryListApi(APIView):
         summary="The caller's own assistant turns, newest first",
     )
     def get(self, request):
-        query = s.HistoryQueryInput(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        histories = history_list(user=request.user, **query.validated_data)
+        histories = history_list(user=request.user, **query_input(s.HistoryQueryInput, request))
         return Response({"success": True, "data": s.HistoryOutput(histories, many=True).data})
 
 
@@ -227,9 +226,7 @@ class AdminHistoryListApi(APIView):
         summary="Everyone's assistant turns with their latency (administrators)",
     )
     def get(self, request):
-        query = s.AdminHistoryQueryInput(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        histories = history_list_all(**query.validated_data)
+        histories = history_list_all(**query_input(s.AdminHistoryQueryInput, request))
         return Response({"success": True, "data": s.AdminHistoryOutput(histories, many=True).data})
 
 

@@ -5,6 +5,7 @@ from functools import cache
 
 from rest_framework import serializers
 
+from config.inputs import StrictText, StrictUUID
 from streaming.models import History
 
 
@@ -13,25 +14,16 @@ def _iana_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-class StrictText(serializers.CharField):
-    """A JSON string, and only a string (CharField would turn 42 into "42")."""
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
 class CourseInput(serializers.Serializer):
     course_id = serializers.CharField(max_length=128)
     course_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
 class RequestArgsInput(serializers.Serializer):
-    institutionPublicId = serializers.UUIDField(
+    institutionPublicId = StrictUUID(
         required=False, allow_null=True, help_text="The institution (digital twin) to ask in."
     )
-    assistantId = serializers.UUIDField(
+    assistantId = StrictUUID(
         required=False,
         allow_null=True,
         help_text="The assistant to use (the conversation remembers it). Absent: the "

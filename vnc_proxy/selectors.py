@@ -86,7 +86,9 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
 
 def runtime_get(runtime_id: str) -> WorkspaceSession:
     """Any desktop runtime, for the super gate's routes."""
-    runtime = desktop_runtimes().filter(runtime_id=runtime_id).first()
+    runtime = None
+    if queryable_id(runtime_id):
+        runtime = desktop_runtimes().filter(runtime_id=runtime_id).first()
     if runtime is None:
         raise NotFound("Workspace runtime not found", "not_found")
     return runtime

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.models import Group
 from rest_framework import serializers
 
+from config.inputs import NamedRows
 from workspaces.models import Workspace
 from workspaces.services import EDITABLE_FIELD_ORDER
 
@@ -28,8 +29,7 @@ class WorkspaceInput(serializers.ModelSerializer):
     The model's validators run here, so a bad size or target is a 400 naming the field.
     """
 
-    groups = serializers.SlugRelatedField(
-        many=True,
+    groups = NamedRows(
         slug_field="name",
         queryset=Group.objects.all(),
         required=False,

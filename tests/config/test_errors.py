@@ -11,20 +11,9 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.tokens import new_access_token
 from tests.conftest import PASSWORD
+from tests.support.errors import assert_error_shape
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_error_shape(response, status, code=None):
-    assert response.status_code == status
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["success"] is False
-    assert isinstance(body["detail"], str) and body["detail"]
-    assert isinstance(body["code"], str) and body["code"]
-    if code:
-        assert body["code"] == code
-    return body
 
 
 def test_no_token_is_401(anon):
