@@ -16,6 +16,7 @@ from accounts.models import Profile, User
 from accounts.tokens import issue_tokens
 from accounts.views import MFA_VERIFIED_KEY
 from streaming.database import close_connections
+from tests.support.contract import response_violations
 from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.secret_scan import assert_no_stored_secret
 
@@ -57,14 +58,17 @@ def _servers_settle_before_the_flush(request):
 
 
 @pytest.fixture(autouse=True)
-def _no_stored_secret_in_any_json_response(monkeypatch):
+def _every_response_checked(monkeypatch):
     """Every JSON response any test receives is scanned for the secrets stored in the database
-    (see tests/support/secret_scan.py); Django's and DRF's test clients both pass through here."""
+    (tests/support/secret_scan.py), and every API response is held to the OpenAPI document
+    (tests/support/contract.py); Django's and DRF's test clients both pass through here."""
     original = Client.request
 
     def request(self, **kwargs):
         response = original(self, **kwargs)
         assert_no_stored_secret(response)
+        violations = response_violations(response)
+        assert not violations, "\n".join(violations)
         return response
 
     monkeypatch.setattr(Client, "request", request)
