@@ -72,6 +72,7 @@ class RefreshApi(APIView):
         summary="Exchange a refresh token for a new access token",
     )
     def post(self, request):
+        enforce(request, group="refresh", rate=settings.WORKGATE_REFRESH_RATE, key=key_by_ip)
         data = s.RefreshInput(data=request.data)
         data.is_valid(raise_exception=True)
         try:

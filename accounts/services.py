@@ -39,7 +39,7 @@ class AuthError(APIError):
 def _matching_step(secret: str, otp: str, *, now: float | None = None) -> int | None:
     """The TOTP time step whose code equals `otp`, looking one step either side."""
     otp = (otp or "").strip()
-    if not secret or not otp.isdigit() or len(otp) != 6:
+    if not secret or not (otp.isascii() and otp.isdigit()) or len(otp) != 6:
         return None
     totp = pyotp.TOTP(secret)
     now = time.time() if now is None else now

@@ -7,6 +7,9 @@ from the pages exactly as it does with an MFA token.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 from urllib.parse import urlencode
 
@@ -64,7 +67,7 @@ class PasswordForm(forms.Form):
 
 class OtpForm(forms.Form):
     otp = forms.RegexField(
-        regex=r"^\s*\d{6}\s*$",
+        regex=r"^\s*[0-9]{6}\s*$",  # \d would take any script's digits
         label="One-time code",
         error_messages={"invalid": "Enter the 6 digits shown by your authenticator app."},
         widget=forms.TextInput(
@@ -232,13 +235,14 @@ def _qr_svg(uri: str) -> str:
     )
 
 
-def _enrolment(request, form: OtpForm) -> dict:
+def _enrolment(request, form: OtpForm, proof: str) -> dict:
     """What the page shows while a secret is waiting for its first code."""
     user = request.user
     secret = profile_of(user).totp_secret
     uri = totp_uri(user, secret)
     return {
         "form": form,
+        "enrolment_proof": proof,
         "secret_groups": [secret[index : index + 4] for index in range(0, len(secret), 4)],
         "otpauth_uri": uri,
         "qr_svg": mark_safe(_qr_svg(uri)),  # noqa: S308 - segno's own markup, no user input
@@ -254,16 +258,37 @@ class ConfirmPasswordForm(forms.Form):
 
 
 # Set by the page's password-checked "Set up", for this session only: what may show the
-# pending secret and confirm it.
+# pending secret and confirm it. The session keeps a digest of a proof that only the answer to
+# the password went out with (a hidden field of its form), so the session cookie alone, stolen
+# in those minutes, neither shows the secret again nor confirms it.
 ENROLMENT_KEY = "workgate_mfa_enrolment"
 ENROLMENT_TTL = 600  # seconds to scan the code and type the first one
+ENROLMENT_PROOF_FIELD = "enrolment"
+
+
+def _digest(proof: str) -> str:
+    return hashlib.sha256(proof.encode()).hexdigest()
+
+
+def _start_enrolment(request) -> str:
+    proof = secrets.token_urlsafe(32)
+    request.session[ENROLMENT_KEY] = {
+        "user_id": request.user.pk,
+        "expires_at": time.time() + ENROLMENT_TTL,
+        "proof": _digest(proof),
+    }
+    return proof
 
 
 def _enrolling(request) -> bool:
+    """Whether this POST continues the enrolment this session started, with its proof."""
     started = request.session.get(ENROLMENT_KEY)
     if not started or started.get("user_id") != request.user.pk:
         return False
-    return started.get("expires_at", 0) >= time.time()
+    proof = request.POST.get(ENROLMENT_PROOF_FIELD, "")
+    return started.get("expires_at", 0) >= time.time() and hmac.compare_digest(
+        _digest(proof), started.get("proof", "")
+    )
 
 
 @login_required
@@ -300,11 +325,7 @@ def mfa_page(request):
                 messages.error(request, str(exc.detail))
                 return redirect("account-mfa")
             else:
-                request.session[ENROLMENT_KEY] = {
-                    "user_id": request.user.pk,
-                    "expires_at": time.time() + ENROLMENT_TTL,
-                }
-                context.update(_enrolment(request, OtpForm()))
+                context.update(_enrolment(request, OtpForm(), _start_enrolment(request)))
     elif action == "verify" and _enrolling(request) and not profile.mfa_enabled:
         form = OtpForm(request.POST)
         if form.is_valid():
@@ -325,5 +346,5 @@ def mfa_page(request):
                 request.session[MFA_VERIFIED_KEY] = True
                 messages.success(request, "Two-step sign-in is on.")
                 return redirect("account-mfa")
-        context.update(_enrolment(request, form))
+        context.update(_enrolment(request, form, request.POST[ENROLMENT_PROOF_FIELD]))
     return render(request, "accounts/mfa.html", context)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -56,10 +56,12 @@ def _cell(value) -> str:
     return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
 
-def csv_rows(entries) -> Iterator[str]:
+async def csv_rows(entries) -> AsyncIterator[str]:
+    """The export, row by row as the database yields them. Asynchronous, because under ASGI
+    Django serves a synchronous iterator by reading it whole into memory first."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)
-    for entry in entries.iterator(chunk_size=1000):
+    async for entry in entries.aiterator(chunk_size=1000):
         yield writer.writerow(
             [
                 entry.id,

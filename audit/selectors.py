@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from audit.chain import GENESIS, entry_hash
 from audit.models import AuditEntry
 from config.permissions import admin_may
+from config.queries import queryable
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ def audit_entry_list(
     anyone else the entries they are the actor of. `actor` is a user id or an email address;
     `resource` names one thing exactly (`workspace:ws-…`, `session:<uuid>`, `user:<id>`)."""
     entries = AuditEntry.objects.order_by("-id")
+    if not queryable(action, actor, resource):
+        return entries.none()
     if not admin_may(user, "audit.view_auditentry"):
         entries = entries.filter(actor_id=user.pk)
     if action:

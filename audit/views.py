@@ -21,10 +21,14 @@ SUCCESS_CHOICES = {"": None, "true": True, "false": False}
 
 
 def _day(value: str) -> date | None:
+    """A day from the filter form; None when blank or not a day. The first and the last day a
+    date can name are not days either: the edges of a day in the server's time zone must stay
+    within what a datetime holds."""
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         return None
+    return day if date.min < day < date.max else None
 
 
 @login_required

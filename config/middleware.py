@@ -20,6 +20,8 @@ from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.middleware import clickjacking, common, csrf, security
+from django.utils.cache import add_never_cache_headers
+from django.utils.deprecation import MiddlewareMixin
 from whitenoise import middleware as whitenoise
 
 
@@ -91,6 +93,18 @@ class MessageMiddleware(OnTheLoop, messages.MessageMiddleware):
 
 class XFrameOptionsMiddleware(OnTheLoop, clickjacking.XFrameOptionsMiddleware):
     pass
+
+
+class NeverStoredMiddleware(OnTheLoop, MiddlewareMixin):
+    """Nothing Workgate renders is kept by a browser or a proxy: a page of someone's sessions or
+    of the audit log (shown again by Back after signing out on a shared machine), a token, a
+    ticket, an authenticator secret. A response that says nothing of caching gets Django's
+    never-cache headers. Static files are answered before this, by WhiteNoise, with their own."""
+
+    def process_response(self, request, response):
+        if not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
+        return response
 
 
 class WhiteNoiseMiddleware(whitenoise.WhiteNoiseMiddleware):

@@ -46,3 +46,10 @@ class CompiledQuery:
         for index, name in slots.items():
             params[index] = values[name]
         return model.objects.raw(sql, params)
+
+
+def queryable(*values) -> bool:
+    """Whether these values (ids, filters) may be asked of the database: PostgreSQL refuses a NUL
+    in text, and no stored id or name holds one, so a value with a NUL matches nothing and is
+    answered as such without asking."""
+    return not any(value is not None and "\x00" in str(value) for value in values)

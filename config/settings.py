@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "config.network.TrustedProxyMiddleware",
     "config.middleware.SecurityMiddleware",
     "config.middleware.WhiteNoiseMiddleware",
+    "config.middleware.NeverStoredMiddleware",
     "config.middleware.SessionMiddleware",
     "config.middleware.CommonMiddleware",
     "config.middleware.CsrfViewMiddleware",
@@ -205,6 +206,7 @@ WORKGATE_REQUIRE_MFA = env_bool("WORKGATE_REQUIRE_MFA", False)
 WORKGATE_ACCESS_TOKEN_TTL = env_int("WORKGATE_ACCESS_TOKEN_TTL", 86400, minimum=60)
 WORKGATE_REFRESH_TOKEN_TTL = env_int("WORKGATE_REFRESH_TOKEN_TTL", 7 * 86400, minimum=60)
 WORKGATE_SIGNIN_RATE = env_rate("WORKGATE_SIGNIN_RATE", "20/m")
+WORKGATE_REFRESH_RATE = env_rate("WORKGATE_REFRESH_RATE", "60/m")
 WORKGATE_TICKET_RATE = env_rate("WORKGATE_TICKET_RATE", "10/m")
 WORKGATE_QANDA_RATE = env_rate("WORKGATE_QANDA_RATE", "30/m")
 

@@ -12,6 +12,7 @@ from audit.models import AuditEntry
 from config.exceptions import Forbidden, NotFound
 from config.network import in_networks
 from config.permissions import admin_may
+from config.queries import queryable
 from sessions_app.models import WorkspaceSession
 
 LIVE_FILTER = "live"  # a `status` filter value meaning starting or ready
@@ -58,6 +59,8 @@ def session_list(
     `status` is one of the session statuses or "live" (starting or ready).
     """
     sessions = WorkspaceSession.objects.select_related("user").order_by("-started_at", "-id")
+    if not queryable(status, workspace):
+        return sessions.none()
     if not sees_all_sessions(user):
         sessions = sessions.filter(user_id=user.pk)
     if status == LIVE_FILTER:

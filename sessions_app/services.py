@@ -24,11 +24,12 @@ from django.utils import timezone
 
 from audit import services as audit
 from config.exceptions import APIError, Conflict, Forbidden, NotFound
+from config.queries import queryable
 from sessions_app.models import SESSION_ENDED, WorkspaceSession
 from sessions_app.provisioners import ProvisionerUnavailable, provisioner_named
 from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
 from workspaces.models import Workspace
-from workspaces.selectors import access_workspace, queryable_id
+from workspaces.selectors import access_workspace
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def workspace_stop(*, user, workspace_id: str, origin: audit.Origin) -> Workspac
     even of a workspace no longer shared with them. Without one, a workspace they may not see
     gets the 404 of an unknown id."""
     session = None
-    if queryable_id(workspace_id):
+    if queryable(workspace_id):
         session = live_sessions_of(user).filter(workspace_id=str(workspace_id)).first()
     if session is None:
         access_workspace(user, workspace_id)

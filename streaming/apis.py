@@ -171,7 +171,9 @@ class QandaApi(AsyncApiView):
             cancel = sink.cancelled if sink is not None else None
             outcome = await qanda_run(turn, sink=sink, cancel=cancel)
         if outcome.error is not None:
-            raise APIError(outcome.error.status, outcome.error.message, "assistant_error")
+            failure = APIError(outcome.error.status, outcome.error.message, "assistant_error")
+            failure.wait = outcome.error.retry_after  # DRF's handler sends it as Retry-After
+            raise failure
         return Response(
             {
                 "success": True,

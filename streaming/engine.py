@@ -300,7 +300,7 @@ async def run_turn(turn: TurnRequest) -> AsyncIterator[ev.Event]:
                 yield event
     except ProviderError as exc:
         history_id = await _save(record, History.Status.ERROR, exc.message)
-        yield ev.Error(exc.message, exc.status, history_id)
+        yield ev.Error(exc.message, exc.status, history_id, exc.retry_after)
     except (asyncio.CancelledError, GeneratorExit):
         await _save_cancelled(record)
         raise

@@ -98,6 +98,7 @@ class Error:
     message: str
     status: int
     history_id: int | None = None
+    retry_after: int | None = None  # seconds, with a 429
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,11 @@ from django.db.models import Q, QuerySet
 
 from accounts.models import User
 from config.exceptions import NotFound
-from config.queries import CompiledQuery
+from config.queries import CompiledQuery, queryable
 from sessions_app.models import WorkspaceSession
 from sessions_app.selectors import owner_mfa_enabled
 from workspaces.models import Workspace
-from workspaces.selectors import queryable_id, usable_by
+from workspaces.selectors import usable_by
 
 # The agents API's names for session statuses.
 RUNTIME_STATUS = {
@@ -72,7 +72,7 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     closes or the session ends), checked in the same query, which also reads whether the
     caller turned two-step sign-in on (`owner_mfa_enabled`).
     """
-    if not queryable_id(runtime_id):
+    if not queryable(runtime_id):
         runtimes = WorkspaceSession.objects.none()
     elif to_connect:
         runtimes = _runtime_to_connect(user_id=user.pk, runtime_id=runtime_id)
@@ -87,7 +87,7 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
 def runtime_get(runtime_id: str) -> WorkspaceSession:
     """Any desktop runtime, for the super gate's routes."""
     runtime = None
-    if queryable_id(runtime_id):
+    if queryable(runtime_id):
         runtime = desktop_runtimes().filter(runtime_id=runtime_id).first()
     if runtime is None:
         raise NotFound("Workspace runtime not found", "not_found")

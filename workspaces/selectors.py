@@ -9,6 +9,7 @@ from django.db.models.expressions import RawSQL
 
 from config.exceptions import NotFound
 from config.permissions import admin_may
+from config.queries import queryable
 from workspaces.defaults import insert_default_workspaces
 from workspaces.models import Workspace, WorkspaceGroup
 
@@ -108,17 +109,11 @@ def workspace_get(workspace_id: str) -> Workspace:
 def workspace_named(workspaces: QuerySet[Workspace], workspace_id: str) -> Workspace:
     """The workspace `workspace_id` among `workspaces`, or the 404 of an unknown id."""
     workspace = None
-    if queryable_id(workspace_id):
+    if queryable(workspace_id):
         workspace = workspaces.filter(pk=str(workspace_id)).first()
     if workspace is None:
         raise NotFound("Workspace not found", "not_found")
     return workspace
-
-
-def queryable_id(workspace_id) -> bool:
-    """Whether the id may be asked of the database: PostgreSQL refuses a NUL in a query, and no
-    id holds one, so such an id is answered as unknown without asking."""
-    return "\x00" not in str(workspace_id)
 
 
 # A catalog search of more words than this matches nothing anyway; the cap keeps a pasted essay

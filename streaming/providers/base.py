@@ -76,12 +76,14 @@ class ToolOutcome:
 
 
 class ProviderError(Exception):
-    """The model could not answer; `status` is what the client is told (429, 502, ...)."""
+    """The model could not answer; `status` is what the client is told (429, 502, ...), and
+    with a 429 `retry_after` how many seconds to wait."""
 
-    def __init__(self, message: str, status: int = 502):
+    def __init__(self, message: str, status: int = 502, retry_after: int | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after = retry_after
 
 
 class ModelSession:

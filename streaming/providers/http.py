@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
+import math
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import httpx
 from django.conf import settings
@@ -12,6 +15,9 @@ from streaming.providers.base import ProviderError
 
 # A model may think for a long while between two chunks; connecting should be quick.
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
+# A provider's 429 is passed on with its Retry-After, kept within these bounds (seconds).
+RETRY_AFTER_UNKNOWN = 30
+RETRY_AFTER_MAX = 3600
 
 
 def new_client() -> httpx.AsyncClient:
@@ -91,17 +97,34 @@ def _message_of(body: bytes) -> str:
     return provider_message(value.get("message", "") if isinstance(value, dict) else "")
 
 
+def retry_after_seconds(value: str | None) -> int:
+    """A Retry-After header (seconds, or an HTTP date) as whole seconds from now; when the
+    provider gives none or an unreadable one, RETRY_AFTER_UNKNOWN."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return max(1, min(int(value), RETRY_AFTER_MAX))
+    try:
+        at = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return RETRY_AFTER_UNKNOWN
+    if at.tzinfo is None:
+        return RETRY_AFTER_UNKNOWN
+    seconds = math.ceil((at - datetime.now(UTC)).total_seconds())
+    return max(1, min(seconds, RETRY_AFTER_MAX))
+
+
 async def raise_for_status(response: httpx.Response, provider: str) -> None:
     """Turn a refusal into a ProviderError: 429 stays 429 (retry later), the rest are 502."""
     if response.status_code < 400:
         return
     message = _message_of(await response.aread())
     if response.status_code == 429:
-        retry = response.headers.get("retry-after")
-        hint = f" (retry after {retry} s)" if retry else ""
+        retry = retry_after_seconds(response.headers.get("retry-after"))
         raise ProviderError(
-            f"The {provider} provider is rate limiting requests{hint}: {message}".rstrip(": "),
+            f"The {provider} provider is rate limiting requests (retry after {retry} s): "
+            f"{message}".rstrip(": "),
             429,
+            retry,
         )
     raise ProviderError(
         f"The {provider} provider answered {response.status_code}: {message}".rstrip(": "), 502

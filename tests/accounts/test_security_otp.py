@@ -124,3 +124,27 @@ def test_codes_sent_at_once_are_counted_before_any_is_checked(user, secret):
     }
     checked = AuditEntry.objects.filter(action="login_failed", details__reason="invalid_otp")
     assert checked.count() == OTP_CODES_ALLOWED
+
+
+ARABIC_INDIC_DIGITS = "\u0661\u0662\u0663\u0664\u0665\u0666"  # "123456" in another script
+
+
+def test_digits_of_another_script_are_a_wrong_code_counted_and_audited(anon, user, secret):
+    """Python's isdigit() takes them, and comparing one to a code raised: a 500 that still used
+    up one of the account's five codes and left no login_failed entry."""
+    response = sign_in(anon, ARABIC_INDIC_DIGITS, "203.0.113.50")
+
+    assert response.status_code == 401 and response.json()["code"] == "invalid_otp"
+    failed = AuditEntry.objects.get(action="login_failed")
+    assert (failed.actor_id, failed.details) == (user.pk, {"reason": "invalid_otp"})
+    assert Profile.objects.get(user=user).totp_last_step == 0
+
+
+def test_the_sign_in_page_refuses_them_as_not_a_code(client, user, secret):
+    client.post("/login", {"email": user.email, "password": PASSWORD})
+
+    page = client.post("/login", {"otp": ARABIC_INDIC_DIGITS})
+
+    assert page.status_code == 200
+    assert b"Enter the 6 digits shown by your authenticator app." in page.content
+    assert "_auth_user_id" not in client.session

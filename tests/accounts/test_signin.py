@@ -157,3 +157,21 @@ def test_a_password_change_ends_every_token_issued_before_it(anon, user):
     assert (ticket.status_code, ticket.json()["code"]) == (401, "password_changed")
     after = sign_in(anon, "alice@example.com", password="a brand new passphrase").json()
     assert anon.get("/api/auth/me", HTTP_X_ACCESS_TOKEN=after["token"]).status_code == 200
+
+
+def test_refreshing_is_limited_per_client_address(anon, user, settings):
+    settings.WORKGATE_REFRESH_RATE = "3/m"
+    refresh = anon.post(
+        "/api/auth/signin", {"email": user.email, "password": PASSWORD}, format="json"
+    ).json()["refresh"]
+
+    def exchange(ip: str):
+        return anon.post("/api/auth/refresh", {"refresh": refresh}, format="json", REMOTE_ADDR=ip)
+
+    answers = [exchange("203.0.113.7").status_code for _ in range(4)]
+    elsewhere = exchange("198.51.100.7")
+
+    assert answers == [200, 200, 200, 429]
+    limited = exchange("203.0.113.7")
+    assert limited.json()["code"] == "rate_limited" and int(limited["Retry-After"]) > 0
+    assert elsewhere.status_code == 200

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.core.handlers.asgi import ASGIHandler
 from django.db import transaction
-from django.http import StreamingHttpResponse
 
+from accounts.tokens import issue_tokens
 from audit import services as audit
+from audit.models import AuditEntry
 from tests.conftest import PASSWORD
+from tests.support.streams import streamed_body
 
 pytestmark = pytest.mark.django_db
 
@@ -136,9 +142,8 @@ def test_entries_are_paginated(admin_api, user):
 
 class TestCsv:
     def rows(self, response) -> list[list[str]]:
-        assert isinstance(response, StreamingHttpResponse)
-        text = b"".join(response.streaming_content).decode()
-        return list(csv.reader(io.StringIO(text)))
+        assert response.is_async  # under ASGI, a synchronous one is read whole first
+        return list(csv.reader(io.StringIO(streamed_body(response).decode())))
 
     def test_format_csv_streams_every_matching_entry(self, admin_api, log):
         response = admin_api.get("/api/audit-logs?format=csv")
@@ -154,6 +159,61 @@ class TestCsv:
             "login_failed",
             "login",
         ]
+
+    @pytest.mark.django_db(transaction=True)
+    def test_under_asgi_the_first_row_is_sent_before_the_last_is_read(self, admin_user):
+        """Daphne serves the export as the database yields it, not after reading it whole (a
+        long log would sit in one process's memory, beside every relay it holds)."""
+        with transaction.atomic():
+            for n in range(30):
+                audit.record(action="bulk", actor=admin_user, details={"n": n})
+        read = []
+        original = AuditEntry.from_db
+
+        def counted(*args, **kwargs):
+            read.append(1)
+            return original(*args, **kwargs)
+
+        sent = []  # (entries read so far, body chunk)
+
+        async def download():
+            requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+            async def receive():
+                if requests:
+                    return requests.pop()
+                await asyncio.Event().wait()  # the client stays to the end
+
+            async def send(message):
+                if message["type"] == "http.response.body" and message.get("body"):
+                    sent.append((len(read), message["body"]))
+
+            token = issue_tokens(admin_user, mfa=False)["token"]
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "GET",
+                "scheme": "http",
+                "path": "/api/audit-logs",
+                "raw_path": b"/api/audit-logs",
+                "query_string": b"format=csv",
+                "root_path": "",
+                "headers": [(b"host", b"testserver"), (b"x-access-token", token.encode())],
+                "client": ("127.0.0.1", 5000),
+                "server": ("testserver", 80),
+            }
+            await ASGIHandler()(scope, receive, send)
+
+        with mock.patch.object(AuditEntry, "from_db", counted):
+            async_to_sync(download)()
+
+        assert sent[0] == (
+            0,
+            b"id,created_at,actor_id,actor_email,action,resource,success,"
+            b"ip_address,user_agent,details,prev_hash,hash\r\n",
+        )
+        assert len(read) == 30 and len(sent) == 31
 
     def test_csv_honours_the_filters_and_the_callers_scope(self, api, log, user):
         rows = self.rows(api.get("/api/audit-logs?format=csv&action=login"))

@@ -186,3 +186,24 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(anon, user, settings):
     from audit.models import AuditEntry
 
     assert sorted(AuditEntry.objects.values_list("ip_address", flat=True)) == ["1.1.1.1", "2.2.2.2"]
+
+
+def test_a_body_over_the_upload_limit_is_a_json_400(anon, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    body = '{"email": "a@example.com", "password": "' + "x" * 2048 + '"}'
+
+    response = anon.generic("POST", "/api/auth/signin", body, content_type="application/json")
+
+    assert_error_shape(response, 400, "too_large")
+
+
+def test_too_many_query_fields_is_a_json_400(api):
+    query = "&".join(f"p{n}=1" for n in range(1200))
+
+    assert_error_shape(api.get(f"/api/sessions?{query}"), 400, "too_many_fields")
+
+
+def test_a_host_not_allowed_is_a_json_400_on_the_api_and_a_page_elsewhere(api, client):
+    assert_error_shape(api.get("/api/sessions", HTTP_HOST="evil.example"), 400, "bad_request")
+    page = client.get("/login", HTTP_HOST="evil.example")
+    assert page.status_code == 400 and page["Content-Type"].startswith("text/html")

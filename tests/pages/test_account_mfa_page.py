@@ -27,6 +27,21 @@ def shown_secret(page) -> str:
     return parse_qs(urlsplit(uri.replace("&amp;", "&")).query)["secret"][0]
 
 
+def proof_of(page) -> str:
+    """The hidden field that only the answer to the password carries."""
+    return re.search(r'name="enrolment" value="([^"]+)"', page.content.decode()).group(1)
+
+
+def start(client) -> tuple[str, str]:
+    """Set up from the page: the secret shown and the enrolment's proof."""
+    page = client.post(PAGE, {"action": "start", "password": PASSWORD})
+    return shown_secret(page), proof_of(page)
+
+
+def verify(client, proof: str, otp: str, **kwargs):
+    return client.post(PAGE, {"action": "verify", "otp": otp, "enrolment": proof}, **kwargs)
+
+
 def test_looking_at_the_page_changes_nothing(browser_for, user):
     page = browser_for(user).get(PAGE)
 
@@ -45,17 +60,17 @@ def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(b
     secret = shown_secret(started)
     assert secret.encode()[:4] in started.content  # and the key, for typing by hand
     assert Profile.objects.get(user=user).mfa_enabled is False  # not before a code
+    proof = proof_of(started)
 
-    wrong = client.post(PAGE, {"action": "verify", "otp": "000000"})
+    wrong = verify(client, proof, "000000")
     assert b"The one-time code is not valid." in wrong.content
     assert shown_secret(wrong) == secret  # the same key, to try again
+    assert proof_of(wrong) == proof
     assert Profile.objects.get(user=user).mfa_enabled is False
     refused = AuditEntry.objects.get(action="mfa_enabled")
     assert (refused.success, refused.details) == (False, {"reason": "invalid_otp"})
 
-    turned_on = client.post(
-        PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()}, follow=True
-    )
+    turned_on = verify(client, proof, pyotp.TOTP(secret).now(), follow=True)
     assert b"Two-step sign-in is on." in turned_on.content
     assert b"On since" in turned_on.content
     profile = Profile.objects.get(user=user)
@@ -71,8 +86,8 @@ def test_setting_up_shows_a_qr_code_and_the_key_and_turns_on_with_a_first_code(b
 
 def test_the_next_sign_in_asks_for_the_code(browser_for, user):
     client = browser_for(user)
-    secret = shown_secret(client.post(PAGE, {"action": "start", "password": PASSWORD}))
-    client.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
+    secret, proof = start(client)
+    verify(client, proof, pyotp.TOTP(secret).now())
 
     fresh = Client()
     step = fresh.post("/login", {"email": user.email, "password": PASSWORD})
@@ -133,13 +148,36 @@ def test_a_session_cookie_alone_can_neither_read_nor_confirm_a_pending_secret(
     assert Profile.objects.get(user=user).totp_secret == secret  # not rebound either
 
 
+def test_a_cookie_stolen_while_its_owner_sets_up_can_neither_read_nor_confirm_the_secret(
+    browser_for, user
+):
+    """The owner typed the password and is scanning the code; a thief holding a copy of the
+    session cookie in those minutes lacks only what the owner's page carries."""
+    owner = browser_for(user)
+    secret, proof = start(owner)
+    thief = Client()
+    thief.cookies["sessionid"] = owner.cookies["sessionid"].value
+
+    shown = thief.post(PAGE, {"action": "verify", "otp": "x"})
+    confirmed = thief.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
+    guessed = verify(thief, "a-guess", pyotp.TOTP(secret).now())
+
+    for page in (shown, confirmed, guessed):
+        assert b"otpauth://" not in page.content and secret.encode()[:8] not in page.content
+    assert Profile.objects.get(user=user).mfa_enabled is False
+    assert thief.session.get(MFA_VERIFIED_KEY) is False
+    # The owner, with the page's proof, finishes as before.
+    verify(owner, proof, pyotp.TOTP(secret).now())
+    assert Profile.objects.get(user=user).mfa_enabled is True
+
+
 def test_wrong_first_codes_are_limited_like_sign_in_codes(browser_for, user):
     client = browser_for(user)
-    secret = shown_secret(client.post(PAGE, {"action": "start", "password": PASSWORD}))
+    secret, proof = start(client)
     for _ in range(5):
-        client.post(PAGE, {"action": "verify", "otp": "000000"})
+        verify(client, proof, "000000")
 
-    limited = client.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
+    limited = verify(client, proof, pyotp.TOTP(secret).now())
 
     assert b"Too many codes tried" in limited.content
     assert Profile.objects.get(user=user).mfa_enabled is False

@@ -137,3 +137,15 @@ def test_an_ended_session_shows_that_it_ended(browser_for, user):
     html = browser_for(user).get(f"/viewer/{session.id}").content.decode()
     assert "Session ended" in html
     assert "<iframe" not in html
+
+
+@pytest.mark.parametrize("field", ["status", "workspace"])
+def test_a_filter_with_a_nul_shows_no_session_rather_than_an_error(browser_for, user, field):
+    make_session(user, make_web_workspace())
+    client = browser_for(user)
+    client.raise_request_exception = False
+
+    page = client.get("/sessions", {field: "a\x00b"})
+
+    assert page.status_code == 200
+    assert list(page.context["page"].object_list) == []

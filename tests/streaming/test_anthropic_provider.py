@@ -191,7 +191,7 @@ async def test_thinking_hidden_by_the_institution_still_goes_back_to_the_model(
                 body={"type": "error", "error": {"type": "rate_limit_error", "message": "Wait"}},
             ),
             429,
-            "The anthropic provider is rate limiting requests: Wait",
+            "The anthropic provider is rate limiting requests (retry after 30 s): Wait",
         ),
         (
             Reply(

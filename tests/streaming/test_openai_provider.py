@@ -252,6 +252,33 @@ async def test_the_json_route_reports_a_provider_failure_in_the_error_shape(
     }
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        ("7", "7"),
+        ("Wed, 21 Oct 2099 07:28:00 GMT", "3600"),  # a date: seconds from now, at most an hour
+        ("soon", "30"),  # unreadable: the default
+        (None, "30"),
+    ],
+)
+async def test_the_json_route_passes_on_a_providers_429_with_retry_after(
+    ask_json, user, assistant, openai_server, retry_after, expected
+):
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    openai_server.script(
+        Reply(status=429, body={"error": {"message": "Slow down"}}, headers=headers)
+    )
+
+    response = await ask_json(user, body(assistant, "hi"))
+
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == expected
+    assert response.json()["code"] == "assistant_error"
+    assert f"(retry after {expected} s): Slow down" in response.json()["detail"]
+    history = await orm(History.objects.get)
+    assert history.status == History.Status.ERROR
+
+
 async def test_the_last_round_asks_the_model_to_answer_without_another_tool(
     ask, user, assistant, openai_server, monkeypatch
 ):
