@@ -72,6 +72,7 @@ MIDDLEWARE = [
     "config.middleware.SecurityMiddleware",
     "config.middleware.WhiteNoiseMiddleware",
     "config.middleware.NeverStoredMiddleware",
+    "config.middleware.ContentSecurityPolicyMiddleware",
     "config.middleware.SessionMiddleware",
     "config.middleware.CommonMiddleware",
     "config.middleware.CsrfViewMiddleware",

@@ -2,7 +2,9 @@
 
 Playwright drives /usr/bin/chromium through `executable_path`; no browser is ever downloaded.
 Tests here use `django_db(transaction=True)`, so what they write is committed and the Daphne
-process (a separate process on the same test database) sees it.
+process (a separate process on the same test database) sees it. The pages' Content Security
+Policy holds for the tests too: `wait_for_function` takes a function ("() => ..."), since a bare
+expression is evaluated with eval, which the policy refuses.
 """
 
 from __future__ import annotations
@@ -106,8 +108,12 @@ def browser():
 
 @pytest.fixture
 def new_page(browser, server_url):
-    """Open a page in a fresh browser context (its own cookies), at `base_url` or the server."""
+    """Open a page in a fresh browser context (its own cookies), at `base_url` or the server.
+
+    Whatever the test does, no page may have been refused anything by the Content Security
+    Policy: a refusal is a script, style or connection the page needed and did not get."""
     contexts = []
+    refused = []
 
     def make(base_url: str | None = None):
         context = browser.new_context(
@@ -115,11 +121,20 @@ def new_page(browser, server_url):
         )
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        page.on(
+            "console",
+            lambda message: (
+                "Content Security Policy" in message.text
+                and refused.append(f"{page.url}: {message.text}")
+            ),
+        )
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert not refused, "\n".join(refused)
 
 
 @pytest.fixture

@@ -80,7 +80,8 @@ def test_stop_aborts_a_streaming_answer_and_the_turn_is_saved_as_cancelled(
 
     turn = page.locator("article.turn").last
     page.wait_for_function(
-        "document.querySelector('article.turn:last-of-type .answer').textContent === 'One, two, '"
+        "() => document.querySelector('article.turn:last-of-type .answer').textContent"
+        " === 'One, two, '"
     )
     assert turn.get_attribute("data-status") == "streaming"  # the answer is still growing
     screenshot(page, "streaming")

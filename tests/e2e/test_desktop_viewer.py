@@ -31,7 +31,7 @@ CANVAS = """() => {
 
 
 def wait_for_state(page, state: str) -> None:
-    page.wait_for_function(f"window.workgateViewer?.state === {state!r}")
+    page.wait_for_function(f"() => window.workgateViewer?.state === {state!r}")
 
 
 def launch_linux_desktop(page) -> WorkspaceSession:
@@ -45,7 +45,7 @@ def launch_linux_desktop(page) -> WorkspaceSession:
 
 def wait_for_canvas(page, condition: str) -> dict:
     """Poll the canvas until `condition` (JS over `s`, the CANVAS result) holds; return it."""
-    page.wait_for_function(f"(() => {{ const s = ({CANVAS})(); return {condition}; }})()")
+    page.wait_for_function(f"() => {{ const s = ({CANVAS})(); return {condition}; }}")
     return page.evaluate(CANVAS)
 
 
@@ -69,7 +69,7 @@ def select_word_until(page, x: int, y: int, expected: str) -> None:
     xterm counts two clicks as a double-click only when they arrive within 250 ms, and
     x11vnc looks at the selection about once a second: on a loaded machine one try may miss.
     """
-    check = f"document.querySelector('[data-clipboard-text]').value === {expected!r}"
+    check = f"() => document.querySelector('[data-clipboard-text]').value === {expected!r}"
     for _ in range(5):
         at_remote(page, x, y, click_count=2)
         try:
@@ -111,7 +111,7 @@ def test_the_linux_desktop_launches_and_shows_the_real_desktop_which_takes_typin
 
     # Focus the xterm (top left of the screen, where it opens) and, once its shell has drawn
     # a prompt, type into it.
-    page.wait_for_function(f"({LINE_HAS_TEXT})(0, 1, 8)")  # past the cursor's column
+    page.wait_for_function(f"() => ({LINE_HAS_TEXT})(0, 1, 8)")  # past the cursor's column
     before = page.evaluate(CANVAS)
     at_remote(page, 120, 120)
     page.keyboard.type("echo workgatetyped", delay=15)
@@ -129,7 +129,7 @@ def test_the_linux_desktop_launches_and_shows_the_real_desktop_which_takes_typin
     page.get_by_label("Clipboard", exact=True).fill("pasted from the browser")
     page.get_by_role("button", name="Send to desktop").click()
     at_remote(page, 200, 200, button="middle")
-    page.wait_for_function(f"({LINE_HAS_TEXT})(2, 12, 24)")
+    page.wait_for_function(f"() => ({LINE_HAS_TEXT})(2, 12, 24)")
     # Text selected on the desktop arrives in the panel.
     select_word_until(page, 20, line_y(1), "workgatetyped")  # the echoed word
     screenshot(page, "viewer-clipboard")
