@@ -122,18 +122,28 @@ class MeApi(APIView):
 
 
 class MfaSetupApi(APIView):
-    # A token only (its sign-in took the password), never the session cookie: the pages'
-    # /account/mfa asks for the password itself, and a cookie alone must not bind a factor.
+    # A token only, never the session cookie (the pages' /account/mfa has its own form), and
+    # the password again: a token alone must not bind a factor.
     authentication_classes = [AccessTokenAuthentication]
 
     @extend_schema(
         tags=["auth"],
-        request=None,
-        responses={200: s.MfaSetupOutput, 401: s.ErrorOutput, 409: s.ErrorOutput},
+        request=s.MfaSetupInput,
+        responses={200: s.MfaSetupOutput, **ERRORS, 409: s.ErrorOutput},
         summary="Start TOTP enrolment: a secret and an otpauth:// URI for an authenticator app",
+        description="Asks for the password again: 403 `invalid_password` when it is wrong "
+        "(audited as a failed sign-in and counted with the sign-in attempts of the address).",
     )
     def post(self, request):
-        return Response({"success": True, **mfa_setup(user=request.user)})
+        enforce(request, group="signin", rate=settings.WORKGATE_SIGNIN_RATE, key=key_by_ip)
+        data = s.MfaSetupInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        secret = mfa_setup(
+            user=request.user,
+            password=data.validated_data["password"],
+            origin=Origin.of(request),
+        )
+        return Response({"success": True, **secret})
 
 
 class MfaVerifyApi(APIView):

@@ -7,6 +7,12 @@ class SignInInput(serializers.Serializer):
     otp = serializers.CharField(max_length=12, required=False, allow_blank=True)
 
 
+class MfaSetupInput(serializers.Serializer):
+    password = serializers.CharField(
+        max_length=1024, trim_whitespace=False, help_text="The account's password, again."
+    )
+
+
 class ProfileOutput(serializers.Serializer):
     id = serializers.IntegerField()
     email = serializers.EmailField()

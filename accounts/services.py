@@ -17,7 +17,7 @@ from accounts.models import Profile, User
 from accounts.selectors import profile_of
 from accounts.tokens import issue_tokens
 from audit import services as audit
-from config.exceptions import APIError, Conflict
+from config.exceptions import APIError, Conflict, Forbidden
 from config.ratelimit import RateLimited
 from vnc_proxy.services import tickets_void
 
@@ -188,8 +188,16 @@ def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Or
     return {"user": user, **issue_tokens(user, mfa=mfa)}
 
 
-def mfa_setup(*, user) -> dict:
-    """Start TOTP enrolment: a new secret, stored encrypted, enabled only after `mfa_verify`."""
+def mfa_setup(*, user, password: str, origin: audit.Origin) -> dict:
+    """Start TOTP enrolment: a new secret, stored encrypted, enabled only after `mfa_verify`.
+
+    The password is asked again (a wrong one audited like a failed sign-in, 403
+    `invalid_password`): a stolen access token or session cookie alone must not bind its
+    holder's authenticator to the account, which would lock its owner out."""
+    try:
+        user_check_password(email=user.email, password=password, origin=origin)
+    except AuthError:
+        raise Forbidden("The password is not correct.", "invalid_password") from None
     with transaction.atomic():
         profile = Profile.objects.select_for_update().get(pk=profile_of(user).pk)
         if profile.mfa_enabled:

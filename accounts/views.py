@@ -46,7 +46,7 @@ from accounts.services import (
 )
 from accounts.tokens import SESSION_MFA_KEY, request_mfa
 from audit.services import Origin
-from config.exceptions import APIError
+from config.exceptions import APIError, Forbidden
 from config.ratelimit import RateLimited, enforce, key_by_ip
 
 # Between the password and the one-time code, the session holds who passed the first factor.
@@ -313,14 +313,13 @@ def mfa_page(request):
         context["password_form"] = form
         if form.is_valid() and not _rate_limited(request, form):
             try:
-                user_check_password(
-                    email=request.user.email,
+                mfa_setup(
+                    user=request.user,
                     password=form.cleaned_data["password"],
                     origin=Origin.of(request),
                 )
-                mfa_setup(user=request.user)
-            except AuthError:
-                form.add_error("password", "The password is not correct.")
+            except Forbidden as exc:
+                form.add_error("password", str(exc.detail))
             except APIError as exc:
                 messages.error(request, str(exc.detail))
                 return redirect("account-mfa")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def enrol(api) -> str:
-    setup = api.post("/api/auth/mfa/setup")
+    setup = api.post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
     assert setup.status_code == 200
     secret = setup.json()["secret"]
     verify = api.post("/api/auth/mfa/verify", {"otp": pyotp.TOTP(secret).now()}, format="json")
@@ -36,7 +36,7 @@ def sign_in(anon, otp=None):
 
 
 def test_setup_returns_a_secret_and_an_otpauth_uri_and_stores_it_encrypted(api, user):
-    response = api.post("/api/auth/mfa/setup")
+    response = api.post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
 
     body = response.json()
     assert response.status_code == 200
@@ -50,6 +50,28 @@ def test_setup_returns_a_secret_and_an_otpauth_uri_and_stores_it_encrypted(api, 
     assert Profile.objects.get(user=user).mfa_enabled is False
 
 
+def test_setup_asks_for_the_password_again(api, user):
+    """A stolen access token alone must not bind its holder's authenticator to the account."""
+    wrong = api.post("/api/auth/mfa/setup", {"password": "not it"}, format="json")
+    missing = api.post("/api/auth/mfa/setup")
+
+    assert wrong.status_code == 403 and wrong.json()["code"] == "invalid_password"
+    assert missing.status_code == 400 and "password" in missing.json()["errors"]
+    assert not Profile.objects.filter(user=user).exclude(totp_secret="").exists()
+    failed = AuditEntry.objects.get(action="login_failed")
+    assert (failed.actor_id, failed.details["reason"]) == (user.pk, "invalid_credentials")
+
+
+def test_setup_password_guesses_count_with_the_addresss_sign_ins(api, user, settings):
+    settings.WORKGATE_SIGNIN_RATE = "2/m"
+    answers = [
+        api.post("/api/auth/mfa/setup", {"password": "guess"}, format="json").status_code
+        for _ in range(3)
+    ]
+
+    assert answers == [403, 403, 429]
+
+
 def test_verifying_a_current_code_enables_mfa_and_is_audited(api, user):
     enrol(api)
 
@@ -60,7 +82,7 @@ def test_verifying_a_current_code_enables_mfa_and_is_audited(api, user):
 
 
 def test_a_wrong_code_does_not_enable_mfa(api, user):
-    api.post("/api/auth/mfa/setup")
+    api.post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
 
     response = api.post("/api/auth/mfa/verify", {"otp": "000000"}, format="json")
 
@@ -75,7 +97,7 @@ def test_a_wrong_code_does_not_enable_mfa(api, user):
 def test_setup_is_refused_once_mfa_is_enabled(api, user):
     enrol(api)
 
-    response = api.post("/api/auth/mfa/setup")
+    response = api.post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
 
     assert response.status_code == 409
     assert response.json()["code"] == "mfa_already_enabled"
@@ -127,7 +149,7 @@ def test_a_code_cannot_be_used_twice(api, anon, user):
 
 
 def test_the_enrolment_code_cannot_be_reused_to_sign_in(api, anon, user):
-    api.post("/api/auth/mfa/setup")
+    api.post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
     secret = Profile.objects.get(user=user).totp_secret
     otp = code_for(secret)
     api.post("/api/auth/mfa/verify", {"otp": otp}, format="json")

@@ -33,6 +33,7 @@ VALID_BODIES = {
     ("post", "/api/agents/workspace/ticket"): {"workspaceId": "a1b2c3d4"},
     ("post", "/api/ai/personal-stream/qanda-stream"): {"inputs": ["What is running?"]},
     ("post", "/api/ai/personal/qanda"): {"inputs": ["What is running?"]},
+    ("post", "/api/auth/mfa/setup"): {"password": PASSWORD},
     ("post", "/api/auth/mfa/verify"): {"otp": "123456"},
     ("post", "/api/auth/refresh"): {"refresh": "not-yet-a-token"},
     ("post", "/api/auth/signin"): {"email": "root@example.com", "password": PASSWORD},

@@ -22,7 +22,7 @@ def test_tokens_and_an_enrolment_secret_are_never_stored(anon, user, client_for)
     refreshed = anon.post(
         "/api/auth/refresh", {"refresh": signed_in.json()["refresh"]}, format="json"
     )
-    enrolment = client_for(user).post("/api/auth/mfa/setup")
+    enrolment = client_for(user).post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
 
     for response in (signed_in, refreshed, enrolment):
         assert_never_stored(response)

@@ -135,11 +135,15 @@ def test_a_session_cookie_alone_can_neither_read_nor_confirm_a_pending_secret(
 ):
     """The owner started enrolment elsewhere (with a token) and never finished; a thief with
     only the session cookie gets nothing from the page or the API."""
-    secret = client_for(user).post("/api/auth/mfa/setup").json()["secret"]
+    secret = (
+        client_for(user)
+        .post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
+        .json()["secret"]
+    )
     thief = browser_for(user)
 
     page = thief.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
-    by_cookie = thief.post("/api/auth/mfa/setup")
+    by_cookie = thief.post("/api/auth/mfa/setup", {"password": PASSWORD})
 
     assert b"otpauth://" not in page.content and secret.encode()[:8] not in page.content
     assert Profile.objects.get(user=user).mfa_enabled is False
