@@ -2,7 +2,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 TEST_ENV := DJANGO_SETTINGS_MODULE=tests.settings
-SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core nginx
+SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core nginx curl jq
 
 .PHONY: run test lint bench clean
 

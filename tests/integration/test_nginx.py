@@ -5,9 +5,9 @@ nginx.py says how). Through that nginx,
 over HTTPS on ::1, as a client would: sign in and mint a ticket (the client address and scheme
 Workgate records are nginx's, not the client's forged ones), open the desktop's VNC stream through
 the WebSocket upgrade to a real x11vnc, read an assistant answer over SSE event by event while the
-model is still answering, and take a Socket.IO socket from long-polling to WebSocket. The two
-Python programs of docs/api.md run through it as a reader would run them, and a rolling restart
-(one Daphne process stopped) loses no request.
+model is still answering, and take a Socket.IO socket from long-polling to WebSocket. The curl
+walk-through and the two Python programs of docs/api.md run through it as a reader would run
+them, and a rolling restart (one Daphne process stopped) loses no request.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ import socketio
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from accounts.models import User
 from audit.models import AuditEntry
 from streaming.models import Assistant, History
 from tests.conftest import PASSWORD
 from tests.streaming.fakes import FakeProvider, Reply, openai_chunk
 from tests.support import processes
 from tests.support.database import orm, orm_until
-from tests.support.nginx import NGINX, WAIT, Gateway, documented, running_gateway
+from tests.support.nginx import DOCS, NGINX, WAIT, Gateway, documented, replace, running_gateway
 from tests.vnc_proxy.conftest import GEOMETRY
 from tests.vnc_proxy.rfb import RfbClient
 from workspaces.models import Workspace
@@ -281,6 +282,64 @@ def test_the_socket_io_example_in_the_api_guide_works_through_nginx(gateway, use
 
     assert output[-2] == f"final: {turn.completion}"
     assert output[-1] == "streamingFailed: False"
+
+
+def walk_through() -> list[tuple[str, str, str]]:
+    """api.md's curl walk-through: each command block with the output block shown after it
+    (its language, json or none, and its text)."""
+    text = (DOCS / "api.md").read_text()
+    found = re.findall(r"^```sh\n(.*?)^```\n\n```(\w*)\n(.*?)^```", text, re.S | re.M)
+    return [step for step in found if "curl" in step[0]]
+
+
+def keys(value):
+    """The shape of a JSON value: its keys, all the way down (lists by their first item)."""
+    if isinstance(value, dict):
+        return {key: keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [keys(value[0])] if value else []
+    return None
+
+
+def test_the_curl_walk_through_in_the_api_guide_works_through_nginx(gateway, tmp_path):
+    """The commands run as written, in one shell, through nginx (curl trusting the gateway's
+    certificate); each answer has the shape the guide shows, the catalog exactly its lines."""
+    User.objects.create_user(email="ada@example.com", password="a long passphrase 42")
+    steps = walk_through()
+    assert len(steps) == 7
+    marker = "=== step ==="
+    script = "set -euo pipefail\n" + "".join(f"echo '{marker}'\n{c}" for c, _, _ in steps)
+    script = replace(script, "BASE=http://127.0.0.1:8000", f"BASE={gateway.url}")
+
+    finished = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "CURL_CA_BUNDLE": str(gateway.cert)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    outputs = finished.stdout.split(f"{marker}\n")[1:]
+    assert len(outputs) == len(steps)
+    for (command, language, shown), output in zip(steps, outputs, strict=True):
+        if language == "json":
+            assert keys(json.loads(output)) == keys(json.loads(shown)), command
+    signed_in, catalog, stream, launched, runtime, ticket, stopped = outputs
+    assert json.loads(signed_in)["profile"]["email"] == "ada@example.com"
+    assert catalog == steps[1][2]  # the five defaults, as the guide lists them
+    events = [json.loads(line[6:]) for line in stream.splitlines() if line.startswith("data: ")]
+    assert [events[0]["type"], events[-2]["type"], events[-1]["type"]] == [
+        "connected",
+        "complete",
+        "done",
+    ]
+    assert json.loads(launched)["status"] == "ready"
+    assert json.loads(runtime)["workspaceId"] == json.loads(launched)["runtime_id"]
+    vnc_url = json.loads(ticket)["vncUrl"]
+    assert vnc_url.startswith(f"wss://[::1]:{gateway.https_port}/api/agents/workspace/vnc/")
+    assert stopped.splitlines()[0] == '{"message":"Workspace stopped successfully"}'
+    assert "stop_workspace  workspace:ws-linux-desktop" in stopped.splitlines()[1]
 
 
 async def test_with_one_daphne_process_stopped_nginx_sends_every_request_to_the_other(

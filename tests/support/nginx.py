@@ -43,7 +43,7 @@ def documented_config() -> str:
 
 
 def replace(text: str, old: str, new: str, count: int = 1) -> str:
-    assert text.count(old) == count, f"docs/deployment.md no longer says {old!r}"
+    assert text.count(old) == count, f"the document no longer says {old!r}"
     return text.replace(old, new)
 
 
