@@ -1,7 +1,9 @@
 """Secrets at rest: Fernet with WORKGATE_ENCRYPTION_KEY, MultiFernet so keys can rotate.
 
-The first key encrypts; every key decrypts. `manage.py rotate_secrets` is not needed for reads to
-keep working after a rotation: list the new key first and the old one after it.
+The first key encrypts; every key decrypts. Reads keep working after a rotation once the new key
+is listed first and the old one after it; `manage.py rotate_secrets` then re-encrypts every
+stored secret with the first key, and `rotate_secrets --check` says whether any is still under
+another (until none is, the old key must stay in the list).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from functools import cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Value
+from django.db.models.functions import Cast
 
 
 @cache
@@ -58,3 +62,72 @@ class EncryptedTextField(models.TextField):
         if not value:
             return value
         return encrypt(value)
+
+
+# --- Rotation --------------------------------------------------------------------------------
+
+
+def encrypted_columns() -> list[tuple[type[models.Model], models.Field]]:
+    """Every EncryptedTextField of every installed model."""
+    from django.apps import apps
+
+    return [
+        (model, field)
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if isinstance(field, EncryptedTextField)
+    ]
+
+
+def _under_first_key(token: str) -> bool:
+    try:
+        Fernet(settings.WORKGATE_ENCRYPTION_KEYS[0]).decrypt(token.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
+def _stored(model, field):
+    """(primary key, ciphertext as stored) of every row holding a secret in `field`: read through
+    a cast to plain text, which skips the field's decryption."""
+    return (
+        model._default_manager.exclude(**{field.name: ""})
+        .annotate(stored=Cast(field.name, output_field=models.TextField()))
+        .values_list("pk", "stored")
+    )
+
+
+def secrets_not_under_first_key() -> dict[str, int]:
+    """How many stored secrets each column still holds under a key other than the first."""
+    counts = {}
+    for model, field in encrypted_columns():
+        behind = sum(not _under_first_key(token) for _, token in _stored(model, field))
+        if behind:
+            counts[f"{model._meta.label}.{field.name}"] = behind
+    return counts
+
+
+def secrets_rotate() -> int:
+    """Re-encrypt every stored secret not yet under the first key with it; how many were.
+
+    The ciphertext is rotated as stored (decrypted with whichever key opens it, encrypted with
+    the first), column by column, each in one transaction with its rows locked, so a secret
+    written meanwhile is never overwritten with an older one."""
+    rotated = 0
+    for model, field in encrypted_columns():
+        with transaction.atomic():
+            for pk, token in _stored(model, field).select_for_update():
+                if _under_first_key(token):
+                    continue
+                try:
+                    fresh = fernet().rotate(token.encode()).decode()
+                except InvalidToken as exc:
+                    raise ImproperlyConfigured(
+                        f"{model._meta.label}.{field.name} of {pk} cannot be decrypted with "
+                        "WORKGATE_ENCRYPTION_KEY; was a key removed from the rotation list?"
+                    ) from exc
+                # A plain-text value is written as it is: the field would encrypt it again.
+                stored = Value(fresh, output_field=models.TextField())
+                model._default_manager.filter(pk=pk).update(**{field.name: stored})
+                rotated += 1
+    return rotated

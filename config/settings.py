@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "config",  # the shared pieces; its command: rotate_secrets
     "accounts",
     "audit",
     "workspaces",
