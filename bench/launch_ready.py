@@ -229,6 +229,7 @@ def main() -> None:
         redis_url=args.redis_url,
         WORKGATE_LOCAL_DESKTOP="1",
         WORKGATE_TICKET_RATE="1000/m",
+        WORKGATE_LAUNCH_RATE="1000/m",
         WORKGATE_RUNTIME_DIR=tempfile.mkdtemp(prefix="workgate-bench-runtime-"),
     )
     prepare_database(env)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -10,6 +11,7 @@ from accounts.tokens import request_mfa
 from audit.services import Origin
 from config.inputs import query_input
 from config.pagination import PAGE_PARAMETERS, paginated
+from config.ratelimit import enforce
 from config.schema import ADMIN, RUNTIME
 from sessions_app import selectors, services
 from sessions_app import serializers as s
@@ -24,6 +26,7 @@ LAUNCH_ERRORS = {
     403: ErrorOutput,
     404: ErrorOutput,
     409: ErrorOutput,
+    429: ErrorOutput,
     503: ErrorOutput,
 }
 
@@ -39,10 +42,13 @@ class WorkspaceLaunchApi(APIView):
             "403 `tunnel_required` when the workspace requires NetBird and the client is not on "
             "a trusted network; 403 `mfa_required` when MFA applies and the token's sign-in did "
             "not verify a code; 409 `workspace_unavailable` (stopped or error) or "
-            "`session_limit`; 503 `provisioner_unavailable` or `desktop_unavailable`."
+            "`session_limit`; 429 past WORKGATE_LAUNCH_RATE launches a minute (every attempt "
+            "counts: a refusal is audited); 503 `provisioner_unavailable` or "
+            "`desktop_unavailable`."
         ),
     )
     def post(self, request, workspace_id: str):
+        enforce(request, group="launch", rate=settings.WORKGATE_LAUNCH_RATE)
         session, created = services.session_launch(
             user=request.user,
             workspace_id=workspace_id,

@@ -84,6 +84,27 @@ def test_an_unknown_workspace_is_404(api):
     assert not WorkspaceSession.objects.exists()
 
 
+def test_launch_attempts_are_limited_per_user_on_the_api_and_the_page_together(
+    api, user, browser_for, other_user, client_for, settings
+):
+    """Every attempt counts, a refused one too: refusals are audited, and without a limit one
+    account could grow the audit log (and hold the chain's lock) as fast as it can ask."""
+    settings.WORKGATE_LAUNCH_RATE = "3/m"
+    answers = [launch(api, "ws-00000000").status_code for _ in range(2)]
+    page = browser_for(user)
+    page.post("/workspaces/ws-00000000/launch")
+
+    limited = launch(api, "ws-00000000")
+    from_the_page = page.post("/workspaces/ws-00000000/launch", follow=True)
+
+    assert answers == [404, 404]
+    assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
+    assert limited.json()["code"] == "rate_limited"
+    assert b"Too many launches; try again in" in from_the_page.content
+    assert AuditEntry.objects.filter(action="launch_workspace", success=False).count() == 3
+    assert launch(client_for(other_user), "ws-00000000").status_code == 404  # their own budget
+
+
 def test_launching_needs_a_signed_in_user(anon, web_workspace):
     assert launch(anon, web_workspace.id).status_code == 401
 
