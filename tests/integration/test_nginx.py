@@ -7,7 +7,8 @@ Workgate records are nginx's, not the client's forged ones), open the desktop's 
 the WebSocket upgrade to a real x11vnc, read an assistant answer over SSE event by event while the
 model is still answering, and take a Socket.IO socket from long-polling to WebSocket. The curl
 walk-through and the two Python programs of docs/api.md run through it as a reader would run
-them, and a rolling restart (one Daphne process stopped) loses no request.
+them, as does deployment.md's command adding a TigerVNC host, and a rolling restart (one Daphne
+process stopped) loses no request.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ from websockets.exceptions import InvalidStatus
 
 from accounts.models import User
 from audit.models import AuditEntry
+from audit.services import Origin
+from sessions_app.services import session_launch
 from streaming.models import Assistant, History
 from tests.conftest import PASSWORD
 from tests.streaming.fakes import FakeProvider, Reply, openai_chunk
 from tests.support import processes
 from tests.support.database import orm, orm_until
 from tests.support.nginx import DOCS, NGINX, WAIT, Gateway, documented, replace, running_gateway
-from tests.vnc_proxy.conftest import GEOMETRY
+from tests.vnc_proxy.conftest import GEOMETRY, desktops  # noqa: F401 - a fixture
 from tests.vnc_proxy.rfb import RfbClient
 from workspaces.models import Workspace
 
@@ -340,6 +343,68 @@ def test_the_curl_walk_through_in_the_api_guide_works_through_nginx(gateway, tmp
     assert vnc_url.startswith(f"wss://[::1]:{gateway.https_port}/api/agents/workspace/vnc/")
     assert stopped.splitlines()[0] == '{"message":"Workspace stopped successfully"}'
     assert "stop_workspace  workspace:ws-linux-desktop" in stopped.splitlines()[1]
+
+
+@pytest.mark.usefixtures("desktops")
+async def test_a_vnc_host_added_as_deployment_md_says_is_reached_through_nginx(
+    gateway, make_user, user
+):
+    """ "Adding a KasmVNC or TigerVNC host": the administrator's curl, as written, creates the
+    workspace (an x11vnc with a VNC password stands in for TigerVNC; its address and password
+    replace the document's examples), and a user reaches it through the relay, answering the
+    desktop's VNC challenge with the ticket's vncPassword."""
+    host = await orm(linux_desktop)  # started here, by this process: the "desktop host"
+    stand_in = await orm(launch_here, await orm(make_user, "tiger-owner@example.com"), host)
+    admin = await orm(make_user, "root-tiger@example.com", admin=True)
+    (create,) = [
+        block for block in documented("sh", "deployment.md") if "Design workstation" in block
+    ]
+    create = replace(create, "https://gw.example.com", gateway.url)
+    create = replace(create, "tcp://10.20.0.21:5901", f"tcp://{stand_in.upstream_target}")
+    create = replace(create, "the-vnc-password", stand_in.rfb_password)
+
+    created = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-c", f"set -euo pipefail\n{create}"],
+        env={
+            **os.environ,
+            "ADMIN_TOKEN": await sign_in(gateway, admin),
+            "CURL_CA_BUNDLE": str(gateway.cert),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    workspace = json.loads(created.stdout)["workspace"]
+    assert workspace["provisioner"] == "static" and workspace["rfb_password_set"] is True
+    token = await sign_in(gateway, user)
+    async with gateway.client(headers={"Authorization": f"Bearer {token}"}) as client:
+        launched = await client.post(f"/api/workspaces/{workspace['id']}/launch")
+        assert launched.status_code == 201, launched.text
+        minted = await client.post(
+            "/api/agents/workspace/ticket", json={"workspaceId": launched.json()["runtime_id"]}
+        )
+    body = minted.json()
+    async with connect(
+        body["vncUrl"], ssl=gateway.ssl, origin=gateway.url, subprotocols=["binary"]
+    ) as ws:
+        init = await asyncio.wait_for(RfbClient(ws).handshake(body["vncPassword"]), WAIT)
+
+    assert (init.width, init.height) == GEOMETRY
+    assert body["vncPassword"] == stand_in.rfb_password
+
+
+def launch_here(owner, workspace: Workspace):
+    """A local desktop started by this process (under `desktops`), for a test to point at."""
+    session, _ = session_launch(
+        user=owner,
+        workspace_id=workspace.id,
+        origin=Origin(ip="127.0.0.1", user_agent="test"),
+        mfa_verified=False,
+    )
+    assert session.status == "ready"
+    return session
 
 
 async def test_with_one_daphne_process_stopped_nginx_sends_every_request_to_the_other(
