@@ -93,6 +93,7 @@ def _stored(model, field):
     return (
         model._default_manager.exclude(**{field.name: ""})
         .annotate(stored=Cast(field.name, output_field=models.TextField()))
+        .order_by("pk")
         .values_list("pk", "stored")
     )
 
@@ -111,11 +112,14 @@ def secrets_rotate() -> int:
     """Re-encrypt every stored secret not yet under the first key with it; how many were.
 
     The ciphertext is rotated as stored (decrypted with whichever key opens it, encrypted with
-    the first), column by column, each in one transaction with its rows locked, so a secret
-    written meanwhile is never overwritten with an older one."""
+    the first), all in one transaction with the rows locked (in key order), so a secret written
+    meanwhile is never overwritten with an older one, and a secret no key opens rewrites
+    nothing. The rotation is audited (`secrets_rotated`, with the count) in that transaction."""
+    from audit import services as audit
+
     rotated = 0
-    for model, field in encrypted_columns():
-        with transaction.atomic():
+    with transaction.atomic():
+        for model, field in encrypted_columns():
             for pk, token in _stored(model, field).select_for_update():
                 if _under_first_key(token):
                     continue
@@ -130,4 +134,5 @@ def secrets_rotate() -> int:
                 stored = Value(fresh, output_field=models.TextField())
                 model._default_manager.filter(pk=pk).update(**{field.name: stored})
                 rotated += 1
+        audit.record(action="secrets_rotated", details={"rotated": rotated})
     return rotated

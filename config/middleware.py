@@ -26,6 +26,8 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from whitenoise import middleware as whitenoise
 
+from config.csp import CONTENT_SECURITY_POLICY
+
 
 class OnTheLoop:
     """For a MiddlewareMixin whose hooks only compute: call them inline in async mode.
@@ -107,27 +109,6 @@ class NeverStoredMiddleware(OnTheLoop, MiddlewareMixin):
         if not response.has_header("Cache-Control"):
             add_never_cache_headers(response)
         return response
-
-
-# What a page may load and where it may send things. Scripts come only from Workgate's own
-# origin, or inline with this response's nonce (the viewer's import map); styles inline too (the
-# Django admin's attributes); images from any https address (a workspace's image_url is an
-# administrator's choice); frames from http(s) (the viewer shows a web workspace in one); fetches
-# and WebSockets only to Workgate. No page may be framed, nor post a form elsewhere.
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self' 'nonce-{nonce}'",
-        "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data: https:",
-        "frame-src 'self' https: http:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    )
-)
 
 
 class ContentSecurityPolicyMiddleware(OnTheLoop, MiddlewareMixin):

@@ -11,6 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.csp import static_headers
 from config.env import (
     env_bool,
     env_choice,
@@ -312,6 +313,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 if (BASE_DIR / "node_modules" / "@novnc").exists():
     STATICFILES_DIRS.append(("vendor/novnc", BASE_DIR / "node_modules" / "@novnc" / "novnc"))
+# Static HTML gets the pages' Content Security Policy and may not be framed (config/csp.py).
+WHITENOISE_ADD_HEADERS_FUNCTION = static_headers
 
 LOGIN_URL = "/login"
 LOGIN_REDIRECT_URL = "/"

@@ -18,6 +18,7 @@ from accounts.views import session_mfa_verified
 from audit.services import Origin
 from config.exceptions import APIError
 from config.permissions import admin_may
+from config.queries import queryable
 from sessions_app import selectors, services
 from sessions_app.models import WorkspaceSession
 from workspaces.selectors import workspace_granted, workspace_list, workspaces_for
@@ -31,6 +32,8 @@ MFA_NEEDED = (
 
 def _user_id_for(email: str) -> int:
     """The id of the account with this email; 0 (nobody) when there is none."""
+    if not queryable(email):
+        return 0
     return User.objects.filter(email__iexact=email).values_list("pk", flat=True).first() or 0
 
 

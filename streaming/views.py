@@ -7,6 +7,7 @@ import json
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from config.queries import queryable
 from streaming.models import Conversation, History
 from streaming.selectors import assistants_usable
 
@@ -47,7 +48,9 @@ def _turn(history: History) -> dict:
 def assistant(request):
     conversations = Conversation.objects.filter(user=request.user).order_by("-updated_at")
     course_id = request.GET.get("course", "")
-    current = conversations.filter(course_id=course_id).first() if course_id else None
+    current = None
+    if course_id and queryable(course_id):
+        current = conversations.filter(course_id=course_id).first()
     turns = []
     if current is not None:
         recent = History.objects.filter(user=request.user, conversation=current).order_by(

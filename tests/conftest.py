@@ -8,14 +8,14 @@ import pyotp
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Profile, User
 from accounts.tokens import issue_tokens
 from accounts.views import MFA_VERIFIED_KEY
-from streaming.database import close_connections
+from streaming.database import close_connections, in_db_thread
 from tests.support.contract import response_violations
 from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.secret_scan import assert_no_stored_secret
@@ -61,17 +61,28 @@ def _servers_settle_before_the_flush(request):
 def _every_response_checked(monkeypatch):
     """Every JSON response any test receives is scanned for the secrets stored in the database
     (tests/support/secret_scan.py), and every API response is held to the OpenAPI document
-    (tests/support/contract.py); Django's and DRF's test clients both pass through here."""
-    original = Client.request
+    (tests/support/contract.py); Django's and DRF's test clients, and Django's async one (in the
+    database threads, as async tests reach the ORM), all pass through here."""
 
-    def request(self, **kwargs):
-        response = original(self, **kwargs)
+    def check(response) -> None:
         assert_no_stored_secret(response)
         violations = response_violations(response)
         assert not violations, "\n".join(violations)
+
+    original, original_async = Client.request, AsyncClient.request
+
+    def request(self, **kwargs):
+        response = original(self, **kwargs)
+        check(response)
+        return response
+
+    async def async_request(self, **kwargs):
+        response = await original_async(self, **kwargs)
+        await in_db_thread(check)(response)
         return response
 
     monkeypatch.setattr(Client, "request", request)
+    monkeypatch.setattr(AsyncClient, "request", async_request)
 
 
 ADMINISTRATORS = importlib.import_module("accounts.migrations.0002_administrators_group")

@@ -8,7 +8,7 @@ import re
 import pytest
 from django.utils import timezone
 
-from config.middleware import CONTENT_SECURITY_POLICY
+from config.csp import CONTENT_SECURITY_POLICY
 from sessions_app.models import WorkspaceSession
 from tests.support.workspaces import make_web_workspace
 
@@ -27,6 +27,7 @@ def test_pages_allow_scripts_only_from_workgate_and_may_not_be_framed(browser_fo
         assert directives["frame-ancestors"] == "'none'"
         assert directives["object-src"] == "'none'" and directives["base-uri"] == "'none'"
         assert directives["connect-src"] == "'self'"
+        assert directives["img-src"] == "'self' data: https: http:"  # as image_url allows
     assert policy(client.get("/login"))["script-src"] != policy(client.get("/login"))["script-src"]
 
 
@@ -48,6 +49,15 @@ def test_the_viewers_import_map_carries_its_responses_nonce(browser_for, user):
 
     nonce = re.search(r"'nonce-([\w-]+)'", page["Content-Security-Policy"])[1]
     assert f'<script type="importmap" nonce="{nonce}">' in page.content.decode()
+
+
+def test_static_html_runs_no_inline_script_and_is_never_framed(client):
+    response = client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/oauth2-redirect.html")
+
+    assert response.status_code == 200
+    assert policy(response)["script-src"] == "'self'"
+    assert policy(response)["frame-ancestors"] == "'none'"
+    assert response["X-Frame-Options"] == "DENY"
 
 
 def test_json_answers_carry_no_page_policy(api):

@@ -112,3 +112,18 @@ def test_without_the_old_key_before_the_rotation_nothing_is_rewritten(
     assert {column: stored(*column) for column in secrets_under_the_old_key} == before
     settings.WORKGATE_ENCRYPTION_KEYS = [NEW, OLD]
     assert Workspace.objects.get().vnc_secret == "kasm-secret"
+
+
+def test_one_secret_no_key_opens_leaves_every_other_as_it_was(settings, secrets_under_the_old_key):
+    """All or nothing: a session's secret under a key gone from the list stops the rotation
+    after other columns were rewritten in the same transaction, which then rolls back."""
+    settings.WORKGATE_ENCRYPTION_KEYS = [Fernet.generate_key()]
+    WorkspaceSession.objects.update(upstream_secret="written under a lost key")
+    settings.WORKGATE_ENCRYPTION_KEYS = [NEW, OLD]
+    before = {column: stored(*column) for column in secrets_under_the_old_key}
+
+    with pytest.raises(ImproperlyConfigured, match=r"WorkspaceSession\.upstream_secret"):
+        call_command("rotate_secrets")
+
+    assert {column: stored(*column) for column in secrets_under_the_old_key} == before
+    assert not AuditEntry.objects.filter(action="secrets_rotated").exists()

@@ -81,3 +81,13 @@ def test_the_picker_lists_usable_assistants_and_preselects_the_conversations(
 
 def test_without_assistants_there_is_no_picker(browser_for, user):
     assert b"data-assistant" not in browser_for(user).get("/assistant").content
+
+
+def test_a_conversation_asked_for_with_a_nul_is_none_not_an_error(browser_for, user):
+    client = browser_for(user)
+    client.raise_request_exception = False
+
+    page = client.get("/assistant", {"course": "a\x00b"})
+
+    assert page.status_code == 200
+    assert page.context["current"] is None

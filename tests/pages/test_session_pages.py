@@ -149,3 +149,14 @@ def test_a_filter_with_a_nul_shows_no_session_rather_than_an_error(browser_for, 
 
     assert page.status_code == 200
     assert list(page.context["page"].object_list) == []
+
+
+def test_an_administrators_user_filter_with_a_nul_shows_no_session(browser_for, admin_user, user):
+    make_session(user, make_web_workspace())
+    client = browser_for(admin_user)
+    client.raise_request_exception = False
+
+    page = client.get("/sessions", {"user": "a\x00b"})
+
+    assert page.status_code == 200
+    assert list(page.context["page"].object_list) == []

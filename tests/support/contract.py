@@ -59,10 +59,16 @@ def _operation_for(method: str, path: str) -> dict | None:
     return None
 
 
-def response_violations(response) -> list[str]:
+def requested(response) -> tuple[str, str]:
+    """(method, path) of the request a test client's response answers: a WSGI environ for
+    Client, an ASGI scope for AsyncClient."""
     request = getattr(response, "request", None) or {}
-    path = request.get("PATH_INFO", "")
-    method = request.get("REQUEST_METHOD", "").lower()
+    method = request.get("REQUEST_METHOD") or request.get("method") or ""
+    return method.lower(), request.get("PATH_INFO") or request.get("path") or ""
+
+
+def response_violations(response) -> list[str]:
+    method, path = requested(response)
     if not path.startswith("/api/"):
         return []
     operation = _operation_for(method, path)

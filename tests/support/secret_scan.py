@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from tests.support.contract import requested
+
 MIN_LENGTH = 6  # shorter values would match ordinary words; real secrets are longer
 EXEMPT_PATHS = {
     "TOTP secret": {"/api/auth/mfa/setup"},
@@ -45,7 +47,7 @@ def assert_no_stored_secret(response) -> None:
     except RuntimeError:
         return  # a test without database access cannot have stored any secret
     body = response.content.decode("utf-8", "replace")
-    path = (getattr(response, "request", None) or {}).get("PATH_INFO", "")
+    _method, path = requested(response)
     for kind, found in secrets.items():
         if path in EXEMPT_PATHS[kind]:
             continue

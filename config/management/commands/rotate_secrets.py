@@ -1,7 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
-from audit import services as audit
 from config.crypto import secrets_not_under_first_key, secrets_rotate
 
 
@@ -26,6 +24,4 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS("every stored secret is under the first key"))
             return
         rotated = secrets_rotate()
-        with transaction.atomic():
-            audit.record(action="secrets_rotated", details={"rotated": rotated})
         self.stdout.write(self.style.SUCCESS(f"{rotated} stored secrets re-encrypted"))
