@@ -92,6 +92,7 @@ def sse_rows(results: dict) -> list[dict]:
 BENCHES = [
     Bench("relay", "bench/relay.py", "VNC relay vs websockify"),
     Bench("sse", "bench/sse_load.py", "Assistant SSE streams", adapter=sse_rows),
+    Bench("sustained", "bench/sse_sustained.py", "Assistant streams that last"),
     Bench("socketio", "bench/socketio_fanout.py", "Socket.IO fan-out vs python-socketio"),
     Bench("tickets", "bench/tickets.py", "Ticket minting"),
     Bench("launch", "bench/launch_ready.py", "Launch to ready"),
@@ -292,6 +293,35 @@ def launch_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def sustained_markdown(results: dict) -> str:
+    words_per_s = 1000 / results["token_ms"]
+    lines = [
+        f"One Daphne process, the `openai` provider against a loopback model server answering "
+        f"{results['tokens']} words at {words_per_s:.0f} a second "
+        f"({results['tokens'] * results['token_ms'] / 1000:g} s per answer). Each level opens "
+        f"its streams at a steady pace over {results['ramp_s']:g} s, so all are open together.",
+        "",
+        "| streams | complete | most open at once | first event p50 / p99 ms | "
+        "longest wait between answer events p99 ms | server CPU per stream |",
+        "|---|---|---|---|---|---|",
+    ]
+    for level in results["levels"]:
+        complete = level["outcomes"].get("complete", 0)
+        first = level["first_event_ms"]
+        lines.append(
+            f"| {level['streams']} | {complete} | {level['most_open']} | "
+            f"{first['p50']:.0f} / {first['p99']:.0f} | {level['longest_gap_ms_p99']} | "
+            f"{level['server_cpu_ms_per_stream']:.1f} ms |"
+        )
+    lines += [
+        "",
+        f"Carried with every stream complete and the first event under 250 ms at p99: "
+        f"**{results['capacity']} streams** (the model's own pace between words: "
+        f"{results['token_ms']} ms).",
+    ]
+    return "\n".join(lines)
+
+
 def _dist_row(label: str, data: dict) -> str:
     return (
         f"| {label} | {data['p50']:.0f} | {data['p90']:.0f} | {data['p99']:.0f} | "
@@ -327,7 +357,11 @@ def write_doc(outcomes: list[Outcome], info: dict, rows, load: tuple[float, floa
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = replace_block(text, "header", header_markdown(info, when, load))
     text = replace_block(text, "summary", markdown_table(rows), heading="Summary")
-    sections = {"tickets": tickets_markdown, "launch": launch_markdown}
+    sections = {
+        "tickets": tickets_markdown,
+        "launch": launch_markdown,
+        "sustained": sustained_markdown,
+    }
     for outcome in outcomes:
         render = sections.get(outcome.bench.name)
         if render and outcome.results:
