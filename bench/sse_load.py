@@ -124,31 +124,42 @@ class HTTPStream:
             writer.close()
 
 
-async def one_stream(client: HTTPStream, token: str, burst: Burst, start: asyncio.Event):
-    await start.wait()
-    began = time.perf_counter()
-    outcome = "no-done"
-    burst.open += 1
+async def read_stream(client: HTTPStream, token: str, seen) -> str:
+    """Read one stream to its end, calling `seen(kind, first)` at each event as it arrives
+    (`first`: it is the stream's first); the outcome, "complete" when it ended as it should."""
+    last_type = None
     try:
-        last_type = None
         async for status, data in client.events(token):
             if status != 200:
-                outcome = f"http-{status}"
-                return
+                return f"http-{status}"
             if not data:
                 continue
             kind = json.loads(data)["type"]
-            if last_type is None:
-                burst.first_event.append(time.perf_counter() - began)
+            seen(kind, last_type is None)
             if kind == "done":
-                outcome = "complete" if last_type == "complete" else f"ended-{last_type}"
-                burst.done.append(time.perf_counter() - began)
+                return "complete" if last_type == "complete" else f"ended-{last_type}"
             last_type = kind
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        outcome = type(exc).__name__
+        return type(exc).__name__
+    return "no-done"
+
+
+async def one_stream(client: HTTPStream, token: str, burst: Burst, start: asyncio.Event):
+    await start.wait()
+    began = time.perf_counter()
+
+    def seen(kind: str, first: bool) -> None:
+        if first:
+            burst.first_event.append(time.perf_counter() - began)
+        if kind == "done":
+            burst.done.append(time.perf_counter() - began)
+
+    burst.open += 1
+    try:
+        outcome = await read_stream(client, token, seen)
     finally:
         burst.open -= 1
-        burst.count(outcome)
+    burst.count(outcome)
 
 
 async def sample(pid: int, burst: Burst, samples: list[tuple[int, int]], stop: asyncio.Event):

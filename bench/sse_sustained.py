@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from common import ROOT, daphne, emit, free_port, machine, percentile, running, summary_row
-from sse_load import HTTPStream, cpu_seconds, prepare
+from sse_load import HTTPStream, cpu_seconds, prepare, read_stream
 
 TARGET_MS = 250.0
 
@@ -65,34 +64,26 @@ class Level:
 
 async def one_stream(client: HTTPStream, token: str, level: Level) -> None:
     began = time.perf_counter()
-    outcome, last_type, last_answer, longest = "no-done", None, None, 0.0
+    answer = {"last": None, "longest": 0.0}
+
+    def seen(kind: str, first: bool) -> None:
+        now = time.perf_counter()
+        if first:
+            level.first_event.append(now - began)
+        if kind == "stream":
+            if answer["last"] is not None:
+                answer["longest"] = max(answer["longest"], now - answer["last"])
+            answer["last"] = now
+
     level.open += 1
     level.most_open = max(level.most_open, level.open)
     try:
-        async for status, data in client.events(token):
-            if status != 200:
-                outcome = f"http-{status}"
-                return
-            if not data:
-                continue
-            now = time.perf_counter()
-            kind = json.loads(data)["type"]
-            if last_type is None:
-                level.first_event.append(now - began)
-            if kind == "stream":
-                if last_answer is not None:
-                    longest = max(longest, now - last_answer)
-                last_answer = now
-            if kind == "done":
-                outcome = "complete" if last_type == "complete" else f"ended-{last_type}"
-            last_type = kind
-    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-        outcome = type(exc).__name__
+        outcome = await read_stream(client, token, seen)
     finally:
         level.open -= 1
-        level.count(outcome)
-        if outcome == "complete":
-            level.longest_gap.append(longest)
+    level.count(outcome)
+    if outcome == "complete":
+        level.longest_gap.append(answer["longest"])
 
 
 async def run_level(client: HTTPStream, tokens: list[str], ramp: float, pid: int, timeout: float):
