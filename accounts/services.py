@@ -10,7 +10,6 @@ from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django_ratelimit.core import get_usage
 
 from accounts.connections import connections_close
 from accounts.models import Profile, User
@@ -18,7 +17,7 @@ from accounts.selectors import profile_of
 from accounts.tokens import issue_tokens
 from audit import services as audit
 from config.exceptions import APIError, Conflict, Forbidden
-from config.ratelimit import RateLimited
+from config.ratelimit import RateLimited, over_limit
 from vnc_proxy.services import tickets_void
 
 TOTP_ISSUER = "Workgate"
@@ -85,16 +84,7 @@ def user_check_password(*, email: str, password: str, origin: audit.Origin) -> U
 def _otp_attempt(user: User) -> int | None:
     """Count one code about to be checked for `user`; the seconds to wait if it is over the
     limit (OTP_CODES_ALLOWED), else None."""
-    usage = get_usage(
-        None,
-        group="otp-codes",
-        key=lambda group, request: f"user:{user.pk}",
-        rate=OTP_CODE_RATE,
-        increment=True,
-    )
-    if usage and usage["should_limit"]:
-        return max(1, int(usage["time_left"]) + 1)
-    return None
+    return over_limit(group="otp-codes", rate=OTP_CODE_RATE, key=f"user:{user.pk}")
 
 
 def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None:

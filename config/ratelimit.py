@@ -49,6 +49,17 @@ def key_by_user(group, request) -> str:
     return f"ip:{client_key(request)}"
 
 
+def over_limit(*, group: str, rate: str, key: str) -> int | None:
+    """Count one attempt against `key` (say "user:7") in `group`, where there is no request to
+    key it by (a service); the seconds to wait when that is over `rate`, else None."""
+    usage = get_usage(
+        None, group=group, key=lambda _group, _request: key, rate=rate, increment=True
+    )
+    if usage and usage["should_limit"]:
+        return max(1, math.ceil(usage["time_left"]))
+    return None
+
+
 def enforce(request, *, group: str, rate: str, key=key_by_user) -> None:
     """Count this request against `group`, raising 429 once the rate is exceeded."""
     usage = get_usage(request, group=group, key=key, rate=rate, increment=True)

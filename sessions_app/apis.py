@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -11,7 +10,6 @@ from accounts.tokens import request_mfa
 from audit.services import Origin
 from config.inputs import query_input
 from config.pagination import PAGE_PARAMETERS, paginated
-from config.ratelimit import enforce
 from config.schema import ADMIN, RUNTIME
 from sessions_app import selectors, services
 from sessions_app import serializers as s
@@ -48,7 +46,6 @@ class WorkspaceLaunchApi(APIView):
         ),
     )
     def post(self, request, workspace_id: str):
-        enforce(request, group="launch", rate=settings.WORKGATE_LAUNCH_RATE)
         session, created = services.session_launch(
             user=request.user,
             workspace_id=workspace_id,

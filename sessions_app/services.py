@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit import services as audit
 from config.exceptions import APIError, Conflict, Forbidden, NotFound
 from config.queries import queryable
+from config.ratelimit import RateLimited, over_limit
 from sessions_app.models import SESSION_ENDED, WorkspaceSession
 from sessions_app.provisioners import ProvisionerUnavailable, provisioner_named
 from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
@@ -67,8 +68,13 @@ def session_launch(
     A user who already has a live session of the workspace gets that session back. Checks, in
     order: the workspace exists and is shared with the user, it can be launched, the tunnel,
     MFA, the per-user limit, the provisioner. Refusals are audited (success false) so denied
-    access is visible in the log too.
+    access is visible in the log too. Every attempt first counts against the user's
+    WORKGATE_LAUNCH_RATE, whoever asks (the API, the catalog page, the assistant's tool): 429,
+    not audited, past it, so that no path grows the audit log without bound.
     """
+    wait = over_limit(group="launch", rate=settings.WORKGATE_LAUNCH_RATE, key=f"user:{user.pk}")
+    if wait is not None:
+        raise RateLimited(wait=wait)
     workspace = _launchable(user, workspace_id, origin=origin)
     try:
         _check_launchable(workspace, user=user, origin=origin, mfa_verified=mfa_verified)

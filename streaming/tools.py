@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.exceptions import APIException
 
 from audit import services as audit
 from config.exceptions import APIError
@@ -294,7 +295,7 @@ def tool_call(ctx: ToolContext, name: str, arguments: dict) -> ToolOutcome:
     except ToolArgumentError as exc:
         code = "invalid_arguments"
         outcome = ToolOutcome({"error": str(exc), "code": code}, False)
-    except APIError as exc:
+    except APIException as exc:  # the services' refusals, a rate limit's too
         code = str(exc.get_codes())
         outcome = ToolOutcome({"error": str(exc.detail), "code": code}, False)
     except Exception:

@@ -13,7 +13,7 @@ from accounts.views import session_mfa_verified
 from audit.services import Origin
 from config.exceptions import APIError
 from config.network import client_ip, in_networks
-from config.ratelimit import RateLimited, enforce
+from config.ratelimit import RateLimited
 from sessions_app import services as sessions
 from sessions_app.selectors import live_sessions_of, mfa_required_for
 from workspaces.selectors import workspaces_for
@@ -91,17 +91,15 @@ def catalog(request):
 @require_POST
 def launch(request, workspace_id: str):
     try:
-        enforce(request, group="launch", rate=settings.WORKGATE_LAUNCH_RATE)
-    except RateLimited as exc:
-        messages.error(request, f"Too many launches; try again in {exc.wait:.0f} seconds.")
-        return redirect("catalog")
-    try:
         session, _created = sessions.session_launch(
             user=request.user,
             workspace_id=workspace_id,
             origin=Origin.of(request),
             mfa_verified=session_mfa_verified(request),
         )
+    except RateLimited as exc:
+        messages.error(request, f"Too many launches; try again in {exc.wait:.0f} seconds.")
+        return redirect("catalog")
     except APIError as exc:
         messages.error(request, _refusal(exc))
         return redirect("catalog")

@@ -8,7 +8,9 @@ import pytest
 
 from accounts.models import Profile
 from audit.models import AuditEntry
+from audit.services import Origin
 from sessions_app.models import WorkspaceSession
+from streaming.tools import ToolContext, tool_call
 from tests.sessions_app.conftest import OVERLAY_IP, launch
 from workspaces.models import Workspace
 
@@ -84,23 +86,28 @@ def test_an_unknown_workspace_is_404(api):
     assert not WorkspaceSession.objects.exists()
 
 
-def test_launch_attempts_are_limited_per_user_on_the_api_and_the_page_together(
+def test_launch_attempts_are_limited_per_user_whoever_asks(
     api, user, browser_for, other_user, client_for, settings
 ):
-    """Every attempt counts, a refused one too: refusals are audited, and without a limit one
-    account could grow the audit log (and hold the chain's lock) as fast as it can ask."""
+    """Every attempt counts, a refused one too, on the API, the catalog page and the assistant's
+    tool alike: refusals are audited, and without a limit one account could grow the audit log
+    (and hold the chain's lock) as fast as it can ask."""
     settings.WORKGATE_LAUNCH_RATE = "3/m"
     answers = [launch(api, "ws-00000000").status_code for _ in range(2)]
     page = browser_for(user)
     page.post("/workspaces/ws-00000000/launch")
+    context = ToolContext(user=user, origin=Origin(ip="127.0.0.1"), mfa_verified=False)
 
     limited = launch(api, "ws-00000000")
     from_the_page = page.post("/workspaces/ws-00000000/launch", follow=True)
+    from_the_tool = tool_call(context, "launch_workspace", {"workspace_id": "ws-00000000"})
 
     assert answers == [404, 404]
     assert limited.status_code == 429 and int(limited["Retry-After"]) > 0
     assert limited.json()["code"] == "rate_limited"
     assert b"Too many launches; try again in" in from_the_page.content
+    assert from_the_tool.success is False
+    assert from_the_tool.response["code"] == "rate_limited"
     assert AuditEntry.objects.filter(action="launch_workspace", success=False).count() == 3
     assert launch(client_for(other_user), "ws-00000000").status_code == 404  # their own budget
 
