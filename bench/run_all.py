@@ -11,8 +11,9 @@ in the table and does not stop the others. Raw results and logs go to .runtime/b
 
 docs/benchmarks.md is rewritten only between its `<!-- bench:NAME:start -->` and
 `<!-- bench:NAME:end -->` markers: the header (machine and method), the summary table, and the
-sections of the ticket and launch benchmarks; every other section is its owner's prose and is
-left alone. A partial run (--only/--skip) writes the document only with --write.
+sections of the ticket, launch and sustained-streams benchmarks; every other section is its
+owner's prose and is left alone. A partial run (--only/--skip) writes the document only with
+--write.
 """
 
 from __future__ import annotations
@@ -301,25 +302,30 @@ def sustained_markdown(results: dict) -> str:
         f"({results['tokens'] * results['token_ms'] / 1000:g} s per answer). Each level opens "
         f"its streams at a steady pace over {results['ramp_s']:g} s, so all are open together.",
         "",
-        "| streams | complete | most open at once | first event p50 / p99 ms | "
-        "longest wait between answer events p99 ms | server CPU per stream |",
+        "| streams | complete | first event p50 / p99 ms | first word p50 / p99 ms | "
+        "longest wait between words, p99 over streams, ms | server CPU per stream |",
         "|---|---|---|---|---|---|",
     ]
     for level in results["levels"]:
         complete = level["outcomes"].get("complete", 0)
-        first = level["first_event_ms"]
+        first, word = level["first_event_ms"], level["first_word_ms"]
         lines.append(
-            f"| {level['streams']} | {complete} | {level['most_open']} | "
-            f"{first['p50']:.0f} / {first['p99']:.0f} | {level['longest_gap_ms_p99']} | "
+            f"| {level['streams']} | {complete} | {_ms(first['p50'])} / {_ms(first['p99'])} | "
+            f"{_ms(word['p50'])} / {_ms(word['p99'])} | {_ms(level['longest_gap_ms_p99'])} | "
             f"{level['server_cpu_ms_per_stream']:.1f} ms |"
         )
     lines += [
         "",
-        f"Carried with every stream complete and the first event under 250 ms at p99: "
-        f"**{results['capacity']} streams** (the model's own pace between words: "
-        f"{results['token_ms']} ms).",
+        "Carried with every stream complete and the first event under 250 ms at p99, at that "
+        f"level and every level below it: **{results['capacity']} streams** (the model's own "
+        f"pace between words: {results['token_ms']} ms).",
     ]
     return "\n".join(lines)
+
+
+def _ms(value) -> str:
+    """A figure in milliseconds, or a dash where there was none to measure."""
+    return "-" if value is None or value != value else f"{value:,.0f}"
 
 
 def _dist_row(label: str, data: dict) -> str:
