@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ class LoopbackServer:
     """An aiohttp server on 127.0.0.1 in a thread of its own, answering every POST with
     `_handle`, so that code in this process and Daphne subprocesses reach it alike."""
 
-    def __init__(self):
+    def __init__(self, *, tls: ssl.SSLContext | None = None):
+        """`tls`: serve HTTPS with this server-side context."""
         self.port = free_port()
+        self.tls = tls
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -55,7 +58,8 @@ class LoopbackServer:
         app.router.add_post("/{tail:.*}", self._handle)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        site = web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.tls)
+        self._loop.run_until_complete(site.start())
         self._started.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
@@ -65,9 +69,9 @@ class LoopbackServer:
 
 
 class FakeProvider(LoopbackServer):
-    def __init__(self):
-        super().__init__()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, *, tls: ssl.SSLContext | None = None):
+        super().__init__(tls=tls)
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.replies: deque[Reply] = deque()
         self.requests: list[dict] = []
         self.headers: list[dict] = []

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import ssl
 
 import pytest
 
 from streaming.models import History
+from streaming.providers import http
 from tests.streaming.fakes import (
+    FakeProvider,
     Reply,
     openai_chunk,
     openai_event,
@@ -16,6 +19,7 @@ from tests.streaming.fakes import (
 )
 from tests.streaming.test_sse_builtin import assert_contract
 from tests.support.database import orm
+from tests.support.nginx import self_signed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -317,3 +321,42 @@ async def test_nul_characters_from_the_model_are_dropped_not_fatal(
     history = await orm(History.objects.get)
     assert history.status == "complete"
     assert history.tool_calls[0]["arguments"] == {"query": "Linux"}
+
+
+@pytest.fixture
+def private_ca_provider(tmp_path, settings, monkeypatch):
+    """An OpenAI-compatible server over HTTPS with a certificate no public CA signed, and a
+    process whose trust store starts empty of it."""
+    cert, key = self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    server = FakeProvider(tls=tls).start()
+    settings.OPENAI_BASE_URL = server.base_url + "/v1"
+    settings.OPENAI_API_KEY = "sk-test-openai"
+    http._trust.cache_clear()  # the process's context is made once; this test makes its own
+    yield server, cert
+    http._trust.cache_clear()
+    server.stop()
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["ssl_cert_file", "untrusted"])
+async def test_a_provider_behind_a_private_ca_is_trusted_through_ssl_cert_file(
+    ask, user, assistant, private_ca_provider, monkeypatch, trusted
+):
+    """The providers' TLS context is made once per process, from SSL_CERT_FILE as httpx reads
+    it; without that the certificate is refused, and the turn ends with an error event."""
+    server, cert = private_ca_provider
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    else:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server.script(openai_text_reply("Over TLS."))
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    if trusted:
+        assert streamed.events[-2]["type"] == "complete"
+        assert streamed.events[-2]["completion"] == "Over TLS."
+    else:
+        assert streamed.events[-2]["type"] == "error"
+        assert server.requests == []  # the handshake failed before any request
