@@ -14,6 +14,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import socket
 import ssl
 from collections.abc import Callable
@@ -204,6 +205,19 @@ class _connect_here_only(connect):
         return exc
 
 
+@functools.cache
+def _tls(*, verify: bool) -> ssl.SSLContext:
+    """The TLS context for wss:// desktops, made once per process for each setting: making one
+    reads every CA certificate of the system's store (some 20 ms of CPU), which every relay
+    connection to a KasmVNC host paid. Unverified only for a lab server with a self-signed
+    certificate, by an administrator's choice (vnc_tls_verify)."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class WebSocketUpstream(_FlowHooks):
     kind = "websocket"
 
@@ -224,12 +238,7 @@ class WebSocketUpstream(_FlowHooks):
         if username or secret:
             credentials = base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
             headers["Authorization"] = f"Basic {credentials}"
-        context = None
-        if url.startswith("wss://"):
-            context = ssl.create_default_context()
-            if not tls_verify:  # a lab server with a self-signed certificate, by admin choice
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+        context = _tls(verify=tls_verify) if url.startswith("wss://") else None
         try:
             connection = await _connect_here_only(
                 url,

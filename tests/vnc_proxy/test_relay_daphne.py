@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from tests.support import processes
+from tests.support.nginx import self_signed
 from tests.support.processes import ROOT, free_port, running
 from tests.vnc_proxy.conftest import GEOMETRY, db, needs_desktops
 from tests.vnc_proxy.rfb import RfbClient
@@ -437,3 +438,51 @@ async def test_a_websocket_upstream_gets_basic_auth_from_the_relay(
     else:
         code, reason = await closed_with(ws_url(body, port))
         assert (code, reason) == (1011, "the desktop refused the connection (HTTP 401)")
+
+
+@pytest.fixture
+def tls_websockify_desktop(desktop, tmp_path):
+    """websockify over TLS with a self-signed certificate (a lab KasmVNC) in front of `desktop`'s
+    x11vnc; its port."""
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    argv = [
+        ROOT / ".venv" / "bin" / "websockify",
+        "--ssl-only",
+        f"--cert={cert}",
+        f"--key={key}",
+        f"127.0.0.1:{port}",
+        desktop.upstream_target,
+    ]
+    with running(argv, port=port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        yield port
+
+
+async def test_a_wss_upstream_is_verified_unless_the_workspace_says_otherwise(
+    daphnes, desktop, tls_websockify_desktop, make_workspace, launch, ticket_for, user
+):
+    """The relay's TLS contexts are made once per process, one verifying and one not: in the
+    same process, a self-signed desktop is refused while vnc_tls_verify is on, reached when an
+    administrator turned it off, and refused again for a workspace that verifies."""
+    (port, _log), _ = daphnes
+    url = f"wss://127.0.0.1:{tls_websockify_desktop}/websockify"
+
+    async def connect_to(verify: bool):
+        kasm = await db(make_workspace)(
+            provisioner="static",
+            vnc_target=url,
+            vnc_tls_verify=verify,
+            rfb_password=desktop.rfb_password,
+        )
+        session = await db(launch)(user, kasm)
+        return await db(ticket_for)(user, session.runtime_id)
+
+    refused = await closed_with(ws_url(await connect_to(verify=True), port))
+    lab = await connect_to(verify=False)
+    async with viewer(ws_url(lab, port)) as ws:
+        init = await RfbClient(ws).handshake(lab["vncPassword"])
+    refused_again = await closed_with(ws_url(await connect_to(verify=True), port))
+
+    assert (init.width, init.height) == GEOMETRY
+    for code, reason in (refused, refused_again):
+        assert (code, reason) == (1011, "the desktop is unreachable (SSLCertVerificationError)")
