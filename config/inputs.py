@@ -7,8 +7,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 
-class StrictText(serializers.CharField):
-    """A JSON string, and only a string (CharField would turn 42 into "42")."""
+class _StringOnly:
+    """A field whose JSON value must be a string before the field reads it."""
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
@@ -16,13 +16,12 @@ class StrictText(serializers.CharField):
         return super().to_internal_value(data)
 
 
-class StrictUUID(serializers.UUIDField):
-    """A UUID written as a string (UUIDField reads an integer, true included, as one)."""
+class StrictText(_StringOnly, serializers.CharField):
+    """A JSON string, and only a string (CharField would turn 42 into "42")."""
 
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid", value=data)
-        return super().to_internal_value(data)
+
+class StrictUUID(_StringOnly, serializers.UUIDField):
+    """A UUID written as a string (UUIDField reads an integer, true included, as one)."""
 
 
 class NamedRows(serializers.ManyRelatedField):

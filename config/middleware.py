@@ -122,8 +122,8 @@ class ContentSecurityPolicyMiddleware(OnTheLoop, MiddlewareMixin):
     def process_response(self, request, response):
         html = response.get("Content-Type", "").startswith("text/html")
         if html and not response.has_header("Content-Security-Policy"):
-            nonce = getattr(request, "csp_nonce", None) or secrets.token_urlsafe(16)
-            response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.format(nonce=nonce)
+            policy = CONTENT_SECURITY_POLICY.format(nonce=request.csp_nonce)
+            response["Content-Security-Policy"] = policy
         return response
 
 

@@ -52,16 +52,20 @@ def key_by_user(group, request) -> str:
 def over_limit(*, group: str, rate: str, key: str) -> int | None:
     """Count one attempt against `key` (say "user:7") in `group`, where there is no request to
     key it by (a service); the seconds to wait when that is over `rate`, else None."""
-    usage = get_usage(
-        None, group=group, key=lambda _group, _request: key, rate=rate, increment=True
+    return _wait(
+        get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
     )
-    if usage and usage["should_limit"]:
-        return max(1, math.ceil(usage["time_left"]))
-    return None
 
 
 def enforce(request, *, group: str, rate: str, key=key_by_user) -> None:
     """Count this request against `group`, raising 429 once the rate is exceeded."""
-    usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    wait = _wait(get_usage(request, group=group, key=key, rate=rate, increment=True))
+    if wait is not None:
+        raise RateLimited(wait=wait)
+
+
+def _wait(usage: dict | None) -> int | None:
+    """The whole seconds until a counter over its rate resets; None when it is not over."""
     if usage and usage["should_limit"]:
-        raise RateLimited(wait=max(1, math.ceil(usage["time_left"])))
+        return max(1, math.ceil(usage["time_left"]))
+    return None

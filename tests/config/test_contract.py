@@ -17,16 +17,15 @@ from collections.abc import Iterator
 import pytest
 from django.apps import apps
 from django.core.cache import cache
-from drf_spectacular.generators import SchemaGenerator
 
 from tests.conftest import PASSWORD
+from tests.support.contract import document, operations
 from tests.support.errors import assert_error_shape
 from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-DOCUMENT = SchemaGenerator().get_schema(request=None, public=True)
-METHODS = ("get", "post", "put", "patch", "delete")
+DOCUMENT = document()
 
 # A valid body for each route that takes one: each violation changes exactly one field of it.
 VALID_BODIES = {
@@ -44,13 +43,6 @@ VALID_BODIES = {
 
 # What a path parameter may be instead of an id: none of them names a row.
 HOSTILE_IDS = ("a%00b", "x" * 300, "..%2F..%2Fadmin", "%20", "1%27%20OR%20%271%27%3D%271", "-1")
-
-
-def operations() -> Iterator[tuple[str, str, dict]]:
-    for path, item in DOCUMENT["paths"].items():
-        for method in METHODS:
-            if method in item:
-                yield method, path, item[method]
 
 
 def resolve(schema: dict) -> dict:
@@ -191,13 +183,17 @@ def test_the_document_checked_here_is_the_one_served(anon):
 
 
 def test_every_route_that_takes_a_body_has_a_valid_example_here():
-    takes_a_body = {(m, p) for m, p, operation in operations() if request_schema(operation)}
+    takes_a_body = {(m, p) for m, p, operation in operations(DOCUMENT) if request_schema(operation)}
     assert takes_a_body == set(VALID_BODIES)
 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [(method, path) for method, path, operation in operations() if request_schema(operation)],
+    [
+        (method, path)
+        for method, path, operation in operations(DOCUMENT)
+        if request_schema(operation)
+    ],
 )
 def test_a_body_that_breaks_the_contract_is_a_400_naming_the_field(caller, concrete, method, path):
     operation = DOCUMENT["paths"][path][method]
@@ -216,7 +212,7 @@ def test_a_body_that_breaks_the_contract_is_a_400_naming_the_field(caller, concr
     ("method", "path"),
     [
         (method, path)
-        for method, path, operation in operations()
+        for method, path, operation in operations(DOCUMENT)
         if any(parameter["in"] == "query" for parameter in operation.get("parameters", ()))
     ],
 )
@@ -240,7 +236,11 @@ def test_a_query_parameter_that_breaks_the_contract_is_a_400_naming_it(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [(method, path) for method, path, operation in operations() if operation["security"] != [{}]],
+    [
+        (method, path)
+        for method, path, operation in operations(DOCUMENT)
+        if operation["security"] != [{}]
+    ],
 )
 def test_a_request_without_credentials_is_a_401_and_changes_nothing(anon, concrete, method, path):
     anon.raise_request_exception = False
@@ -254,7 +254,7 @@ def test_a_request_without_credentials_is_a_401_and_changes_nothing(anon, concre
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [(method, path) for method, path, operation in operations() if "{" in path],
+    [(method, path) for method, path, operation in operations(DOCUMENT) if "{" in path],
 )
 def test_an_id_that_names_nothing_is_a_404(caller, concrete, method, path):
     before = everything()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from functools import cache
 
 from jsonschema import Draft202012Validator
@@ -18,10 +19,19 @@ METHODS = ("get", "post", "put", "patch", "delete")
 
 
 @cache
-def _document() -> dict:
+def document() -> dict:
+    """The full OpenAPI document, as drf-spectacular generates it for /api/schema."""
     from drf_spectacular.generators import SchemaGenerator
 
     return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def operations(spec: dict) -> Iterator[tuple[str, str, dict]]:
+    """(method, path, operation) for every operation of an OpenAPI document."""
+    for path, item in spec["paths"].items():
+        for method in METHODS:
+            if method in item:
+                yield method, path, item[method]
 
 
 def _json_schema(schema):
@@ -40,16 +50,19 @@ def _json_schema(schema):
 
 @cache
 def _components() -> dict:
-    return _json_schema(_document()["components"])
+    return _json_schema(document()["components"])
 
 
 @cache
 def _operations() -> list[tuple[re.Pattern, str, dict]]:
-    found = []
-    for path, item in _document()["paths"].items():
-        pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
-        found += [(pattern, method, item[method]) for method in METHODS if method in item]
-    return found
+    return [
+        (
+            re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$"),
+            method,
+            operation,
+        )
+        for method, path, operation in operations(document())
+    ]
 
 
 def _operation_for(method: str, path: str) -> dict | None:
