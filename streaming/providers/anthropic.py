@@ -37,6 +37,7 @@ from streaming.providers.http import (
     new_client,
     provider_message,
     raise_for_status,
+    read_to_end,
     sse_data,
 )
 
@@ -105,7 +106,8 @@ class AnthropicSession(ModelSession):
                 "POST", url, json=self._body(tools_enabled), headers=headers
             ) as response:
                 await raise_for_status(response, NAME)
-                async for data in sse_data(response):
+                events = sse_data(response)
+                async for data in events:
                     event = load_json(data, NAME)
                     kind = event.get("type")
                     if kind == "message_start":
@@ -140,6 +142,7 @@ class AnthropicSession(ModelSession):
                             yield UsageReport(output_tokens=int(usage["output_tokens"]))
                     elif kind == "message_stop":
                         stopped = True
+                        await read_to_end(events)
                         break
                     elif kind == "error":
                         error = event.get("error") or {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -14,12 +16,16 @@ import httpx
 from django.conf import settings
 
 from streaming.providers.base import ProviderError
+from streaming.providers.network import AsyncioTransport
 
 # A model may think for a long while between two chunks; connecting should be quick.
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
 # A provider's 429 is passed on with its Retry-After, kept within these bounds (seconds).
 RETRY_AFTER_UNKNOWN = 30
 RETRY_AFTER_MAX = 3600
+# After a provider's last event, how long the rest of its body (normally only its end) may take
+# before the connection is dropped rather than kept for the turn's next round.
+BODY_END_SECONDS = 1.0
 
 
 @functools.cache
@@ -32,7 +38,14 @@ def _trust() -> ssl.SSLContext:
 
 def new_client() -> httpx.AsyncClient:
     # One client per turn: the turn owns its connection, so cancelling the turn closes it.
-    return httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, verify=_trust())
+    # On asyncio's streams (streaming/providers/network.py); `verify` is for a proxy's transport,
+    # when the environment names one.
+    return httpx.AsyncClient(
+        timeout=TIMEOUT,
+        follow_redirects=False,
+        verify=_trust(),
+        transport=AsyncioTransport(_trust()),
+    )
 
 
 async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
@@ -51,6 +64,17 @@ async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
             data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield "\n".join(data)
+
+
+async def read_to_end(events: AsyncIterator[str]) -> None:
+    """Read what follows a provider's last event, normally only the end of the body, so that
+    the connection goes back to the client's pool for the turn's next round (a tool call's
+    answer) instead of being closed with a new one to open, TLS and all. A provider that keeps
+    the body open loses the connection, never the answer."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(BODY_END_SECONDS):
+            async for _ in events:
+                pass
 
 
 def without_nul(value):

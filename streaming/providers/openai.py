@@ -35,6 +35,7 @@ from streaming.providers.http import (
     new_client,
     provider_message,
     raise_for_status,
+    read_to_end,
     sse_data,
 )
 
@@ -94,9 +95,11 @@ class OpenAISession(ModelSession):
                 "POST", url, json=self._body(tools_enabled), headers=headers
             ) as response:
                 await raise_for_status(response, NAME)
-                async for data in sse_data(response):
+                events = sse_data(response)
+                async for data in events:
                     if data.strip() == "[DONE]":
                         finished = True
+                        await read_to_end(events)
                         break
                     chunk = load_json(data, NAME)
                     if chunk.get("error"):

@@ -3,7 +3,8 @@
 A FakeProvider is a real HTTP server (aiohttp) on 127.0.0.1 in a thread of its own, so it serves
 the test process and a Daphne subprocess alike. Each request takes the next scripted Reply:
 server-sent events written one by one, an HTTP error, a stream that breaks off, or one that hangs
-until the client goes away. It records every request body and notices disconnects.
+or stalls until the client goes away. It records every request body and the client's address,
+and notices disconnects.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Reply:
     headers: dict = field(default_factory=dict)
     hang: bool = False  # after the events, keep the stream open until the client leaves
     drop: bool = False  # after the events, cut the connection mid-body
+    stall: bool = False  # after the events, send nothing more until the client leaves
+    close: bool = False  # a complete answer, then close the kept-alive connection unannounced
 
 
 class LoopbackServer:
@@ -75,6 +78,7 @@ class FakeProvider(LoopbackServer):
         self.replies: deque[Reply] = deque()
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.peers: list[tuple] = []  # the client's (host, port) for each request
         self.client_left = threading.Event()
 
     def script(self, *replies: Reply) -> None:
@@ -84,6 +88,7 @@ class FakeProvider(LoopbackServer):
         self.replies.clear()
         self.requests.clear()
         self.headers.clear()
+        self.peers.clear()
         self.client_left.clear()
 
     # --- The server ---------------------------------------------------------------------------
@@ -91,6 +96,7 @@ class FakeProvider(LoopbackServer):
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(await request.json())
         self.headers.append(dict(request.headers))
+        self.peers.append(request.transport.get_extra_info("peername"))
         reply = self.replies.popleft() if self.replies else Reply(status=500, body={"error": "x"})
         if reply.status != 200:
             return web.json_response(reply.body or {}, status=reply.status, headers=reply.headers)
@@ -101,6 +107,11 @@ class FakeProvider(LoopbackServer):
             await asyncio.sleep(0.001)
         if reply.drop:
             request.transport.abort()
+            return response
+        if reply.stall:
+            while request.transport is not None and not request.transport.is_closing():
+                await asyncio.sleep(0.01)
+            self.client_left.set()
             return response
         if reply.hang:
             try:
@@ -115,6 +126,8 @@ class FakeProvider(LoopbackServer):
         with contextlib.suppress(ConnectionError):
             # A client that has read the final event may hang up before the closing chunk.
             await response.write_eof()
+        if reply.close:
+            request.transport.close()
         return response
 
 

@@ -113,6 +113,7 @@ async def test_thinking_rounds_close_with_their_signature_and_go_back_with_the_t
     }
 
     first, second = anthropic_server.requests
+    assert len(set(anthropic_server.peers)) == 1  # the tool round reused the connection
     headers = anthropic_server.headers[0]
     assert headers["x-api-key"] == "sk-test-anthropic"
     assert headers["anthropic-version"] == "2023-06-01"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 
+import httpx
 import pytest
 
 from streaming.models import History
@@ -239,6 +240,58 @@ async def test_a_provider_that_cannot_be_reached_is_an_error_event(ask, user, as
         "message": "The openai provider cannot be reached.",
         "status": 502,
     }
+
+
+async def test_a_provider_that_stops_sending_mid_answer_times_out_and_is_let_go(
+    ask, user, assistant, openai_server, monkeypatch
+):
+    """The read timeout holds on the providers' own network streams (providers/network.py):
+    the turn ends with a 504 error event and the gateway closes the connection."""
+    monkeypatch.setattr(http, "TIMEOUT", httpx.Timeout(10.0, read=0.2))
+    openai_server.script(Reply([openai_chunk({"content": "Half"})], stall=True))
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["error"] == {
+        "message": "The openai provider did not answer in time.",
+        "status": 504,
+    }
+    assert openai_server.client_left.wait(5)
+    history = await orm(History.objects.get)
+    assert history.status == History.Status.ERROR
+
+
+@pytest.mark.parametrize("provider_closes", [False, True], ids=["kept-alive", "closed-while-idle"])
+async def test_a_turns_rounds_share_one_connection_unless_the_provider_closed_it(
+    ask, user, assistant, openai_server, provider_closes
+):
+    """A turn's second round reuses the first round's connection; when the provider closed
+    it in between without saying so, the round opens a new one instead of failing."""
+    openai_server.script(
+        Reply(openai_tool_reply("call_1", "list_workspaces", "{}").events, close=provider_closes),
+        openai_text_reply("Here they are."),
+    )
+
+    streamed = await ask(user, body(assistant, "list"))
+
+    assert streamed.events[-2]["completion"] == "Here they are."
+    first, second = openai_server.peers
+    assert (first != second) is provider_closes
+
+
+async def test_a_provider_that_keeps_its_body_open_after_done_loses_the_connection_not_the_answer(
+    ask, user, assistant, openai_server, monkeypatch
+):
+    monkeypatch.setattr(http, "BODY_END_SECONDS", 0.1)
+    openai_server.script(Reply(openai_text_reply("All ", "there.").events, hang=True))
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["type"] == "complete"
+    assert streamed.events[-2]["completion"] == "All there."
+    assert openai_server.client_left.wait(5)
+    history = await orm(History.objects.get)
+    assert history.status == History.Status.COMPLETE
 
 
 async def test_the_json_route_reports_a_provider_failure_in_the_error_shape(
