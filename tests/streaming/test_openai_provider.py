@@ -377,10 +377,11 @@ async def test_nul_characters_from_the_model_are_dropped_not_fatal(
 
 
 @pytest.fixture
-def private_ca_provider(tmp_path, settings, monkeypatch):
-    """An OpenAI-compatible server over HTTPS with a certificate no public CA signed, and a
-    process whose trust store starts empty of it."""
-    cert, key = self_signed(tmp_path)
+def private_ca_provider(request, tmp_path, settings, monkeypatch):
+    """An OpenAI-compatible server over HTTPS with a certificate no public CA signed (for
+    127.0.0.1, or for the hosts the test's parameter names), and a process whose trust store
+    starts empty of it."""
+    cert, key = self_signed(tmp_path, *getattr(request, "param", ()))
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     server = FakeProvider(tls=tls).start()
@@ -413,3 +414,22 @@ async def test_a_provider_behind_a_private_ca_is_trusted_through_ssl_cert_file(
     else:
         assert streamed.events[-2]["type"] == "error"
         assert server.requests == []  # the handshake failed before any request
+
+
+@pytest.mark.parametrize("private_ca_provider", [(("provider.example",),)], indirect=True)
+async def test_a_trusted_certificate_for_another_host_is_refused(
+    ask, user, assistant, private_ca_provider, monkeypatch
+):
+    """The providers' network streams check the certificate's name against the host asked for,
+    not only its signature."""
+    server, cert = private_ca_provider
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    server.script(openai_text_reply("Over TLS."))
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["error"] == {
+        "message": "The openai provider cannot be reached.",
+        "status": 502,
+    }
+    assert server.requests == []

@@ -77,16 +77,14 @@ http {{
 """
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for localhost, 127.0.0.1 and ::1, and its key."""
+def self_signed(
+    directory: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+) -> tuple[Path, Path]:
+    """A certificate for `hosts` (by default localhost, 127.0.0.1 and ::1), and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     now = datetime.datetime.now(datetime.UTC)
-    names = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
+    names = [_subject_alternative_name(host) for host in hosts]
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -176,3 +174,10 @@ def running_gateway(logs: Path, **settings_environment: str) -> Iterator[Gateway
         finally:
             # Desktops outlive the server that started them (by design); none may outlive this.
             stop_desktops_under(runtime)
+
+
+def _subject_alternative_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
