@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -38,14 +39,20 @@ def _trust() -> ssl.SSLContext:
 
 def new_client() -> httpx.AsyncClient:
     # One client per turn: the turn owns its connection, so cancelling the turn closes it.
-    # On asyncio's streams (streaming/providers/network.py); `verify` is for a proxy's transport,
-    # when the environment names one.
     return httpx.AsyncClient(
         timeout=TIMEOUT,
         follow_redirects=False,
         verify=_trust(),
-        transport=AsyncioTransport(_trust()),
+        # httpx reads the environment's proxies only for a client on its own transport.
+        transport=None if _proxied() else AsyncioTransport(_trust()),
     )
+
+
+def _proxied() -> bool:
+    """Whether the environment names an egress proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY), as
+    httpx reads it: then the client keeps httpx's transport and its proxies, on anyio."""
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 async def sse_data(response: httpx.Response) -> AsyncIterator[str]:

@@ -79,6 +79,7 @@ class FakeProvider(LoopbackServer):
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.peers: list[tuple] = []  # the client's (host, port) for each request
+        self.targets: list[str] = []  # each request's target, absolute when sent to a proxy
         self.client_left = threading.Event()
 
     def script(self, *replies: Reply) -> None:
@@ -89,6 +90,7 @@ class FakeProvider(LoopbackServer):
         self.requests.clear()
         self.headers.clear()
         self.peers.clear()
+        self.targets.clear()
         self.client_left.clear()
 
     # --- The server ---------------------------------------------------------------------------
@@ -97,6 +99,7 @@ class FakeProvider(LoopbackServer):
         self.requests.append(await request.json())
         self.headers.append(dict(request.headers))
         self.peers.append(request.transport.get_extra_info("peername"))
+        self.targets.append(request.raw_path if request.url.is_absolute() else request.path)
         reply = self.replies.popleft() if self.replies else Reply(status=500, body={"error": "x"})
         if reply.status != 200:
             return web.json_response(reply.body or {}, status=reply.status, headers=reply.headers)

@@ -294,6 +294,23 @@ async def test_a_provider_that_keeps_its_body_open_after_done_loses_the_connecti
     assert history.status == History.Status.COMPLETE
 
 
+async def test_a_provider_is_reached_through_the_proxy_the_environment_names(
+    ask, user, assistant, openai_server, settings, monkeypatch
+):
+    """An egress proxy named by HTTP(S)_PROXY is used as httpx would: the loopback server
+    stands in for the proxy, the provider's own host does not resolve."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", openai_server.base_url)
+    settings.OPENAI_BASE_URL = "http://provider.invalid/v1"
+    openai_server.script(openai_text_reply("Through the proxy."))
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["completion"] == "Through the proxy."
+    assert openai_server.targets == ["http://provider.invalid/v1/chat/completions"]
+
+
 async def test_the_json_route_reports_a_provider_failure_in_the_error_shape(
     ask_json, user, assistant, openai_server
 ):
