@@ -83,7 +83,9 @@ class TicketApi(APIView):
             "Only for a runtime of yours (404 otherwise, whether or not it exists) in status "
             "`ready` (409 `not_ready` otherwise). Where launching needs a sign-in verified with "
             "a one-time code (the account's two-step sign-in, or WORKGATE_REQUIRE_MFA), so does "
-            "this (403 `mfa_required`). Rate-limited per user (429 with Retry-After). "
+            "this (403 `mfa_required`); a workspace launched only through the encrypted tunnel "
+            "is connected to only from it (403 `tunnel_required`, and its relay refuses the "
+            "ticket from outside). Rate-limited per user (429 with Retry-After). "
             "Open `vncUrl` as a WebSocket within 60 seconds, once; answer the desktop's VNC "
             "challenge with `vncPassword`."
         ),

@@ -9,7 +9,8 @@ class Ticket(models.Model):
 
     A ticket opens at most one relay connection: using it is one conditional UPDATE that sets
     `used_at` only while it is unused and unexpired, which exactly one of any number of
-    concurrent attempts (in any number of server processes) can win.
+    concurrent attempts (in any number of server processes) can win. Showing it again after
+    that is audited once, when `replayed_at` is set.
     """
 
     jti = models.CharField(primary_key=True, max_length=64)
@@ -27,6 +28,11 @@ class Ticket(models.Model):
     )
     used_ip = models.GenericIPAddressField(
         null=True, blank=True, help_text="Where the ticket was used from"
+    )
+    replayed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the ticket was first shown again after it was used or had expired",
     )
 
     class Meta:

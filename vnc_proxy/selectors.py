@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from accounts.models import User
 from config.exceptions import NotFound
@@ -50,7 +50,10 @@ def _own_runtime(user, runtime_id: str, *, to_connect: bool) -> QuerySet[Workspa
     if to_connect:
         table = WorkspaceSession._meta.db_table
         runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
-        runtimes = runtimes.annotate(owner_mfa_enabled=owner_mfa_enabled())
+        runtimes = runtimes.annotate(
+            owner_mfa_enabled=owner_mfa_enabled(),
+            requires_tunnel=F("workspace__requires_netbird"),
+        )
     # runtime_id is unique: no ORDER BY (first() would add one).
     return runtimes.filter(runtime_id=runtime_id).order_by()[:1]
 
@@ -70,7 +73,8 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     cannot be probed. `to_connect`: only while its workspace is still shared with the caller
     (withdrawn since the launch, it takes no new connection; one already open stays until it
     closes or the session ends), checked in the same query, which also reads whether the
-    caller turned two-step sign-in on (`owner_mfa_enabled`).
+    caller turned two-step sign-in on (`owner_mfa_enabled`) and whether the workspace is
+    reached only through the tunnel (`requires_tunnel`).
     """
     if not queryable(runtime_id):
         runtimes = WorkspaceSession.objects.none()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NoReturn
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -16,7 +17,7 @@ from django.db.models import F, Q
 from audit import services as audit
 from config.exceptions import Conflict, Forbidden, NotFound
 from sessions_app.models import WorkspaceSession
-from sessions_app.selectors import mfa_required_for
+from sessions_app.selectors import client_is_tunnelled, mfa_required_for
 from sessions_app.services import EndReason, session_terminate
 from vnc_proxy import tickets
 from vnc_proxy.close_codes import CloseCode
@@ -44,23 +45,29 @@ def ticket_issue(
     """A single-use ticket for the caller's own ready runtime `workspace_id` (404, 409).
 
     A desktop is as well guarded as its launch: where the launch needs a sign-in verified with
-    a one-time code, so does every connection (403 `mfa_required`, audited): a token or a
-    browser session from a sign-in without the code, or from before two-step sign-in was
-    turned on, opens no desktop that was launched with it."""
-    runtime = access_runtime(user, workspace_id, to_connect=True)
-    if mfa_required_for(user, mfa_enabled=runtime.owner_mfa_enabled) and not mfa_verified:
-        with transaction.atomic():
-            audit.record(
-                action="ticket_issued",
-                actor=user,
-                resource=f"session:{runtime.id}",
-                details={"workspaceId": runtime.runtime_id, "refused": "mfa_required"},
-                origin=origin,
-                success=False,
-            )
-        raise Forbidden(
+    a one-time code, so does every connection (403 `mfa_required`), and a workspace that may be
+    launched only through the encrypted tunnel is connected to only through it (403
+    `tunnel_required`): a token or a browser session from a sign-in without the code, or from
+    before two-step sign-in was turned on, or used from outside the tunnel, opens no desktop
+    that was launched with it. Refusals are audited, a runtime that is not the caller's too."""
+    try:
+        runtime = access_runtime(user, workspace_id, to_connect=True)
+    except NotFound as exc:
+        _ticket_refused(user, f"runtime:{workspace_id}", workspace_id, origin=origin, error=exc)
+    refusal = None
+    if runtime.requires_tunnel and not client_is_tunnelled(origin.ip):
+        refusal = Forbidden(
+            "This desktop requires an encrypted tunnel: connect through NetBird and try again.",
+            "tunnel_required",
+        )
+    elif mfa_required_for(user, mfa_enabled=runtime.owner_mfa_enabled) and not mfa_verified:
+        refusal = Forbidden(
             "Connecting to a desktop requires a sign-in verified with a one-time code.",
             "mfa_required",
+        )
+    if refusal is not None:
+        _ticket_refused(
+            user, f"session:{runtime.id}", runtime.runtime_id, origin=origin, error=refusal
         )
     if runtime.status != READY or not runtime.upstream_kind:
         raise Conflict("The workspace is not ready yet.", "not_ready")
@@ -98,6 +105,19 @@ def ticket_issue(
         rfb_password=runtime.rfb_password,
         expires_in=tickets.TICKET_TTL_SECONDS,
     )
+
+
+def _ticket_refused(user, resource: str, workspace_id: str, *, origin, error) -> NoReturn:
+    with transaction.atomic():
+        audit.record(
+            action="ticket_issued",
+            actor=user,
+            resource=resource,
+            details={"workspaceId": workspace_id, "refused": error.get_codes()},
+            origin=origin,
+            success=False,
+        )
+    raise error
 
 
 def tickets_prune(*, now: datetime | None = None) -> int:
@@ -151,7 +171,8 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
 
     The ticket is spent by one conditional UPDATE before anything else is decided, so of any
     number of simultaneous attempts (in any number of processes) exactly one gets past it, and a
-    ticket shown at the wrong door is spent too. Refusals of a genuine ticket are audited.
+    ticket shown at the wrong door is spent too. Refusals of a genuine ticket are audited (one
+    that was used or expired already, the first time it is shown again).
     """
     try:
         claims = tickets.ticket_decode(ticket)
@@ -162,9 +183,16 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
         spent = Ticket.objects.filter(
             jti=claims.jti, used_at__isnull=True, expires_at__gt=at
         ).update(used_at=at, used_ip=origin.ip)
-        row = Ticket.objects.select_related("session", "user").filter(jti=claims.jti).first()
-        refusal = _refusal(spent=bool(spent), row=row, claims=claims, workspace_id=workspace_id)
-        if row is not None and refusal is not None:
+        row = (
+            Ticket.objects.select_related("session", "user")
+            .annotate(requires_tunnel=F("session__workspace__requires_netbird"))
+            .filter(jti=claims.jti)
+            .first()
+        )
+        refusal = _refusal(
+            spent=bool(spent), row=row, claims=claims, workspace_id=workspace_id, origin=origin
+        )
+        if row is not None and refusal is not None and (spent or _first_replay(claims.jti, at)):
             audit.record(
                 action="vnc_connect",
                 actor=row.user,
@@ -193,7 +221,15 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
     )
 
 
-def _refusal(*, spent: bool, row: Ticket | None, claims, workspace_id: str) -> RelayRefused | None:
+def _first_replay(jti: str, at: datetime) -> bool:
+    """A ticket shown again after it was used or expired is audited the first time only, so
+    that replaying a captured ticket cannot grow the audit log without bound."""
+    return bool(Ticket.objects.filter(jti=jti, replayed_at__isnull=True).update(replayed_at=at))
+
+
+def _refusal(
+    *, spent: bool, row: Ticket | None, claims, workspace_id: str, origin: audit.Origin
+) -> RelayRefused | None:
     if row is None or row.user_id != claims.user_id:
         return RelayRefused(CloseCode.TICKET_INVALID, "unknown ticket")
     if not spent:
@@ -211,6 +247,9 @@ def _refusal(*, spent: bool, row: Ticket | None, claims, workspace_id: str) -> R
         except NotFound:
             return RelayRefused(CloseCode.UNKNOWN_WORKSPACE, "unknown workspace")
         return RelayRefused(CloseCode.FORBIDDEN, "ticket issued for another workspace")
+    if row.requires_tunnel and not client_is_tunnelled(origin.ip):
+        # The ticket was asked for through the tunnel (ticket_issue), but is used from outside.
+        return RelayRefused(CloseCode.FORBIDDEN, "tunnel required")
     if session.status != READY or not session.upstream_kind:
         return RelayRefused(CloseCode.NOT_READY, "workspace not ready")
     if not workspace_granted(row.user, session.workspace_id):

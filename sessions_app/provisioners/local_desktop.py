@@ -36,6 +36,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import string
 import struct
 import subprocess
@@ -157,9 +158,36 @@ def _runtime_root() -> Path:
     return Path(settings.WORKGATE_RUNTIME_DIR).resolve() / "desktops" / digest
 
 
-def _desktop_dir(session_id) -> Path:
+def _private_root() -> Path:
+    """The runtime root, made if need be, and refused unless it is the gateway user's own and
+    closed to others, as the folder above it must be too: under a shared WORKGATE_RUNTIME_DIR
+    (/tmp, say) another local account could have made either first, and read or swap the
+    desktops' passwords inside."""
     root = _runtime_root()
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, exist_ok=True)
+    for directory, closed_to_others in ((root.parent, 0o022), (root, 0o077)):
+        info = directory.lstat()
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid != os.geteuid()
+            or info.st_mode & closed_to_others
+        ):
+            logger.error(
+                "%s must be a directory of the gateway's user (uid %s) with mode %s.",
+                directory,
+                os.geteuid(),
+                "0700" if closed_to_others == 0o077 else "0755 or stricter",
+            )
+            raise ProvisionerUnavailable(
+                "The local desktops' runtime directory is not private to the gateway's user: "
+                "see WORKGATE_RUNTIME_DIR and the server log."
+            )
+    return root
+
+
+def _desktop_dir(session_id) -> Path:
+    root = _private_root()
     directory = root / str(session_id)
     if directory.exists():  # a leftover of an earlier attempt at this very session
         _stop_desktop_in(directory)
@@ -330,13 +358,32 @@ def _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline) -> int
         while time.monotonic() < deadline:
             if x11vnc.poll() is not None:
                 break  # most likely the port was taken meanwhile: try another
-            if rfb_greets(f"127.0.0.1:{port}", timeout=1.0):
+            if rfb_greets(f"127.0.0.1:{port}", timeout=1.0) and _listens(x11vnc.pid, port):
                 return port
             time.sleep(0.05)
         else:
             raise ProvisionerUnavailable("The local desktop's VNC server did not start in time.")
     raise ProvisionerUnavailable(
         f"The local desktop's VNC server would not start ({_tail(directory / 'x11vnc.log')})."
+    )
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the socket listening on TCP `port`: the greeting came from
+    x11vnc, not from a process that took the port between _free_port and x11vnc's bind (x11vnc
+    then fails, and the next attempt takes another port)."""
+    try:
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        with open(f"/proc/{pid}/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+    except OSError:
+        return False
+    listen = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
+    return any(
+        row[3] == listen
+        and int(row[1].rpartition(":")[2], 16) == port
+        and f"socket:[{row[9]}]" in held
+        for row in rows
     )
 
 

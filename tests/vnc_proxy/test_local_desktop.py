@@ -475,3 +475,80 @@ def test_a_signal_reaches_only_the_process_the_scan_found_and_its_group(
         os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
         leader.stdout.close()
+
+
+@pytest.fixture
+def squatter():
+    """A process of another kind on a loopback port, greeting every connection as a VNC
+    server would: what a local account could start on the port chosen for x11vnc."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def greet():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"RFB 003.008\n")
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    listener.close()
+
+
+@pytest.mark.django_db
+def test_a_process_that_took_the_port_first_is_not_taken_for_the_desktop(
+    desktops, make_workspace, launch, user, squatter, monkeypatch
+):
+    """The port was free when chosen and taken before x11vnc could bind it: the greeting on it
+    is not x11vnc's, so the launch tries another port instead of relaying to the squatter."""
+    free_port = local_desktop._free_port
+    ports = iter([squatter])
+    monkeypatch.setattr(local_desktop, "_free_port", lambda: next(ports, None) or free_port())
+
+    session = launch(user, make_workspace())
+
+    port = int(session.upstream_target.rpartition(":")[2])
+    assert port != squatter
+    processes = desktop_processes(session.provisioner_state["dir"])
+    [x11vnc] = [pid for pid, process in processes.items() if process["command"] == "x11vnc"]
+    assert local_desktop._listens(x11vnc, port)
+    assert not local_desktop._listens(x11vnc, squatter)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("whose", ["open to others", "another account's"])
+def test_a_runtime_root_that_is_not_the_gateways_own_is_refused(
+    desktops, make_workspace, api, whose
+):
+    """Under a shared WORKGATE_RUNTIME_DIR another local account may have made the folder
+    first: the launch is refused before any desktop file is written or process started."""
+    root = local_desktop._runtime_root()
+    root.mkdir(parents=True, mode=0o700)
+    if whose == "open to others":
+        root.chmod(0o777)
+    elif os.geteuid() != 0:
+        pytest.skip("giving a folder to another account needs root")
+    else:
+        os.chown(root, 65534, 65534)
+
+    response = api.post(f"/api/workspaces/{make_workspace().id}/launch")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "success": False,
+        "detail": "The local desktops' runtime directory is not private to the gateway's user: "
+        "see WORKGATE_RUNTIME_DIR and the server log.",
+        "code": "provisioner_unavailable",
+    }
+    assert list(root.iterdir()) == []
+    assert not WorkspaceSession.objects.filter(status__in=WorkspaceSession.LIVE).exists()

@@ -13,12 +13,14 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, IntegrityError, connection
+from django.db.models import F
 
 from accounts.services import user_sign_out_everywhere
 from audit import services as audit_services
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
 from audit.services import Origin
+from tests.sessions_app.conftest import OVERLAY_IP
 from vnc_proxy import tickets
 from vnc_proxy.models import Ticket
 from vnc_proxy.services import RelayRefused, relay_admit, relay_opened
@@ -35,6 +37,12 @@ def ask(client, workspace_id, **extra):
 
 def ticket_of(body: dict) -> str:
     return parse_qs(urlsplit(body["vncUrl"]).query)["ticket"][0]
+
+
+def assert_refusal_audited(user, resource: str, workspace_id: str, refused: str) -> None:
+    entry = AuditEntry.objects.get(action="ticket_issued")
+    assert (entry.actor, entry.resource, entry.success) == (user, resource, False)
+    assert entry.details == {"workspaceId": workspace_id, "refused": refused}
 
 
 def test_a_ticket_is_issued_for_your_ready_runtime(api, user, make_runtime):
@@ -363,9 +371,7 @@ def test_without_a_verified_code_no_ticket_opens_a_desktop_that_needs_one(
     }
     assert "s3cret-7" not in refused.content.decode()
     assert not Ticket.objects.exists()
-    entry = AuditEntry.objects.get(action="ticket_issued")
-    assert (entry.actor, entry.resource, entry.success) == (user, f"session:{runtime.id}", False)
-    assert entry.details == {"workspaceId": runtime.runtime_id, "refused": "mfa_required"}
+    assert_refusal_audited(user, f"session:{runtime.id}", runtime.runtime_id, "mfa_required")
     # The same account, signed in with its code, connects.
     assert ask(client_for(user, mfa=True), runtime.runtime_id).status_code == 200
     assert Ticket.objects.count() == 1
@@ -398,7 +404,9 @@ def test_someone_elses_runtime_is_404_before_anything_is_said_about_codes(
     response = ask(client_for(user), theirs.runtime_id)
 
     assert (response.status_code, response.json()["code"]) == (404, "not_found")
-    assert not AuditEntry.objects.filter(action="ticket_issued").exists()
+    # The probe is audited as the caller's, saying no more than the answer did.
+    assert_refusal_audited(user, f"runtime:{theirs.runtime_id}", theirs.runtime_id, "not_found")
+    assert not Ticket.objects.exists()
 
 
 def test_a_door_no_runtime_can_have_spends_the_ticket_and_is_refused_4404(api, user, make_runtime):
@@ -447,3 +455,79 @@ def test_a_ticket_from_before_tickets_carried_the_epoch_counts_as_epoch_zero(
         with pytest.raises(RelayRefused) as refusal:
             spend()
         assert (refusal.value.code, refusal.value.reason) == refused
+
+
+class TestTunnelOnlyDesktops:
+    """A workspace launched only through the encrypted tunnel is connected to only through it:
+    a stolen token used from the internet gets no ticket, and a ticket carried out of the
+    tunnel opens nothing."""
+
+    @pytest.fixture
+    def runtime(self, user, make_runtime, make_workspace):
+        return make_runtime(
+            user, workspace=make_workspace(provisioner="static", requires_netbird=True)
+        )
+
+    def test_outside_the_tunnel_no_ticket_is_issued(self, api, client_for, user, runtime):
+        refused = ask(api, runtime.runtime_id)
+
+        assert refused.status_code == 403
+        assert refused.json() == {
+            "success": False,
+            "detail": "This desktop requires an encrypted tunnel: connect through NetBird and "
+            "try again.",
+            "code": "tunnel_required",
+        }
+        assert not Ticket.objects.exists()
+        assert_refusal_audited(user, f"session:{runtime.id}", runtime.runtime_id, "tunnel_required")
+        inside = client_for(user, REMOTE_ADDR=OVERLAY_IP)
+        assert ask(inside, runtime.runtime_id).status_code == 200
+        assert Ticket.objects.get().client_ip == OVERLAY_IP
+
+    @pytest.mark.parametrize("used_from, admitted", [(OVERLAY_IP, True), ("203.0.113.5", False)])
+    def test_a_ticket_opens_the_relay_only_from_inside_the_tunnel(
+        self, client_for, user, runtime, used_from, admitted
+    ):
+        ticket = ticket_of(ask(client_for(user, REMOTE_ADDR=OVERLAY_IP), runtime.runtime_id).json())
+
+        def spend():
+            return relay_admit(
+                ticket=ticket, workspace_id=runtime.runtime_id, origin=Origin(ip=used_from)
+            )
+
+        if admitted:
+            assert spend().runtime_id == runtime.runtime_id
+            assert not AuditEntry.objects.filter(action="vnc_connect").exists()
+        else:
+            with pytest.raises(RelayRefused) as refusal:
+                spend()
+            assert (refusal.value.code, refusal.value.reason) == (4403, "tunnel required")
+            entry = AuditEntry.objects.get(action="vnc_connect")
+            assert (entry.success, entry.ip_address) == (False, used_from)
+            assert entry.details["refused"] == "tunnel required"
+        assert Ticket.objects.get().used_at is not None  # spent either way
+
+
+@pytest.mark.parametrize("how", ["used", "expired"])
+def test_a_spent_ticket_shown_again_and_again_is_audited_once(api, user, make_runtime, how):
+    """Whoever captured a ticket may replay it as often as they like: each replay is refused,
+    the first is audited (the sign of a leaked ticket), the rest leave the audit log alone."""
+    runtime = make_runtime(user)
+    ticket = ticket_of(ask(api, runtime.runtime_id).json())
+    origin = Origin(ip="198.51.100.9")
+    if how == "used":
+        relay_admit(ticket=ticket, workspace_id=runtime.runtime_id, origin=Origin(ip="127.0.0.1"))
+    else:
+        Ticket.objects.update(expires_at=F("issued_at"))
+    reason = "ticket already used" if how == "used" else "ticket expired"
+
+    for _ in range(5):
+        with pytest.raises(RelayRefused) as refusal:
+            relay_admit(ticket=ticket, workspace_id=runtime.runtime_id, origin=origin)
+        assert (refusal.value.code, refusal.value.reason) == (4401, reason)
+
+    [entry] = AuditEntry.objects.filter(action="vnc_connect", success=False)
+    assert (entry.ip_address, entry.details["refused"]) == ("198.51.100.9", reason)
+    row = Ticket.objects.get()
+    assert row.replayed_at is not None
+    assert audit_chain_first_break() is None
