@@ -20,9 +20,10 @@ import httpx
 
 # How much a stream reads ahead of httpcore before it stops reading from its socket.
 LIMIT = 256 * 1024
-# httpx's own default: a connection idle this long is not reused (a turn's next round may
-# come after a long tool call, when the provider may have closed it).
-KEEPALIVE_EXPIRY = 5.0
+# A connection idle this long is not reused for a turn's next round. Below every common
+# server's own idle timeout (uvicorn, Node and llama.cpp 5 s, gunicorn 2 s), so that a request
+# is never sent on a connection just as the server closes it: httpcore does not send it again.
+KEEPALIVE_EXPIRY = 1.5
 
 
 @contextlib.contextmanager
@@ -54,8 +55,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 await self._writer.drain()
 
     async def aclose(self) -> None:
-        # Closing never waits: a cancelled turn closes its connection on its way out.
-        self._writer.close()
+        # At once, whatever is still queued: a cancelled turn closes its connection on its way
+        # out, and a provider that stopped reading must not keep the socket open (close()
+        # would wait for the queue to drain, or TLS's goodbye for 30 seconds).
+        self._writer.transport.abort()
 
     async def start_tls(
         self,
@@ -78,8 +81,16 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if info == "socket":
             return self._writer.get_extra_info("socket")
         if info == "is_readable":
-            # Asked of an idle kept-alive connection: the server closed it, so it cannot be reused.
-            return self._reader.at_eof() or self._writer.transport.is_closing()
+            # Asked of an idle kept-alive connection: anything the server sent since its last
+            # answer (its close, or a 408 before it) means the connection cannot be reused.
+            # The stream reads ahead, so that is in the reader's buffer, not on the socket.
+            reader = self._reader
+            return (
+                reader.at_eof()
+                or bool(reader._buffer)  # CPython's StreamReader keeps what it read ahead here
+                or reader.exception() is not None
+                or self._writer.transport.is_closing()
+            )
         return None
 
 
@@ -103,9 +114,15 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                     happy_eyeballs_delay=0.25,
                     local_addr=(local_address, 0) if local_address else None,
                 )
-        for option in socket_options or ():
-            writer.get_extra_info("socket").setsockopt(*option)
-        return AsyncioStream(reader, writer)
+        stream = AsyncioStream(reader, writer)
+        with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
+            try:
+                for option in socket_options or ():
+                    writer.get_extra_info("socket").setsockopt(*option)
+            except OSError:
+                await stream.aclose()
+                raise
+        return stream
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
