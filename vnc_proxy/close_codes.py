@@ -16,3 +16,4 @@ class CloseCode(IntEnum):
     NOT_READY = 4409  # the session is not (or no longer) ready
     SESSION_ENDED = 4410  # the session was stopped, terminated or reaped while connected
     SIGNED_OUT = 4411  # the account was signed out everywhere (or turned off) while connected
+    TOO_MANY_VIEWERS = 4429  # the desktop has WORKGATE_VNC_MAX_VIEWERS connections open already

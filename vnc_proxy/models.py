@@ -11,6 +11,10 @@ class Ticket(models.Model):
     `used_at` only while it is unused and unexpired, which exactly one of any number of
     concurrent attempts (in any number of server processes) can win. Showing it again after
     that is audited once, when `replayed_at` is set.
+
+    A used ticket is also the record of the relay connection it opened, until that closes
+    (`closed_at`): the connection says it is open every 30 seconds (`alive_at`), so the viewers
+    of a desktop can be counted across processes, and one whose process died stops counting.
     """
 
     jti = models.CharField(primary_key=True, max_length=64)
@@ -33,6 +37,12 @@ class Ticket(models.Model):
         null=True,
         blank=True,
         help_text="When the ticket was first shown again after it was used or had expired",
+    )
+    alive_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the connection it opened last said it was open"
+    )
+    closed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the connection it opened closed"
     )
 
     class Meta:

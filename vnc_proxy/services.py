@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NoReturn
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
@@ -121,9 +122,15 @@ def _ticket_refused(user, resource: str, workspace_id: str, *, origin, error) ->
 
 
 def tickets_prune(*, now: datetime | None = None) -> int:
-    """Delete tickets that can never open a connection again (used or expired); how many."""
+    """Delete tickets that can never open a connection again (expired unused) and those of
+    connections that closed or whose process died; how many. A used ticket whose connection
+    is open stays: it counts that connection among its desktop's viewers."""
     now = now or tickets.now()
-    deleted, _ = Ticket.objects.filter(Q(used_at__isnull=False) | Q(expires_at__lte=now)).delete()
+    unused_expired = Q(used_at__isnull=True, expires_at__lte=now)
+    connection_over = Q(used_at__isnull=False) & (
+        Q(closed_at__isnull=False) | Q(alive_at__isnull=True) | Q(alive_at__lte=now - ALIVE_FOR)
+    )
+    deleted, _ = Ticket.objects.filter(unused_expired | connection_over).delete()
     return deleted
 
 
@@ -153,6 +160,7 @@ class RelayTarget:
 
     session_id: uuid.UUID
     runtime_id: str
+    jti: str  # the spent ticket, the connection's record
     user: object
     group: str
     kind: str
@@ -182,7 +190,7 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
     with transaction.atomic():
         spent = Ticket.objects.filter(
             jti=claims.jti, used_at__isnull=True, expires_at__gt=at
-        ).update(used_at=at, used_ip=origin.ip)
+        ).update(used_at=at, used_ip=origin.ip, alive_at=at)
         row = (
             Ticket.objects.select_related("session", "user")
             .annotate(requires_tunnel=F("session__workspace__requires_netbird"))
@@ -192,6 +200,10 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
         refusal = _refusal(
             spent=bool(spent), row=row, claims=claims, workspace_id=workspace_id, origin=origin
         )
+        if spent and refusal is None and _viewers_full(row.session_id, at=at, besides=row.jti):
+            refusal = RelayRefused(CloseCode.TOO_MANY_VIEWERS, "too many viewers")
+        if spent and refusal is not None:
+            _connection_closed(row.jti, at=at)
         if row is not None and refusal is not None and (spent or _first_replay(claims.jti, at)):
             audit.record(
                 action="vnc_connect",
@@ -211,6 +223,7 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
     return RelayTarget(
         session_id=session.id,
         runtime_id=session.runtime_id,
+        jti=claims.jti,
         user=row.user,
         group=session.group_name,
         kind=session.upstream_kind,
@@ -219,6 +232,29 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
         secret=session.upstream_secret,
         tls_verify=session.upstream_tls_verify,
     )
+
+
+# An open relay says so every 30 seconds (relay_check); a connection silent for this long is
+# taken for one whose process died (four intervals may pass while a check is stuck).
+ALIVE_FOR = timedelta(seconds=150)
+
+
+def _viewers_full(session_id: uuid.UUID, *, at: datetime, besides: str) -> bool:
+    """Whether the session has WORKGATE_VNC_MAX_VIEWERS relay connections open already, in any
+    process. Its row is locked first, so two viewers let in at once cannot both take the last
+    place (NO KEY: ticket and audit rows referencing it only take KEY SHARE)."""
+    WorkspaceSession.objects.select_for_update(no_key=True).filter(pk=session_id).first()
+    open_ = Ticket.objects.filter(
+        session_id=session_id,
+        used_at__isnull=False,
+        closed_at__isnull=True,
+        alive_at__gt=at - ALIVE_FOR,
+    ).exclude(jti=besides)
+    return open_.count() >= settings.WORKGATE_VNC_MAX_VIEWERS
+
+
+def _connection_closed(jti: str, *, at: datetime) -> None:
+    Ticket.objects.filter(jti=jti, closed_at__isnull=True).update(closed_at=at)
 
 
 def _first_replay(jti: str, at: datetime) -> bool:
@@ -276,6 +312,8 @@ def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str 
             refusal = RelayRefused(CloseCode.SIGNED_OUT, "signed out")
         else:
             relay_seen(session_id=target.session_id, at=at)
+        if refusal is not None:
+            _connection_closed(target.jti, at=at)
         audit.record(
             action="vnc_connect",
             actor=user,
@@ -310,6 +348,7 @@ def _relay_state(target: RelayTarget) -> tuple[bool, bool]:
 def relay_failed(*, target: RelayTarget, origin: audit.Origin, reason: str) -> None:
     """The desktop could not be reached: the ticket is spent, the attempt audited."""
     with transaction.atomic():
+        _connection_closed(target.jti, at=tickets.now())
         audit.record(
             action="vnc_connect",
             actor=target.user,
@@ -333,8 +372,10 @@ def relay_check(
         return RelayRefused(CloseCode.SESSION_ENDED, "the session ended")
     if not signed_in:
         return RelayRefused(CloseCode.SIGNED_OUT, "signed out")
+    at = at or tickets.now()
+    Ticket.objects.filter(jti=target.jti, closed_at__isnull=True).update(alive_at=at)
     if seen:
-        relay_seen(session_id=target.session_id, at=at or tickets.now())
+        relay_seen(session_id=target.session_id, at=at)
     return None
 
 
@@ -357,6 +398,7 @@ def relay_closed(
 ) -> None:
     at = tickets.now()
     with transaction.atomic():
+        _connection_closed(target.jti, at=at)
         if bytes_to_browser or bytes_to_desktop:
             relay_seen(session_id=target.session_id, at=at)
         audit.record(

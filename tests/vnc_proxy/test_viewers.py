@@ -1,0 +1,175 @@
+"""How many relay connections one desktop takes at once (WORKGATE_VNC_MAX_VIEWERS), counted
+across server processes through the spent tickets that opened them."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from audit.models import AuditEntry
+from audit.selectors import audit_chain_first_break
+from audit.services import Origin
+from vnc_proxy import services, tickets
+from vnc_proxy.close_codes import CloseCode
+from vnc_proxy.models import Ticket
+from vnc_proxy.services import (
+    ALIVE_FOR,
+    RelayRefused,
+    relay_admit,
+    relay_check,
+    relay_closed,
+    relay_failed,
+    ticket_issue,
+    tickets_prune,
+)
+
+ORIGIN = Origin(ip="127.0.0.1")
+
+
+def admit(user, runtime):
+    """A new ticket for `runtime`, spent at the relay's door: its RelayTarget, or RelayRefused."""
+    issued = ticket_issue(
+        user=user, workspace_id=runtime.runtime_id, origin=ORIGIN, mfa_verified=True
+    )
+    return relay_admit(ticket=issued.ticket, workspace_id=runtime.runtime_id, origin=ORIGIN)
+
+
+def close(target) -> None:
+    relay_closed(
+        target=target,
+        origin=ORIGIN,
+        bytes_to_browser=10,
+        bytes_to_desktop=10,
+        duration=1.0,
+        close_code=1000,
+        closed_by="browser",
+    )
+
+
+@pytest.fixture
+def two_viewers(settings):
+    settings.WORKGATE_VNC_MAX_VIEWERS = 2
+
+
+@pytest.mark.django_db
+def test_past_the_limit_a_viewer_is_refused_until_one_closes(user, make_runtime, two_viewers):
+    runtime = make_runtime(user)
+    first, _second = admit(user, runtime), admit(user, runtime)
+
+    with pytest.raises(RelayRefused) as refused:
+        admit(user, runtime)
+
+    assert (refused.value.code, refused.value.reason) == (4429, "too many viewers")
+    entry = AuditEntry.objects.filter(action="vnc_connect").get()
+    assert (entry.success, entry.details["refused"]) == (False, "too many viewers")
+    third = Ticket.objects.order_by("issued_at").last()
+    assert third.used_at is not None and third.closed_at is not None  # spent, and not counted
+    # One closes: its place is free again, in whichever process the next viewer arrives.
+    close(first)
+    assert admit(user, runtime).runtime_id == runtime.runtime_id
+    assert audit_chain_first_break() is None
+
+
+@pytest.mark.django_db
+def test_a_viewer_that_could_not_reach_the_desktop_takes_no_place(user, make_runtime, settings):
+    settings.WORKGATE_VNC_MAX_VIEWERS = 1
+    runtime = make_runtime(user)
+    relay_failed(target=admit(user, runtime), origin=ORIGIN, reason="connection refused")
+
+    assert admit(user, runtime).runtime_id == runtime.runtime_id
+
+
+@pytest.mark.django_db
+def test_other_desktops_viewers_do_not_count(user, other_user, make_runtime, settings):
+    settings.WORKGATE_VNC_MAX_VIEWERS = 1
+    mine, theirs = make_runtime(user), make_runtime(other_user)
+    admit(other_user, theirs)
+
+    assert admit(user, mine).runtime_id == mine.runtime_id
+
+
+@pytest.mark.django_db
+def test_a_viewer_whose_process_died_stops_counting_one_that_checks_in_keeps_counting(
+    user, make_runtime, settings
+):
+    """An open relay says it is open every 30 seconds (relay_check); one whose server process
+    died says nothing, and after ALIVE_FOR its place is free."""
+    settings.WORKGATE_VNC_MAX_VIEWERS = 1
+    runtime = make_runtime(user)
+    alive = admit(user, runtime)
+    long_ago = tickets.now() - ALIVE_FOR - timedelta(seconds=1)
+    Ticket.objects.filter(jti=alive.jti).update(alive_at=long_ago)
+
+    assert relay_check(target=alive, seen=False) is None  # it checks in: counted again
+    with pytest.raises(RelayRefused):
+        admit(user, runtime)
+
+    Ticket.objects.filter(jti=alive.jti).update(alive_at=long_ago)  # and then falls silent
+    assert admit(user, runtime).runtime_id == runtime.runtime_id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_viewers_let_in_at_once_cannot_both_take_the_last_place(
+    user, make_runtime, settings, monkeypatch
+):
+    """The first has counted the places and not yet committed when the second counts: the
+    second waits for the first (the session's row is locked) and then finds the place taken."""
+    settings.WORKGATE_VNC_MAX_VIEWERS = 1
+    runtime = make_runtime(user)
+    first, second = (
+        ticket_issue(user=user, workspace_id=runtime.runtime_id, origin=ORIGIN, mfa_verified=True)
+        for _ in range(2)
+    )
+    counted, second_done = threading.Event(), threading.Event()
+    count = services._viewers_full
+
+    def count_then_hold(*args, **kwargs):
+        full = count(*args, **kwargs)
+        if threading.current_thread().name == "first":
+            counted.set()
+            second_done.wait(2)  # the second, if it does not wait for us, finishes meanwhile
+        return full
+
+    monkeypatch.setattr(services, "_viewers_full", count_then_hold)
+
+    def spend(issued):
+        try:
+            return relay_admit(ticket=issued.ticket, workspace_id=runtime.runtime_id, origin=ORIGIN)
+        except RelayRefused as refused:
+            return refused.code
+        finally:
+            connection.close()
+            if threading.current_thread().name == "second":
+                second_done.set()
+
+    outcomes = {}
+    threads = [
+        threading.Thread(name=name, target=lambda n=name, t=t: outcomes.update({n: spend(t)}))
+        for name, t in (("first", first), ("second", second))
+    ]
+    threads[0].start()
+    assert counted.wait(10)
+    threads[1].start()
+    for thread in threads:
+        thread.join(20)
+
+    assert outcomes["first"].runtime_id == runtime.runtime_id
+    assert outcomes["second"] == CloseCode.TOO_MANY_VIEWERS
+
+
+@pytest.mark.django_db
+def test_the_reaper_keeps_the_tickets_of_open_connections_only(user, make_runtime):
+    runtime = make_runtime(user)
+    open_, closed, died = (admit(user, runtime) for _ in range(3))
+    close(closed)
+    now = tickets.now()
+    Ticket.objects.filter(jti=died.jti).update(alive_at=now - ALIVE_FOR)
+    ticket_issue(user=user, workspace_id=runtime.runtime_id, origin=ORIGIN, mfa_verified=True)
+
+    assert tickets_prune(now=now) == 2
+    kept = dict(Ticket.objects.values_list("jti", "used_at"))
+    assert kept.pop(open_.jti) is not None
+    assert list(kept.values()) == [None]  # the unused one, still good for its minute
