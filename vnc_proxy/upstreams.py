@@ -22,6 +22,8 @@ from collections.abc import Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
+from sessions_app.provisioners.static import RFB_GREETING_LENGTH, is_rfb_greeting
+
 READ_AHEAD = 256 * 1024  # bytes read from a TCP desktop ahead of a slow browser
 WRITE_HIGH_WATER = 256 * 1024
 WS_MAX_MESSAGE = 16 * 1024 * 1024  # a KasmVNC message larger than this closes the connection
@@ -67,6 +69,10 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
 
     @classmethod
     async def open(cls, hostport: str, *, timeout: float = CONNECT_TIMEOUT) -> TcpUpstream:
+        """Connect, and wait for the desktop's RFB greeting (which the relay then passes on):
+        whatever answers at the address without greeting as a VNC server is no desktop (a
+        database or a mail server, where a name the administrator gave now resolves), and the
+        relay never becomes a tunnel to it."""
         host, _, port = hostport.rpartition(":")
         loop = asyncio.get_running_loop()
         try:
@@ -77,7 +83,25 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
             raise UpstreamError("the desktop did not answer in time") from None
         except (OSError, ValueError) as exc:
             raise UpstreamError(f"the desktop is unreachable ({type(exc).__name__})") from None
+        greeting = b""
+        try:
+            greeting = await asyncio.wait_for(upstream._greeting(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if not is_rfb_greeting(greeting):  # also when cancelled meanwhile
+                upstream.transport.abort()
+        if not is_rfb_greeting(greeting):
+            raise UpstreamError("the desktop did not greet as a VNC server")
         return upstream
+
+    async def _greeting(self) -> bytes:
+        """The first RFB_GREETING_LENGTH bytes the server sent (fewer if it closed), left in
+        place for the relay to read."""
+        while self._buffered < RFB_GREETING_LENGTH and not self._eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return b"".join(self._chunks)[:RFB_GREETING_LENGTH]
 
     # asyncio.Protocol
 

@@ -75,13 +75,21 @@ def accepts_connections(host: str, port: int, timeout: float = PROBE_TIMEOUT) ->
         return False
 
 
+# An RFB server speaks first: "RFB 003.008\n" (RFC 6143, 7.1.1); 3.3 and 3.7 are still met.
+RFB_GREETING_LENGTH = 12
+
+
+def is_rfb_greeting(data: bytes) -> bool:
+    return data.startswith(b"RFB 003.00")
+
+
 def rfb_greets(hostport: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """Does host:port accept a connection and send an "RFB 003.00x" protocol version?"""
     host, _, port = hostport.rpartition(":")
     try:
         with _connect(host, int(port), timeout) as conn:
             conn.settimeout(timeout)
-            greeting = conn.recv(12)
+            greeting = conn.recv(RFB_GREETING_LENGTH)
     except (OSError, ValueError):
         return False
-    return greeting.startswith(b"RFB 003.00")
+    return is_rfb_greeting(greeting)
