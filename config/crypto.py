@@ -120,7 +120,9 @@ def secrets_rotate() -> int:
     rotated = 0
     with transaction.atomic():
         for model, field in encrypted_columns():
-            for pk, token in _stored(model, field).select_for_update():
+            # NO KEY: rows referencing these (a ticket, its session) take KEY SHARE, so ticket
+            # issue, which holds the audit chain's lock by then, never waits on the rotation.
+            for pk, token in _stored(model, field).select_for_update(no_key=True):
                 if _under_first_key(token):
                     continue
                 try:

@@ -105,6 +105,8 @@ class RelayConnection:
         self.closed_by = "browser"
         self.upstream = None
         self.target: services.RelayTarget | None = None
+        # Whether relay_failed or a refusing relay_opened closed the connection's record.
+        self._recorded = False
         self._timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -119,17 +121,18 @@ class RelayConnection:
             return
         finally:
             self.ticket = ""  # spent or refused: nothing keeps it from here on
-        await self.browser.accept(self.subprotocol)
 
         layer = get_channel_layer()
-        channel = await layer.new_channel() if layer is not None else None
+        channel = None
         groups = (self.target.group, account_group(self.target.user.pk))
-        if channel is not None:
-            await asyncio.gather(*(layer.group_add(group, channel) for group in groups))
         started = time.monotonic()
         opened = False
         tasks: list[asyncio.Task] = []
         try:
+            await self.browser.accept(self.subprotocol)
+            if layer is not None:
+                channel = await layer.new_channel()
+                await asyncio.gather(*(layer.group_add(group, channel) for group in groups))
             opened = await self._open_upstream()
             if opened:
                 if isinstance(self.browser, DaphneBrowser) and isinstance(
@@ -152,15 +155,29 @@ class RelayConnection:
             if channel is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.gather(*(layer.group_discard(name, channel) for name in groups))
+            # Shielded: a browser that left cancels this task, and the connection's record must
+            # still be closed (it holds one of the desktop's viewer places) and audited.
             if opened:
-                await _db(services.relay_closed)(
-                    target=self.target,
-                    origin=self.origin,
-                    bytes_to_browser=self.bytes_to_browser,
-                    bytes_to_desktop=self.bytes_to_desktop,
-                    duration=time.monotonic() - started,
-                    close_code=self.close_code or CloseCode.NORMAL,
-                    closed_by=self.closed_by,
+                await asyncio.shield(
+                    _db(services.relay_closed)(
+                        target=self.target,
+                        origin=self.origin,
+                        bytes_to_browser=self.bytes_to_browser,
+                        bytes_to_desktop=self.bytes_to_desktop,
+                        duration=time.monotonic() - started,
+                        close_code=self.close_code or CloseCode.NORMAL,
+                        closed_by=self.closed_by,
+                    )
+                )
+            elif not self._recorded:
+                # Ended (the browser left, the channel layer failed) before the desktop
+                # answered or was found unreachable.
+                await asyncio.shield(
+                    _db(services.relay_failed)(
+                        target=self.target,
+                        origin=self.origin,
+                        reason="the connection ended before the desktop answered",
+                    )
                 )
 
     async def _open_upstream(self) -> bool:
@@ -175,6 +192,7 @@ class RelayConnection:
             )
         except UpstreamError as exc:
             await _db(services.relay_failed)(target=target, origin=self.origin, reason=str(exc))
+            self._recorded = True
             await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
             return False
         try:
@@ -182,6 +200,7 @@ class RelayConnection:
                 target=target, origin=self.origin, subprotocol=self.subprotocol
             )
         except services.RelayRefused as refused:
+            self._recorded = True
             await self._end(refused)
             return False
         # The desktop's socket buffer decides when to stop reading from the browser.

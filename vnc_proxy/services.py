@@ -242,7 +242,7 @@ ALIVE_FOR = timedelta(seconds=150)
 def _viewers_full(session_id: uuid.UUID, *, at: datetime, besides: str) -> bool:
     """Whether the session has WORKGATE_VNC_MAX_VIEWERS relay connections open already, in any
     process. Its row is locked first, so two viewers let in at once cannot both take the last
-    place (NO KEY: ticket and audit rows referencing it only take KEY SHARE)."""
+    place (NO KEY: a ticket row referencing it, written meanwhile, only takes KEY SHARE)."""
     WorkspaceSession.objects.select_for_update(no_key=True).filter(pk=session_id).first()
     open_ = Ticket.objects.filter(
         session_id=session_id,

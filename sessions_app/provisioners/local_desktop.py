@@ -159,30 +159,28 @@ def _runtime_root() -> Path:
 
 
 def _private_root() -> Path:
-    """The runtime root, made if need be, and refused unless it is the gateway user's own and
-    closed to others, as the folder above it must be too: under a shared WORKGATE_RUNTIME_DIR
-    (/tmp, say) another local account could have made either first, and read or swap the
-    desktops' passwords inside."""
+    """The runtime root, made if need be, and refused unless it and the folder above it are
+    real folders of the gateway's user: under a shared WORKGATE_RUNTIME_DIR (/tmp, say) another
+    local account could have made either first, and read or swap the desktops' passwords
+    inside. Our own folders are closed to others if they were not (an older release made the
+    one above with the umask's mode)."""
     root = _runtime_root()
     root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     root.mkdir(mode=0o700, exist_ok=True)
     for directory, closed_to_others in ((root.parent, 0o022), (root, 0o077)):
         info = directory.lstat()
-        if (
-            not stat.S_ISDIR(info.st_mode)
-            or info.st_uid != os.geteuid()
-            or info.st_mode & closed_to_others
-        ):
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
             logger.error(
-                "%s must be a directory of the gateway's user (uid %s) with mode %s.",
+                "%s must be a directory (not a link) of the gateway's user, uid %s.",
                 directory,
                 os.geteuid(),
-                "0700" if closed_to_others == 0o077 else "0755 or stricter",
             )
             raise ProvisionerUnavailable(
                 "The local desktops' runtime directory is not private to the gateway's user: "
                 "see WORKGATE_RUNTIME_DIR and the server log."
             )
+        if info.st_mode & closed_to_others:
+            os.chmod(directory, stat.S_IMODE(info.st_mode) & ~closed_to_others)
     return root
 
 
@@ -373,11 +371,15 @@ def _listens(pid: int, port: int) -> bool:
     x11vnc, not from a process that took the port between _free_port and x11vnc's bind (x11vnc
     then fails, and the next attempt takes another port)."""
     try:
-        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        fds = os.listdir(f"/proc/{pid}/fd")
         with open(f"/proc/{pid}/net/tcp") as table:
             rows = [line.split() for line in table.readlines()[1:]]
     except OSError:
         return False
+    held = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed since the listing
+            held.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
     listen = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
     return any(
         row[3] == listen

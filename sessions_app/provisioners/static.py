@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -75,16 +76,18 @@ def accepts_connections(host: str, port: int, timeout: float = PROBE_TIMEOUT) ->
         return False
 
 
-# An RFB server speaks first: "RFB 003.008\n" (RFC 6143, 7.1.1); 3.3 and 3.7 are still met.
+# An RFB server speaks first: "RFB xxx.yyy\n" (RFC 6143, 7.1.1), 003.008 from most servers;
+# Apple's Screen Sharing says 003.889 and RealVNC 004.x or 005.x, which still talk 3.8.
 RFB_GREETING_LENGTH = 12
+_RFB_GREETING = re.compile(rb"RFB \d{3}\.\d{3}\n")
 
 
 def is_rfb_greeting(data: bytes) -> bool:
-    return data.startswith(b"RFB 003.00")
+    return _RFB_GREETING.fullmatch(data[:RFB_GREETING_LENGTH]) is not None
 
 
 def rfb_greets(hostport: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Does host:port accept a connection and send an "RFB 003.00x" protocol version?"""
+    """Does host:port accept a connection and send an RFB protocol version?"""
     host, _, port = hostport.rpartition(":")
     try:
         with _connect(host, int(port), timeout) as conn:

@@ -38,6 +38,13 @@ let failures = 0; // consecutive attempts that did not reach "connected"
 let retryTimer = null;
 let tickets = 0;
 let refusal = ""; // set when the VNC server refuses the password
+let closeCode = 0; // how the relay closed the last connection
+
+// Relay refusals that another try would only repeat (vnc_proxy/close_codes.py).
+const FINAL_CLOSES = {
+  4403: "The gateway refused this connection to the desktop (it may be reachable only through the encrypted tunnel, or no longer shared with you).",
+  4429: "This desktop already has as many viewers as it takes. Close another viewer of it, then connect again.",
+};
 
 function setState(state, message = "") {
   root.dataset.state = state;
@@ -121,9 +128,12 @@ async function connect() {
   root.dataset.tickets = String(tickets);
   refusal = "";
 
-  const client = new RFB(screen, ticket.vncUrl, {
+  // The viewer opens the WebSocket itself, to read the relay's close code (noVNC reports none).
+  const socket = new WebSocket(ticket.vncUrl, ["binary"]);
+  closeCode = 0;
+  socket.addEventListener("close", (event) => { closeCode = event.code; });
+  const client = new RFB(screen, socket, {
     credentials: { password: ticket.vncPassword },
-    wsProtocols: ["binary"],
     shared: true,
   });
   rfb = client;
@@ -159,6 +169,11 @@ async function onDisconnect(client) {
   if (refusal) {
     wanted = false;
     setState("failed", `The desktop refused the connection: ${refusal}`);
+    return;
+  }
+  if (FINAL_CLOSES[closeCode]) {
+    wanted = false;
+    setState("failed", FINAL_CLOSES[closeCode]);
     return;
   }
   const live = await sessionLive();

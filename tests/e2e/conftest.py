@@ -68,6 +68,8 @@ def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
         WORKGATE_LOCAL_DESKTOP_COMMAND="xterm -e bash --norc --noprofile",
         WORKGATE_TRUSTED_NETWORKS="127.0.0.0/8,::1/128",
         WORKGATE_RUNTIME_DIR=str(runtime),
+        # Two: a reconnect overlaps its dropped connection at most; a third viewer is refused.
+        WORKGATE_VNC_MAX_VIEWERS="2",
         OPENAI_BASE_URL=f"{fake_openai.base_url}/v1",
         OPENAI_API_KEY="test-key",
         WORKGATE_AI_PROVIDER="builtin",

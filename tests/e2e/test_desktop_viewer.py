@@ -178,3 +178,31 @@ def test_only_the_owner_can_open_the_viewer_and_stopping_it_there_ends_the_sessi
     session.refresh_from_db()
     assert (session.status, session.end_reason) == ("terminated", "user_stop")
     assert AuditEntry.objects.filter(action="terminate_session", actor=user).count() == 1
+
+
+def test_a_viewer_past_the_desktops_limit_is_told_so_and_connects_once_another_closes(
+    new_page, user, screenshot
+):
+    """The e2e server lets two viewers onto one desktop (WORKGATE_VNC_MAX_VIEWERS=2): a third
+    is refused by the relay (4429), says why instead of retrying, and connects when asked
+    again after one of the others closed."""
+    first = new_page()
+    sign_in(first, user)
+    launch_linux_desktop(first)
+    second, third = first.context.new_page(), first.context.new_page()
+    second.goto(first.url)
+    wait_for_state(second, "connected")
+
+    third.goto(first.url)
+    wait_for_state(third, "failed")
+
+    screenshot(third, "viewer-too-many-viewers")
+    assert "as many viewers as it takes" in third.locator("[data-overlay-text]").inner_text()
+    assert third.evaluate("window.workgateViewer.tickets") == 1  # no retry was scheduled
+    refused = AuditEntry.objects.filter(action="vnc_connect", actor=user, success=False)
+    assert [entry.details["refused"] for entry in refused] == ["too many viewers"]
+
+    second.close()
+    third.get_by_role("button", name="Connect again").click()
+    wait_for_state(third, "connected")
+    wait_for_canvas(third, "s.colours > 1")

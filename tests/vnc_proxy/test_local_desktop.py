@@ -119,7 +119,9 @@ def test_a_desktop_runs_outside_the_servers_session_with_its_secrets_in_private_
         # Not in the server's session or group, and no controlling terminal to reach.
         assert process["session"] != os.getsid(0)
         assert os.getpgid(pid) != os.getpgid(0)
-        assert process["tty"] == 0
+        if process["command"] in {"Xvfb", "x11vnc", "xterm"}:
+            # What the gateway started; the shell inside xterm has xterm's terminal, rightly.
+            assert process["tty"] == 0
         assert session.rfb_password.encode() not in process["cmdline"]
         assert b"server-secret-that-must-not-leak" not in process["environ"]
         assert b"WORKGATE_ENCRYPTION_KEY" not in process["environ"]
@@ -526,20 +528,25 @@ def test_a_process_that_took_the_port_first_is_not_taken_for_the_desktop(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("whose", ["open to others", "another account's"])
+@pytest.mark.parametrize("whose", ["another account's", "a link"])
 def test_a_runtime_root_that_is_not_the_gateways_own_is_refused(
-    desktops, make_workspace, api, whose
+    desktops, make_workspace, api, tmp_path, whose
 ):
     """Under a shared WORKGATE_RUNTIME_DIR another local account may have made the folder
     first: the launch is refused before any desktop file is written or process started."""
     root = local_desktop._runtime_root()
-    root.mkdir(parents=True, mode=0o700)
-    if whose == "open to others":
-        root.chmod(0o777)
+    root.parent.mkdir(parents=True)
+    if whose == "a link":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        root.symlink_to(elsewhere)
+        inside = elsewhere
     elif os.geteuid() != 0:
         pytest.skip("giving a folder to another account needs root")
     else:
+        root.mkdir(mode=0o700)
         os.chown(root, 65534, 65534)
+        inside = root
 
     response = api.post(f"/api/workspaces/{make_workspace().id}/launch")
 
@@ -550,5 +557,23 @@ def test_a_runtime_root_that_is_not_the_gateways_own_is_refused(
         "see WORKGATE_RUNTIME_DIR and the server log.",
         "code": "provisioner_unavailable",
     }
-    assert list(root.iterdir()) == []
+    assert list(inside.iterdir()) == []
     assert not WorkspaceSession.objects.filter(status__in=WorkspaceSession.LIVE).exists()
+
+
+@pytest.mark.django_db
+def test_the_gateways_own_runtime_folders_left_open_are_closed_to_others(
+    desktops, make_workspace, launch, user
+):
+    """An older release made the folder above the root with the umask's mode (0775 under
+    umask 002): the next launch closes both to others and goes ahead."""
+    root = local_desktop._runtime_root()
+    root.mkdir(parents=True)
+    root.parent.chmod(0o777)
+    root.chmod(0o755)
+
+    session = launch(user, make_workspace())
+
+    assert session.status == WorkspaceSession.Status.READY
+    assert root.parent.stat().st_mode & 0o777 == 0o755
+    assert root.stat().st_mode & 0o777 == 0o700

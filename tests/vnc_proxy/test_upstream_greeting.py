@@ -47,10 +47,14 @@ async def test_what_does_not_greet_as_a_vnc_server_is_refused(desktop_like, bann
     assert str(refused.value) == "the desktop did not greet as a VNC server"
 
 
-async def test_a_vnc_servers_greeting_is_passed_on_whole(desktop_like):
-    hostport = await desktop_like(b"RFB 003.008\n")
+@pytest.mark.parametrize(
+    "greeting", [b"RFB 003.008\n", b"RFB 003.889\n", b"RFB 005.000\n"], ids=str
+)
+async def test_a_vnc_servers_greeting_is_passed_on_whole(desktop_like, greeting):
+    """Most servers say 3.8; Apple's Screen Sharing 3.889, RealVNC 4.x or 5.x (RFC 6143)."""
+    hostport = await desktop_like(greeting)
 
     upstream = await TcpUpstream.open(hostport, timeout=5)
 
-    assert await upstream.read() == b"RFB 003.008\n"
+    assert await upstream.read() == greeting
     await upstream.close()

@@ -3,6 +3,7 @@ across server processes through the spent tickets that opened them."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
 
@@ -22,6 +23,7 @@ from vnc_proxy.services import (
     relay_check,
     relay_closed,
     relay_failed,
+    relay_opened,
     ticket_issue,
     tickets_prune,
 )
@@ -79,6 +81,22 @@ def test_a_viewer_that_could_not_reach_the_desktop_takes_no_place(user, make_run
     runtime = make_runtime(user)
     relay_failed(target=admit(user, runtime), origin=ORIGIN, reason="connection refused")
 
+    assert admit(user, runtime).runtime_id == runtime.runtime_id
+
+
+@pytest.mark.django_db
+def test_a_viewer_refused_once_the_desktop_answered_takes_no_place(user, make_runtime, settings):
+    """The session ended between the spend and the desktop's answer: relay_opened refuses."""
+    settings.WORKGATE_VNC_MAX_VIEWERS = 1
+    runtime = make_runtime(user)
+    target = admit(user, runtime)
+    type(runtime).objects.filter(pk=runtime.pk).update(status="terminated")
+
+    with pytest.raises(RelayRefused):
+        relay_opened(target=target, origin=ORIGIN, subprotocol="binary")
+
+    assert Ticket.objects.get(jti=target.jti).closed_at is not None
+    type(runtime).objects.filter(pk=runtime.pk).update(status="ready")
     assert admit(user, runtime).runtime_id == runtime.runtime_id
 
 
@@ -173,3 +191,30 @@ def test_the_reaper_keeps_the_tickets_of_open_connections_only(user, make_runtim
     kept = dict(Ticket.objects.values_list("jti", "used_at"))
     assert kept.pop(open_.jti) is not None
     assert list(kept.values()) == [None]  # the unused one, still good for its minute
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_browser_that_leaves_before_the_desktop_answers_frees_its_place(
+    user, make_runtime, ticket_for, settings
+):
+    """The desktop is slow to greet and the browser gives up: the relay's task is cancelled,
+    yet the connection's record is closed (its viewer place free at once) and audited."""
+    from tests.vnc_proxy.conftest import db, relay_communicator, relay_path
+
+    settings.WORKGATE_VNC_MAX_VIEWERS = 1
+    silent = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
+    target = f"127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    runtime = await db(make_runtime)(user, upstream_target=target)
+    communicator = relay_communicator(relay_path(await db(ticket_for)(user, runtime.runtime_id)))
+
+    connected, _ = await communicator.connect(timeout=10)
+    await communicator.disconnect(timeout=0.5)  # the relay is still waiting: it is cancelled
+
+    assert connected
+    [spent] = await db(lambda: list(Ticket.objects.all()))()
+    assert spent.closed_at is not None
+    entries = await db(lambda: list(AuditEntry.objects.filter(action="vnc_connect")))()
+    assert [(entry.success, entry.details["error"]) for entry in entries] == [
+        (False, "the connection ended before the desktop answered")
+    ]
+    silent.close()
