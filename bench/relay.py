@@ -415,7 +415,12 @@ def main() -> None:
         serve_upstream(args.serve_upstream)
         return
 
-    env = server_env(database_url=args.database_url, redis_url=args.redis_url)
+    env = server_env(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        # Every connection of the run is a viewer of the same desktop.
+        WORKGATE_VNC_MAX_VIEWERS=str(args.idle + 100),
+    )
     prepare_database(env)
     upstream_port, websockify_port = free_port(), free_port()
     with contextlib.ExitStack() as stack:
