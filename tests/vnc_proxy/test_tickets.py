@@ -23,7 +23,7 @@ from audit.services import Origin
 from tests.sessions_app.conftest import OVERLAY_IP
 from vnc_proxy import tickets
 from vnc_proxy.models import Ticket
-from vnc_proxy.services import RelayRefused, relay_admit, relay_opened
+from vnc_proxy.services import RelayRefused, relay_admit, relay_opened, ticket_issue
 from vnc_proxy.tickets import TICKET_AUDIENCE, TICKET_TYPE
 
 pytestmark = pytest.mark.django_db
@@ -531,3 +531,23 @@ def test_a_spent_ticket_shown_again_and_again_is_audited_once(api, user, make_ru
     row = Ticket.objects.get()
     assert row.replayed_at is not None
     assert audit_chain_first_break() is None
+
+
+@pytest.mark.django_db(transaction=True)  # as served: autocommit, not inside a test's transaction
+def test_a_ticket_is_two_statements_its_lookup_and_its_row_with_its_entry(
+    user, make_runtime, django_assert_num_queries
+):
+    """The lookup reads only what a ticket needs (no column it leaves out is fetched later, one
+    query each) and the row is written with its audit entry in one statement."""
+    runtime = make_runtime(user, upstream_secret="not-needed-here")
+
+    with django_assert_num_queries(2):
+        issued = ticket_issue(
+            user=user,
+            workspace_id=runtime.runtime_id,
+            origin=Origin(ip="127.0.0.1"),
+            mfa_verified=True,
+        )
+
+    assert issued.rfb_password == runtime.rfb_password
+    assert issued.workspace_id == runtime.runtime_id
