@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 # Seconds between an open relay's checks of its session and account (services.relay_check),
 # which also move last_seen_at on while traffic flows.
 SEEN_INTERVAL = 30.0
+GROUP_TIMEOUT = 5.0  # seconds for leaving the channel-layer groups when the relay ends
+# Relays winding down after they were cancelled: referenced until done.
+_WINDING_DOWN: set[asyncio.Future] = set()
 STUCK_CHECKS = 4  # intervals after which a check still running no longer holds the next one
 DESKTOP_CLOSED = "the desktop closed the connection"
 
@@ -105,8 +108,8 @@ class RelayConnection:
         self.closed_by = "browser"
         self.upstream = None
         self.target: services.RelayTarget | None = None
-        # Whether relay_failed or a refusing relay_opened closed the connection's record.
-        self._recorded = False
+        # The bookkeeping call made once the desktop answered or failed: (kind, its future).
+        self._bookkeeping: tuple[str, asyncio.Future] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -150,35 +153,68 @@ class RelayConnection:
                 self._timer.cancel()
             for task in tasks:
                 task.cancel()
+            # One task, shielded: Daphne cancels a relay whose browser left (and again every
+            # second until it ends), and the connection's record must still be closed (it holds
+            # one of the desktop's viewer places), the end audited and the desktop let go of.
+            wind_down = asyncio.ensure_future(
+                self._wind_down(
+                    opened=opened, started=started, layer=layer, channel=channel, groups=groups
+                )
+            )
+            _WINDING_DOWN.add(wind_down)
+            wind_down.add_done_callback(_WINDING_DOWN.discard)
+            await asyncio.shield(wind_down)
+
+    async def _wind_down(self, *, opened: bool, started: float, layer, channel, groups) -> None:
+        try:
+            await self._settle(opened=opened, started=started)
+        finally:
             if self.upstream is not None:
                 await self.upstream.close()
             if channel is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.gather(*(layer.group_discard(name, channel) for name in groups))
-            # Shielded: a browser that left cancels this task, and the connection's record must
-            # still be closed (it holds one of the desktop's viewer places) and audited.
-            if opened:
-                await asyncio.shield(
-                    _db(services.relay_closed)(
-                        target=self.target,
-                        origin=self.origin,
-                        bytes_to_browser=self.bytes_to_browser,
-                        bytes_to_desktop=self.bytes_to_desktop,
-                        duration=time.monotonic() - started,
-                        close_code=self.close_code or CloseCode.NORMAL,
-                        closed_by=self.closed_by,
-                    )
-                )
-            elif not self._recorded:
-                # Ended (the browser left, the channel layer failed) before the desktop
-                # answered or was found unreachable.
-                await asyncio.shield(
-                    _db(services.relay_failed)(
-                        target=self.target,
-                        origin=self.origin,
-                        reason="the connection ended before the desktop answered",
-                    )
-                )
+                    async with asyncio.timeout(GROUP_TIMEOUT):
+                        await asyncio.gather(
+                            *(layer.group_discard(name, channel) for name in groups)
+                        )
+
+    async def _settle(self, *, opened: bool, started: float) -> None:
+        """Close the connection's record and audit how it ended, once: after the bookkeeping
+        call already made (which ran to its end even if the relay was cancelled meanwhile)."""
+        outcome = None
+        if self._bookkeeping is not None:
+            kind, call = self._bookkeeping
+            try:
+                await call
+                outcome = kind
+            except services.RelayRefused:
+                outcome = "refused"  # relay_opened refused, and closed the record itself
+            except Exception:
+                outcome = None  # it failed (the database): try once more below
+        if opened or outcome == "opened":
+            await _db(services.relay_closed)(
+                target=self.target,
+                origin=self.origin,
+                bytes_to_browser=self.bytes_to_browser,
+                bytes_to_desktop=self.bytes_to_desktop,
+                duration=time.monotonic() - started,
+                close_code=self.close_code or CloseCode.NORMAL,
+                closed_by=self.closed_by,
+            )
+        elif outcome is None:
+            # Ended (the browser left, the channel layer failed) before the desktop answered.
+            await _db(services.relay_failed)(
+                target=self.target,
+                origin=self.origin,
+                reason="the connection ended before the desktop answered",
+            )
+
+    async def _record(self, kind: str, function, **kwargs) -> None:
+        """Make one of the connection's bookkeeping calls so that cancelling the relay cannot
+        cut it short (its write happens in a thread regardless) and _settle knows its outcome."""
+        call = asyncio.ensure_future(_db(function)(**kwargs))
+        self._bookkeeping = (kind, call)
+        await asyncio.shield(call)
 
     async def _open_upstream(self) -> bool:
         target = self.target
@@ -191,16 +227,20 @@ class RelayConnection:
                 tls_verify=target.tls_verify,
             )
         except UpstreamError as exc:
-            await _db(services.relay_failed)(target=target, origin=self.origin, reason=str(exc))
-            self._recorded = True
+            await self._record(
+                "failed", services.relay_failed, target=target, origin=self.origin, reason=str(exc)
+            )
             await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
             return False
         try:
-            await _db(services.relay_opened)(
-                target=target, origin=self.origin, subprotocol=self.subprotocol
+            await self._record(
+                "opened",
+                services.relay_opened,
+                target=target,
+                origin=self.origin,
+                subprotocol=self.subprotocol,
             )
         except services.RelayRefused as refused:
-            self._recorded = True
             await self._end(refused)
             return False
         # The desktop's socket buffer decides when to stop reading from the browser.

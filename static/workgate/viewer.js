@@ -38,7 +38,6 @@ let failures = 0; // consecutive attempts that did not reach "connected"
 let retryTimer = null;
 let tickets = 0;
 let refusal = ""; // set when the VNC server refuses the password
-let closeCode = 0; // how the relay closed the last connection
 
 // Relay refusals that another try would only repeat (vnc_proxy/close_codes.py).
 const FINAL_CLOSES = {
@@ -130,12 +129,18 @@ async function connect() {
 
   // The viewer opens the WebSocket itself, to read the relay's close code (noVNC reports none).
   const socket = new WebSocket(ticket.vncUrl, ["binary"]);
-  closeCode = 0;
-  socket.addEventListener("close", (event) => { closeCode = event.code; });
-  const client = new RFB(screen, socket, {
-    credentials: { password: ticket.vncPassword },
-    shared: true,
-  });
+  let closedWith = 0;
+  socket.addEventListener("close", (event) => { closedWith = event.code; });
+  let client;
+  try {
+    client = new RFB(screen, socket, {
+      credentials: { password: ticket.vncPassword },
+      shared: true,
+    });
+  } catch (error) {
+    socket.close(); // it would hold the spent ticket's place on the desktop
+    throw error;
+  }
   rfb = client;
   applyMode();
   client.addEventListener("connect", () => {
@@ -156,10 +161,10 @@ async function connect() {
     clipboardText.value = event.detail.text;
     clipboardNote.textContent = "Received from the desktop.";
   });
-  client.addEventListener("disconnect", () => onDisconnect(client));
+  client.addEventListener("disconnect", () => onDisconnect(client, closedWith));
 }
 
-async function onDisconnect(client) {
+async function onDisconnect(client, closedWith) {
   if (client !== rfb) return;
   rfb = null;
   if (!wanted) {
@@ -171,9 +176,9 @@ async function onDisconnect(client) {
     setState("failed", `The desktop refused the connection: ${refusal}`);
     return;
   }
-  if (FINAL_CLOSES[closeCode]) {
+  if (FINAL_CLOSES[closedWith]) {
     wanted = false;
-    setState("failed", FINAL_CLOSES[closeCode]);
+    setState("failed", FINAL_CLOSES[closedWith]);
     return;
   }
   const live = await sessionLive();

@@ -218,3 +218,77 @@ async def test_a_browser_that_leaves_before_the_desktop_answers_frees_its_place(
         (False, "the connection ended before the desktop answered")
     ]
     silent.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_browser_that_leaves_while_the_connection_is_recorded_is_recorded_once(
+    user, make_runtime, ticket_for, monkeypatch
+):
+    """Cancelled while relay_opened is writing (in its thread, which finishes regardless): the
+    connection is audited as opened and then closed, never also as failed."""
+    import time as clock
+
+    from tests.vnc_proxy.conftest import db, relay_communicator, relay_path
+
+    async def greet(_reader, writer):
+        writer.write(b"RFB 003.008\n")
+
+    desktop = await asyncio.start_server(greet, "127.0.0.1", 0)
+    opened = services.relay_opened
+
+    def slow_opened(**kwargs):
+        clock.sleep(1.0)
+        return opened(**kwargs)
+
+    monkeypatch.setattr(services, "relay_opened", slow_opened)
+    target = f"127.0.0.1:{desktop.sockets[0].getsockname()[1]}"
+    runtime = await db(make_runtime)(user, upstream_target=target)
+    communicator = relay_communicator(relay_path(await db(ticket_for)(user, runtime.runtime_id)))
+
+    assert (await communicator.connect(timeout=10))[0]
+    await communicator.disconnect(timeout=0.3)  # relay_opened is still writing
+
+    actions = await db(
+        lambda: list(
+            AuditEntry.objects.filter(action__startswith="vnc_")
+            .order_by("id")
+            .values_list("action", "success")
+        )
+    )()
+    assert actions == [("vnc_connect", True), ("vnc_disconnect", True)]
+    assert (await db(Ticket.objects.get)()).closed_at is not None
+    desktop.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_relay_stuck_on_the_channel_layer_still_frees_its_place_when_cancelled(
+    user, make_runtime, ticket_for, monkeypatch
+):
+    """Redis hangs: joining the groups never returns, and neither does leaving them. The
+    cancelled relay still closes its record and audits, and leaving is given up after a while."""
+    from tests.vnc_proxy.conftest import db, relay_communicator, relay_path
+    from vnc_proxy import consumers
+
+    class HungLayer:
+        async def new_channel(self):
+            return "relay.hung"
+
+        async def group_add(self, group, channel):
+            await asyncio.sleep(3600)
+
+        group_discard = group_add
+
+    monkeypatch.setattr(consumers, "get_channel_layer", HungLayer)
+    monkeypatch.setattr(consumers, "GROUP_TIMEOUT", 0.2)
+    runtime = await db(make_runtime)(user)
+    communicator = relay_communicator(relay_path(await db(ticket_for)(user, runtime.runtime_id)))
+
+    assert (await communicator.connect(timeout=10))[0]
+    await communicator.disconnect(timeout=0.3)
+
+    assert (await db(Ticket.objects.get)()).closed_at is not None
+    [entry] = await db(lambda: list(AuditEntry.objects.filter(action="vnc_connect")))()
+    assert (entry.success, entry.details["error"]) == (
+        False,
+        "the connection ended before the desktop answered",
+    )
