@@ -83,15 +83,15 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
             raise UpstreamError("the desktop did not answer in time") from None
         except (OSError, ValueError) as exc:
             raise UpstreamError(f"the desktop is unreachable ({type(exc).__name__})") from None
-        greeting = b""
         try:
             greeting = await asyncio.wait_for(upstream._greeting(), timeout)
         except TimeoutError:
-            pass
-        finally:
-            if not is_rfb_greeting(greeting):  # also when cancelled meanwhile
-                upstream.transport.abort()
+            greeting = b""
+        except BaseException:  # cancelled meanwhile
+            upstream.transport.abort()
+            raise
         if not is_rfb_greeting(greeting):
+            upstream.transport.abort()
             raise UpstreamError("the desktop did not greet as a VNC server")
         return upstream
 
