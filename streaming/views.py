@@ -7,6 +7,7 @@ import json
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from config.parsers import json_loads
 from config.queries import queryable
 from streaming.models import Conversation, History
 from streaming.selectors import assistants_usable
@@ -18,7 +19,7 @@ TURNS_SHOWN = 100
 def _pretty(value) -> str:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = json_loads(value)
         except ValueError:
             return value
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import email.utils
 import functools
-import json
 import math
 import ssl
 import urllib.request
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 import httpx
 from django.conf import settings
 
+from config.parsers import json_loads
 from streaming.providers.base import ProviderError
 from streaming.providers.network import AsyncioTransport
 
@@ -100,8 +100,9 @@ def without_nul(value):
 
 
 def loads(text: str):
-    """json.loads for what a provider sent: NUL-free (see without_nul)."""
-    return without_nul(json.loads(text))
+    """json.loads for what a provider sent: NUL-free (see without_nul); ValueError for
+    anything unreadable, nesting too deep included (a tool call's arguments are the model's)."""
+    return without_nul(json_loads(text))
 
 
 def load_json(data: str, provider: str) -> dict:
@@ -127,7 +128,7 @@ def provider_message(text) -> str:
 
 def _message_of(body: bytes) -> str:
     try:
-        value = json.loads(body)
+        value = json_loads(body)
     except ValueError:
         return provider_message(body.decode("utf-8", "replace").strip())
     error = value.get("error") if isinstance(value, dict) else None

@@ -10,6 +10,7 @@ from django.conf import settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.tokens import new_access_token
+from audit.models import AuditEntry
 from tests.conftest import PASSWORD
 from tests.support.errors import assert_error_shape
 
@@ -116,6 +117,15 @@ def test_malformed_json_is_400(anon, db):
     assert_error_shape(response, 400)
 
 
+@pytest.mark.parametrize("body", ["[" * 100_000, '{"email": ' * 100_000], ids=["list", "object"])
+def test_json_nested_too_deeply_is_400_not_a_server_error(anon, user, body):
+    """Python's decoder raises RecursionError, not ValueError, some thousand levels down."""
+    response = anon.generic("POST", "/api/auth/signin", body, content_type="application/json")
+
+    assert_error_shape(response, 400, "parse_error")
+    assert not AuditEntry.objects.exists()  # not a sign-in, failed or otherwise
+
+
 @pytest.mark.urls("tests.config.probe_urls")
 def test_a_server_error_is_json_without_internals(api):
     api.raise_request_exception = False
@@ -183,8 +193,6 @@ def test_forwarded_for_is_believed_from_a_trusted_proxy(anon, user, settings):
     second = anon.post("/api/auth/signin", body, format="json", HTTP_X_FORWARDED_FOR="2.2.2.2")
 
     assert (first.status_code, second.status_code) == (401, 401)
-    from audit.models import AuditEntry
-
     assert sorted(AuditEntry.objects.values_list("ip_address", flat=True)) == ["1.1.1.1", "2.2.2.2"]
 
 

@@ -149,11 +149,12 @@ async def test_ollama_style_reasoning_and_a_stream_without_done_marker_still_com
     assert streamed.events[-2]["completion"] == "Hello."
 
 
+@pytest.mark.parametrize("arguments", ["{not json", "[" * 100_000], ids=["broken", "too_deep"])
 async def test_arguments_that_are_not_json_fail_the_tool_not_the_turn(
-    ask, user, assistant, openai_server
+    ask, user, assistant, openai_server, arguments
 ):
     openai_server.script(
-        openai_tool_reply("call_1", "launch_workspace", "{not json"),
+        openai_tool_reply("call_1", "launch_workspace", arguments),
         openai_text_reply("Sorry."),
     )
 
