@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
-from audit.chain import GENESIS, entry_hash
+from audit.chain import GENESIS, entry_verifies
 from audit.models import AuditEntry
 from config.permissions import admin_may
 from config.queries import queryable
@@ -16,16 +17,26 @@ class ChainBreak:
     reason: str
 
 
-def audit_chain_first_break(*, batch_size: int = 2000) -> ChainBreak | None:
-    """Walk the chain in append order; the first entry whose link or hash is wrong, if any."""
+def audit_chain_breaks(*, batch_size: int = 2000) -> Iterator[ChainBreak]:
+    """Walk the chain in append order: every entry whose link or hash is wrong, as found.
+
+    Past a break the walk goes on from the entry's stored hash, so an edited entry is one break
+    and the entries after it are judged on their own."""
     previous = GENESIS
     for entry in AuditEntry.objects.order_by("id").iterator(chunk_size=batch_size):
+        reasons = []
         if entry.prev_hash != previous:
-            return ChainBreak(entry.id, "prev_hash does not match the previous entry's hash")
-        if entry_hash(entry.prev_hash, entry) != entry.hash:
-            return ChainBreak(entry.id, "hash does not match the entry's contents")
+            reasons.append("prev_hash does not match the previous entry's hash")
+        if not entry_verifies(entry):
+            reasons.append("hash does not match the entry's contents")
+        if reasons:
+            yield ChainBreak(entry.id, "; ".join(reasons))
         previous = entry.hash
-    return None
+
+
+def audit_chain_first_break(*, batch_size: int = 2000) -> ChainBreak | None:
+    """The first entry whose link or hash is wrong, if any."""
+    return next(audit_chain_breaks(batch_size=batch_size), None)
 
 
 def audit_entry_list(

@@ -13,7 +13,7 @@ from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
-from audit.chain import GENESIS, canonical, entry_hash
+from audit.chain import GENESIS, canonical, entry_hash, stored_number
 from audit.models import AuditEntry
 from config.network import client_from_scope, client_ip, user_agent
 
@@ -25,8 +25,9 @@ REDACTED = "[redacted]"
 
 
 def redact(value):
-    """Replace the value of any key that names a secret, at any depth, and every NUL in a
-    string (see storable)."""
+    """Replace the value of any key that names a secret, at any depth, and spell every other
+    value as the database gives it back: strings as storable, numbers as
+    chain.stored_number (so the hash computed before the insert is that of the row as read)."""
     if isinstance(value, dict):
         return {
             storable(str(key)): (REDACTED if _SECRET_KEY.search(str(key)) else redact(item))
@@ -36,13 +37,21 @@ def redact(value):
         return [redact(item) for item in value]
     if isinstance(value, str):
         return storable(value)
+    if isinstance(value, float):
+        return stored_number(value)
     return value
+
+
+# A UTF-16 surrogate on its own (json.loads makes one of "\\ud800"): no character, which
+# PostgreSQL refuses.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def storable(text: str) -> str:
     """`text` as PostgreSQL can store it: a NUL (which a caller can put in an id it asks for)
-    shows as U+FFFD instead of failing the entry and the change it describes."""
-    return text.replace("\x00", "\ufffd")
+    or a lone surrogate (in a model's tool-call arguments, say) shows as U+FFFD instead of
+    failing the entry and the change it describes."""
+    return _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
 
 
 @dataclass(frozen=True)
