@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
@@ -68,6 +68,11 @@ class User(AbstractUser):
         super().clean()
         self.email = (self.email or "").strip().lower()
 
+    # Set by set_password and set_unusable_password until the row is saved; not by Django's
+    # rehash of a password it checked with stronger parameters (the same password).
+    _password_replaced = False
+    _rehashing = False
+
     def save(self, *args, **kwargs):
         self.email = (self.email or "").strip().lower()
         if not self._state.adding and kwargs.get("update_fields") is None and not args:
@@ -78,7 +83,45 @@ class User(AbstractUser):
                 for field in self._meta.concrete_fields
                 if not field.primary_key and field.name != "sign_in_epoch"
             ]
-        super().save(*args, **kwargs)
+        fields = kwargs.get("update_fields")
+        writes_password = fields is None or "password" in fields
+        if not (self._password_replaced and writes_password and not self._state.adding):
+            super().save(*args, **kwargs)
+            if writes_password:
+                self._password_replaced = False  # a new account's first password
+            return
+        # A new password for an existing account, whoever set it: the admin's forms, the
+        # changepassword command and a shell all save it here, and only here. The old one's
+        # sign-ins end with the row's write, in its transaction.
+        from accounts.services import user_password_replaced  # it imports this module
+
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            self._password_replaced = False
+            user_password_replaced(user=self)
+
+    def set_password(self, raw_password):
+        super().set_password(raw_password)
+        self._password_replaced = not self._rehashing
+
+    def set_unusable_password(self):
+        super().set_unusable_password()
+        self._password_replaced = True
+
+    def check_password(self, raw_password):
+        # Django saves a rehash of the password it checks through set_password.
+        self._rehashing = True
+        try:
+            return super().check_password(raw_password)
+        finally:
+            self._rehashing = False
+
+    async def acheck_password(self, raw_password):
+        self._rehashing = True
+        try:
+            return await super().acheck_password(raw_password)
+        finally:
+            self._rehashing = False
 
     def _get_session_auth_hash(self, secret=None):
         """What a browser session is bound to (Django checks it on every request): Django's

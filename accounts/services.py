@@ -140,19 +140,28 @@ def user_record_password_change(*, user: User, origin: audit.Origin) -> None:
     audit.record(action="password_changed", actor=user, resource=f"user:{user.pk}", origin=origin)
 
 
+def _end_every_sign_in(user: User) -> int:
+    """Raise the account's sign-in epoch, which ends every access and refresh token and browser
+    session issued before; void its unused desktop tickets (credentials too, a minute's worth
+    at most); and, once the caller's transaction commits, close its open desktop viewers and
+    Socket.IO sockets (accounts/connections.py). How many tickets were voided."""
+    User.objects.filter(pk=user.pk).update(sign_in_epoch=F("sign_in_epoch") + 1)
+    voided = tickets_void(user=user)
+    connections_close(user_id=user.pk)
+    user.refresh_from_db(fields=["sign_in_epoch"])
+    return voided
+
+
 def user_sign_out_everywhere(*, user: User, actor, origin: audit.Origin) -> None:
     """End every token and browser session of `user`, on every device: access and refresh
     tokens are refused (401 `signed_out`), unused desktop tickets are void, browser sessions
     ask for a sign-in again from their next request, a running assistant turn may no longer
-    call tools, and open desktop viewers and Socket.IO sockets are closed once this commits
-    (accounts/connections.py). The password stays as it is, and the desktops keep running.
+    call tools, and open desktop viewers and Socket.IO sockets are closed once this commits.
+    The password stays as it is, and the desktops keep running.
     By the person themselves or an administrator (`actor`); audited as
     `signed_out_everywhere`."""
     with transaction.atomic():
-        User.objects.filter(pk=user.pk).update(sign_in_epoch=F("sign_in_epoch") + 1)
-        # Desktop tickets not yet used are credentials too (a minute's worth at most).
-        voided = tickets_void(user=user)
-        connections_close(user_id=user.pk)
+        voided = _end_every_sign_in(user)
         audit.record(
             action="signed_out_everywhere",
             actor=actor,
@@ -160,7 +169,26 @@ def user_sign_out_everywhere(*, user: User, actor, origin: audit.Origin) -> None
             details={"email": user.email, "desktop_passes_voided": voided},
             origin=origin,
         )
-    user.refresh_from_db(fields=["sign_in_epoch"])
+
+
+def user_password_replaced(*, user: User) -> None:
+    """A new password was saved for `user`: everything signed in with the old one ends as on
+    signing out everywhere (a stolen token, session, desktop ticket or open viewer outlives no
+    password reset). Called by User.save in the transaction that writes the password, so no
+    way of setting one misses it (the admin's forms, `manage.py changepassword`, a shell).
+    Audited as `signed_out_everywhere` with `reason: password_changed`, by no one: who set
+    the password is on the entry written with it (`admin_change`, `password_changed`).
+    Django's rehash of a password at sign-in is not a new password and does not come here."""
+    voided = _end_every_sign_in(user)
+    audit.record(
+        action="signed_out_everywhere",
+        resource=f"user:{user.pk}",
+        details={
+            "email": user.email,
+            "desktop_passes_voided": voided,
+            "reason": "password_changed",
+        },
+    )
 
 
 def user_record_sign_out(*, user: User, origin: audit.Origin) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from django.contrib.auth.models import Group
 
+from accounts.models import User
 from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
 from audit.services import Origin
@@ -379,21 +380,34 @@ async def test_stopping_the_session_closes_its_live_relay(desktop, ticket_for, u
     assert (details["close_code"], details["closed_by"]) == (4410, "session")
 
 
+def _sign_out_everywhere(user) -> None:
+    user_sign_out_everywhere(user=user, actor=user, origin=Origin(ip="127.0.0.1"))
+
+
+def _new_password(user) -> None:
+    account = User.objects.get(pk=user.pk)
+    account.set_password("A-brand-new-passphrase-42")
+    account.save()
+
+
+@pytest.mark.parametrize(
+    "sign_out", [_sign_out_everywhere, _new_password], ids=["everywhere", "new password"]
+)
 async def test_signing_out_everywhere_closes_the_accounts_open_viewers(
-    desktop, ticket_for, user, other_user
+    desktop, ticket_for, user, other_user, sign_out
 ):
-    """A stolen laptop's open viewer closes at once; the desktop keeps running for its owner,
-    and another account signing out closes nothing of this one's."""
+    """A stolen laptop's open viewer closes at once (a new password signs out everywhere too);
+    the desktop keeps running for its owner, and another account signing out closes nothing of
+    this one's."""
     body = await db(ticket_for)(user, desktop.runtime_id)
     communicator = relay_communicator(relay_path(body))
     await communicator.connect(timeout=10)
     connection = CommunicatorConnection(communicator)
     rfb = RfbClient(connection)
-    origin = Origin(ip="127.0.0.1")
 
-    await db(user_sign_out_everywhere)(user=other_user, actor=other_user, origin=origin)
+    await db(sign_out)(other_user)
     init = await rfb.handshake(body["vncPassword"])  # still open after someone else's sign-out
-    await db(user_sign_out_everywhere)(user=user, actor=user, origin=origin)
+    await db(sign_out)(user)
     with pytest.raises(RelayClosed) as closed:
         while True:
             await connection.recv()
