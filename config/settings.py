@@ -290,7 +290,9 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
+    # A token pasted into Swagger UI lives as long as its tab: persisted, it would sit in the
+    # browser's localStorage for any script of this origin to read, after the tab is gone.
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": False},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "config.schema.add_bearer_alternative",

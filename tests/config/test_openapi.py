@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -64,3 +65,12 @@ def test_the_schema_is_yaml_by_default_and_swagger_ui_is_served(anon):
     assert page.status_code == 200
     assert b"swagger-ui" in page.content
     assert b"cdn.jsdelivr" not in page.content  # served locally, works offline
+
+
+def test_swagger_ui_does_not_keep_a_pasted_token_after_its_tab_is_closed(anon):
+    """Persisted, the token would stay in localStorage for any script of the origin to read."""
+    script = anon.get("/api/docs", {"script": ""}).content.decode()
+
+    settings = json.loads(re.search(r"const swaggerSettings = (\{.*?\});", script, re.S).group(1))
+
+    assert settings["persistAuthorization"] is False
