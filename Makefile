@@ -19,6 +19,7 @@ node_modules/.installed: package.json
 # The embedded default: SQLite, in-memory channel layer, local desktops, the builtin assistant.
 run: $(VENV)/.installed node_modules/.installed
 	-scripts/system-deps.sh xvfb x11vnc xterm
+	-scripts/desktop-account.sh
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py ensure_demo_admin
 	DEBUG=1 $(PY) manage.py collectstatic --noinput -v0
@@ -30,6 +31,7 @@ lint: $(VENV)/.installed
 
 test: $(VENV)/.installed node_modules/.installed
 	scripts/system-deps.sh $(SYSTEM_PACKAGES)
+	scripts/desktop-account.sh
 	scripts/services.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -232,6 +232,13 @@ WORKGATE_VNC_MAX_VIEWERS = env_int("WORKGATE_VNC_MAX_VIEWERS", 4, minimum=1)
 WORKGATE_LOCAL_DESKTOP = env_bool("WORKGATE_LOCAL_DESKTOP", DEBUG)
 WORKGATE_LOCAL_DESKTOP_COMMAND = env_str("WORKGATE_LOCAL_DESKTOP_COMMAND", "xterm")
 WORKGATE_LOCAL_DESKTOP_GEOMETRY = env_str("WORKGATE_LOCAL_DESKTOP_GEOMETRY", "1280x800")
+# The account whose subordinate ids (/etc/subuid, /etc/subgid) local desktops run as, one id
+# each: never the gateway's own user, never root (scripts/desktop-account.sh makes it).
+WORKGATE_LOCAL_DESKTOP_USER = env_str("WORKGATE_LOCAL_DESKTOP_USER", "workgate-desktop")
+# A local desktop is a shell on the gateway's own host: superusers only, unless this is on.
+WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = env_bool(
+    "WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE", False
+)
 WORKGATE_RUNTIME_DIR = Path(env_str("WORKGATE_RUNTIME_DIR", str(BASE_DIR / ".runtime")))
 
 # --- The assistant -----------------------------------------------------------------------------

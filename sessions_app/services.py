@@ -27,7 +27,7 @@ from config.exceptions import APIError, Conflict, Forbidden, NotFound
 from config.queries import queryable
 from config.ratelimit import RateLimited, over_limit
 from sessions_app.models import SESSION_ENDED, WorkspaceSession
-from sessions_app.provisioners import ProvisionerUnavailable, provisioner_named
+from sessions_app.provisioners import ProvisionerUnavailable, local_desktop, provisioner_named
 from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
 from workspaces.models import Workspace
 from workspaces.selectors import access_workspace
@@ -123,6 +123,14 @@ def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_v
         raise Forbidden(
             "Launching a workspace requires a sign-in verified with a one-time code.",
             "mfa_required",
+        )
+    if (
+        workspace.provisioner == Workspace.Provisioner.LOCAL_DESKTOP
+        and not local_desktop.may_launch(user)
+    ):
+        raise Forbidden(
+            "This desktop runs on the gateway's own host, which this server keeps for superusers.",
+            "superusers_only",
         )
 
 

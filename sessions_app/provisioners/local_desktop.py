@@ -1,12 +1,23 @@
 """Xvfb + x11vnc on loopback, one desktop per session, for a single trusted host.
 
-Each desktop lives in a private directory (0700) under WORKGATE_RUNTIME_DIR holding its X
-authority cookie and its RFB password file (both 0600): no secret is ever on a command line,
-where any local user could read it with ps. Xvfb, x11vnc and the desktop program each start in
-a session of their own, outside the server's: nothing on the desktop shares the server's
-process group or can reach its controlling terminal (under `make run`, the developer's). The
-directory is kept in the session's `provisioner_state`, so any server process on this host can
-stop what another one started.
+A desktop never runs as the gateway's own OS user, nor as root: Xvfb, x11vnc and the desktop
+program run as a uid and gid of their own, taken from the subordinate ids (/etc/subuid,
+/etc/subgid) of a dedicated account (WORKGATE_LOCAL_DESKTOP_USER), with no supplementary groups.
+So a desktop's user cannot read the server's environment (its keys), its private files, or
+another desktop's processes and files. Giving processes other ids needs root: a gateway that is
+not root has no local desktops, and one with local desktops on and DEBUG off refuses to start
+without them (refuse_unsafe_configuration).
+
+Each desktop lives in a directory under WORKGATE_RUNTIME_DIR that is the gateway's (0711: its
+notes and logs, 0600, are out of the desktop's reach), holding `home` (0700, the desktop's own
+uid), its HOME and the working directory of its processes, where its X authority cookie and RFB
+password file are (both 0600): no secret is ever on a command line, where any local user could
+read it with ps. Xvfb and x11vnc name those files relative to their working directory, so they
+find them even where the runtime directory lies below a folder closed to others. Xvfb, x11vnc
+and the desktop program each start in a session of their own, outside the server's: nothing on
+the desktop shares the server's process group or can reach its controlling terminal (under
+`make run`, the developer's). The directory is kept in the session's `provisioner_state`, so
+any server process on this host can stop what another one started.
 
 Stopping a desktop finds its processes two ways. Every process of a desktop carries
 WORKGATE_DESKTOP_DIR=<its directory> in its environment, and its children inherit it. And the
@@ -25,10 +36,12 @@ desktops are for a single trusted host.)
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
 import os
+import pwd
 import re
 import secrets
 import select
@@ -50,6 +63,7 @@ from pathlib import Path
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 from sessions_app.models import WorkspaceSession
@@ -65,11 +79,16 @@ PORT_ATTEMPTS = 3  # a free port can be taken between choosing it and x11vnc bin
 RFB_PASSWORD_LENGTH = 8  # VNC authentication uses the first 8 bytes of the password, no more
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 _GEOMETRY = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+HOME = "home"  # the desktop's own folder inside its directory
+XAUTHORITY = "Xauthority"  # in the desktop's home
+RFBAUTH = "rfbauth"
+SUBUID_FILE = Path("/etc/subuid")
+SUBGID_FILE = Path("/etc/subgid")
 
 # Only these variables of the server's environment reach a desktop: the server's own secrets
 # (SECRET_KEY, WORKGATE_ENCRYPTION_KEY, DATABASE_URL, API keys) must not be readable from a
-# shell the end user opens on it.
-_INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "TZ")
+# shell the end user opens on it. HOME, USER and LOGNAME are the desktop's own.
+_INHERITED_ENV = ("PATH", "SHELL", "LANG", "LC_ALL", "TZ")
 
 # VNC's "obfuscation" of stored passwords: DES with this fixed key (d3des bit order, i.e. the
 # standard-DES key e84ad660c4721ae0). It hides nothing from a reader of the file, hence 0600.
@@ -92,11 +111,11 @@ class LocalDesktopProvisioner:
         _configuration()
 
     def start(self, session) -> Upstream:
-        geometry, command = _configuration()
+        geometry, command, ids = _configuration()
         reap_orphans()
-        directory = _desktop_dir(session.id)
+        directory, user = _desktop_dir(session.id, ids)
         try:
-            return _start_desktop(session, directory, geometry, command)
+            return _start_desktop(session, directory, user, geometry, command)
         except BaseException:
             _stop_desktop_in(directory)
             raise
@@ -116,8 +135,8 @@ class LocalDesktopProvisioner:
 # --- Configuration -----------------------------------------------------------------------------
 
 
-def _configuration() -> tuple[Geometry, list[str]]:
-    """The desktop's geometry and command, or ProvisionerUnavailable saying what to fix."""
+def _configuration() -> tuple[Geometry, list[str], DesktopIds]:
+    """The desktop's geometry, command and ids, or ProvisionerUnavailable saying what to fix."""
     if not settings.WORKGATE_LOCAL_DESKTOP:
         raise ProvisionerUnavailable(
             "Local desktops are turned off on this server: set WORKGATE_LOCAL_DESKTOP=1 "
@@ -146,7 +165,114 @@ def _configuration() -> tuple[Geometry, list[str]]:
             f"WORKGATE_LOCAL_DESKTOP_COMMAND names {command[0]!r}, which is not installed "
             "(the default, xterm, comes with apt-get install xterm)."
         )
-    return Geometry(int(match[1]), int(match[2])), command
+    return Geometry(int(match[1]), int(match[2])), command, desktop_ids()
+
+
+# --- Who a desktop runs as ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DesktopIds:
+    """The account local desktops run as, and the subordinate ids it owns."""
+
+    account: str
+    uids: range
+    gids: range
+
+
+@dataclass(frozen=True)
+class DesktopUser:
+    """The ids one desktop runs as: its own, held by no other desktop while it lives."""
+
+    account: str
+    uid: int
+    gid: int
+
+
+def desktop_ids() -> DesktopIds:
+    """The ids local desktops may run as, or ProvisionerUnavailable saying what to fix.
+
+    Never root's and never the gateway's: the account must not be root, and its subordinate
+    ranges must hold neither 0 nor the gateway's own ids."""
+    name = settings.WORKGATE_LOCAL_DESKTOP_USER
+    if os.geteuid() != 0:
+        raise ProvisionerUnavailable(
+            "Local desktops run under ids of their own, never the gateway's, and only a gateway "
+            "running as root can give them those: run it as root, or use container or static "
+            "desktops."
+        )
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise ProvisionerUnavailable(
+            f"Local desktops run as the account {name!r} (WORKGATE_LOCAL_DESKTOP_USER), which "
+            "does not exist: create it with scripts/desktop-account.sh (make run does)."
+        ) from None
+    gateway = {0, os.getuid(), os.getgid()}
+    refused = ProvisionerUnavailable(
+        f"The account {name!r} (WORKGATE_LOCAL_DESKTOP_USER) and its subordinate ids must be "
+        "neither root's nor the gateway's own."
+    )
+    if account.pw_uid in gateway:
+        raise refused
+    uids = _subordinate_ids(SUBUID_FILE, account)
+    gids = _subordinate_ids(SUBGID_FILE, account)
+    if uids is None or gids is None:
+        raise ProvisionerUnavailable(
+            f"The account {name!r} has no subordinate ids in {SUBUID_FILE} and {SUBGID_FILE} for "
+            "local desktops to run as: give it some with scripts/desktop-account.sh."
+        )
+    if any(uid in gateway for uid in uids) or any(gid in gateway for gid in gids):
+        raise refused
+    return DesktopIds(account=name, uids=uids, gids=gids)
+
+
+def _subordinate_ids(path: Path, account: pwd.struct_passwd) -> range | None:
+    """The first range `path` (subuid(5) format: owner:start:count) gives the account."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        owner, _, rest = line.strip().partition(":")
+        start, _, count = rest.partition(":")
+        owned = owner in (account.pw_name, str(account.pw_uid))
+        if owned and start.isdigit() and count.isdigit() and int(count) > 0:
+            return range(int(start), int(start) + int(count))
+    return None
+
+
+def refuse_unsafe_configuration() -> None:
+    """Called as the server starts: with local desktops on and DEBUG off, a server that cannot
+    run them under ids of their own does not start (with DEBUG on, a launch says what to fix)."""
+    if settings.WORKGATE_LOCAL_DESKTOP and not settings.DEBUG:
+        try:
+            desktop_ids()
+        except ProvisionerUnavailable as exc:
+            raise ImproperlyConfigured(f"WORKGATE_LOCAL_DESKTOP is on, but: {exc}") from exc
+
+
+def may_launch(user) -> bool:
+    """A local desktop is a shell on the gateway's own host: superusers only, unless the
+    administrator chose WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE."""
+    return user.is_superuser or settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE
+
+
+def _claim_user(root: Path, ids: DesktopIds) -> DesktopUser:
+    """A uid and gid of `ids` that no live process and no desktop under `root` holds. The
+    caller holds the root's lock, so two launches never claim the same."""
+    taken = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                taken.add(entry.stat().st_uid)
+    for home in root.glob(f"*/{HOME}"):
+        with contextlib.suppress(OSError):
+            taken.add(home.stat().st_uid)
+    for uid, gid in zip(ids.uids, ids.gids, strict=False):
+        if uid not in taken:
+            return DesktopUser(account=ids.account, uid=uid, gid=gid)
+    raise ProvisionerUnavailable("Every id local desktops may run as is in use: stop a desktop.")
 
 
 def _runtime_root() -> Path:
@@ -166,8 +292,9 @@ def _private_root() -> Path:
     one above with the umask's mode)."""
     root = _runtime_root()
     root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    root.mkdir(mode=0o700, exist_ok=True)
-    for directory, closed_to_others in ((root.parent, 0o022), (root, 0o077)):
+    root.mkdir(mode=0o711, exist_ok=True)
+    # Others may pass through the root (a desktop reaches its own home by name), never list it.
+    for directory, closed_to_others in ((root.parent, 0o022), (root, 0o066)):
         info = directory.lstat()
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
             logger.error(
@@ -184,42 +311,59 @@ def _private_root() -> Path:
     return root
 
 
-def _desktop_dir(session_id) -> Path:
+def _desktop_dir(session_id, ids: DesktopIds) -> tuple[Path, DesktopUser]:
+    """The session's directory, made afresh, with its home given to ids of its own."""
     root = _private_root()
     directory = root / str(session_id)
     if directory.exists():  # a leftover of an earlier attempt at this very session
         _stop_desktop_in(directory)
-    directory.mkdir(mode=0o700)
-    os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
-    return directory
+    lock = os.open(root / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held until the home is the claimed uid's
+        user = _claim_user(root, ids)
+        directory.mkdir(mode=0o711)
+        # mkdir's mode is filtered by the umask. Others may pass through, never list or write:
+        # the desktop reaches its home by name, and its notes and logs are the gateway's.
+        os.chmod(directory, 0o711)  # noqa: S103
+        (directory / HOME).mkdir(mode=0o700)
+        os.chmod(directory / HOME, 0o700)
+        os.chown(directory / HOME, user.uid, user.gid)
+    finally:
+        os.close(lock)
+    return directory, user
 
 
 # --- Starting ----------------------------------------------------------------------------------
 
 
-def _start_desktop(session, directory: Path, geometry: Geometry, command: list[str]) -> Upstream:
+def _start_desktop(
+    session, directory: Path, user: DesktopUser, geometry: Geometry, command: list[str]
+) -> Upstream:
     password = new_rfb_password()
-    xauthority = directory / "Xauthority"
-    rfbauth = directory / "rfbauth"
-    _write_private(xauthority, xauthority_cookie(secrets.token_bytes(16)))
-    _write_private(rfbauth, vnc_password_file(password))
-    env = _desktop_env(directory, xauthority)
+    home = directory / HOME
+    # Written before any of the desktop's processes runs, then given to its uid.
+    for name, content in (
+        (XAUTHORITY, xauthority_cookie(secrets.token_bytes(16))),
+        (RFBAUTH, vnc_password_file(password)),
+    ):
+        _write_private(home / name, content)
+        os.chown(home / name, user.uid, user.gid)
+    env = _desktop_env(directory, user)
     deadline = time.monotonic() + START_TIMEOUT
 
-    display = _start_xvfb(directory, geometry, xauthority, env, deadline)
+    display = _start_xvfb(directory, user, geometry, env, deadline)
     state = {"dir": str(directory), "display": display}
     _remember(session, state)  # from here on, any process can find and stop this desktop
 
-    port = _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline)
+    port = _start_x11vnc(directory, user, display, env, deadline)
     state["port"] = port
     if command:
-        home = env.get("HOME", "")
         _spawn(
             command,  # the operator's own setting
             directory=directory,
+            user=user,
             log="desktop.log",
             env={**env, "DISPLAY": f":{display}"},
-            cwd=home if home and os.path.isdir(home) else directory,
             supervised=True,
         )
     _remember(session, state)
@@ -232,12 +376,20 @@ def _remember(session, state: dict) -> None:
     type(session).objects.filter(pk=session.pk).update(provisioner_state=session.provisioner_state)
 
 
-def _desktop_env(directory: Path, xauthority: Path) -> dict[str, str]:
+def _desktop_env(directory: Path, user: DesktopUser) -> dict[str, str]:
     env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env["XAUTHORITY"] = str(xauthority)
+    home = directory / HOME
+    env.update(HOME=str(home), USER=user.account, LOGNAME=user.account)
+    # By full name where the desktop's uid can walk down to it; otherwise (the runtime directory
+    # below a folder closed to others) relative to the working directory, which is its home.
+    env["XAUTHORITY"] = str(home / XAUTHORITY) if _walkable_by_others(home) else XAUTHORITY
     env[MARK] = str(directory)
     return env
+
+
+def _walkable_by_others(path: Path) -> bool:
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
 
 
 SESSIONS_FILE = "sessions"  # "boot <boot id>", then "<leader pid> <start time>" per line
@@ -252,24 +404,35 @@ def _boot_id() -> str:
 
 
 def _spawn(
-    argv: list, *, directory: Path, log: str, env: dict, cwd=None, pass_fds=(), supervised=False
+    argv: list,
+    *,
+    directory: Path,
+    user: DesktopUser,
+    log: str,
+    env: dict,
+    pass_fds=(),
+    supervised=False,
 ):
-    """Start one of the desktop's processes in a session of its own, its output in `log`.
+    """Start one of the desktop's processes as `user`, in its home and a session of its own,
+    its output in `log` (the gateway's file, out of the desktop's reach).
 
-    `supervised`: run it under subreaper.py and note that session in the desktop's directory
-    (see the module's docstring)."""
+    `supervised`: run it under subreaper.py, which drops to `user` itself before it starts the
+    program, and note that session in the desktop's directory (see the module's docstring)."""
+    as_user = {"user": user.uid, "group": user.gid, "extra_groups": []}
     if supervised:
-        argv = [sys.executable, "-I", str(SUBREAPER), *argv]
+        argv = [sys.executable, "-I", str(SUBREAPER), str(user.uid), str(user.gid), *argv]
+        as_user = {}
     with open(directory / log, "ab") as out:
         process = subprocess.Popen(  # noqa: S603 - fixed argv, or the operator's own command
             argv,
             env=env,
-            cwd=cwd,
+            cwd=directory / HOME,  # entered before the ids change: no need to walk down to it
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             pass_fds=pass_fds,
             start_new_session=True,
+            **as_user,
         )
     if supervised:
         # Noted before another thread's _reap_children() could reap it; the subreaper outlives
@@ -283,7 +446,7 @@ def _spawn(
     return process
 
 
-def _start_xvfb(directory, geometry, xauthority, env, deadline) -> int:
+def _start_xvfb(directory, user, geometry, env, deadline) -> int:
     """Xvfb picks a free display itself and writes its number to a pipe once it takes clients."""
     read_end, write_end = os.pipe()
     try:
@@ -296,12 +459,13 @@ def _start_xvfb(directory, geometry, xauthority, env, deadline) -> int:
                 "0",
                 f"{geometry}x24",
                 "-auth",
-                str(xauthority),
+                XAUTHORITY,  # in its working directory, its home
                 "-nolisten",
                 "tcp",
                 "-noreset",
             ],
             directory=directory,
+            user=user,
             log="xvfb.log",
             env=env,
             pass_fds=(write_end,),
@@ -326,7 +490,7 @@ def _start_xvfb(directory, geometry, xauthority, env, deadline) -> int:
     return int(answer.strip())
 
 
-def _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline) -> int:
+def _start_x11vnc(directory, user, display, env, deadline) -> int:
     for _attempt in range(PORT_ATTEMPTS):
         port = _free_port()
         x11vnc = _spawn(
@@ -335,9 +499,9 @@ def _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline) -> int
                 "-display",
                 f":{display}",
                 "-auth",
-                str(xauthority),
+                XAUTHORITY,
                 "-rfbauth",  # the password is in a file, never on the command line
-                str(rfbauth),
+                RFBAUTH,
                 "-rfbport",
                 str(port),
                 "-localhost",
@@ -350,6 +514,7 @@ def _start_x11vnc(directory, display, xauthority, rfbauth, env, deadline) -> int
                 "-nolookup",
             ],
             directory=directory,
+            user=user,
             log="x11vnc.log",
             env=env,
         )

@@ -63,6 +63,7 @@ def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
         log,
         SESSION_COOKIE_SECURE="0",  # plain http on loopback
         WORKGATE_LOCAL_DESKTOP="1",
+        WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE="1",  # the tests' users are not superusers
         # A shell that reads no rc files: the machine's own (pyenv init and the like) can take
         # many seconds to show a prompt, and the tests type into it.
         WORKGATE_LOCAL_DESKTOP_COMMAND="xterm -e bash --norc --noprofile",

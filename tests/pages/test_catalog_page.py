@@ -86,7 +86,9 @@ def test_the_session_limit_is_explained(browser_for, user):
     assert WorkspaceSession.objects.count() == 1
 
 
-@override_settings(WORKGATE_LOCAL_DESKTOP=False)
+@override_settings(
+    WORKGATE_LOCAL_DESKTOP=False, WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE=True
+)
 def test_a_desktop_this_server_cannot_start_is_explained(browser_for, user):
     workspace_list()  # the defaults, with the Linux desktop
     response = browser_for(user).post("/workspaces/ws-linux-desktop/launch", follow=True)

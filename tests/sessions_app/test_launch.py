@@ -255,6 +255,7 @@ def test_a_desktop_without_a_target_is_503_provisioner_unavailable(api, make_wor
 
 def test_a_local_desktop_is_unavailable_where_local_desktops_are_off(api, make_workspace, settings):
     settings.WORKGATE_LOCAL_DESKTOP = False
+    settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = True  # who may: tested elsewhere
     workspace = make_workspace(type="linux", connection_type="vnc", provisioner="local_desktop")
 
     response = launch(api, workspace.id)

@@ -145,6 +145,7 @@ def running_gateway(logs: Path, **settings_environment: str) -> Iterator[Gateway
         # As docs/deployment.md says for nginx on the same host.
         "WORKGATE_TRUSTED_PROXIES": "127.0.0.1/32,::1/128",
         "WORKGATE_LOCAL_DESKTOP": "1",
+        "WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE": "1",  # its users are not superusers
         "WORKGATE_LOCAL_DESKTOP_COMMAND": "",
         "WORKGATE_LOCAL_DESKTOP_GEOMETRY": "{}x{}".format(*GEOMETRY),
         "WORKGATE_RUNTIME_DIR": str(runtime),

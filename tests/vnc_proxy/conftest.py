@@ -46,6 +46,8 @@ def desktops(settings, tmp_path):
     settings.WORKGATE_RUNTIME_DIR = runtime
     settings.WORKGATE_LOCAL_DESKTOP_COMMAND = ""  # no program: faster, and the screen is enough
     settings.WORKGATE_LOCAL_DESKTOP_GEOMETRY = "{}x{}".format(*GEOMETRY)
+    # The tests launch as a plain user; who may launch one is tested on its own.
+    settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = True
     yield runtime
     stop_desktops_under(runtime)
 
