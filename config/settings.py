@@ -245,6 +245,14 @@ WORKGATE_RUNTIME_DIR = Path(env_str("WORKGATE_RUNTIME_DIR", str(BASE_DIR / ".run
 
 WORKGATE_AI_PROVIDER = env_choice(
     "WORKGATE_AI_PROVIDER", "builtin", ("builtin", "openai", "anthropic")
+# What one account can make the history hold: a turn's inputs together, in characters; the
+# newest turns kept per user (older ones are deleted as new ones are stored); and the bytes one
+# history listing answers with (whole turns, newest first; at least one).
+WORKGATE_QANDA_MAX_INPUT_CHARS = env_int("WORKGATE_QANDA_MAX_INPUT_CHARS", 32000, minimum=500)
+WORKGATE_HISTORY_KEEP_PER_USER = env_int("WORKGATE_HISTORY_KEEP_PER_USER", 1000, minimum=10)
+WORKGATE_HISTORY_LIST_MAX_BYTES = env_int(
+    "WORKGATE_HISTORY_LIST_MAX_BYTES", 1024 * 1024, minimum=64 * 1024
+)
 )
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

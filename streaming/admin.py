@@ -50,6 +50,6 @@ class HistoryAdmin(ViewOnlyAdmin):
 
     list_display = ["created_at", "user", "status", "provider", "model", "latency_ms"]
     list_filter = ["status", "provider", "institution"]
-    search_fields = ["user__email", "prompt", "completion"]
+    search_fields = ["user__email", "inputs", "completion"]
     date_hierarchy = "created_at"
     list_select_related = ["user"]

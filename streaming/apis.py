@@ -9,6 +9,7 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,7 +25,13 @@ from streaming import serializers as s
 from streaming.database import in_db_thread
 from streaming.delivery import socket_sink
 from streaming.engine import TurnRequest, qanda_run, run_turn
-from streaming.selectors import course_list, history_get, history_list, history_list_all
+from streaming.selectors import (
+    course_list,
+    history_get,
+    history_list,
+    history_list_all,
+    history_within,
+)
 from streaming.services import turn_prepare
 from streaming.sse import sse_response
 
@@ -187,6 +194,24 @@ class QandaApi(AsyncApiView):
         )
 
 
+def _history_listing(histories, output: type[s.HistoryOutput]) -> Response:
+    """Whole turns, newest first, in at most WORKGATE_HISTORY_LIST_MAX_BYTES of JSON (one turn
+    larger than that comes alone); `truncated` says turns were left out for it."""
+    budget = settings.WORKGATE_HISTORY_LIST_MAX_BYTES
+    candidates, truncated = history_within(histories, max_bytes=budget)
+    renderer = JSONRenderer()
+    data: list[dict] = []
+    used = len(renderer.render({"success": True, "truncated": True, "data": []}))
+    for item in output(candidates, many=True).data:
+        size = len(renderer.render(item)) + 1  # and the comma before the next
+        if data and used + size > budget:
+            truncated = True
+            break
+        data.append(item)
+        used += size
+    return Response({"success": True, "truncated": truncated, "data": data})
+
+
 class UserHistoryListApi(APIView):
     audience = RUNTIME
 
@@ -199,7 +224,7 @@ class UserHistoryListApi(APIView):
     )
     def get(self, request):
         histories = history_list(user=request.user, **query_input(s.HistoryQueryInput, request))
-        return Response({"success": True, "data": s.HistoryOutput(histories, many=True).data})
+        return _history_listing(histories, s.HistoryOutput)
 
 
 class UserHistoryDetailApi(APIView):
@@ -229,7 +254,7 @@ class AdminHistoryListApi(APIView):
     )
     def get(self, request):
         histories = history_list_all(**query_input(s.AdminHistoryQueryInput, request))
-        return Response({"success": True, "data": s.AdminHistoryOutput(histories, many=True).data})
+        return _history_listing(histories, s.AdminHistoryOutput)
 
 
 class UserCourseListApi(APIView):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from audit.services import Origin
@@ -89,27 +91,31 @@ class _Record:
 
 
 def _history_save(record: _Record, status: str, error_message: str = "") -> int:
+    """Store the turn, and let go of the user's turns past the newest
+    WORKGATE_HISTORY_KEEP_PER_USER, so what one account can store has a bound."""
     turn = record.turn
-    history = History.objects.create(
-        user=turn.user,
-        institution_id=turn.institution_id,
-        conversation_id=turn.conversation_id,
-        assistant_id=turn.assistant_id,
-        inputs=turn.inputs,
-        prompt="\n".join(turn.inputs),
-        outputs=[record.text] if record.text else [],
-        completion=record.text,
-        thinking=record.thinking if turn.show_thinking else [],
-        tool_calls=record.tool_calls,
-        usage=record.usage.as_dict(),
-        cached=False,
-        provider="none" if turn.rag_only else turn.provider,
-        model=record.model,
-        status=status,
-        error_message=error_message,
-        latency_ms=record.elapsed_ms(),
-        created_at=record.started_at,
-    )
+    with transaction.atomic():
+        history = History.objects.create(
+            user=turn.user,
+            institution_id=turn.institution_id,
+            conversation_id=turn.conversation_id,
+            assistant_id=turn.assistant_id,
+            inputs=turn.inputs,
+            completion=record.text,
+            thinking=record.thinking if turn.show_thinking else [],
+            tool_calls=record.tool_calls,
+            usage=record.usage.as_dict(),
+            cached=False,
+            provider="none" if turn.rag_only else turn.provider,
+            model=record.model,
+            status=status,
+            error_message=error_message,
+            latency_ms=record.elapsed_ms(),
+            created_at=record.started_at,
+        )
+        newest_first = History.objects.filter(user=turn.user).order_by("-created_at", "-id")
+        keep = settings.WORKGATE_HISTORY_KEEP_PER_USER
+        History.objects.filter(pk__in=newest_first.values("pk")[keep:]).delete()
     return history.pk
 
 

@@ -130,7 +130,12 @@ class Conversation(models.Model):
 
 
 class History(models.Model):
-    """One turn: what was asked, what streamed back, and what the tools did."""
+    """One turn: what was asked, what streamed back, and what the tools did.
+
+    Each thing is stored once: `inputs` is what the provider was sent (the question a later turn
+    of the conversation recalls is these joined by newlines), `completion` the answer, of which
+    the API's `outputs` is a one-item view.
+    """
 
     class Status(models.TextChoices):
         COMPLETE = "complete"
@@ -150,8 +155,6 @@ class History(models.Model):
         Assistant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     inputs = models.JSONField(default=list)
-    prompt = models.TextField(blank=True, default="", help_text="The inputs joined, for search")
-    outputs = models.JSONField(default=list, blank=True)
     completion = models.TextField(blank=True, default="")
     # [{"id": "round-0", "round": 0, "text": "...", "signature": "..."}]; empty when the
     # institution does not display thinking.
@@ -174,3 +177,7 @@ class History(models.Model):
 
     def __str__(self) -> str:
         return f"turn {self.pk} of {self.user_id} ({self.status})"
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.completion] if self.completion else []

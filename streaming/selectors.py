@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 
-from django.db.models import Count, Max, Q, QuerySet
+from django.db import connection
+from django.db.models import Count, Max, Q, QuerySet, TextField, Value
+from django.db.models.functions import Cast, Length
 
 from config.exceptions import NotFound
 from streaming.models import Assistant, Conversation, History, Institution
@@ -13,6 +16,8 @@ from streaming.models import Assistant, Conversation, History, Institution
 HISTORY_LIMIT_DEFAULT = 50
 HISTORY_LIMIT_MAX = 200
 CONTEXT_TURNS = 10
+# What a listed turn holds besides its long text (ids, dates, names of up to 200 characters).
+HISTORY_ITEM_OVERHEAD = 2048
 
 
 def institution_of_member(user, public_id: uuid.UUID) -> Institution | None:
@@ -66,9 +71,16 @@ def conversation_context(conversation: Conversation | None) -> list[tuple[str, s
         History.objects.filter(conversation=conversation, status=History.Status.COMPLETE)
         .exclude(completion="")
         .order_by("-created_at", "-id")
-        .values_list("prompt", "completion")[:CONTEXT_TURNS]
+        .values_list("inputs", "completion")[:CONTEXT_TURNS]
     )
-    return list(reversed(list(turns)))
+    return [("\n".join(inputs), completion) for inputs, completion in reversed(list(turns))]
+
+
+def _as_in_json(text: str) -> str:
+    """`text` as it reads inside a string of a JSON column's text, so that a search finds it in
+    `inputs` as it would in plain text: PostgreSQL writes jsonb's text with anything but ASCII
+    as it is, SQLite keeps what Django wrote (json.dumps, ASCII only)."""
+    return json.dumps(text, ensure_ascii=connection.vendor != "postgresql")[1:-1]
 
 
 def _history_filter(
@@ -87,7 +99,9 @@ def _history_filter(
     if after is not None:
         histories = histories.filter(created_at__gt=after)
     if search:
-        histories = histories.filter(Q(prompt__icontains=search) | Q(completion__icontains=search))
+        histories = histories.filter(
+            Q(inputs__icontains=_as_in_json(search)) | Q(completion__icontains=search)
+        )
     limit = min(limit or HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)
     return histories.order_by("-created_at", "-id")[:limit]
 
@@ -111,6 +125,29 @@ def history_list_all(
     if status:
         histories = histories.filter(status=status)
     return _history_filter(histories, **filters)
+
+
+def history_within(
+    histories: QuerySet[History], *, max_bytes: int
+) -> tuple[QuerySet[History], bool]:
+    """The first of `histories` (ordered, limited) whose text fits in about `max_bytes`, at
+    least one, and whether any were left out.
+
+    The sizes are measured in the database, so turns past the budget are never fetched; they
+    count characters, not the bytes of the rendered answer, which the caller measures exactly.
+    """
+    size = Value(HISTORY_ITEM_OVERHEAD) + 2 * Length("completion") + Length("error_message")
+    for field in ("inputs", "thinking", "tool_calls"):
+        size += Length(Cast(field, TextField()))
+    sizes = list(histories.values_list("pk", size))
+    chosen, used = [], 0
+    for pk, turn_size in sizes:
+        if chosen and used + turn_size > max_bytes:
+            break
+        chosen.append(pk)
+        used += turn_size
+    listed = _histories().filter(pk__in=chosen).order_by("-created_at", "-id")
+    return listed, len(chosen) < len(sizes)
 
 
 def history_get(*, user, history_id: int) -> History:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import zoneinfo
 from functools import cache
 
+from django.conf import settings
 from rest_framework import serializers
 
 from config.inputs import StrictText, StrictUUID
@@ -55,9 +56,24 @@ class RequestArgsInput(serializers.Serializer):
 
 class QandaInput(serializers.Serializer):
     inputs = serializers.ListField(
-        child=StrictText(max_length=32000), allow_empty=False, max_length=50
+        child=StrictText(max_length=32000),
+        allow_empty=False,
+        max_length=50,
+        help_text="The question. Together the strings hold at most "
+        f"{settings.WORKGATE_QANDA_MAX_INPUT_CHARS:,} characters (WORKGATE_QANDA_MAX_INPUT_CHARS).",
     )
     requestArgs = RequestArgsInput(required=False)
+
+    def validate_inputs(self, value: list[str]) -> list[str]:
+        # What is sent to the provider is what the history stores: bounded as a whole, not
+        # only per string, or 50 strings could make one turn 1.6 million characters.
+        total = sum(len(text) for text in value)
+        limit = settings.WORKGATE_QANDA_MAX_INPUT_CHARS
+        if total > limit:
+            raise serializers.ValidationError(
+                f"The inputs hold {total:,} characters together; at most {limit:,} are accepted."
+            )
+        return value
 
 
 class UsageOutput(serializers.Serializer):
@@ -131,8 +147,16 @@ class AdminHistoryOutput(HistoryOutput):
     latency_ms = serializers.IntegerField()
 
 
+LIST_TRUNCATED_HELP = (
+    "True when turns that `limit` would have listed were left out to keep the answer within "
+    f"{settings.WORKGATE_HISTORY_LIST_MAX_BYTES:,} bytes (WORKGATE_HISTORY_LIST_MAX_BYTES): ask "
+    "again with `before` set to the last turn's `created_at`. At least one turn is listed."
+)
+
+
 class HistoryListOutput(serializers.Serializer):
     success = serializers.BooleanField()
+    truncated = serializers.BooleanField(help_text=LIST_TRUNCATED_HELP)
     data = HistoryOutput(many=True)
 
 
@@ -143,6 +167,7 @@ class HistoryDetailOutput(serializers.Serializer):
 
 class AdminHistoryListOutput(serializers.Serializer):
     success = serializers.BooleanField()
+    truncated = serializers.BooleanField(help_text=LIST_TRUNCATED_HELP)
     data = AdminHistoryOutput(many=True)
 
 

@@ -38,7 +38,7 @@ def _turn(history: History) -> dict:
             }
             for call in history.tool_calls
         ],
-        "completion": history.completion or "\n".join(history.outputs),
+        "completion": history.completion,
         "error_message": history.error_message,
         "created_at": history.created_at,
         "model": history.model,

@@ -22,9 +22,7 @@ def turns(user, other_user):
         return History.objects.create(
             user=owner,
             inputs=[prompt],
-            prompt=prompt,
             completion=f"answer to {prompt}",
-            outputs=[f"answer to {prompt}"],
             model="builtin",
             provider="builtin",
             latency_ms=120,
