@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -118,6 +119,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE makes every transaction take the write lock up front, so concurrent writers
     # queue instead of failing with "database is locked" halfway through.
     _database_options.update(transaction_mode="IMMEDIATE", timeout=20)
+    # The file holds sign-in sessions and password hashes: the server's user's alone, so a
+    # local desktop (another uid on this host) cannot read it, whatever the umask made it
+    # (SQLite gives its journal and WAL files the database file's mode).
+    _sqlite_file = str(DATABASES["default"]["NAME"])
+    if _sqlite_file != ":memory:" and os.path.isdir(os.path.dirname(_sqlite_file) or "."):
+        os.close(os.open(_sqlite_file, os.O_CREAT | os.O_RDONLY, 0o600))
+        os.chmod(_sqlite_file, 0o600)
 # PostgreSQL connections come from a pool per process (psycopg_pool, through Django's own
 # support): a request borrows one and gives it back at its end instead of opening and closing
 # one (3 to 15 ms each on a small machine; measured in docs/benchmarks.md). Past the cap a

@@ -83,7 +83,8 @@ def test_the_embedded_default_boots_creates_a_demo_admin_and_answers(project_cop
     email = re.search(r"email:\s+(\S+)", created.stdout).group(1)
     password = re.search(r"password:\s+(\S+)", created.stdout).group(1)
     assert again.stdout == ""  # the password is printed once, on first run only
-    assert (project_copy / "db.sqlite3").exists()
+    # Both the server's user's alone: a local desktop runs under another uid on this host.
+    assert oct((project_copy / "db.sqlite3").stat().st_mode & 0o777) == "0o600"
     assert oct((project_copy / ".dev-secret-key").stat().st_mode & 0o777) == "0o600"
 
     port = free_port()
