@@ -375,7 +375,12 @@ def summary_rows(median: dict, sockets: int, rate: float) -> list[dict]:
 def prepare(args: argparse.Namespace) -> tuple[dict[str, str], int, str]:
     """The scratch stores and a user; Django is set up in this process on the servers' settings,
     so it streams to Workgate's sockets exactly as a server process running a turn would."""
-    env = server_env(database_url=args.database_url, redis_url=args.redis_url)
+    env = server_env(
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        # The one bench user stands for the many people whose sockets these would be.
+        WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER=str(args.sockets),
+    )
     prepare_database(env)
     flush_redis(args.reference_redis_url)
     from accounts.models import User

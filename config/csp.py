@@ -1,4 +1,5 @@
-"""The Content Security Policy of every HTML answer: pages (config.middleware) and static files."""
+"""The Content Security Policy of every HTML answer: pages (config.middleware) and static files;
+and the one of answers that are data (config.headers)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def _policy(scripts: str) -> str:
 CONTENT_SECURITY_POLICY = _policy("'self' 'nonce-{nonce}'")
 # A static HTML file's: no nonce, so none of its inline script runs.
 STATIC_CONTENT_SECURITY_POLICY = _policy("'self'")
+# An answer that is data, should a browser ever open it as a document: it loads nothing, runs
+# nothing, and nothing may frame it.
+RESOURCE_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
 
 
 def static_headers(headers, path: str, url: str) -> None:

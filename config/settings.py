@@ -274,6 +274,11 @@ WORKGATE_SOCKETIO_PING_INTERVAL_MS = env_int(
     "WORKGATE_SOCKETIO_PING_INTERVAL_MS", 25000, minimum=50
 )
 WORKGATE_SOCKETIO_PING_TIMEOUT_MS = env_int("WORKGATE_SOCKETIO_PING_TIMEOUT_MS", 20000, minimum=50)
+# Signed-in Socket.IO sockets one account may hold at once, in all server processes together:
+# each open one holds a Redis connection of the process serving it.
+WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER = env_int(
+    "WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER", 20, minimum=1
+)
 
 # --- API ---------------------------------------------------------------------------------------
 

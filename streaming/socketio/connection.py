@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from accounts.connections import account_group
 from streaming.socketio import protocol
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 BINARY_REFUSED = "Binary payloads are not supported"
 INVALID_NAMESPACE = "Invalid namespace"
 OTHER_USER = "This socket is registered to another user"
+TOO_MANY_SOCKETS = "Too many sockets are open for this account"
 
 Deliver = Callable[[list[str]], Awaitable[None]]
 
@@ -73,6 +75,19 @@ async def close_session(sid: str) -> bool:
     return True
 
 
+def _sockets_per_user() -> int:
+    return settings.WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER
+
+
+def _refusal_at_cap(user_id: str) -> str:
+    """Why a socket past its account's cap is refused. Logged, not audited: no socket's
+    connection is audited, and a refusal costs the client nothing to repeat, so an entry for
+    each would be audit-chain writes that anyone holding a token could ask for in a loop."""
+    limit = _sockets_per_user()
+    logger.warning("account %s has %d Socket.IO sockets open: one more refused", user_id, limit)
+    return TOO_MANY_SOCKETS
+
+
 class Connection:
     def __init__(self, session: EngineSession, *, deliver: Deliver, timing: Timing):
         self.session = session
@@ -101,10 +116,6 @@ class Connection:
             self._ponged = True
             await self.heartbeat()
 
-    async def _on_ping(self, packet: EnginePacket) -> None:
-        # Engine.IO v4 clients never ping; answering costs nothing and mirrors the reference.
-        await self.deliver([EnginePacket(EnginePacketType.PONG, packet.data).encode()])
-
     async def _on_close(self, packet: EnginePacket) -> None:
         await close_session(self.session.sid)
 
@@ -123,7 +134,9 @@ class Connection:
     _engine_handlers = {
         EnginePacketType.OPEN: _on_unexpected,
         EnginePacketType.CLOSE: _on_close,
-        EnginePacketType.PING: _on_ping,
+        # In Engine.IO v4 only the server pings (a probe is the upgrade's, handled before this);
+        # the reference server ends a session that pings, and an answer would echo its data.
+        EnginePacketType.PING: _on_unexpected,
         EnginePacketType.PONG: _on_pong,
         EnginePacketType.MESSAGE: _on_message,
         EnginePacketType.UPGRADE: _on_unexpected,
@@ -134,6 +147,8 @@ class Connection:
 
     async def _on_connect(self, message: SocketPacket) -> None:
         if message.namespace != "/":
+            if not protocol.is_plain_namespace(message.namespace):
+                raise ProtocolError("a namespace that is not a plain name")
             await self.deliver(
                 [protocol.connect_error(INVALID_NAMESPACE, namespace=message.namespace)]
             )
@@ -153,9 +168,14 @@ class Connection:
         socket_id = new_id()
         # The store decides whether a socket is connected (this object's copy may be stale:
         # a sign-out handled by a poll elsewhere lets go of the socket there).
-        outcome = await self.store.attach_socket(self.session.sid, socket_id, user_id)
+        outcome = await self.store.attach_socket(
+            self.session.sid, socket_id, user_id, limit=_sockets_per_user()
+        )
         if outcome == Attach.CONFLICT:
             raise ProtocolError("already connected to /")
+        if outcome == Attach.FULL:
+            await self.deliver([protocol.connect_error(_refusal_at_cap(user_id))])
+            return
         if outcome == Attach.GONE:
             return
         self.session = replace(self.session, socket_id=socket_id, user_id=user_id)
@@ -243,9 +263,14 @@ class Connection:
             await self._refuse_socket(exc.message)
             return
         user_id = str(user.pk)
-        outcome = await self.store.set_user(self.session.sid, self.session.socket_id, user_id)
+        outcome = await self.store.set_user(
+            self.session.sid, self.session.socket_id, user_id, limit=_sockets_per_user()
+        )
         if outcome == Attach.CONFLICT:
             await self._refuse_socket(OTHER_USER)
+            return
+        if outcome == Attach.FULL:
+            await self._refuse_socket(_refusal_at_cap(user_id))
             return
         if outcome == Attach.GONE:
             return

@@ -8,6 +8,10 @@ everything they share is in the store and the channel layer.
 WebSocket: `?EIO=4&transport=websocket` opens a session of its own; with `&sid=` it upgrades a
 polling session (`2probe` / `3probe`, the pending GET released with a noop, then `5`). From then on
 the consumer reads the session's channel itself, and sends the pings.
+
+Every polling answer carries config.headers' security headers (nosniff above all: a body of
+packets must never run as a `<script src>`). A WebSocket handshake's answer has no body, and
+Daphne sends no headers an application gives it there; its refusal is Daphne's own fixed 403.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
+from config.headers import resource_security_headers
 from config.network import client_from_scope
 from config.ratelimit import address_key
 from config.websocket import origin_allowed
@@ -145,6 +150,9 @@ class PollingConsumer(AsyncHttpConsumer):
                     (b"Access-Control-Allow-Methods", b"GET, POST, OPTIONS"),
                     (b"Access-Control-Allow-Headers", requested),
                 ]
+        # Every answer, refusals included: a body of packets is never a script, a document or
+        # something to keep.
+        common = [*resource_security_headers(), (b"Cache-Control", b"no-store"), *cors]
         try:
             if origin and not cors:
                 raise Refused(EngineError.FORBIDDEN)
@@ -153,17 +161,11 @@ class PollingConsumer(AsyncHttpConsumer):
             status, code, text = refusal.error.value
             content = protocol.dump_json({"code": code, "message": text}).encode()
             await self.send_response(
-                status, content, headers=[(b"Content-Type", b"application/json"), *cors]
+                status, content, headers=[(b"Content-Type", b"application/json"), *common]
             )
             return
         await self.send_response(
-            status,
-            content,
-            headers=[
-                (b"Content-Type", b"text/plain; charset=UTF-8"),
-                (b"Cache-Control", b"no-store"),
-                *cors,
-            ],
+            status, content, headers=[(b"Content-Type", b"text/plain; charset=UTF-8"), *common]
         )
 
     async def _answer(self, body: bytes) -> tuple[int, bytes]:

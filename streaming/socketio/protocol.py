@@ -12,6 +12,7 @@ Whatever does not parse raises ProtocolError, which every transport answers with
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -238,6 +239,18 @@ def parse_socket_packet(text: str) -> SocketPacket:
     if not _payload_is_valid(kind, data):
         raise ProtocolError(f"invalid payload for {kind.name}")
     return SocketPacket(kind, namespace, data, ack_id, attachments)
+
+
+# A namespace the server may name back to the client: slash-separated ASCII words, dots and
+# dashes. A CONNECT_ERROR must name the namespace it answers, or the official client never hears
+# it (`/socket.io` is the usual mistake); anything else is never written into an answer, where
+# a body shaped by the client (`/1;alert(1)//`, markup) could be loaded as a script or a page.
+_PLAIN_NAMESPACE = re.compile(r"(?:/[A-Za-z0-9_.-]+)+")
+_MAX_NAMESPACE = 128
+
+
+def is_plain_namespace(namespace: str) -> bool:
+    return len(namespace) <= _MAX_NAMESPACE and _PLAIN_NAMESPACE.fullmatch(namespace) is not None
 
 
 def connect_ok(socket_id: str) -> str:

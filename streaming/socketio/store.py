@@ -7,6 +7,11 @@ itself at its deadline (`PEXPIREAT`): a client that stops answering pings disapp
 process that served it died. Conditional changes are Lua scripts, so two processes never both
 win a race for the same session.
 
+An account's signed-in sockets are a sorted set scored by each socket's deadline, so that
+WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER holds across processes. A socket stops counting when it
+is let go of, when its session ends, or, if nobody is left to say so (its client went silent,
+its process died), once its deadline passes: the heartbeat moves the score with the session's.
+
 The embedded default (no REDIS_URL) runs one process, and keeps the same records in memory.
 """
 
@@ -79,6 +84,7 @@ class Attach:
     DONE = 1
     GONE = 0
     CONFLICT = -1
+    FULL = -2  # the account has its WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER sockets already
 
 
 class SessionStore(Protocol):
@@ -87,8 +93,8 @@ class SessionStore(Protocol):
     async def socket(self, socket_id: str) -> SocketRecord | None: ...
     async def heartbeat(self, sid: str, *, ping_due: int, deadline: int) -> bool: ...
     async def pinged(self, sid: str, *, ping_due: int) -> None: ...
-    async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int: ...
-    async def set_user(self, sid: str, socket_id: str, user_id: str) -> int: ...
+    async def attach_socket(self, sid: str, socket_id: str, user_id: str, *, limit: int) -> int: ...
+    async def set_user(self, sid: str, socket_id: str, user_id: str, *, limit: int) -> int: ...
     async def detach_socket(self, sid: str, socket_id: str) -> None: ...
     async def detach_user(self, sid: str, user_id: str) -> EngineSession | None: ...
     async def upgrade(self, sid: str) -> EngineSession | None: ...
@@ -109,50 +115,100 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
-_HEARTBEAT = """
+# The account's sockets, `users` .. user: a sorted set of socket ids scored by their deadlines,
+# which itself expires with the last of them. `admit` counts only sockets whose deadline is still
+# ahead by Redis's clock, the clock that expires their sessions (TIME before a write needs
+# effects replication: Redis 5 or later, which channels-redis needs too).
+_ACCOUNT_SOCKETS = """
+local function keep(users, user, sock, deadline)
+  local key = users .. user
+  redis.call('ZADD', key, deadline, sock)
+  redis.call('PEXPIREAT', key, redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+end
+local function admit(users, user, sock, deadline, limit)
+  local key = users .. user
+  local time = redis.call('TIME')
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', time[1] * 1000 + math.floor(time[2] / 1000))
+  if redis.call('ZCARD', key) >= tonumber(limit) then return false end
+  keep(users, user, sock, deadline)
+  return true
+end
+local function forget(users, user, sock)
+  if user and user ~= '' then redis.call('ZREM', users .. user, sock) end
+end
+"""
+
+_HEARTBEAT = (
+    _ACCOUNT_SOCKETS
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'ping_due', ARGV[1], 'deadline', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 local sock = redis.call('HGET', KEYS[1], 'socket')
-if sock and sock ~= '' then redis.call('PEXPIREAT', ARGV[3] .. sock, ARGV[2]) end
+if sock and sock ~= '' then
+  redis.call('PEXPIREAT', ARGV[3] .. sock, ARGV[2])
+  local user = redis.call('HGET', KEYS[1], 'user')
+  if user and user ~= '' then keep(ARGV[4], user, sock, ARGV[2]) end
+end
 return 1
 """
+)
 
-_ATTACH = """
+_ATTACH = (
+    _ACCOUNT_SOCKETS
+    + """
 local current = redis.call('HGET', KEYS[1], 'socket')
 if not current then return 0 end
 if current ~= '' then return -1 end
+local deadline = redis.call('HGET', KEYS[1], 'deadline')
+if ARGV[2] ~= '' and not admit(ARGV[4], ARGV[2], ARGV[1], deadline, ARGV[5]) then return -2 end
 redis.call('HSET', KEYS[1], 'socket', ARGV[1], 'user', ARGV[2])
 redis.call('HSET', KEYS[2], 'sid', ARGV[3], 'user', ARGV[2])
-redis.call('PEXPIREAT', KEYS[2], redis.call('HGET', KEYS[1], 'deadline'))
+redis.call('PEXPIREAT', KEYS[2], deadline)
 return 1
 """
+)
 
-_SET_USER = """
+_SET_USER = (
+    _ACCOUNT_SOCKETS
+    + """
 if redis.call('HGET', KEYS[1], 'socket') ~= ARGV[1] then return 0 end
 local current = redis.call('HGET', KEYS[1], 'user')
 if current ~= '' and current ~= ARGV[2] then return -1 end
+if current == '' then
+  local deadline = redis.call('HGET', KEYS[1], 'deadline')
+  if not admit(ARGV[3], ARGV[2], ARGV[1], deadline, ARGV[4]) then return -2 end
+end
 redis.call('HSET', KEYS[1], 'user', ARGV[2])
 redis.call('HSET', KEYS[2], 'user', ARGV[2])
 return 1
 """
+)
 
-_DETACH = """
+_DETACH = (
+    _ACCOUNT_SOCKETS
+    + """
 if redis.call('HGET', KEYS[1], 'socket') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'socket', '', 'user', '')
 end
+forget(ARGV[2], redis.call('HGET', KEYS[2], 'user'), ARGV[1])
 redis.call('DEL', KEYS[2])
 return 1
 """
+)
 
-_DETACH_USER = """
+_DETACH_USER = (
+    _ACCOUNT_SOCKETS
+    + """
 local sock = redis.call('HGET', KEYS[1], 'socket')
 if not sock or sock == '' or redis.call('HGET', KEYS[1], 'user') ~= ARGV[1] then return false end
 local fields = redis.call('HGETALL', KEYS[1])
 redis.call('HSET', KEYS[1], 'socket', '', 'user', '')
 redis.call('DEL', ARGV[2] .. sock)
+forget(ARGV[3], ARGV[1], sock)
 return fields
 """
+)
 
 _UPGRADE = """
 if redis.call('HGET', KEYS[1], 'transport') ~= 'polling' then return false end
@@ -160,14 +216,20 @@ redis.call('HSET', KEYS[1], 'transport', 'websocket')
 return redis.call('HGETALL', KEYS[1])
 """
 
-_DELETE = """
+_DELETE = (
+    _ACCOUNT_SOCKETS
+    + """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return false end
 local sock = redis.call('HGET', KEYS[1], 'socket')
+if sock ~= '' then
+  redis.call('DEL', ARGV[1] .. sock)
+  forget(ARGV[2], redis.call('HGET', KEYS[1], 'user'), sock)
+end
 redis.call('DEL', KEYS[1])
-if sock ~= '' then redis.call('DEL', ARGV[1] .. sock) end
 return fields
 """
+)
 
 
 class RedisStore:
@@ -201,6 +263,10 @@ class RedisStore:
     def _socket_key(socket_id: str) -> str:
         return f"{PREFIX}sock:{socket_id}"
 
+    # Scripts reach a socket's key and its account's set from these prefixes and ids they read.
+    SOCKETS = f"{PREFIX}sock:"
+    ACCOUNTS = f"{PREFIX}user:"
+
     async def create(self, session: EngineSession) -> None:
         key = self._session_key(session.sid)
         async with self._client().pipeline(transaction=True) as pipe:
@@ -220,26 +286,30 @@ class RedisStore:
 
     async def heartbeat(self, sid: str, *, ping_due: int, deadline: int) -> bool:
         keys = [self._session_key(sid)]
-        return bool(await self._run(_HEARTBEAT, keys, [ping_due, deadline, f"{PREFIX}sock:"]))
+        args = [ping_due, deadline, self.SOCKETS, self.ACCOUNTS]
+        return bool(await self._run(_HEARTBEAT, keys, args))
 
     async def pinged(self, sid: str, *, ping_due: int) -> None:
         await self._run(_HSET_IF_EXISTS, [self._session_key(sid)], ["ping_due", ping_due])
 
-    async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int:
+    async def attach_socket(self, sid: str, socket_id: str, user_id: str, *, limit: int) -> int:
         keys = [self._session_key(sid), self._socket_key(socket_id)]
-        return int(await self._run(_ATTACH, keys, [socket_id, user_id, sid]))
+        args = [socket_id, user_id, sid, self.ACCOUNTS, limit]
+        return int(await self._run(_ATTACH, keys, args))
 
-    async def set_user(self, sid: str, socket_id: str, user_id: str) -> int:
+    async def set_user(self, sid: str, socket_id: str, user_id: str, *, limit: int) -> int:
         keys = [self._session_key(sid), self._socket_key(socket_id)]
-        return int(await self._run(_SET_USER, keys, [socket_id, user_id]))
+        args = [socket_id, user_id, self.ACCOUNTS, limit]
+        return int(await self._run(_SET_USER, keys, args))
 
     async def detach_socket(self, sid: str, socket_id: str) -> None:
         keys = [self._session_key(sid), self._socket_key(socket_id)]
-        await self._run(_DETACH, keys, [socket_id])
+        await self._run(_DETACH, keys, [socket_id, self.ACCOUNTS])
 
     async def detach_user(self, sid: str, user_id: str) -> EngineSession | None:
         """Detach the session's socket if `user_id` is on it; the session as it was, or None."""
-        flat = await self._run(_DETACH_USER, [self._session_key(sid)], [user_id, f"{PREFIX}sock:"])
+        args = [user_id, self.SOCKETS, self.ACCOUNTS]
+        flat = await self._run(_DETACH_USER, [self._session_key(sid)], args)
         return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
 
     async def upgrade(self, sid: str) -> EngineSession | None:
@@ -247,7 +317,7 @@ class RedisStore:
         return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
 
     async def delete(self, sid: str) -> EngineSession | None:
-        flat = await self._run(_DELETE, [self._session_key(sid)], [f"{PREFIX}sock:"])
+        flat = await self._run(_DELETE, [self._session_key(sid)], [self.SOCKETS, self.ACCOUNTS])
         return EngineSession.from_fields(sid, _pairs(flat)) if flat else None
 
 
@@ -294,21 +364,32 @@ class MemoryStore:
     async def pinged(self, sid: str, *, ping_due: int) -> None:
         self._update(sid, ping_due=ping_due)
 
-    async def attach_socket(self, sid: str, socket_id: str, user_id: str) -> int:
+    def _full(self, user_id: str, limit: int) -> bool:
+        """Whether `user_id` has `limit` live sockets already (the sweep-as-you-go store keeps
+        no count of its own: it counts its live sessions)."""
+        live = (self._live(sid) for sid in list(self._sessions))
+        held = sum(1 for s in live if s is not None and s.socket_id and s.user_id == user_id)
+        return held >= limit
+
+    async def attach_socket(self, sid: str, socket_id: str, user_id: str, *, limit: int) -> int:
         session = self._live(sid)
         if session is None:
             return Attach.GONE
         if session.socket_id:
             return Attach.CONFLICT
+        if user_id and self._full(user_id, limit):
+            return Attach.FULL
         self._update(sid, socket_id=socket_id, user_id=user_id)
         return Attach.DONE
 
-    async def set_user(self, sid: str, socket_id: str, user_id: str) -> int:
+    async def set_user(self, sid: str, socket_id: str, user_id: str, *, limit: int) -> int:
         session = self._live(sid)
         if session is None or session.socket_id != socket_id:
             return Attach.GONE
         if session.user_id and session.user_id != user_id:
             return Attach.CONFLICT
+        if not session.user_id and self._full(user_id, limit):
+            return Attach.FULL
         self._update(sid, user_id=user_id)
         return Attach.DONE
 

@@ -71,6 +71,29 @@ def fast_server(django_db_setup, tmp_path_factory) -> Iterator[Server]:
         yield started
 
 
+# An account's socket cap low enough to reach in a test, on servers whose heartbeat lets a silent
+# socket's deadline pass in about two seconds (and leaves loopback clients time to answer).
+CAPPED_SOCKETS = 3
+CAPPED_PING_INTERVAL_MS = 400
+CAPPED_PING_TIMEOUT_MS = 1500
+
+
+@pytest.fixture(scope="session")
+def capped_servers(django_db_setup, tmp_path_factory) -> Iterator[tuple[Server, Server]]:
+    """Two processes that let one account hold CAPPED_SOCKETS sockets between them."""
+    logs = tmp_path_factory.mktemp("daphne")
+    capped = {
+        "WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER": str(CAPPED_SOCKETS),
+        "WORKGATE_SOCKETIO_PING_INTERVAL_MS": str(CAPPED_PING_INTERVAL_MS),
+        "WORKGATE_SOCKETIO_PING_TIMEOUT_MS": str(CAPPED_PING_TIMEOUT_MS),
+    }
+    with (
+        daphne(logs / "capped-a.log", **capped) as first,
+        daphne(logs / "capped-b.log", **capped) as second,
+    ):
+        yield first, second
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _database_threads_closed(django_db_setup):
     """Tests read the database as the assistant does, in its threads, which keep their

@@ -87,9 +87,9 @@ async def test_the_memory_store_expires_a_session_at_its_deadline(clock):
         sid="s1", transport=Transport.POLLING, ping_due=clock["ms"] + 10, deadline=clock["ms"] + 20
     )
     await memory.create(session)
-    attached = await memory.attach_socket("s1", "sock", "7")
-    again = await memory.attach_socket("s1", "other", "7")
-    other_user = await memory.set_user("s1", "sock", "8")
+    attached = await memory.attach_socket("s1", "sock", "7", limit=5)
+    again = await memory.attach_socket("s1", "other", "7", limit=5)
+    other_user = await memory.set_user("s1", "sock", "8", limit=5)
 
     clock["ms"] += 19
     alive = await memory.get("s1")
@@ -103,3 +103,26 @@ async def test_the_memory_store_expires_a_session_at_its_deadline(clock):
     assert still == store.SocketRecord(socket_id="sock", sid="s1", user_id="7")
     assert await memory.get("s1") is None
     assert await memory.socket("sock") is None
+
+
+async def test_the_memory_store_counts_an_accounts_sockets_until_they_end_or_expire(clock):
+    """The embedded default (one process) holds an account to the same cap as Redis does."""
+    memory = store.MemoryStore()
+    for sid in ("s1", "s2", "s3", "s4", "s5"):
+        deadline = clock["ms"] + (10 if sid == "s1" else 100)
+        await memory.create(store.EngineSession(sid, Transport.POLLING, deadline, deadline))
+    await memory.attach_socket("s1", "k1", "7", limit=2)
+    await memory.attach_socket("s2", "k2", "7", limit=2)
+    await memory.attach_socket("s3", "k3", "", limit=2)
+
+    full_at_connect = await memory.attach_socket("s4", "k4", "7", limit=2)
+    other_account = await memory.attach_socket("s4", "k4", "8", limit=2)
+    full_at_register = await memory.set_user("s3", "k3", "7", limit=2)
+    clock["ms"] += 10  # s1's client fell silent: its deadline passes
+    after_expiry = await memory.set_user("s3", "k3", "7", limit=2)
+    full_again = await memory.attach_socket("s5", "k5", "7", limit=2)  # s2 and s3 hold it
+    await memory.detach_socket("s2", "k2")
+    after_close = await memory.attach_socket("s5", "k5", "7", limit=2)
+
+    assert (full_at_connect, full_at_register, full_again) == (store.Attach.FULL,) * 3
+    assert (other_account, after_expiry, after_close) == (store.Attach.DONE,) * 3

@@ -6,10 +6,12 @@ import asyncio
 import json
 
 import pytest
+from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streaming.socketio.sink import SocketStream
+from tests.conftest import token_for
 from tests.socketio.support import WAIT, parse_event, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -107,19 +109,29 @@ async def test_a_websocket_session_is_gone_for_polling_too_once_closed(server, p
     assert after_close.json()["code"] == 1
 
 
-async def test_one_process_holds_more_sockets_than_a_default_redis_pool(server, user, token):
-    # Each socket's reader holds a Redis connection; redis-py's default pool stops at 100.
+MANY_SOCKETS = 120  # redis-py's default pool stops at 100
+
+
+@pytest.fixture
+def tokens(user, make_user) -> list[str]:
+    """Tokens of enough accounts, `user`'s first, to hold MANY_SOCKETS within each one's cap."""
+    accounts = -(-MANY_SOCKETS // settings.WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER)
+    return [token_for(user), *(token_for(make_user()) for _ in range(accounts - 1))]
+
+
+async def test_one_process_holds_more_sockets_than_a_default_redis_pool(server, user, tokens):
+    # Each socket's reader holds a Redis connection.
     sockets = []
     try:
-        for _ in range(120):
+        for index in range(MANY_SOCKETS):
             websocket = await connect(websocket_url(server, transport="websocket"))
             sockets.append(websocket)
             await receive(websocket)
-            await websocket.send("40" + json.dumps({"token": token}))
+            await websocket.send("40" + json.dumps({"token": tokens[index % len(tokens)]}))
         socket_ids = [json.loads((await receive(websocket))[2:])["sid"] for websocket in sockets]
-        async with await SocketStream.open(socket_id=socket_ids[-1], user_id=user.pk) as stream:
+        async with await SocketStream.open(socket_id=socket_ids[0], user_id=user.pk) as stream:
             await stream.emit({"type": "STREAM", "prompt": "z", "delta": "z"})
-        received = [parse_event(await receive(sockets[-1])) for _ in range(2)]
+        received = [parse_event(await receive(sockets[0])) for _ in range(2)]
     finally:
         await asyncio.gather(*(websocket.close() for websocket in sockets))
 
