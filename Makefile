@@ -23,7 +23,9 @@ run: $(VENV)/.installed node_modules/.installed
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py ensure_demo_admin
 	DEBUG=1 $(PY) manage.py collectstatic --noinput -v0
-	DEBUG=1 $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 config.asgi:application
+	# A listen backlog of 2048, not Twisted's 50: a burst of connections is queued, not dropped
+	# into a one-second SYN retry (docs/deployment.md).
+	DEBUG=1 $(VENV)/bin/daphne -e tcp:port=8000:interface=127.0.0.1:backlog=2048 config.asgi:application
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

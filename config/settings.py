@@ -253,6 +253,13 @@ WORKGATE_RUNTIME_DIR = Path(env_str("WORKGATE_RUNTIME_DIR", str(BASE_DIR / ".run
 
 WORKGATE_AI_PROVIDER = env_choice(
     "WORKGATE_AI_PROVIDER", "builtin", ("builtin", "openai", "anthropic")
+)
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+# The model of turns that name no assistant; empty: the provider's own default.
+WORKGATE_AI_MODEL = env_str("WORKGATE_AI_MODEL")
 # What one account can make the history hold: a turn's inputs together, in characters; the
 # newest turns kept per user (older ones are deleted as new ones are stored); and the bytes one
 # history listing answers with (whole turns, newest first; at least one).
@@ -261,13 +268,6 @@ WORKGATE_HISTORY_KEEP_PER_USER = env_int("WORKGATE_HISTORY_KEEP_PER_USER", 1000,
 WORKGATE_HISTORY_LIST_MAX_BYTES = env_int(
     "WORKGATE_HISTORY_LIST_MAX_BYTES", 1024 * 1024, minimum=64 * 1024
 )
-)
-OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
-OPENAI_API_KEY = env_str("OPENAI_API_KEY")
-ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com")
-ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
-# The model of turns that name no assistant; empty: the provider's own default.
-WORKGATE_AI_MODEL = env_str("WORKGATE_AI_MODEL")
 # Socket.IO heartbeat, in milliseconds as the Engine.IO open packet states it: the server pings
 # every interval and drops a client that has not answered within the timeout.
 WORKGATE_SOCKETIO_PING_INTERVAL_MS = env_int(

@@ -97,7 +97,9 @@ def daphne(log_path: Path, *, timeout: float = 60.0, **environment: str) -> Iter
         "DATABASE_URL": test_database_url(),
         **environment,
     }
-    argv = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "config.asgi:application"]
+    # As production starts it (docs/deployment.md): a backlog that holds a burst.
+    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
+    argv = [PYTHON, "-m", "daphne", "-e", endpoint, "config.asgi:application"]
     with open(log_path, "ab") as log, contextlib.ExitStack() as stack:
         try:
             stack.enter_context(

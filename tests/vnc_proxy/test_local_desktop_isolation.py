@@ -17,7 +17,7 @@ from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
 from tests.support.processes import ROOT
-from tests.vnc_proxy.conftest import needs_desktops
+from tests.vnc_proxy.conftest import needs_desktops, stop_desktops_under
 from tests.vnc_proxy.test_local_desktop import desktop_processes, wait_for
 
 pytestmark = [pytest.mark.integration, needs_desktops]
@@ -167,3 +167,28 @@ def test_the_server_starts_with_local_desktops_under_their_own_account_or_in_deb
     assert start_server().returncode == 0
     debug = start_server(DEBUG="1", WORKGATE_LOCAL_DESKTOP_USER="no-such-account-here")
     assert debug.returncode == 0, debug.stderr
+
+
+@needs_root
+@pytest.mark.django_db
+def test_a_desktop_below_a_folder_closed_to_others_still_reaches_its_screen(
+    desktops, settings, make_workspace, launch, user, tmp_path
+):
+    """A clone in /root or a 0700 home: the desktop's uid cannot walk down to its own files by
+    name, yet Xvfb, x11vnc and the program find them (issue 25)."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    settings.WORKGATE_RUNTIME_DIR = closed / "runtime"
+    settings.WORKGATE_LOCAL_DESKTOP_COMMAND = shlex.join(
+        ["sh", "-c", "xterm -e true; echo opened the display: $?"]
+    )
+
+    try:
+        session = launch(user, make_workspace())
+
+        log = Path(session.provisioner_state["dir"]) / "desktop.log"
+        assert Path(session.provisioner_state["dir"]).is_relative_to(closed)
+        output = wait_for(lambda: log.exists() and "opened the display" in log.read_text() and log)
+        assert "opened the display: 0" in output.read_text()
+    finally:
+        stop_desktops_under(closed / "runtime")
