@@ -227,10 +227,15 @@ class RelayConnection:
                 tls_verify=target.tls_verify,
             )
         except UpstreamError as exc:
+            logger.warning("the relay for %s could not reach its desktop: %s", target.resource, exc)
             await self._record(
-                "failed", services.relay_failed, target=target, origin=self.origin, reason=str(exc)
+                "failed",
+                services.relay_failed,
+                target=target,
+                origin=self.origin,
+                reason=exc.reason,
             )
-            await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
+            await self._finish(CloseCode.UPSTREAM_FAILED, exc.reason, by="desktop")
             return False
         try:
             await self._record(
@@ -247,6 +252,11 @@ class RelayConnection:
         self.upstream.on_pause = self.browser.pause_reading
         self.upstream.on_resume = self.browser.resume_reading
         return True
+
+    async def _desktop_failed(self, error: UpstreamError) -> None:
+        """The desktop failed once connected: the viewer is told no more than that."""
+        logger.info("the relay for %s lost its desktop: %s", self.target.resource, error)
+        await self._finish(CloseCode.UPSTREAM_FAILED, error.reason, by="desktop")
 
     async def _finish(self, code: int, reason: str, *, by: str) -> None:
         """Close the browser's side (once); its disconnect then ends `run`."""
@@ -279,9 +289,9 @@ class RelayConnection:
                 self.bytes_to_desktop += len(data)
                 upstream.write_now(data)
 
-        def desktop_closed(error: str | None) -> None:
-            if error:
-                self._spawn(self._finish(CloseCode.UPSTREAM_FAILED, error, by="desktop"))
+        def desktop_closed(error: UpstreamError | None) -> None:
+            if error is not None:
+                self._spawn(self._desktop_failed(error))
             else:
                 self._spawn(self._finish(CloseCode.NORMAL, DESKTOP_CLOSED, by="desktop"))
 
@@ -302,7 +312,7 @@ class RelayConnection:
                     try:
                         await write(data)
                     except UpstreamError as exc:
-                        await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
+                        await self._desktop_failed(exc)
                 continue
             kind = message["type"]
             if kind == "websocket.disconnect":
@@ -323,7 +333,7 @@ class RelayConnection:
                 self.bytes_to_browser += len(data)
                 await send(data)
         except UpstreamError as exc:
-            await self._finish(CloseCode.UPSTREAM_FAILED, str(exc), by="desktop")
+            await self._desktop_failed(exc)
             return
         await self._finish(CloseCode.NORMAL, DESKTOP_CLOSED, by="desktop")
 

@@ -6,6 +6,9 @@ Both offer the same small surface to the relay: `read()` (b"" once the desktop c
 control toward the desktop is exact: the moment the upstream's socket buffer passes its
 high-water mark, `on_pause()` is called (the relay stops reading from the browser), and
 `on_resume()` once it has drained.
+
+Either kind is relayed to only once it has greeted as a VNC server (RFB's protocol version,
+`static.is_rfb_greeting`), so the relay is never a tunnel to whatever else answers at an address.
 """
 
 from __future__ import annotations
@@ -17,24 +20,56 @@ import contextlib
 import functools
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
 from sessions_app.provisioners.static import RFB_GREETING_LENGTH, is_rfb_greeting
+from workspaces.validators import sends_credentials_in_clear
 
 READ_AHEAD = 256 * 1024  # bytes read from a TCP desktop ahead of a slow browser
 WRITE_HIGH_WATER = 256 * 1024
 WS_MAX_MESSAGE = 16 * 1024 * 1024  # a KasmVNC message larger than this closes the connection
 WS_MAX_QUEUE = 4  # messages read ahead from a KasmVNC upstream while the browser is slow
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 10.0  # seconds to connect, and as many again for the desktop's greeting
+UNREACHABLE = "The desktop could not be reached"
+CONNECTION_FAILED = "the desktop connection failed"
 
 FlowCallback = Callable[[], None]
 
 
 class UpstreamError(Exception):
-    """The desktop could not be reached or failed; the message is safe to show the viewer."""
+    """The desktop could not be reached, or failed once connected.
+
+    `reason` is all the viewer and the audit log are told, the same for every way a desktop can
+    fail to answer: what answered instead (an HTTP status, a handshake, something that is no VNC
+    server) or whether the port was closed or silent would tell whoever sets a workspace's target
+    what listens at any address the gateway reaches. The cause, the exception's message, is for
+    the server log."""
+
+    def __init__(self, cause: str, *, reason: str = UNREACHABLE):
+        super().__init__(cause)
+        self.reason = reason
+
+
+async def _require_rfb_greeting(
+    greeting: Awaitable[bytes], *, abort: Callable[[], None], timeout: float
+) -> None:
+    """Wait for a desktop's first bytes; unless they are RFB's greeting (or if cancelled
+    meanwhile), abort its connection. Whatever answers at the address without greeting as a
+    VNC server (a database, a mail server, a web service, where a name the administrator gave
+    now resolves) is no desktop, and the relay never becomes a tunnel to it."""
+    try:
+        received = await asyncio.wait_for(greeting, timeout)
+    except TimeoutError:
+        received = b""
+    except BaseException:  # cancelled meanwhile
+        abort()
+        raise
+    if not is_rfb_greeting(received):
+        abort()
+        raise UpstreamError("the desktop did not greet as a VNC server")
 
 
 def _nothing() -> None:
@@ -61,18 +96,15 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._eof = False
-        self._error: str | None = None
+        self._error: UpstreamError | None = None
         self._waiter: asyncio.Future | None = None
         self._drained: asyncio.Future | None = None
         self._on_data: Callable[[bytes], None] | None = None
-        self._on_close: Callable[[str | None], None] | None = None
+        self._on_close: Callable[[UpstreamError | None], None] | None = None
 
     @classmethod
     async def open(cls, hostport: str, *, timeout: float = CONNECT_TIMEOUT) -> TcpUpstream:
-        """Connect, and wait for the desktop's RFB greeting (which the relay then passes on):
-        whatever answers at the address without greeting as a VNC server is no desktop (a
-        database or a mail server, where a name the administrator gave now resolves), and the
-        relay never becomes a tunnel to it."""
+        """Connect, and wait for the desktop's RFB greeting (which the relay then passes on)."""
         host, _, port = hostport.rpartition(":")
         loop = asyncio.get_running_loop()
         try:
@@ -82,17 +114,10 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
         except TimeoutError:
             raise UpstreamError("the desktop did not answer in time") from None
         except (OSError, ValueError) as exc:
-            raise UpstreamError(f"the desktop is unreachable ({type(exc).__name__})") from None
-        try:
-            greeting = await asyncio.wait_for(upstream._greeting(), timeout)
-        except TimeoutError:
-            greeting = b""
-        except BaseException:  # cancelled meanwhile
-            upstream.transport.abort()
-            raise
-        if not is_rfb_greeting(greeting):
-            upstream.transport.abort()
-            raise UpstreamError("the desktop did not greet as a VNC server")
+            raise UpstreamError(f"the desktop is unreachable ({exc!r})") from None
+        await _require_rfb_greeting(
+            upstream._greeting(), abort=upstream.transport.abort, timeout=timeout
+        )
         return upstream
 
     async def _greeting(self) -> bytes:
@@ -131,7 +156,9 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         if exc is not None:
-            self._error = f"the desktop connection failed ({type(exc).__name__})"
+            self._error = UpstreamError(
+                f"the desktop connection failed ({exc!r})", reason=CONNECTION_FAILED
+            )
         self._wake()
         drained, self._drained = self._drained, None
         if drained is not None and not drained.done():
@@ -161,7 +188,7 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
         while not self._chunks:
             if self._eof:
                 if self._error:
-                    raise UpstreamError(self._error)
+                    raise self._error
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
@@ -172,7 +199,7 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
         return data
 
     def attach(
-        self, on_data: Callable[[bytes], None], on_close: Callable[[str | None], None]
+        self, on_data: Callable[[bytes], None], on_close: Callable[[UpstreamError | None], None]
     ) -> None:
         """From now on deliver every chunk to `on_data` (what was read already first), and the
         end of the connection to `on_close(error or None)`; no task reads any more."""
@@ -198,7 +225,9 @@ class TcpUpstream(asyncio.Protocol, _FlowHooks):
 
     async def write(self, data: bytes) -> None:
         if self.transport.is_closing():
-            raise UpstreamError(self._error or "the desktop closed the connection")
+            raise self._error or UpstreamError(
+                "the desktop closed the connection", reason=CONNECTION_FAILED
+            )
         self.transport.write(data)
         if self._drained is not None:
             await self._drained
@@ -247,6 +276,7 @@ class WebSocketUpstream(_FlowHooks):
 
     def __init__(self, connection: _HookedClientConnection):
         self._ws = connection
+        self._greeting_messages: collections.deque[bytes] = collections.deque()
 
     @classmethod
     async def open(
@@ -258,6 +288,11 @@ class WebSocketUpstream(_FlowHooks):
         tls_verify: bool = True,
         timeout: float = CONNECT_TIMEOUT,
     ) -> WebSocketUpstream:
+        """Connect, and wait for the desktop's RFB greeting in its first binary messages, as
+        TcpUpstream.open does. Basic credentials go over TLS only: with a ws:// target they are
+        refused before anything is sent (a row saved before the rule that refuses saving it)."""
+        if sends_credentials_in_clear(url, username=username, secret=secret):
+            raise UpstreamError("refused to send Basic credentials over ws://, unencrypted")
         headers = {}
         if username or secret:
             credentials = base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
@@ -279,35 +314,58 @@ class WebSocketUpstream(_FlowHooks):
                 create_connection=_HookedClientConnection,
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            raise UpstreamError(f"the desktop refused the connection (HTTP {status})") from None
+            raise UpstreamError(
+                f"the desktop refused the connection (HTTP {exc.response.status_code})"
+            ) from None
         except TimeoutError:
             raise UpstreamError("the desktop did not answer in time") from None
         except (OSError, ValueError, ConnectionClosed) as exc:
-            raise UpstreamError(f"the desktop is unreachable ({type(exc).__name__})") from None
+            raise UpstreamError(f"the desktop is unreachable ({exc!r})") from None
         except Exception as exc:  # websockets' handshake errors (InvalidHandshake and kin)
-            raise UpstreamError(f"the desktop's handshake failed ({type(exc).__name__})") from None
+            raise UpstreamError(f"the desktop's handshake failed ({exc!r})") from None
         upstream = cls(connection)
+        await _require_rfb_greeting(
+            upstream._greeting(), abort=connection.transport.abort, timeout=timeout
+        )
         connection.hooks = upstream
         sock = connection.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return upstream
 
+    async def _greeting(self) -> bytes:
+        """The first RFB_GREETING_LENGTH bytes of the desktop's binary messages (fewer if it
+        closed or sent text), left in place for the relay to read."""
+        received = 0
+        with contextlib.suppress(ConnectionClosed):
+            while received < RFB_GREETING_LENGTH:
+                message = await self._ws.recv()
+                if not isinstance(message, bytes):
+                    break  # RFB travels in binary messages
+                self._greeting_messages.append(message)
+                received += len(message)
+        return b"".join(self._greeting_messages)[:RFB_GREETING_LENGTH]
+
     async def read(self) -> bytes:
+        if self._greeting_messages:
+            return self._greeting_messages.popleft()
         try:
             message = await self._ws.recv()
         except ConnectionClosedOK:
             return b""
-        except ConnectionClosed:
-            raise UpstreamError("the desktop connection failed") from None
+        except ConnectionClosed as exc:
+            raise UpstreamError(
+                f"the desktop connection failed ({exc})", reason=CONNECTION_FAILED
+            ) from None
         return message if isinstance(message, bytes) else message.encode()
 
     async def write(self, data: bytes) -> None:
         try:
             await self._ws.send(data)
-        except ConnectionClosed:
-            raise UpstreamError("the desktop closed the connection") from None
+        except ConnectionClosed as exc:
+            raise UpstreamError(
+                f"the desktop closed the connection ({exc})", reason=CONNECTION_FAILED
+            ) from None
 
     async def close(self) -> None:
         with contextlib.suppress(OSError, TimeoutError):
@@ -317,10 +375,11 @@ class WebSocketUpstream(_FlowHooks):
 async def upstream_open(
     *, kind: str, target: str, username: str, secret: str, tls_verify: bool
 ) -> TcpUpstream | WebSocketUpstream:
+    # CONNECT_TIMEOUT is read here, at each call, so that a test can shorten it.
     if kind == "tcp":
-        return await TcpUpstream.open(target)
+        return await TcpUpstream.open(target, timeout=CONNECT_TIMEOUT)
     if kind == "websocket":
         return await WebSocketUpstream.open(
-            target, username=username, secret=secret, tls_verify=tls_verify
+            target, username=username, secret=secret, tls_verify=tls_verify, timeout=CONNECT_TIMEOUT
         )
     raise UpstreamError("the workspace has no desktop to connect to")

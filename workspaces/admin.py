@@ -53,6 +53,14 @@ class WorkspaceAdminForm(forms.ModelForm):
         if self.instance.pk is not None:
             self.fields["shared_with"].initial = list(self.instance.groups.all())
 
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        # The model's rules (Workspace.clean, run next) judge the secrets as they will be saved:
+        # a ws:// target is refused with a Basic secret being set, not with one being cleared.
+        for name, value in self.secret_changes().items():
+            setattr(self.instance, name, value)
+        return cleaned
+
     def groups_change(self) -> dict:
         """{"groups": [...]} when the form changed who may use it, else {}."""
         return (

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from config.crypto import EncryptedTextField
 from workspaces.validators import (
+    CREDENTIALS_IN_CLEAR,
+    sends_credentials_in_clear,
     validate_cpu,
     validate_size,
     validate_vnc_target,
@@ -101,6 +104,13 @@ class Workspace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
+
+    def clean(self) -> None:
+        if sends_credentials_in_clear(
+            self.vnc_target, username=self.vnc_username, secret=self.vnc_secret
+        ):
+            error = ValidationError(CREDENTIALS_IN_CLEAR, code="credentials_in_clear")
+            raise ValidationError({"vnc_target": error})
 
     @property
     def vnc_secret_set(self) -> bool:

@@ -51,6 +51,11 @@ class WorkspaceInput(serializers.ModelSerializer):
                 "help_text": WRITE_ONLY_HELP.format(name="rfb_password"),
                 "style": {"input_type": "password"},
             },
+            "vnc_target": {
+                "help_text": "tcp://host:port for a plain RFB server, wss://host:port/path for "
+                "KasmVNC; ws:// only with no vnc_username or vnc_secret (Basic credentials are "
+                "never sent unencrypted)."
+            },
             "cpu": {"help_text": 'e.g. "4 vCPU"'},
             "memory": {"help_text": 'e.g. "8 GB"'},
             "storage": {"help_text": 'e.g. "100 GB"'},

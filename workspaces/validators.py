@@ -49,3 +49,22 @@ def validate_vnc_target(value: str) -> None:
             raise ValidationError(message, code="invalid_vnc_target")
     elif parts.scheme not in ("ws", "wss"):
         raise ValidationError(message, code="invalid_vnc_target")
+
+
+CREDENTIALS_IN_CLEAR = (
+    "A ws:// target would send vnc_username and vnc_secret unencrypted: use wss:// (with "
+    "vnc_tls_verify off for a lab server's self-signed certificate), or clear both."
+)
+
+
+def sends_credentials_in_clear(target: str, *, username: str, secret: str) -> bool:
+    """Whether the relay would send HTTP Basic credentials to `target` unencrypted (ws://).
+
+    The one rule for saving a workspace (API and Django admin), launching it, and connecting to
+    it: a row saved before the rule existed is still refused at the launch and the relay."""
+    if not (username or secret):
+        return False
+    try:
+        return urlsplit(target).scheme == "ws"
+    except ValueError:  # not a URL at all: nothing would be sent
+        return False

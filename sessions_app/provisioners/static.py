@@ -7,6 +7,7 @@ import socket
 from urllib.parse import urlsplit
 
 from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
+from workspaces.validators import CREDENTIALS_IN_CLEAR, sends_credentials_in_clear
 
 PROBE_TIMEOUT = 2.0
 _DEFAULT_PORTS = {"ws": 80, "wss": 443}
@@ -28,6 +29,11 @@ class StaticProvisioner:
             raise ProvisionerUnavailable(
                 f"Workspace {workspace.id} has a vnc_target that is neither tcp:// nor ws(s)://."
             )
+        if sends_credentials_in_clear(
+            workspace.vnc_target, username=workspace.vnc_username, secret=workspace.vnc_secret
+        ):
+            # Saved before the rule existed (saving such a workspace is refused now).
+            raise ProvisionerUnavailable(f"Workspace {workspace.id}: {CREDENTIALS_IN_CLEAR}")
 
     def start(self, session) -> Upstream | None:
         workspace = session.workspace

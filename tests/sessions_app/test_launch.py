@@ -253,6 +253,30 @@ def test_a_desktop_without_a_target_is_503_provisioner_unavailable(api, make_wor
     assert Workspace.objects.get(pk=workspace.pk).status == "available"
 
 
+def test_a_plain_ws_desktop_saved_with_basic_credentials_is_not_launched(api, make_workspace):
+    """Saved before such a workspace was refused: the launch says what to fix, and nothing is
+    connected to (the relay would refuse it too, rather than send the secret unencrypted)."""
+    workspace = make_workspace(
+        type="linux",
+        connection_type="vnc",
+        provisioner="static",
+        vnc_target="ws://127.0.0.1:9/websockify",
+        vnc_username="kasm_user",
+        vnc_secret="basic-auth-Secret-42",
+    )
+
+    response = launch(api, workspace.id)
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "provisioner_unavailable"
+    assert "wss://" in body["detail"] and "basic-auth-Secret-42" not in body["detail"]
+    assert not WorkspaceSession.objects.exists()
+    refusal = AuditEntry.objects.get(action="launch_workspace")
+    assert refusal.success is False
+    assert refusal.details == {"refused": "provisioner_unavailable", "status_code": 503}
+
+
 def test_a_local_desktop_is_unavailable_where_local_desktops_are_off(api, make_workspace, settings):
     settings.WORKGATE_LOCAL_DESKTOP = False
     settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = True  # who may: tested elsewhere

@@ -5,6 +5,10 @@ application (origin check included) with WebsocketCommunicator."""
 from __future__ import annotations
 
 import shutil
+import socketserver
+import ssl
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from django.utils import timezone
 
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
+from tests.support.processes import free_port
 from workspaces.models import Workspace
 
 
@@ -184,3 +189,65 @@ async def refused_with(communicator: WebsocketCommunicator) -> tuple[int, str]:
     assert output["type"] == "websocket.close", output
     await communicator.wait()
     return output["code"], output.get("reason", "")
+
+
+# --- A loopback HTTP server standing in for what answers at a WebSocket desktop's address ------
+
+
+class HttpRecorder(socketserver.ThreadingTCPServer):
+    """Answers every request with `response` and keeps each request's head (over TLS with a
+    self-signed certificate when given a context)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, port: int, response: bytes, tls: ssl.SSLContext | None):
+        self.response = response
+        self.tls = tls
+        self.requests: list[bytes] = []
+        super().__init__(("127.0.0.1", port), _RecordingHandler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def get_request(self):
+        connection, address = super().get_request()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(connection, server_side=True)
+        return connection, address
+
+
+class _RecordingHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = self.rfile.readline()
+            if not line:
+                break
+            head += line
+        self.server.requests.append(head)
+        self.wfile.write(self.server.response)
+
+
+@pytest.fixture
+def http_recorder(tmp_path) -> Iterator:
+    """start(response, tls=False) -> a running HttpRecorder on a free loopback port."""
+    servers: list[HttpRecorder] = []
+
+    def start(response: bytes, *, tls: bool = False) -> HttpRecorder:
+        context = None
+        if tls:
+            from tests.support.nginx import self_signed  # which imports this module
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self_signed(tmp_path))
+        server = HttpRecorder(free_port(), response, context)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -44,7 +44,8 @@ async def test_what_does_not_greet_as_a_vnc_server_is_refused(desktop_like, bann
     with pytest.raises(UpstreamError) as refused:
         await TcpUpstream.open(hostport, timeout=0.3)
 
-    assert str(refused.value) == "the desktop did not greet as a VNC server"
+    assert str(refused.value) == "the desktop did not greet as a VNC server"  # for the log
+    assert refused.value.reason == "The desktop could not be reached"  # for the viewer, the audit
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from django.db import connection
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from workspaces.models import Workspace
+from workspaces.validators import CREDENTIALS_IN_CLEAR
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +27,14 @@ NEW = {
     "storage": "200 GB",
     "image_url": "https://images.unsplash.com/photo-1587620962725-abab7fe55159?w=400",
     "icon": "code",
+}
+
+KASM = {
+    **NEW,
+    "connection_type": "vnc",
+    "vnc_target": "wss://kasm.internal:6901/websockify",
+    "vnc_username": "kasm_user",
+    "vnc_secret": "basic-auth-Secret-42",
 }
 
 
@@ -149,6 +158,33 @@ class TestCreate:
         assert "basic-auth-Secret-42" not in audit_text and "rfbPass-42" not in audit_text
         assert "basic-auth-Secret-42" not in caplog.text and "rfbPass-42" not in caplog.text
 
+    @pytest.mark.parametrize(
+        "credentials",
+        [
+            {"vnc_secret": "basic-auth-Secret-42"},
+            {"vnc_username": "kasm_user", "vnc_secret": "basic-auth-Secret-42"},
+            {"vnc_username": "kasm_user"},
+        ],
+        ids=["secret", "username-and-secret", "username"],
+    )
+    def test_basic_credentials_for_a_plain_ws_target_are_refused_at_save(
+        self, admin_api, credentials
+    ):
+        """The relay would send them unencrypted: the administrator learns it when saving."""
+        body = {**NEW, "connection_type": "vnc", "vnc_target": "ws://kasm.internal:6901/"}
+
+        response = admin_api.post("/api/workspaces", {**body, **credentials}, format="json")
+
+        assert response.status_code == 400
+        assert response.json() == {
+            "success": False,
+            "detail": f"vnc_target: {CREDENTIALS_IN_CLEAR}",
+            "code": "invalid",
+            "errors": {"vnc_target": [CREDENTIALS_IN_CLEAR]},
+        }
+        assert not Workspace.objects.exists()
+        assert not AuditEntry.objects.exists()
+
 
 class TestUpdate:
     @pytest.mark.parametrize("method", ["put", "patch"])
@@ -208,6 +244,40 @@ class TestUpdate:
         assert "memory" in response.json()["errors"]
         assert Workspace.objects.get(pk="ws-remote-desktop").memory == "8 GB"
         assert not AuditEntry.objects.filter(action="update_workspace").exists()
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"vnc_target": "ws://kasm.internal:6901/websockify"},
+            {"vnc_target": "ws://kasm.internal:6901/websockify", "vnc_secret": ""},
+        ],
+        ids=["keeping-the-credentials", "keeping-the-username"],
+    )
+    def test_a_kasmvnc_workspace_moved_to_plain_ws_with_its_credentials_is_refused(
+        self, admin_api, change
+    ):
+        created = admin_api.post("/api/workspaces", KASM, format="json").json()["workspace"]
+
+        response = admin_api.patch(f"/api/workspaces/{created['id']}", change, format="json")
+
+        assert response.status_code == 400
+        assert response.json()["errors"] == {"vnc_target": [CREDENTIALS_IN_CLEAR]}
+        row = Workspace.objects.get(pk=created["id"])
+        assert (row.vnc_target, row.vnc_secret) == (KASM["vnc_target"], KASM["vnc_secret"])
+        assert not AuditEntry.objects.filter(action="update_workspace").exists()
+
+    def test_a_kasmvnc_workspace_moves_to_plain_ws_once_its_credentials_are_cleared(
+        self, admin_api
+    ):
+        created = admin_api.post("/api/workspaces", KASM, format="json").json()["workspace"]
+        change = {"vnc_target": "ws://kasm.internal:6901/", "vnc_username": "", "vnc_secret": ""}
+
+        response = admin_api.patch(f"/api/workspaces/{created['id']}", change, format="json")
+
+        assert response.status_code == 200
+        assert AuditEntry.objects.get(action="update_workspace").details == {
+            "changed": ["vnc_secret", "vnc_target", "vnc_username"]
+        }
 
     @pytest.mark.parametrize("method", ["put", "patch", "delete"])
     def test_an_unknown_workspace_is_404(self, admin_api, method):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.utils.html import escape
 
 from audit.models import AuditEntry
 from workspaces.models import Workspace
+from workspaces.validators import CREDENTIALS_IN_CLEAR
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +100,34 @@ def test_an_invalid_size_is_refused_by_the_form(site):
     assert response.status_code == 200
     assert b"vCPU" in response.content
     assert not Workspace.objects.exists()
+
+
+def test_basic_credentials_for_a_plain_ws_target_are_refused_by_the_form(site):
+    plain = {**FORM, "vnc_target": "ws://kasm.internal:6901/websockify"}
+
+    response = site.post("/admin/workspaces/workspace/add/", {**plain, "new_vnc_secret": "s3cr"})
+
+    assert response.status_code == 200
+    assert escape(CREDENTIALS_IN_CLEAR).encode() in response.content
+    assert not Workspace.objects.exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_a_kasmvnc_workspace_moves_to_plain_ws_only_with_its_credentials_cleared(site, kasm):
+    plain = {**FORM, "vnc_target": "ws://kasm.internal:6901/websockify", "vnc_username": ""}
+    page = f"/admin/workspaces/workspace/{kasm.id}/change/"
+
+    kept = site.post(page, plain)
+    cleared = site.post(page, {**plain, "clear_vnc_secret": "on"})
+
+    assert kept.status_code == 200
+    assert escape(CREDENTIALS_IN_CLEAR).encode() in kept.content
+    assert cleared.status_code == 302
+    kasm.refresh_from_db()
+    assert (kasm.vnc_target, kasm.vnc_username, kasm.vnc_secret) == (plain["vnc_target"], "", "")
+    assert [entry.details for entry in AuditEntry.objects.filter(action="update_workspace")] == [
+        {"changed": ["vnc_secret", "vnc_target", "vnc_username"]}
+    ]
 
 
 def test_deleting_through_the_admin_is_audited(site, kasm, superuser):
