@@ -211,7 +211,8 @@ def daphne_pid(port: int) -> int:
         if entry.isdigit():
             with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as handle:
                 argv = handle.read().split(b"\0")
-                if b"daphne" in b" ".join(argv) and str(port).encode() in argv:
+                endpoint = f"tcp:port={port}:".encode()  # as tests.support.processes starts it
+                if b"daphne" in b" ".join(argv) and any(arg.startswith(endpoint) for arg in argv):
                     return int(entry)
     raise AssertionError(f"no daphne on {port}")
 
