@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.renderers import OpenApiJsonRenderer
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.views import admin_login, admin_logout, admin_password_change
@@ -18,6 +18,11 @@ admin.site.login = admin_login  # one sign-in page for everyone, with its TOTP s
 admin.site.logout = admin_logout  # and one audited sign-out
 admin.site.password_change = admin_password_change  # audited
 
+# The JSON documents answer `Accept: application/json` too (as application/json), which is what
+# Postman, openapi-generator and LangChain's OpenAPI toolkit send; no Accept, */* and
+# application/vnd.oai.openapi+json get the OpenAPI media type.
+JSON_DOCUMENT = [OpenApiJsonRenderer, OpenApiJsonRenderer2]
+
 api_patterns = [
     path("auth/", include("accounts.urls")),
     path("", include("workspaces.urls")),
@@ -29,7 +34,7 @@ api_patterns = [
     path(
         "rt-docs.json",
         SpectacularAPIView.as_view(
-            renderer_classes=[OpenApiJsonRenderer],
+            renderer_classes=JSON_DOCUMENT,
             custom_settings={
                 "TITLE": "Workgate runtime API",
                 "PREPROCESSING_HOOKS": ["config.schema.runtime_endpoints"],
@@ -40,7 +45,7 @@ api_patterns = [
     path(
         "admin-docs.json",
         SpectacularAPIView.as_view(
-            renderer_classes=[OpenApiJsonRenderer],
+            renderer_classes=JSON_DOCUMENT,
             custom_settings={
                 "TITLE": "Workgate administrator API",
                 "PREPROCESSING_HOOKS": ["config.schema.admin_endpoints"],

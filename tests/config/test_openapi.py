@@ -74,3 +74,27 @@ def test_swagger_ui_does_not_keep_a_pasted_token_after_its_tab_is_closed(anon):
     settings = json.loads(re.search(r"const swaggerSettings = (\{.*?\});", script, re.S).group(1))
 
     assert settings["persistAuthorization"] is False
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/rt-docs.json", "/api/admin-docs.json", "/api/schema?format=json"]
+)
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        ("application/json", "application/json"),  # Postman, openapi-generator, LangChain, curl
+        ("application/vnd.oai.openapi+json", "application/vnd.oai.openapi+json"),
+        ("*/*", "application/vnd.oai.openapi+json"),
+        (None, "application/vnd.oai.openapi+json"),
+    ],
+)
+def test_the_json_documents_are_served_to_json_clients(anon, url, accept, media_type):
+    headers = {} if accept is None else {"HTTP_ACCEPT": accept}
+
+    response = anon.get(url, **headers)
+
+    assert response.status_code == 200
+    assert response["Content-Type"].split(";")[0] == media_type
+    document = json.loads(response.content)
+    assert document["openapi"].startswith("3.")
+    assert document["paths"]
