@@ -39,6 +39,11 @@ class SignInApi(APIView):
         request=s.SignInInput,
         responses={200: s.SignInOutput, **ERRORS},
         summary="Sign in with email, password and (for MFA accounts) a TOTP code",
+        description="429 `rate_limited` with Retry-After past WORKGATE_SIGNIN_RATE attempts "
+        "from the address, or WORKGATE_SIGNIN_ACCOUNT_RATE failed passwords for the email "
+        "(from any addresses, whether or not an account has it). Past the email's limit the "
+        "password is not checked and every attempt is refused alike, except an MFA account's "
+        "right password sent with a valid, unused `otp`.",
     )
     def post(self, request):
         enforce(request, group="signin", rate=settings.WORKGATE_SIGNIN_RATE, key=key_by_ip)
@@ -132,7 +137,8 @@ class MfaSetupApi(APIView):
         responses={200: s.MfaSetupOutput, **ERRORS, 409: s.ErrorOutput},
         summary="Start TOTP enrolment: a secret and an otpauth:// URI for an authenticator app",
         description="Asks for the password again: 403 `invalid_password` when it is wrong "
-        "(audited as a failed sign-in and counted with the sign-in attempts of the address).",
+        "(audited as a failed sign-in and counted with the sign-in attempts of the address and "
+        "the failed passwords of the account: 429 past either limit).",
     )
     def post(self, request):
         enforce(request, group="signin", rate=settings.WORKGATE_SIGNIN_RATE, key=key_by_ip)

@@ -6,6 +6,7 @@ import hmac
 import time
 
 import pyotp
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.db.models import F
@@ -17,7 +18,7 @@ from accounts.selectors import profile_of
 from accounts.tokens import issue_tokens
 from audit import services as audit
 from config.exceptions import APIError, Conflict, Forbidden
-from config.ratelimit import RateLimited, over_limit
+from config.ratelimit import RateLimited, attempt_succeeded, failures_over_limit, over_limit
 from vnc_proxy.services import tickets_void
 
 TOTP_ISSUER = "Workgate"
@@ -64,21 +65,73 @@ def _consume_otp(profile: Profile, otp: str) -> str | None:
     return None if claimed else "otp_reused"
 
 
-def user_check_password(*, email: str, password: str, origin: audit.Origin) -> User:
-    """The first factor: the active account these credentials name, or AuthError (audited)."""
-    user = authenticate(username=(email or "").strip().lower(), password=password)
+def user_check_password(
+    *, email: str, password: str, origin: audit.Origin, otp: str | None = None
+) -> tuple[User, bool]:
+    """The first factor: the active account these credentials name, and whether `otp` was
+    verified with it (then the caller does not check it again); AuthError (audited) when they
+    name none.
+
+    Failed checks are counted per email (WORKGATE_SIGNIN_ACCOUNT_RATE), whatever addresses they
+    come from, and whether or not an account has that email. Past the limit an attempt is
+    refused (RateLimited, audited as `account_rate_limited`) before its password is checked, so
+    a right password is refused exactly as a wrong one and guessing gains nothing. The one
+    exception, so that someone guessing cannot lock the owner out: an MFA account's right
+    password with a valid, unused `otp` (see _past_the_limit).
+    """
+    normalised = (email or "").strip().lower()
+    limit = {
+        "group": "signin-account",
+        "rate": settings.WORKGATE_SIGNIN_ACCOUNT_RATE,
+        "key": f"email:{normalised}",
+    }
+    # Counted before the check, so attempts in flight together cannot pass the limit; a right
+    # password hands its attempt back.
+    wait = failures_over_limit(**limit)
+    if wait is not None:
+        user = _past_the_limit(email=normalised, password=password, otp=otp)
+        if user is None:
+            _record_password_refused(email=email, reason="account_rate_limited", origin=origin)
+            raise RateLimited(wait=wait)
+        attempt_succeeded(**limit)
+        return user, True
+    user = authenticate(username=normalised, password=password)
     if user is None:
-        with transaction.atomic():
-            known = User.objects.filter(email__iexact=(email or "").strip()).first()
-            audit.record(
-                action="login_failed",
-                actor=known,
-                details={"email": email, "reason": "invalid_credentials"},
-                origin=origin,
-                success=False,
-            )
+        _record_password_refused(email=email, reason="invalid_credentials", origin=origin)
         raise AuthError("Invalid email or password.", "invalid_credentials")
-    return user
+    attempt_succeeded(**limit)
+    return user, False
+
+
+def _past_the_limit(*, email: str, password: str, otp: str | None) -> User | None:
+    """The account an attempt past its limit of failed passwords still signs in to: one with
+    MFA, given its right password and a valid, unused one-time code (spent here); else None.
+
+    Without a code nothing is checked (no hashing). With one, the password is checked for any
+    email, known or not (Django hashes for an unknown one too), and the code only after a
+    right password: someone without the password cannot use up the owner's codes, and the
+    owner's code limit (OTP_CODES_ALLOWED) still holds for someone with it."""
+    if not otp:
+        return None
+    user = authenticate(username=email, password=password)
+    if user is None:
+        return None
+    profile = profile_of(user)
+    if not profile.mfa_enabled or _otp_attempt(user) is not None:
+        return None
+    return user if _consume_otp(profile, otp) is None else None
+
+
+def _record_password_refused(*, email: str, reason: str, origin: audit.Origin) -> None:
+    with transaction.atomic():
+        known = User.objects.filter(email__iexact=(email or "").strip()).first()
+        audit.record(
+            action="login_failed",
+            actor=known,
+            details={"email": email, "reason": reason},
+            origin=origin,
+            success=False,
+        )
 
 
 def _otp_attempt(user: User) -> int | None:
@@ -198,9 +251,9 @@ def user_record_sign_out(*, user: User, origin: audit.Origin) -> None:
 
 
 def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Origin) -> dict:
-    user = user_check_password(email=email, password=password, origin=origin)
+    user, otp_verified = user_check_password(email=email, password=password, otp=otp, origin=origin)
     mfa = profile_of(user).mfa_enabled
-    if mfa:
+    if mfa and not otp_verified:
         user_check_otp(user=user, otp=otp, origin=origin)
     user_record_sign_in(user=user, mfa=mfa, origin=origin)
     return {"user": user, **issue_tokens(user, mfa=mfa)}
@@ -209,9 +262,10 @@ def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Or
 def mfa_setup(*, user, password: str, origin: audit.Origin) -> dict:
     """Start TOTP enrolment: a new secret, stored encrypted, enabled only after `mfa_verify`.
 
-    The password is asked again (a wrong one audited like a failed sign-in, 403
-    `invalid_password`): a stolen access token or session cookie alone must not bind its
-    holder's authenticator to the account, which would lock its owner out."""
+    The password is asked again (a wrong one audited and counted like a failed sign-in, 403
+    `invalid_password`; 429 past the account's limit): a stolen access token or session cookie
+    alone must not bind its holder's authenticator to the account, which would lock its owner
+    out, nor guess the password from many addresses."""
     try:
         user_check_password(email=user.email, password=password, origin=origin)
     except AuthError:

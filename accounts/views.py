@@ -56,6 +56,23 @@ MFA_VERIFIED_KEY = SESSION_MFA_KEY
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
+def _otp_field(*, required: bool = True) -> forms.RegexField:
+    return forms.RegexField(
+        regex=r"^\s*[0-9]{6}\s*$",  # \d would take any script's digits
+        label="One-time code",
+        required=required,
+        error_messages={"invalid": "Enter the 6 digits shown by your authenticator app."},
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "numeric",
+                "maxlength": "7",
+                "autofocus": required,
+            }
+        ),
+    )
+
+
 class PasswordForm(forms.Form):
     email = forms.EmailField(
         widget=forms.EmailInput(attrs={"autocomplete": "username", "autofocus": True})
@@ -63,22 +80,13 @@ class PasswordForm(forms.Form):
     password = forms.CharField(
         strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
     )
+    # Shown once an email is past its limit of failed passwords: an MFA account still signs in
+    # with its password and a code together (accounts.services.user_check_password).
+    otp = _otp_field(required=False)
 
 
 class OtpForm(forms.Form):
-    otp = forms.RegexField(
-        regex=r"^\s*[0-9]{6}\s*$",  # \d would take any script's digits
-        label="One-time code",
-        error_messages={"invalid": "Enter the 6 digits shown by your authenticator app."},
-        widget=forms.TextInput(
-            attrs={
-                "autocomplete": "one-time-code",
-                "inputmode": "numeric",
-                "maxlength": "7",
-                "autofocus": True,
-            }
-        ),
-    )
+    otp = _otp_field()
 
 
 def session_mfa_verified(request) -> bool:
@@ -140,24 +148,38 @@ def login_page(request):
         return _otp_step(request, pending, next_url)
 
     form = PasswordForm(request.POST if request.method == "POST" else None)
+    ask_otp = bool(request.POST.get("otp"))
     if request.method == "POST" and form.is_valid() and not _rate_limited(request, form):
+        otp = form.cleaned_data["otp"].strip() or None
         try:
-            user = user_check_password(
+            user, otp_verified = user_check_password(
                 email=form.cleaned_data["email"],
                 password=form.cleaned_data["password"],
+                otp=otp,
                 origin=Origin.of(request),
             )
         except AuthError as exc:
             form.add_error(None, str(exc.detail))
+        except RateLimited as exc:
+            form.add_error(
+                None,
+                f"Too many failed sign-ins for this account; try again in {exc.wait:.0f} "
+                "seconds. With two-step sign-in, you can sign in now with your password and a "
+                "one-time code.",
+            )
+            ask_otp = True
         else:
-            if not profile_of(user).mfa_enabled:
-                return _finish(request, user, mfa=False, next_url=next_url)
+            mfa = profile_of(user).mfa_enabled
+            if not mfa or otp_verified:
+                return _finish(request, user, mfa=mfa, next_url=next_url)
             request.session[PENDING_KEY] = {
                 "user_id": user.pk,
                 "expires_at": time.time() + PENDING_TTL,
             }
-            return _otp_step(request, user, next_url, form=OtpForm())
-    return render(request, "accounts/login.html", {"form": form, "next": next_url})
+            # A code that came with the password is checked as if typed on the code step.
+            return _otp_step(request, user, next_url, form=None if otp else OtpForm())
+    context = {"form": form, "next": next_url, "ask_otp": ask_otp}
+    return render(request, "accounts/login.html", context)
 
 
 def _otp_step(request, user: User, next_url: str, form: OtpForm | None = None):
@@ -320,6 +342,10 @@ def mfa_page(request):
                 )
             except Forbidden as exc:
                 form.add_error("password", str(exc.detail))
+            except RateLimited as exc:
+                form.add_error(
+                    "password", f"Too many attempts; try again in {exc.wait:.0f} seconds."
+                )
             except APIError as exc:
                 messages.error(request, str(exc.detail))
                 return redirect("account-mfa")

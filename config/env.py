@@ -15,7 +15,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_RATE = re.compile(r"^\d+/\d*[smhd]$")
+# A count of at least 1 per a period of at least 1 unit: `20/m`, `10/15m` (15 minutes).
+_RATE = re.compile(r"^[1-9]\d*/(?:[1-9]\d*)?[smhd]$")
 
 
 def _raw(name: str) -> str | None:
@@ -83,10 +84,10 @@ def env_networks(
 
 
 def env_rate(name: str, default: str) -> str:
-    """A django-ratelimit rate such as `20/m` or `100/5m`."""
+    """A django-ratelimit rate such as `20/m` or `10/15m` (10 per 15 minutes)."""
     value = env_str(name, default)
-    if not _RATE.match(value) or value.startswith("0/"):
-        raise ImproperlyConfigured(f"{name} must look like 20/m, 100/h or 5/10s, not {value!r}")
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(f"{name} must look like 20/m, 100/h or 10/15m, not {value!r}")
     return value
 
 

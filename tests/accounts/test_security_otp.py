@@ -3,19 +3,14 @@ addresses (each under the per-IP sign-in limit) still gets only a few per accoun
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-
 import pyotp
 import pytest
-from django.db import connection
-from rest_framework.test import APIClient
 
 from accounts.models import Profile
 from accounts.services import OTP_CODES_ALLOWED
 from audit.models import AuditEntry
 from tests.conftest import PASSWORD
+from tests.support.signin import sign_ins_at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -104,19 +99,9 @@ def test_codes_sent_at_once_are_counted_before_any_is_checked(user, secret):
     """Thirty wrong codes in flight together (from thirty addresses, as a botnet would send
     them): exactly OTP_CODES_ALLOWED are checked, the rest are refused unchecked."""
     attempts = 30
-    barrier = threading.Barrier(attempts)
-    code = wrong(secret)
+    body = {"email": "alice@example.com", "password": PASSWORD, "otp": wrong(secret)}
 
-    def attempt(n: int) -> tuple[int, str]:
-        try:
-            barrier.wait()
-            response = sign_in(APIClient(), code, f"203.0.113.{n + 1}")
-            return response.status_code, response.json()["code"]
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(attempts) as pool:
-        outcomes = Counter(pool.map(attempt, range(attempts)))
+    outcomes = sign_ins_at_once(body, addresses=[f"203.0.113.{n + 1}" for n in range(attempts)])
 
     assert outcomes == {
         (401, "invalid_otp"): OTP_CODES_ALLOWED,

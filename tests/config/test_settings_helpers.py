@@ -32,12 +32,21 @@ def test_env_bool_reads_the_usual_spellings(monkeypatch, raw, expected):
         (lambda: env_networks("WG_X"), "not-a-network"),
         (lambda: env_rate("WG_X", "20/m"), "twenty"),
         (lambda: env_rate("WG_X", "20/m"), "20/fortnight"),
+        (lambda: env_rate("WG_X", "20/m"), "0/m"),
+        (lambda: env_rate("WG_X", "20/m"), "00/m"),
+        (lambda: env_rate("WG_X", "20/m"), "10/0m"),  # no period: every request would fail
     ],
 )
 def test_malformed_values_are_refused_naming_the_variable(monkeypatch, reader, raw):
     monkeypatch.setenv("WG_X", raw)
     with pytest.raises(ImproperlyConfigured, match="WG_X"):
         reader()
+
+
+@pytest.mark.parametrize("raw", ["20/m", "5/10s", "100/h", "10/15m", "1/d"])
+def test_a_rate_is_a_count_per_one_or_more_units_of_time(monkeypatch, raw):
+    monkeypatch.setenv("WG_RATE", raw)
+    assert env_rate("WG_RATE", "20/m") == raw
 
 
 def test_secrets_can_come_from_a_file(monkeypatch, tmp_path):
