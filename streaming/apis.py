@@ -49,7 +49,9 @@ comes first and `done` last, with `complete` or `error` right before `done`:
 from Anthropic, `signature` |
 | `tool_call` | `call_id`, `name`, `arguments`, `displayInfo` {`icon`, `label`} |
 | `tool_result` | `call_id`, `name`, `response`, `success`, `responseDurationMs` |
-| `complete` | `success`, `usage`, `outputs`, `model`, `cached`, `completion` |
+| `complete` | `success`, `usage` (the turn's total tokens, a number), `usageDetails` \
+{`input_tokens`, `output_tokens`, `total_tokens`, `cached_input_tokens`}, `outputs`, `model`, \
+`cached`, `completion` |
 | `error` | `error` {`message`, `status`} |
 | `done` | |
 
@@ -186,7 +188,8 @@ class QandaApi(AsyncApiView):
                 "success": True,
                 "streamingFailed": bool(socket_id) and (sink is None or outcome.streaming_failed),
                 "outputs": outcome.outputs,
-                "usage": outcome.usage,
+                "usage": outcome.usage["total_tokens"],
+                "usageDetails": outcome.usage,
                 "model": outcome.model,
                 "query_duration_ms": outcome.duration_ms,
                 "historyId": outcome.history_id,

@@ -181,3 +181,8 @@ class History(models.Model):
     @property
     def outputs(self) -> list[str]:
         return [self.completion] if self.completion else []
+
+    @property
+    def total_tokens(self) -> int:
+        """The turn's tokens as one number, the API's `usage` (its breakdown: `usageDetails`)."""
+        return int(self.usage.get("total_tokens", 0))

@@ -76,7 +76,16 @@ class QandaInput(serializers.Serializer):
         return value
 
 
+USAGE_HELP = (
+    "The tokens the turn used, input and output of every model call together, as Praxis gives "
+    "them (the builtin assistant counts words as tokens)."
+)
+USAGE_DETAILS_HELP = "The breakdown of `usage`: input, output, total and cached input tokens."
+
+
 class UsageOutput(serializers.Serializer):
+    """`usageDetails`: the breakdown of `usage`."""
+
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
@@ -89,7 +98,8 @@ class QandaOutput(serializers.Serializer):
         help_text="A socketId was given but the turn could not be streamed to it."
     )
     outputs = serializers.ListField(child=serializers.CharField())
-    usage = UsageOutput()
+    usage = serializers.IntegerField(help_text=USAGE_HELP)
+    usageDetails = UsageOutput()
     model = serializers.CharField()
     query_duration_ms = serializers.IntegerField()
     historyId = serializers.IntegerField()
@@ -131,7 +141,10 @@ class HistoryOutput(serializers.Serializer):
     completion = serializers.CharField()
     thinking = ThinkingRoundOutput(many=True)
     tool_calls = ToolCallOutput(many=True)
-    usage = serializers.DictField(child=serializers.IntegerField())
+    usage = serializers.IntegerField(source="total_tokens", help_text=USAGE_HELP)
+    usageDetails = serializers.DictField(
+        source="usage", child=serializers.IntegerField(), help_text=USAGE_DETAILS_HELP
+    )
     model = serializers.CharField()
     provider = serializers.CharField()
     cached = serializers.BooleanField()

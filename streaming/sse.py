@@ -66,7 +66,8 @@ def event_payload(event: ev.Event) -> dict[str, Any] | None:
             return {
                 "type": "complete",
                 "success": True,
-                "usage": event.usage,
+                "usage": event.usage["total_tokens"],
+                "usageDetails": event.usage,
                 "outputs": event.outputs,
                 "model": event.model,
                 "cached": event.cached,

@@ -4,11 +4,16 @@ It recognises a handful of intents ("what is running?", "list my workspaces", "s
 browser", "open my Linux desktop", "stop the Linux desktop"), streams a short plan as its one
 thinking round, asks the engine for tool calls one round at a time, and writes its answer from the
 tools' results in small deltas. Same question and same data, same answer.
+
+It has no tokenizer, so it reports words as tokens: each round's input is the question it read
+and the tool results it was given so far, its output the words it wrote (thinking, answer and the
+tool call it asked for).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +28,7 @@ from streaming.providers.base import (
     ThinkingChunk,
     ToolOutcome,
     ToolRequest,
+    UsageReport,
 )
 
 NAME = "builtin"
@@ -131,6 +137,10 @@ def _hhmm(moment: str | None) -> str:
     return datetime.fromisoformat(moment).strftime("%H:%M") if moment else "?"
 
 
+def _words(text: str) -> int:
+    return len(text.split())
+
+
 def _word_chunks(text: str) -> Iterator[str]:
     """Small deltas: a word and the space or newline after it."""
     yield from re.findall(r"\S+\s*|\s+", text)
@@ -141,7 +151,9 @@ class BuiltinSession(ModelSession):
     model = NAME
 
     def __init__(self, request: ModelRequest):
-        self.intent = parse_intent(" ".join(request.inputs)[:INTENT_TEXT_LIMIT])
+        question = " ".join(request.inputs)[:INTENT_TEXT_LIMIT]
+        self.intent = parse_intent(question)
+        self._question_words = _words(question)
         self.timezone = request.timezone
         self._rounds = 0
         self._results: list[tuple[ToolRequest, ToolOutcome]] = []
@@ -160,15 +172,25 @@ class BuiltinSession(ModelSession):
         return ToolRequest(f"builtin-{self._calls}", name, arguments)
 
     async def round(self, *, tools_enabled: bool) -> AsyncIterator[ModelEvent]:
+        read = self._question_words + sum(
+            _words(json.dumps(outcome.response, default=str)) for _, outcome in self._results
+        )
+        written = 0
         if self._rounds == 0:
-            for chunk in _word_chunks(self._plan()):
+            plan = self._plan()
+            written += _words(plan)
+            for chunk in _word_chunks(plan):
                 yield ThinkingChunk(chunk)
         self._rounds += 1
         step = self._next_step() if tools_enabled else None
         if isinstance(step, ToolRequest):
+            written += _words(f"{step.name} {json.dumps(step.arguments)}")
+            yield UsageReport(input_tokens=read, output_tokens=written)
             yield step
             return
-        for chunk in _word_chunks(step or self._answer()):
+        answer = step or self._answer()
+        yield UsageReport(input_tokens=read, output_tokens=written + _words(answer))
+        for chunk in _word_chunks(answer):
             yield TextChunk(chunk)
             # Let other turns on this event loop stream too.
             await asyncio.sleep(0)

@@ -11,7 +11,6 @@ pytestmark = pytest.mark.django_db
 def make_turn(user, conversation, **fields) -> History:
     defaults = {
         "inputs": ["Which desktops are up?"],
-        "outputs": ["Nothing is running."],
         "completion": "Nothing is running.",
         "status": "complete",
         "model": "builtin",

@@ -12,6 +12,9 @@ from streaming.models import Conversation, History
 pytestmark = pytest.mark.django_db
 
 
+USAGE = {"input_tokens": 30, "output_tokens": 13, "total_tokens": 43, "cached_input_tokens": 0}
+
+
 @pytest.fixture
 def turns(user, other_user):
     now = timezone.now()
@@ -32,7 +35,7 @@ def turns(user, other_user):
 
     return {
         "old": turn(user, 30, "list my workspaces", conversation=course),
-        "mid": turn(user, 20, "what is running?"),
+        "mid": turn(user, 20, "what is running?", usage=USAGE),
         "new": turn(user, 10, "open the wiki", conversation=course, status="cancelled"),
         "theirs": turn(other_user, 5, "what is running?"),
         "now": now,
@@ -87,6 +90,13 @@ def test_bad_history_filters_are_a_400(api, turns):
     assert set(response.json()["errors"]) == {"limit", "before"}
 
 
+def test_a_turn_gives_its_usage_as_one_number_and_its_breakdown_apart(api, turns):
+    turn = api.get(f"/api/user/histories/{turns['mid'].pk}").json()["data"]
+
+    assert turn["usage"] == 43
+    assert turn["usageDetails"] == USAGE
+
+
 def test_one_turn_is_readable_by_its_owner_only(api, client_for, other_user, turns):
     mine = api.get(f"/api/user/histories/{turns['old'].pk}")
     theirs = api.get(f"/api/user/histories/{turns['theirs'].pk}")
@@ -94,6 +104,7 @@ def test_one_turn_is_readable_by_its_owner_only(api, client_for, other_user, tur
 
     assert mine.status_code == 200
     assert mine.json()["data"]["completion"] == "answer to list my workspaces"
+    assert mine.json()["data"]["usage"] == 0  # a number, as in the final event; none stored
     assert theirs.status_code == 404 and missing.status_code == 404
     assert (
         theirs.json()

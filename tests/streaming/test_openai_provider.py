@@ -81,7 +81,8 @@ async def test_reasoning_a_tool_call_and_the_answer_stream_in_order(
     assert streamed.events[-2] == {
         "type": "complete",
         "success": True,
-        "usage": {
+        "usage": 43,
+        "usageDetails": {
             "input_tokens": 30,
             "output_tokens": 13,
             "total_tokens": 43,

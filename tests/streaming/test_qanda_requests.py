@@ -245,17 +245,17 @@ async def test_the_json_route_answers_the_whole_turn(ask_json, user):
         "success": True,
         "streamingFailed": False,
         "outputs": [history.completion],
-        "usage": {
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "total_tokens": 0,
-            "cached_input_tokens": 0,
-        },
+        "usage": history.usage["total_tokens"],  # a number, as Praxis gives it
+        "usageDetails": history.usage,
         "model": "builtin",
         "query_duration_ms": body["query_duration_ms"],
         "historyId": history.pk,
     }
     assert history.completion.startswith("Nothing is running")
+    # Words counted as tokens: the question (twice, a round each) and the tool call at least.
+    assert body["usage"] == history.usage["input_tokens"] + history.usage["output_tokens"]
+    assert history.usage["input_tokens"] >= 2 * 3  # "what is running?", read in each round
+    assert history.usage["output_tokens"] > len(history.completion.split())
 
 
 async def test_the_json_route_says_streaming_failed_for_an_unknown_socket(ask_json, user):
