@@ -6,10 +6,11 @@ SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core nginx curl jq
 
 .PHONY: run test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+# Every package at the version constraints.txt names (the versions the suite is run with).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 node_modules/.installed: package.json

@@ -179,6 +179,12 @@ def _frame_header(length: int) -> bytes:
     return struct.pack("!BBQ", 0x82, 127, length)
 
 
+def _unbuffered_known(transport) -> bool:
+    """Whether Twisted's write-buffer bookkeeping is where `write_now` looks for it; if not,
+    every message goes through `transport.write`, as Twisted documents."""
+    return all(hasattr(transport, name) for name in ("_tempDataLen", "offset", "dataBuffer"))
+
+
 @implementer(IPushProducer)
 class DaphneBrowser(AsgiBrowser):
     """A browser connection served by Daphne, with flow control in both directions."""
@@ -207,13 +213,15 @@ class DaphneBrowser(AsgiBrowser):
         with contextlib.suppress(AttributeError):
             transport.unregisterProducer()
         transport.registerProducer(self, True)
-        if isinstance(transport, tcp.Connection):  # plain TCP, not TLS: see write_now
-            self._socket = transport.socket
+        if isinstance(transport, tcp.Connection) and _unbuffered_known(transport):
+            self._socket = transport.socket  # plain TCP, not TLS: see write_now
 
     def divert(self, on_bytes: Callable[[bytes], None]) -> None:
         """Hand every binary message to `on_bytes` as it arrives, bypassing the ASGI queue."""
         protocol = self._protocol
-        queue = protocol.application_queue
+        queue = getattr(protocol, "application_queue", None)
+        if queue is None:  # not Daphne's queue as we know it: messages keep coming by receive()
+            return
         # What arrived before now goes first, in order; a disconnect among it stays queued.
         others = []
         while not queue.empty():

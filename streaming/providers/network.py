@@ -85,9 +85,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             # answer (its close, or a 408 before it) means the connection cannot be reused.
             # The stream reads ahead, so that is in the reader's buffer, not on the socket.
             reader = self._reader
+            # CPython's StreamReader keeps what it read ahead in `_buffer`; without it, the
+            # connection counts as readable, so httpcore opens a new one rather than reuse it.
+            buffered = getattr(reader, "_buffer", b"?")
             return (
                 reader.at_eof()
-                or bool(reader._buffer)  # CPython's StreamReader keeps what it read ahead here
+                or bool(buffered)
                 or reader.exception() is not None
                 or self._writer.transport.is_closing()
             )
