@@ -124,14 +124,10 @@ def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_v
             "Launching a workspace requires a sign-in verified with a one-time code.",
             "mfa_required",
         )
-    if (
-        workspace.provisioner == Workspace.Provisioner.LOCAL_DESKTOP
-        and not local_desktop.may_launch(user)
-    ):
-        raise Forbidden(
-            "This desktop runs on the gateway's own host, which this server keeps for superusers.",
-            "superusers_only",
-        )
+    if workspace.provisioner == Workspace.Provisioner.LOCAL_DESKTOP:
+        refusal = local_desktop.refusal_for(user)
+        if refusal is not None:
+            raise refusal
 
 
 def _audit_refusal(*, user, workspace_id: str, origin: audit.Origin, error: APIError) -> None:

@@ -50,7 +50,9 @@ def _own_runtime(user, runtime_id: str, *, to_connect: bool) -> QuerySet[Workspa
     if to_connect:
         # What a ticket needs of the session, no more: its other columns (the upstream's secret
         # above all, decrypted as it is read) would be converted for nothing on every ticket.
-        runtimes = runtimes.only("id", "runtime_id", "status", "upstream_kind", "rfb_password")
+        runtimes = runtimes.only(
+            "id", "runtime_id", "status", "upstream_kind", "rfb_password", "provisioner"
+        )
         table = WorkspaceSession._meta.db_table
         runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
         runtimes = runtimes.annotate(

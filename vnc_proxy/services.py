@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from audit import services as audit
 from config.exceptions import Conflict, Forbidden, NotFound
 from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners import local_desktop
 from sessions_app.selectors import client_is_tunnelled, mfa_required_for
 from sessions_app.services import EndReason, session_terminate
 from vnc_proxy import tickets
@@ -66,6 +67,10 @@ def ticket_issue(
             "Connecting to a desktop requires a sign-in verified with a one-time code.",
             "mfa_required",
         )
+    elif runtime.provisioner == local_desktop.LocalDesktopProvisioner.name:
+        # As its launch: an account no longer a superuser (or a server that withdrew the
+        # opt-in) gets no new connection to a shell on the gateway's host.
+        refusal = local_desktop.refusal_for(user)
     if refusal is not None:
         _ticket_refused(
             user, f"session:{runtime.id}", runtime.runtime_id, origin=origin, error=refusal

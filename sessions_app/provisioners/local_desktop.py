@@ -9,10 +9,11 @@ not root has no local desktops, and one with local desktops on and DEBUG off ref
 without them (refuse_unsafe_configuration).
 
 Each desktop lives in a directory under WORKGATE_RUNTIME_DIR that is the gateway's (0711: its
-notes and logs, 0600, are out of the desktop's reach), holding `home` (0700, the desktop's own
-uid), its HOME and the working directory of its processes, where its X authority cookie and RFB
-password file are (both 0600): no secret is ever on a command line, where any local user could
-read it with ps. Xvfb and x11vnc name those files relative to their working directory, so they
+notes and logs, 0600, are out of the desktop's reach), holding `home` (0700, the program's uid:
+its HOME and working directory, with the X authority cookie) and `servers` (0700, a second uid
+that Xvfb and x11vnc run as, so the program cannot trace them: the cookie and the RFB password
+file). Every file is 0600, and no secret is ever on a command line, where any local user could
+read it with ps. The processes name those files relative to their working directory, so they
 find them even where the runtime directory lies below a folder closed to others. Xvfb, x11vnc
 and the desktop program each start in a session of their own, outside the server's: nothing on
 the desktop shares the server's process group or can reach its controlling terminal (under
@@ -66,6 +67,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
+from config.exceptions import Forbidden
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
 from sessions_app.provisioners.static import rfb_greets
@@ -80,6 +82,7 @@ RFB_PASSWORD_LENGTH = 8  # VNC authentication uses the first 8 bytes of the pass
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 _GEOMETRY = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 HOME = "home"  # the desktop's own folder inside its directory
+SERVERS = "servers"  # its X and VNC servers' folder, out of the program's reach
 XAUTHORITY = "Xauthority"  # in the desktop's home
 RFBAUTH = "rfbauth"
 SUBUID_FILE = Path("/etc/subuid")
@@ -182,11 +185,15 @@ class DesktopIds:
 
 @dataclass(frozen=True)
 class DesktopUser:
-    """The ids one desktop runs as: its own, held by no other desktop while it lives."""
+    """The ids one desktop runs as: its own, held by no other desktop while it lives. Its X and
+    VNC servers run as a second pair (`server_*`), so the program cannot trace them (and through
+    them run anything without no_new_privs, or outside the subreaper)."""
 
     account: str
     uid: int
     gid: int
+    server_uid: int
+    server_gid: int
 
 
 def desktop_ids() -> DesktopIds:
@@ -252,27 +259,53 @@ def refuse_unsafe_configuration() -> None:
             raise ImproperlyConfigured(f"WORKGATE_LOCAL_DESKTOP is on, but: {exc}") from exc
 
 
-def may_launch(user) -> bool:
-    """A local desktop is a shell on the gateway's own host: superusers only, unless the
-    administrator chose WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE."""
-    return user.is_superuser or settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE
+def refusal_for(user) -> Forbidden | None:
+    """A local desktop is a shell on the gateway's own host: launched and connected to by
+    superusers only, unless the administrator chose WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE.
+    The 403 for anyone else, or None."""
+    if user.is_superuser or settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE:
+        return None
+    return Forbidden(
+        "This desktop runs on the gateway's own host, which this server keeps for superusers.",
+        "superusers_only",
+    )
+
+
+# Where any uid may leave files or IPC objects behind that outlive its processes.
+_SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - scanned, never written
+_SYSV_IPC = ("/proc/sysvipc/shm", "/proc/sysvipc/msg", "/proc/sysvipc/sem")
 
 
 def _claim_user(root: Path, ids: DesktopIds) -> DesktopUser:
-    """A uid and gid of `ids` that no live process and no desktop under `root` holds. The
-    caller holds the root's lock, so two launches never claim the same."""
+    """Two uids (and their gids) of `ids` that nothing holds: no live process, no desktop under
+    `root`, and nothing left in the host's shared folders or SysV IPC by an earlier desktop, so
+    no one finds what the previous holder of an id left behind. The caller holds the root's
+    lock, so two launches never claim the same."""
     taken = set()
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError):  # gone meanwhile
                 taken.add(entry.stat().st_uid)
-    for home in root.glob(f"*/{HOME}"):
+    for folder in root.glob("*/*"):
         with contextlib.suppress(OSError):
-            taken.add(home.stat().st_uid)
-    for uid, gid in zip(ids.uids, ids.gids, strict=False):
-        if uid not in taken:
-            return DesktopUser(account=ids.account, uid=uid, gid=gid)
-    raise ProvisionerUnavailable("Every id local desktops may run as is in use: stop a desktop.")
+            taken.add(folder.lstat().st_uid)
+    for shared in _SHARED_WRITABLE:
+        with contextlib.suppress(OSError), os.scandir(shared) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    taken.add(entry.stat(follow_symlinks=False).st_uid)
+    for table in _SYSV_IPC:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            header, *rows = Path(table).read_text().splitlines()
+            column = header.split().index("uid")
+            taken.update(int(row.split()[column]) for row in rows)
+    free = [(uid, gid) for uid, gid in zip(ids.uids, ids.gids, strict=False) if uid not in taken]
+    if len(free) < 2:
+        raise ProvisionerUnavailable(
+            "Every id local desktops may run as is in use: stop a desktop."
+        )
+    (uid, gid), (server_uid, server_gid) = free[:2]
+    return DesktopUser(ids.account, uid, gid, server_uid, server_gid)
 
 
 def _runtime_root() -> Path:
@@ -325,9 +358,13 @@ def _desktop_dir(session_id, ids: DesktopIds) -> tuple[Path, DesktopUser]:
         # mkdir's mode is filtered by the umask. Others may pass through, never list or write:
         # the desktop reaches its home by name, and its notes and logs are the gateway's.
         os.chmod(directory, 0o711)  # noqa: S103
-        (directory / HOME).mkdir(mode=0o700)
-        os.chmod(directory / HOME, 0o700)
-        os.chown(directory / HOME, user.uid, user.gid)
+        for name, uid, gid in (
+            (HOME, user.uid, user.gid),
+            (SERVERS, user.server_uid, user.server_gid),
+        ):
+            (directory / name).mkdir(mode=0o700)
+            os.chmod(directory / name, 0o700)
+            os.chown(directory / name, uid, gid)
     finally:
         os.close(lock)
     return directory, user
@@ -340,14 +377,16 @@ def _start_desktop(
     session, directory: Path, user: DesktopUser, geometry: Geometry, command: list[str]
 ) -> Upstream:
     password = new_rfb_password()
-    home = directory / HOME
-    # Written before any of the desktop's processes runs, then given to its uid.
-    for name, content in (
-        (XAUTHORITY, xauthority_cookie(secrets.token_bytes(16))),
-        (RFBAUTH, vnc_password_file(password)),
+    cookie = xauthority_cookie(secrets.token_bytes(16))
+    # Written before any of the desktop's processes runs, then given to their uids: the servers
+    # read the cookie and the VNC password; the program, the cookie only.
+    for folder, name, content, uid, gid in (
+        (SERVERS, XAUTHORITY, cookie, user.server_uid, user.server_gid),
+        (SERVERS, RFBAUTH, vnc_password_file(password), user.server_uid, user.server_gid),
+        (HOME, XAUTHORITY, cookie, user.uid, user.gid),
     ):
-        _write_private(home / name, content)
-        os.chown(home / name, user.uid, user.gid)
+        _write_private(directory / folder / name, content)
+        os.chown(directory / folder / name, uid, gid)
     env = _desktop_env(directory, user)
     deadline = time.monotonic() + START_TIMEOUT
 
@@ -413,20 +452,24 @@ def _spawn(
     pass_fds=(),
     supervised=False,
 ):
-    """Start one of the desktop's processes as `user`, in its home and a session of its own,
-    its output in `log` (the gateway's file, out of the desktop's reach).
+    """Start one of the desktop's servers (Xvfb, x11vnc) as `user`'s server ids in their
+    folder, or with `supervised` its program, in a session of its own, its output in `log` (the
+    gateway's file, out of the desktop's reach).
 
-    `supervised`: run it under subreaper.py, which drops to `user` itself before it starts the
-    program, and note that session in the desktop's directory (see the module's docstring)."""
-    as_user = {"user": user.uid, "group": user.gid, "extra_groups": []}
+    `supervised`: run it under subreaper.py, which drops to `user`'s ids itself before it starts
+    the program in its home, and note that session in the desktop's directory (see the module's
+    docstring)."""
     if supervised:
         argv = [sys.executable, "-I", str(SUBREAPER), str(user.uid), str(user.gid), *argv]
-        as_user = {}
+        as_user, cwd = {}, directory / HOME
+    else:  # one of its servers
+        as_user = {"user": user.server_uid, "group": user.server_gid, "extra_groups": []}
+        cwd = directory / SERVERS
     with open(directory / log, "ab") as out:
         process = subprocess.Popen(  # noqa: S603 - fixed argv, or the operator's own command
             argv,
             env=env,
-            cwd=directory / HOME,  # entered before the ids change: no need to walk down to it
+            cwd=cwd,  # entered before the ids change: no need to walk down to it
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -673,9 +716,18 @@ def _noted_leaders(directory: Path) -> list[tuple[int, int]]:
     """The (leader pid, start time) noted in the desktop's directory in this boot; anything
     unreadable, from another boot or naming no real process (pid 0 or 1) is ignored."""
     try:
-        text = (directory / SESSIONS_FILE).read_bytes().decode(errors="replace")
+        # Only the gateway's own notes, in its own folder: never a file a desktop could have
+        # written or linked (a desktop's home is its own to write).
+        if directory.lstat().st_uid != os.geteuid():
+            return []
+        fd = os.open(directory / SESSIONS_FILE, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return []
+    with os.fdopen(fd, "rb") as notes:
+        info = os.fstat(notes.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return []
+        text = notes.read().decode(errors="replace")
     lines = text.split("\n")[:-1]  # a last line without its newline may be half-written
     if not lines or lines[0] != f"boot {_boot_id()}":
         return []
@@ -797,14 +849,13 @@ def reap_orphans() -> int:
     root = _runtime_root()
     directories = set()
     if root.exists():
-        directories = {str(path) for path in root.iterdir() if path.is_dir()}
-    directories |= {d for d in _marked_processes() if _is_inside(Path(d), root)}
+        directories = {str(path) for path in root.iterdir() if _desktop_dir_name(root, path)}
+    # A mark is only a process's word: a desktop may give its processes any mark it likes, so
+    # only a mark that names a desktop's own directory exactly, root/<session id>, counts.
+    directories |= {d for d in _marked_processes() if _desktop_dir_name(root, Path(d))}
     if not directories:
         return 0
-    ids = []
-    for directory in directories:
-        with contextlib.suppress(ValueError):
-            ids.append(uuid.UUID(Path(directory).name))
+    ids = [uuid.UUID(Path(directory).name) for directory in directories]
     live = {
         str(root / str(session_id))
         for session_id in WorkspaceSession.objects.filter(
@@ -818,8 +869,10 @@ def reap_orphans() -> int:
     return len(orphans)
 
 
-def _is_inside(path: Path, root: Path) -> bool:
+def _desktop_dir_name(root: Path, path: Path) -> bool:
+    """Whether `path` is, as written, root/<a session id>: nothing below a desktop's home (which
+    the desktop writes), nothing reached through a link or `..`."""
     try:
-        return path.resolve().is_relative_to(root) and path.resolve() != root
-    except (OSError, ValueError):
+        return path.parent == root and str(uuid.UUID(path.name)) == path.name
+    except ValueError:
         return False

@@ -105,15 +105,18 @@ def test_a_desktop_runs_outside_the_servers_session_with_its_secrets_in_private_
     # The program starts under its subreaper, just after the desktop is ready.
     wait_for(lambda: "xterm" in {p["command"] for p in desktop_processes(directory).values()})
     assert directory.is_relative_to(desktops.resolve())
-    home = directory / "home"
+    home, servers = directory / "home", directory / "servers"
     assert oct(directory.stat().st_mode & 0o777) == "0o711"  # the gateway's: notes and logs
-    assert oct(home.stat().st_mode & 0o777) == "0o700"
-    for name in ("rfbauth", "Xauthority"):
-        assert oct((home / name).stat().st_mode & 0o777) == "0o600"
-        assert (home / name).stat().st_uid == home.stat().st_uid != os.geteuid()
+    for folder, names in ((home, ["Xauthority"]), (servers, ["Xauthority", "rfbauth"])):
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        assert sorted(path.name for path in folder.iterdir()) == names
+        for name in names:
+            assert oct((folder / name).stat().st_mode & 0o777) == "0o600"
+            assert (folder / name).stat().st_uid == folder.stat().st_uid != os.geteuid()
+    assert home.stat().st_uid != servers.stat().st_uid  # the program cannot trace its servers
     for name in ("sessions", "desktop.log", "x11vnc.log", "xvfb.log"):
         assert (directory / name).stat().st_uid == os.geteuid()
-    assert (home / "rfbauth").read_bytes() == vnc_password_file(session.rfb_password)
+    assert (servers / "rfbauth").read_bytes() == vnc_password_file(session.rfb_password)
     assert len(session.rfb_password) == 8
     assert session.upstream_kind == "tcp"
     assert session.upstream_target == f"127.0.0.1:{state['port']}"

@@ -19,6 +19,7 @@ from sessions_app.provisioners import local_desktop
 from tests.support.processes import ROOT
 from tests.vnc_proxy.conftest import needs_desktops, stop_desktops_under
 from tests.vnc_proxy.test_local_desktop import desktop_processes, wait_for
+from vnc_proxy.models import Ticket
 
 pytestmark = [pytest.mark.integration, needs_desktops]
 
@@ -54,8 +55,10 @@ def test_a_desktop_runs_under_ids_of_its_own_and_cannot_read_the_server_or_anoth
         "id -u; id -g; id -G; "
         f"cat /proc/{os.getpid()}/environ; "
         f"cat /proc/{other_vnc}/environ; "
-        f"cat {other.provisioner_state['dir']}/home/rfbauth; "
-        "sudo -n true; echo done"
+        f"cat {other.provisioner_state['dir']}/servers/rfbauth; "
+        # Its own servers run under other ids: no tracing them to run what no_new_privs forbids.
+        'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = x11vnc ] && cat $d/environ; '
+        "done; sudo -n true; echo done"
     )
     settings.WORKGATE_LOCAL_DESKTOP_COMMAND = shlex.join(["sh", "-c", probe])
 
@@ -72,10 +75,15 @@ def test_a_desktop_runs_under_ids_of_its_own_and_cannot_read_the_server_or_anoth
     assert "Permission denied" in output
     assert output.count("Permission denied") >= 2  # the server's and the other desktop's
     assert other.rfb_password not in output
+    assert "WORKGATE_DESKTOP_DIR=" not in output  # no x11vnc's environment, its own included
+    servers = {
+        uid_of(pid)
+        for pid, process in desktop_processes(directory).items()
+        if process["command"] in {"Xvfb", "x11vnc"}
+    }
+    assert len(servers) == 1 and servers <= set(ids.uids) and uid not in servers
     for pid, process in desktop_processes(directory).items():
-        if process["command"] in {"Xvfb", "x11vnc"}:
-            assert uid_of(pid) == uid
-            assert groups_of(pid).split()[1:] == []
+        assert groups_of(pid).split()[1:] == [] or process["command"] == "python3"
     other_uids = {uid_of(pid) for pid in desktop_processes(other.provisioner_state["dir"])}
     assert other_uids and uid not in other_uids and 0 not in other_uids
 
@@ -192,3 +200,84 @@ def test_a_desktop_below_a_folder_closed_to_others_still_reaches_its_screen(
         assert "opened the display: 0" in output.read_text()
     finally:
         stop_desktops_under(closed / "runtime")
+
+
+@needs_root
+@pytest.mark.django_db
+def test_a_desktop_cannot_name_another_process_for_the_orphan_sweep_to_kill(
+    desktops, make_workspace, launch, user
+):
+    """The attack: in its own home the desktop writes notes naming a victim (the gateway
+    itself, in the test that found it), marks a process of its own with that folder, and waits
+    for the next launch's orphan sweep."""
+    session = launch(user, make_workspace())
+    home = Path(session.provisioner_state["dir"]) / "home"
+    victim = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    forged = home / "evil"
+    marked = None
+    try:
+        forged.mkdir()
+        started = local_desktop._stat(victim.pid).started
+        (forged / "sessions").write_text(
+            f"boot {local_desktop._boot_id()}\n{victim.pid} {started}\n"
+        )
+        for path in (forged, forged / "sessions"):
+            os.chown(path, home.stat().st_uid, home.stat().st_gid)
+        marked = subprocess.Popen(
+            ["sleep", "600"], env={"WORKGATE_DESKTOP_DIR": str(forged)}, start_new_session=True
+        )
+        wait_for(lambda: str(forged) in local_desktop._marked_processes())
+
+        local_desktop.reap_orphans()
+        launch(user, make_workspace())  # a launch sweeps too
+
+        assert victim.poll() is None
+        assert local_desktop._noted_leaders(forged) == []  # not the gateway's notes
+    finally:
+        for process in (victim, marked):
+            if process is not None:
+                process.kill()
+                process.wait()
+
+
+@pytest.mark.django_db
+def test_an_account_no_longer_a_superuser_gets_no_ticket_to_its_local_desktop(
+    desktops, settings, make_workspace, launch, make_user, client_for
+):
+    root = make_user(superuser=True)
+    session = launch(root, make_workspace())
+    settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = False
+    root.is_superuser = False
+    root.save(update_fields=["is_superuser"])
+
+    response = client_for(root).post(
+        "/api/agents/workspace/ticket", {"workspaceId": session.runtime_id}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "superusers_only"
+    refusal = AuditEntry.objects.filter(action="ticket_issued").latest("id")
+    assert refusal.success is False and refusal.actor == root
+    assert not Ticket.objects.filter(session=session).exists()
+
+
+@needs_root
+@pytest.mark.django_db
+def test_an_id_that_left_files_behind_is_not_given_to_the_next_desktop(
+    desktops, make_workspace, launch, user
+):
+    """A desktop's files in /tmp outlive it; whoever got its uid next would own them."""
+    root = local_desktop._private_root()
+    would_get = local_desktop._claim_user(root, local_desktop.desktop_ids())
+    leftover = Path("/tmp") / f"workgate-test-leftover-{os.getpid()}"  # noqa: S108
+    leftover.write_text("the previous desktop's")
+    try:
+        os.chown(leftover, would_get.uid, would_get.gid)
+
+        session = launch(user, make_workspace())
+
+        directory = Path(session.provisioner_state["dir"])
+        given = {(directory / name).stat().st_uid for name in ("home", "servers")}
+        assert would_get.uid not in given
+    finally:
+        leftover.unlink()
