@@ -1,7 +1,8 @@
 """The VNC relay against websockify and a direct TCP connection, side by side in one run.
 
     .venv/bin/python bench/relay.py [--size-mb 256] [--rounds 3] [--rtt-count 2000]
-                                    [--idle 200] [--json F]
+                                    [--idle 200] [--short-mb 32] [--only bulk,openings,idle]
+                                    [--json F]
 
 Run by hand (or by `make bench`); it measures and never fails. All on loopback:
 1. recreates a scratch PostgreSQL database (`--database-url`, default workgate_bench_relay),
@@ -19,11 +20,20 @@ Run by hand (or by `make bench`); it measures and never fails. All on loopback:
    (upstream to viewer: the framebuffer direction), and the round trip of a 16-byte message
    through the echo (`--rtt-count` trips after 200 of warm-up). Throughput and p50/p99 are the
    medians over `--rounds`;
-6. opens `--idle` relay connections at once, leaves them idle, and reports the Daphne process's
+6. openings, per path and round (alternating as above): bursts of N = 1, 8 and 32 connections
+   opened at the same moment (tickets minted before the burst, as a browser has its ticket
+   before it opens the relay), each timed from the WebSocket request (the TCP connect) to the
+   desktop's greeting, its first bytes: p50/p99 over the round's openings (20, 40 and 64 for
+   N = 1, 8, 32); and short transfers: 8 connections of `--short-mb` each, every one opened
+   inside the timed window;
+7. opens `--idle` relay connections at once, leaves them idle, and reports the Daphne process's
    RSS growth per connection.
 
+`--only` runs a subset of the cases (bulk: steps 5's throughput and round trip).
+
 Targets (issue 4): relay throughput >= websockify's; relay p50 round trip <= 1.25x websockify's;
-memory per idle relay connection < 100 KB.
+memory per idle relay connection < 100 KB. Issue 18: short-transfer throughput >= websockify's;
+opening p50 <= 3x websockify's.
 """
 
 from __future__ import annotations
@@ -126,7 +136,10 @@ class TcpPath:
     def __init__(self, port: int):
         self.port = port
 
-    async def open(self):
+    async def url_for(self) -> None:
+        return None
+
+    async def open(self, url: str | None = None):
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port, limit=4 * MB)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         assert await reader.readexactly(len(GREETING)) == GREETING
@@ -153,11 +166,13 @@ class WebSocketPath:
         self.url_for = url_for  # a coroutine function: the URL of one new connection
         self.server_pid = server_pid  # whose CPU time the path costs
 
-    async def open(self):
+    async def open(self, url: str | None = None):
+        """A connection whose greeting has been read; to `url` if given (a ticket minted
+        beforehand), else to a new URL from url_for."""
         from websockets.asyncio.client import connect
 
         ws = await connect(
-            await self.url_for(),
+            url or await self.url_for(),
             subprotocols=["binary"],
             max_size=None,
             compression=None,
@@ -204,6 +219,80 @@ async def bulk(path, connections: int, size: int) -> float:
     for connection in opened:
         await path.close(connection)
     return connections * size / MB / elapsed
+
+
+async def openings(path, count: int) -> list[float]:
+    """Seconds from each of `count` simultaneous WebSocket requests (TCP connects) to the
+    desktop's greeting, its first bytes. Tickets are minted before the burst: a browser has its
+    ticket before it opens the relay."""
+    urls = [await path.url_for() for _ in range(count)]
+
+    async def one(url):
+        began = time.perf_counter()
+        connection = await path.open(url)
+        return connection, time.perf_counter() - began
+
+    opened = await asyncio.gather(*(one(url) for url in urls))
+    for connection, _ in opened:
+        await path.close(connection)
+    await asyncio.sleep(0.5)  # the relay's wind-downs are written, websockify's children exit
+    return [seconds for _, seconds in opened]
+
+
+async def short_transfers(path, connections: int, size: int) -> float:
+    """MB/s of `connections` simultaneous downloads of `size` bytes each, every connection
+    opened inside the timed window (its ticket minted before it)."""
+    urls = [await path.url_for() for _ in range(connections)]
+
+    async def one(url):
+        connection = await path.open(url)
+        await path.send(connection, b"B" + struct.pack("!Q", size))
+        received = 0
+        while received < size:
+            received += len(await path.recv(connection))
+        await path.close(connection)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one(url) for url in urls))
+    elapsed = time.perf_counter() - began
+    await asyncio.sleep(0.5)
+    return connections * size / MB / elapsed
+
+
+CASES = ("bulk", "openings", "idle")
+OPENING_BURSTS = {1: 20, 8: 5, 32: 2}  # bursts per round: 20, 40 and 64 openings
+
+
+async def measure_openings(paths, args) -> dict:
+    """Per path and round (the paths alternating): opening p50/p99 for each burst size, and the
+    short-transfer throughput; medians over the rounds."""
+    keys = [f"open_{n}_{q}" for n in OPENING_BURSTS for q in ("p50", "p99")] + ["short_8"]
+    results = {path.name: {key: [] for key in keys} for path in paths}
+    for path in paths:  # warm-up
+        await openings(path, 8)
+        await short_transfers(path, 2, 4 * MB)
+    for round_index in range(args.rounds):
+        order = paths[round_index % len(paths) :] + paths[: round_index % len(paths)]
+        for path in order:
+            entry = results[path.name]
+            for count, bursts in OPENING_BURSTS.items():
+                times = []
+                for _ in range(bursts):
+                    times += await openings(path, count)
+                entry[f"open_{count}_p50"].append(percentile(times, 0.50) * 1e3)
+                entry[f"open_{count}_p99"].append(percentile(times, 0.99) * 1e3)
+            entry["short_8"].append(await short_transfers(path, 8, args.short_mb * MB))
+            print(
+                f"round {round_index + 1} {path.name:>10}: opening p50/p99 "
+                + ", ".join(
+                    f"N={n} {entry[f'open_{n}_p50'][-1]:.1f}/{entry[f'open_{n}_p99'][-1]:.1f} ms"
+                    for n in OPENING_BURSTS
+                )
+                + f"; 8 x {args.short_mb} MB opened in the window {entry['short_8'][-1]:.1f} MB/s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
 
 
 async def round_trips(path, count: int, warmup: int = 200) -> list[float]:
@@ -302,7 +391,7 @@ async def measure(paths, args, daphne_pid: int) -> dict:
     for path in paths:  # warm-up: code paths, connection pools, TCP autotuning
         await bulk(path, 1, 16 * MB)
         await round_trips(path, 200)
-    for round_index in range(args.rounds):
+    for round_index in range(args.rounds if "bulk" in args.only else 0):
         order = paths[round_index % len(paths) :] + paths[: round_index % len(paths)]
         for path in order:
             entry = results[path.name]
@@ -328,19 +417,81 @@ async def measure(paths, args, daphne_pid: int) -> dict:
                 file=sys.stderr,
                 flush=True,
             )
+    if "openings" in args.only:
+        for name, entry in (await measure_openings(paths, args)).items():
+            results[name].update(entry)
     summary = {
         name: {key: round(statistics.median(values), 2) for key, values in entry.items() if values}
         for name, entry in results.items()
     }
-    relay_path = next(path for path in paths if path.name == "relay")
-    summary["relay"]["idle_kib_per_connection"] = round(
-        await idle_memory(relay_path, daphne_pid, args.idle), 1
-    )
+    if "idle" in args.only:
+        relay_path = next(path for path in paths if path.name == "relay")
+        summary["relay"]["idle_kib_per_connection"] = round(
+            await idle_memory(relay_path, daphne_pid, args.idle), 1
+        )
     return {"rounds": results, "median": summary}
 
 
 def summary_rows(median: dict) -> list[dict]:
     relay, websockify, direct = median["relay"], median["websockify"], median["direct TCP"]
+    rows = []
+    if "bulk_1" in relay:
+        rows += _bulk_rows(relay, websockify, direct)
+    if "open_1_p50" in relay:
+        rows += _opening_rows(relay, websockify, direct)
+    if "idle_kib_per_connection" in relay:
+        rows.append(
+            _row(
+                "Memory per idle relay connection",
+                relay["idle_kib_per_connection"],
+                "KiB",
+                target="< 100 KB",
+                met=relay["idle_kib_per_connection"] * 1024 < 100_000,
+            )
+        )
+    return rows
+
+
+def _opening_rows(relay: dict, websockify: dict, direct: dict) -> list[dict]:
+    rows = []
+    for count in OPENING_BURSTS:
+        p50, p99 = f"open_{count}_p50", f"open_{count}_p99"
+        rows.append(
+            _row(
+                f"Relay opening p50, {count} at once (request to the desktop's first byte)",
+                relay[p50],
+                "ms",
+                anchor="websockify",
+                anchor_value=websockify[p50],
+                target="<= 3x websockify",
+                met=relay[p50] <= 3 * websockify[p50],
+            )
+        )
+        rows.append(
+            _row(
+                f"Relay opening p99, {count} at once",
+                relay[p99],
+                "ms",
+                anchor="websockify",
+                anchor_value=websockify[p99],
+            )
+        )
+    rows.append(_row("Direct TCP opening p50, 32 at once", direct["open_32_p50"], "ms"))
+    rows.append(
+        _row(
+            "Relay throughput, 8 connections each opened in the window (short transfers)",
+            relay["short_8"],
+            "MB/s",
+            anchor="websockify",
+            anchor_value=websockify["short_8"],
+            target=">= 1x websockify",
+            met=relay["short_8"] >= websockify["short_8"],
+        )
+    )
+    return rows
+
+
+def _bulk_rows(relay: dict, websockify: dict, direct: dict) -> list[dict]:
     rows = []
     for key, label in (("bulk_1", "1 connection"), ("bulk_8", "8 connections")):
         rows.append(
@@ -386,15 +537,6 @@ def summary_rows(median: dict) -> list[dict]:
         )
     )
     rows.append(_row("Direct TCP round trip p50", direct["rtt_p50"], "us"))
-    rows.append(
-        _row(
-            "Memory per idle relay connection",
-            relay["idle_kib_per_connection"],
-            "KiB",
-            target="< 100 KB",
-            met=relay["idle_kib_per_connection"] * 1024 < 100_000,
-        )
-    )
     return rows
 
 
@@ -404,6 +546,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rtt-count", type=int, default=2000)
     parser.add_argument("--idle", type=int, default=200)
+    parser.add_argument("--short-mb", type=int, default=32)
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(CASES),
+        help=f"a comma-separated subset of {','.join(CASES)}",
+    )
     parser.add_argument(
         "--database-url", default="postgres://postgres@127.0.0.1:5432/workgate_bench_relay"
     )
@@ -460,6 +609,9 @@ def main() -> None:
             "rounds": args.rounds,
             "rtt_count": args.rtt_count,
             "idle_connections": args.idle,
+            "short_mb": args.short_mb,
+            "opening_bursts": OPENING_BURSTS,
+            "cases": sorted(args.only),
         },
         **measured,
     }

@@ -36,8 +36,12 @@ application = ProtocolTypeRouter(
     {
         # Socket.IO long-polling is a Channels consumer; every other request goes to Django.
         "http": URLRouter([*streaming_http_routes, re_path(r"", django_asgi_app)]),
+        # The relay's ticket is its only credential: it is routed before the session and user
+        # lookup, which would cost each opening a hop to Channels' one database thread.
         "websocket": OriginCheck(
-            AuthMiddlewareStack(URLRouter([*relay_routes, *streaming_routes]))
+            URLRouter(
+                [*relay_routes, re_path(r"", AuthMiddlewareStack(URLRouter(streaming_routes)))]
+            )
         ),
     }
 )

@@ -131,12 +131,18 @@ class RelayConnection:
         started = time.monotonic()
         opened = False
         tasks: list[asyncio.Task] = []
+        joining = None
         try:
             await self.browser.accept(self.subprotocol)
             if layer is not None:
                 channel = await layer.new_channel()
-                await asyncio.gather(*(layer.group_add(group, channel) for group in groups))
-            opened = await self._open_upstream()
+                # Joined while the desktop is dialled: both are done before relay_opened.
+                joining = asyncio.ensure_future(
+                    asyncio.gather(*(layer.group_add(group, channel) for group in groups))
+                )
+                # Its failure is the relay's only if the desktop answered (_open_upstream).
+                joining.add_done_callback(lambda done: done.cancelled() or done.exception())
+            opened = await self._open_upstream(joining)
             if opened:
                 if isinstance(self.browser, DaphneBrowser) and isinstance(
                     self.upstream, TcpUpstream
@@ -158,14 +164,21 @@ class RelayConnection:
             # one of the desktop's viewer places), the end audited and the desktop let go of.
             wind_down = asyncio.ensure_future(
                 self._wind_down(
-                    opened=opened, started=started, layer=layer, channel=channel, groups=groups
+                    opened=opened,
+                    started=started,
+                    layer=layer,
+                    channel=channel,
+                    groups=groups,
+                    joining=joining,
                 )
             )
             _WINDING_DOWN.add(wind_down)
             wind_down.add_done_callback(_WINDING_DOWN.discard)
             await asyncio.shield(wind_down)
 
-    async def _wind_down(self, *, opened: bool, started: float, layer, channel, groups) -> None:
+    async def _wind_down(
+        self, *, opened: bool, started: float, layer, channel, groups, joining
+    ) -> None:
         try:
             await self._settle(opened=opened, started=started)
         finally:
@@ -174,6 +187,10 @@ class RelayConnection:
             if channel is not None:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(GROUP_TIMEOUT):
+                        # A join still under way (the desktop failed first) ends before the
+                        # groups are left, or it could add the channel back after.
+                        joining.cancel()
+                        await asyncio.wait([joining])
                         await asyncio.gather(
                             *(layer.group_discard(name, channel) for name in groups)
                         )
@@ -216,7 +233,9 @@ class RelayConnection:
         self._bookkeeping = (kind, call)
         await asyncio.shield(call)
 
-    async def _open_upstream(self) -> bool:
+    async def _open_upstream(self, joining: asyncio.Future | None) -> bool:
+        """Dial the desktop and wait for its greeting, then (once the channel-layer groups are
+        joined too) record the connection as opened; whether it was."""
         target = self.target
         try:
             self.upstream = await upstream_open(
@@ -237,6 +256,9 @@ class RelayConnection:
             )
             await self._finish(CloseCode.UPSTREAM_FAILED, exc.reason, by="desktop")
             return False
+        if joining is not None:
+            # relay_opened's check holds only once a stop or sign-out after it would reach us.
+            await joining
         try:
             await self._record(
                 "opened",

@@ -180,49 +180,53 @@ class RelayTarget:
 
 
 def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> RelayTarget:
-    """Use `ticket` to open the relay to `workspace_id`, or raise RelayRefused.
+    """Use `ticket` to open the relay to `workspace_id`, or raise RelayRefused. Called outside
+    any transaction (the relay's _db), so that each statement commits as it ends.
 
     The ticket is spent by one conditional UPDATE before anything else is decided, so of any
     number of simultaneous attempts (in any number of processes) exactly one gets past it, and a
-    ticket shown at the wrong door is spent too. Refusals of a genuine ticket are audited (one
-    that was used or expired already, the first time it is shown again).
+    ticket shown at the wrong door is spent too. The spend commits at once, and from then on
+    the connection holds one of its desktop's viewer places (_viewers_full) until a refusal
+    closes its record. Refusals of a genuine ticket are audited in the transaction that closes
+    the record (one that was used or expired already, the first time it is shown again).
     """
     try:
         claims = tickets.ticket_decode(ticket)
     except tickets.InvalidTicket as exc:
         raise RelayRefused(CloseCode.TICKET_INVALID, str(exc)) from None
     at = tickets.now()
-    with transaction.atomic():
-        spent = Ticket.objects.filter(
-            jti=claims.jti, used_at__isnull=True, expires_at__gt=at
-        ).update(used_at=at, used_ip=origin.ip, alive_at=at)
-        row = (
-            Ticket.objects.select_related("session", "user")
-            .annotate(requires_tunnel=F("session__workspace__requires_netbird"))
-            .filter(jti=claims.jti)
-            .first()
-        )
-        refusal = _refusal(
-            spent=bool(spent), row=row, claims=claims, workspace_id=workspace_id, origin=origin
-        )
-        if spent and refusal is None and _viewers_full(row.session_id, at=at, besides=row.jti):
-            refusal = RelayRefused(CloseCode.TOO_MANY_VIEWERS, "too many viewers")
-        if spent and refusal is not None:
-            _connection_closed(row.jti, at=at)
-        if row is not None and refusal is not None and (spent or _first_replay(claims.jti, at)):
-            audit.record(
-                action="vnc_connect",
-                actor=row.user,
-                resource=f"session:{row.session_id}",
-                details={
-                    "workspaceId": workspace_id,
-                    "refused": refusal.reason,
-                    "close_code": int(refusal.code),
-                },
-                origin=origin,
-                success=False,
-            )
+    spent = Ticket.objects.filter(jti=claims.jti, used_at__isnull=True, expires_at__gt=at).update(
+        used_at=at, used_ip=origin.ip, alive_at=at
+    )
+    row = (
+        Ticket.objects.select_related("session", "user")
+        .annotate(requires_tunnel=F("session__workspace__requires_netbird"))
+        .filter(jti=claims.jti)
+        .first()
+    )
+    refusal = _refusal(
+        spent=bool(spent), row=row, claims=claims, workspace_id=workspace_id, origin=origin
+    )
+    if spent and refusal is None and _viewers_full(row.session_id, at=at, besides=row.jti):
+        refusal = RelayRefused(CloseCode.TOO_MANY_VIEWERS, "too many viewers")
     if refusal is not None:
+        if row is not None:
+            with transaction.atomic():
+                if spent:
+                    _connection_closed(row.jti, at=at)
+                if spent or _first_replay(claims.jti, at):
+                    audit.record(
+                        action="vnc_connect",
+                        actor=row.user,
+                        resource=f"session:{row.session_id}",
+                        details={
+                            "workspaceId": workspace_id,
+                            "refused": refusal.reason,
+                            "close_code": int(refusal.code),
+                        },
+                        origin=origin,
+                        success=False,
+                    )
         raise refusal
     session = row.session
     return RelayTarget(
@@ -246,9 +250,13 @@ ALIVE_FOR = timedelta(seconds=150)
 
 def _viewers_full(session_id: uuid.UUID, *, at: datetime, besides: str) -> bool:
     """Whether the session has WORKGATE_VNC_MAX_VIEWERS relay connections open already, in any
-    process. Its row is locked first, so two viewers let in at once cannot both take the last
-    place (NO KEY: a ticket row referencing it, written meanwhile, only takes KEY SHARE)."""
-    WorkspaceSession.objects.select_for_update(no_key=True).filter(pk=session_id).first()
+    process, besides the one whose ticket `besides` is.
+
+    Asked after that ticket's spend has committed, and without a lock: two viewers let in at
+    once cannot both take the last place, because whichever committed its spend second counts
+    the other (each count is a statement of its own, which sees every spend committed before
+    it). At the limit both may count each other and both be refused, never both let in. A lock
+    on the session's row would make every opening of the desktop wait for the one before it."""
     open_ = Ticket.objects.filter(
         session_id=session_id,
         used_at__isnull=False,
@@ -315,8 +323,6 @@ def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str 
             refusal = RelayRefused(CloseCode.NOT_READY, "workspace not ready")
         elif not signed_in:
             refusal = RelayRefused(CloseCode.SIGNED_OUT, "signed out")
-        else:
-            relay_seen(session_id=target.session_id, at=at)
         if refusal is not None:
             _connection_closed(target.jti, at=at)
         audit.record(
@@ -334,6 +340,7 @@ def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str 
         )
     if refusal is not None:
         raise refusal
+    relay_seen(session_id=target.session_id, at=at)
 
 
 def _relay_state(target: RelayTarget) -> tuple[bool, bool]:
@@ -385,7 +392,12 @@ def relay_check(
 
 
 def relay_seen(*, session_id: uuid.UUID, at: datetime) -> None:
-    """Traffic went through: keep the session from being reaped as idle."""
+    """Traffic went through: keep the session from being reaped as idle.
+
+    Its own statement, never inside a transaction that goes on to append to the audit chain:
+    the session row's lock would then be held while that append waits for the chain's lock,
+    and every admission to the desktop (which locks the row to count its viewers) would queue
+    behind every audited write of the whole gateway."""
     WorkspaceSession.objects.filter(
         pk=session_id, status__in=WorkspaceSession.LIVE, last_seen_at__lt=at
     ).update(last_seen_at=at)
@@ -404,8 +416,6 @@ def relay_closed(
     at = tickets.now()
     with transaction.atomic():
         _connection_closed(target.jti, at=at)
-        if bytes_to_browser or bytes_to_desktop:
-            relay_seen(session_id=target.session_id, at=at)
         audit.record(
             action="vnc_disconnect",
             actor=target.user,
@@ -420,6 +430,8 @@ def relay_closed(
             },
             origin=origin,
         )
+    if bytes_to_browser or bytes_to_desktop:
+        relay_seen(session_id=target.session_id, at=at)
 
 
 # --- The super gate ------------------------------------------------------------------------------

@@ -133,8 +133,8 @@ def test_a_viewer_whose_process_died_stops_counting_one_that_checks_in_keeps_cou
 def test_two_viewers_let_in_at_once_cannot_both_take_the_last_place(
     user, make_runtime, settings, monkeypatch
 ):
-    """The first has counted the places and not yet committed when the second counts: the
-    second waits for the first (the session's row is locked) and then finds the place taken."""
+    """The first has counted the places and is not yet through its admission when the second
+    counts: the second sees the first's place taken (its spend committed before it counted)."""
     settings.WORKGATE_VNC_MAX_VIEWERS = 1
     runtime = make_runtime(user)
     first, second = (
@@ -176,6 +176,50 @@ def test_two_viewers_let_in_at_once_cannot_both_take_the_last_place(
 
     assert outcomes["first"].runtime_id == runtime.runtime_id
     assert outcomes["second"] == CloseCode.TOO_MANY_VIEWERS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_viewers_counting_at_the_same_moment_are_never_both_let_in(
+    user, make_runtime, settings, monkeypatch
+):
+    """No lock orders the counts: two admissions whose spends are both committed before
+    either counts see each other, and both are refused rather than both taking the last
+    place. Neither waited for the other to count."""
+    settings.WORKGATE_VNC_MAX_VIEWERS = 1
+    runtime = make_runtime(user)
+    issued = [
+        ticket_issue(user=user, workspace_id=runtime.runtime_id, origin=ORIGIN, mfa_verified=True)
+        for _ in range(2)
+    ]
+    both_spent = threading.Barrier(2, timeout=10)
+    count = services._viewers_full
+
+    def count_together(*args, **kwargs):
+        both_spent.wait()
+        return count(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_viewers_full", count_together)
+    outcomes = []
+
+    def spend(ticket):
+        try:
+            relay_admit(ticket=ticket.ticket, workspace_id=runtime.runtime_id, origin=ORIGIN)
+            outcomes.append("admitted")
+        except RelayRefused as refused:
+            outcomes.append(refused.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=spend, args=(ticket,)) for ticket in issued]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert outcomes == [CloseCode.TOO_MANY_VIEWERS] * 2
+    assert not Ticket.objects.filter(closed_at__isnull=True).exists()  # no place left taken
+    assert AuditEntry.objects.filter(action="vnc_connect", success=False).count() == 2
+    assert audit_chain_first_break() is None
 
 
 @pytest.mark.django_db
@@ -265,7 +309,9 @@ async def test_a_relay_stuck_on_the_channel_layer_still_frees_its_place_when_can
     user, make_runtime, ticket_for, monkeypatch
 ):
     """Redis hangs: joining the groups never returns, and neither does leaving them. The
-    cancelled relay still closes its record and audits, and leaving is given up after a while."""
+    desktop is dialled meanwhile and greets, but the connection is not opened until the groups
+    are joined (a stop sent then would be missed): nothing reaches the browser, and the
+    cancelled relay still closes its record and audits; leaving is given up after a while."""
     from tests.vnc_proxy.conftest import db, relay_communicator, relay_path
     from vnc_proxy import consumers
 
@@ -278,13 +324,24 @@ async def test_a_relay_stuck_on_the_channel_layer_still_frees_its_place_when_can
 
         group_discard = group_add
 
+    dialled = asyncio.Event()
+
+    async def greet(_reader, writer):
+        writer.write(b"RFB 003.008\n")
+        dialled.set()
+
+    desktop = await asyncio.start_server(greet, "127.0.0.1", 0)
     monkeypatch.setattr(consumers, "get_channel_layer", HungLayer)
     monkeypatch.setattr(consumers, "GROUP_TIMEOUT", 0.2)
-    runtime = await db(make_runtime)(user)
+    target = f"127.0.0.1:{desktop.sockets[0].getsockname()[1]}"
+    runtime = await db(make_runtime)(user, upstream_target=target)
     communicator = relay_communicator(relay_path(await db(ticket_for)(user, runtime.runtime_id)))
 
     assert (await communicator.connect(timeout=10))[0]
+    await asyncio.wait_for(dialled.wait(), 10)  # dialled while the groups are being joined
+    assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect(timeout=0.3)
+    desktop.close()
 
     assert (await db(Ticket.objects.get)()).closed_at is not None
     [entry] = await db(lambda: list(AuditEntry.objects.filter(action="vnc_connect")))()
