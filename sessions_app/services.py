@@ -124,10 +124,9 @@ def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_v
             "Launching a workspace requires a sign-in verified with a one-time code.",
             "mfa_required",
         )
-    if workspace.provisioner == Workspace.Provisioner.LOCAL_DESKTOP:
-        refusal = local_desktop.refusal_for(user)
-        if refusal is not None:
-            raise refusal
+    refusal = local_desktop.refusal_for(user, provisioner=workspace.provisioner)
+    if refusal is not None:
+        raise refusal
 
 
 def _audit_refusal(*, user, workspace_id: str, origin: audit.Origin, error: APIError) -> None:

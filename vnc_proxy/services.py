@@ -67,10 +67,10 @@ def ticket_issue(
             "Connecting to a desktop requires a sign-in verified with a one-time code.",
             "mfa_required",
         )
-    elif runtime.provisioner == local_desktop.LocalDesktopProvisioner.name:
+    else:
         # As its launch: an account no longer a superuser (or a server that withdrew the
         # opt-in) gets no new connection to a shell on the gateway's host.
-        refusal = local_desktop.refusal_for(user)
+        refusal = local_desktop.refusal_for(user, provisioner=runtime.provisioner)
     if refusal is not None:
         _ticket_refused(
             user, f"session:{runtime.id}", runtime.runtime_id, origin=origin, error=refusal

@@ -259,10 +259,12 @@ def refuse_unsafe_configuration() -> None:
             raise ImproperlyConfigured(f"WORKGATE_LOCAL_DESKTOP is on, but: {exc}") from exc
 
 
-def refusal_for(user) -> Forbidden | None:
+def refusal_for(user, *, provisioner: str) -> Forbidden | None:
     """A local desktop is a shell on the gateway's own host: launched and connected to by
     superusers only, unless the administrator chose WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE.
-    The 403 for anyone else, or None."""
+    The 403 for anyone else (a desktop of another provisioner: None)."""
+    if provisioner != LocalDesktopProvisioner.name:
+        return None
     if user.is_superuser or settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE:
         return None
     return Forbidden(

@@ -10,6 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_networks, env_rate, env_str
+from tests.support.processes import import_fresh
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,14 +72,7 @@ def _import_settings(**env) -> subprocess.CompletedProcess:
     clean.pop("SECRET_KEY", None)
     clean.pop("DEBUG", None)
     clean.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", "import config.settings"],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return import_fresh("config.settings", clean)
 
 
 def test_settings_refuse_debug_maybe():

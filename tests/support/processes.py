@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,19 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def import_fresh(module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Import `module` in a new interpreter of this one, with exactly `env`: how the project
+    loads at start-up (its settings, its ASGI application) under a given configuration."""
+    return subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
