@@ -229,7 +229,7 @@ def desktop_ids() -> DesktopIds:
             f"The account {name!r} has no subordinate ids in {SUBUID_FILE} and {SUBGID_FILE} for "
             "local desktops to run as: give it some with scripts/desktop-account.sh."
         )
-    if any(uid in gateway for uid in uids) or any(gid in gateway for gid in gids):
+    if any(own in uids or own in gids for own in gateway):
         raise refused
     return DesktopIds(account=name, uids=uids, gids=gids)
 
