@@ -2,7 +2,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 TEST_ENV := DJANGO_SETTINGS_MODULE=tests.settings
-SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core nginx curl jq
+SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core nginx curl jq python3
 
 .PHONY: run test lint bench clean
 

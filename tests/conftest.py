@@ -1,4 +1,5 @@
-"""Shared fixtures: users, signed-in API clients, and a clean cache (rate limits) per test."""
+"""Shared fixtures: users, signed-in API clients, local desktops, and a clean cache (rate limits)
+per test; the suite-wide checks on every response; and the system programs a test needs."""
 
 from __future__ import annotations
 
@@ -13,14 +14,25 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Profile, User
-from accounts.tokens import issue_tokens
 from accounts.views import MFA_VERIFIED_KEY
 from streaming.database import close_connections, in_db_thread
 from tests.support.contract import response_violations
 from tests.support.database import wait_until_other_connections_are_idle
+from tests.support.desktops import GEOMETRY, stop_desktops_under
+from tests.support.processes import missing_programs
 from tests.support.secret_scan import assert_no_stored_secret
+from tests.support.signin import PASSWORD, token_for
 
-PASSWORD = "correct horse battery staple"
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `needs_programs(...)` errors when one of them is missing, naming it; it never
+    skips, so a machine without them cannot pass the suite by leaving those tests out."""
+    for marker in item.iter_markers("needs_programs"):
+        if missing := missing_programs(*marker.args):
+            pytest.fail(
+                f"needs {', '.join(missing)}, which make test installs (scripts/system-deps.sh)",
+                pytrace=False,
+            )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -160,10 +172,6 @@ def superuser(make_user):
     return make_user("root@example.com", superuser=True)
 
 
-def token_for(user, *, mfa: bool = False) -> str:
-    return issue_tokens(user, mfa=mfa)["token"]
-
-
 @pytest.fixture
 def anon():
     return APIClient()
@@ -211,6 +219,20 @@ def browser_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def desktops(settings, tmp_path):
+    """Local desktops under a private runtime directory; whatever is left is stopped after."""
+    runtime = tmp_path / "runtime"
+    settings.WORKGATE_LOCAL_DESKTOP = True
+    settings.WORKGATE_RUNTIME_DIR = runtime
+    settings.WORKGATE_LOCAL_DESKTOP_COMMAND = ""  # no program: faster, and the screen is enough
+    settings.WORKGATE_LOCAL_DESKTOP_GEOMETRY = "{}x{}".format(*GEOMETRY)
+    # The tests launch as a plain user; who may launch one is tested on its own.
+    settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = True
+    yield runtime
+    stop_desktops_under(runtime)
 
 
 @pytest.fixture

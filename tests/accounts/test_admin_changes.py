@@ -20,10 +20,9 @@ from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
 from sessions_app.models import WorkspaceSession
 from streaming.models import Assistant, Institution, Membership
-from tests.accounts.test_mfa import enrol, sign_in
-from tests.conftest import PASSWORD
-from tests.sessions_app.conftest import launch
 from tests.support.admin import reset_mfa, user_form
+from tests.support.sessions import launch
+from tests.support.signin import PASSWORD, enrol, sign_in
 from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db
@@ -178,7 +177,7 @@ class TestMfaReset:
         self, site, superuser, api, anon, user
     ):
         enrol(api)
-        assert sign_in(anon).json()["code"] == "mfa_required"
+        assert sign_in(anon, user.email).json()["code"] == "mfa_required"
 
         response = reset_mfa(site, user)
 
@@ -192,7 +191,7 @@ class TestMfaReset:
         entry = AuditEntry.objects.get(action="mfa_reset")
         assert (entry.actor, entry.resource) == (superuser, f"user:{user.pk}")
         assert entry.details == {"email": user.email, "was_enabled": True}
-        signed_in = sign_in(anon)
+        signed_in = sign_in(anon, user.email)
         assert signed_in.status_code == 200
         assert signed_in.json()["token"]
 

@@ -10,29 +10,13 @@ from django.db import connection
 
 from accounts.models import Profile
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD, enrol, sign_in
 
 pytestmark = pytest.mark.django_db
 
 
-def enrol(api) -> str:
-    setup = api.post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
-    assert setup.status_code == 200
-    secret = setup.json()["secret"]
-    verify = api.post("/api/auth/mfa/verify", {"otp": pyotp.TOTP(secret).now()}, format="json")
-    assert verify.status_code == 200, verify.json()
-    return secret
-
-
 def code_for(secret: str, steps_ahead: int = 0) -> str:
     return pyotp.TOTP(secret).at(time.time() + 30 * steps_ahead)
-
-
-def sign_in(anon, otp=None):
-    body = {"email": "alice@example.com", "password": PASSWORD}
-    if otp is not None:
-        body["otp"] = otp
-    return anon.post("/api/auth/signin", body, format="json")
 
 
 def test_setup_returns_a_secret_and_an_otpauth_uri_and_stores_it_encrypted(api, user):
@@ -106,7 +90,7 @@ def test_setup_is_refused_once_mfa_is_enabled(api, user):
 def test_an_mfa_user_signing_in_without_a_code_gets_mfa_required(api, anon, user):
     enrol(api)
 
-    response = sign_in(anon)
+    response = sign_in(anon, user.email)
 
     assert response.status_code == 401
     assert response.json()["code"] == "mfa_required"
@@ -116,7 +100,7 @@ def test_an_mfa_user_signing_in_without_a_code_gets_mfa_required(api, anon, user
 def test_an_mfa_user_signs_in_with_the_next_code_and_the_token_says_mfa(api, anon, user):
     secret = enrol(api)
 
-    response = sign_in(anon, otp=code_for(secret, steps_ahead=1))
+    response = sign_in(anon, user.email, otp=code_for(secret, steps_ahead=1))
 
     assert response.status_code == 200, response.json()
     claims = jwt.decode(response.json()["token"], settings.SECRET_KEY, algorithms=["HS256"])
@@ -129,7 +113,7 @@ def test_a_wrong_code_is_401(api, anon, user):
     valid = {code_for(secret, step) for step in (-1, 0, 1)}
     wrong = next(f"{n:06d}" for n in range(1000) if f"{n:06d}" not in valid)
 
-    response = sign_in(anon, otp=wrong)
+    response = sign_in(anon, user.email, otp=wrong)
 
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_otp"
@@ -140,8 +124,8 @@ def test_a_code_cannot_be_used_twice(api, anon, user):
     secret = enrol(api)
     otp = code_for(secret, steps_ahead=1)
 
-    first = sign_in(anon, otp=otp)
-    second = sign_in(anon, otp=otp)
+    first = sign_in(anon, user.email, otp=otp)
+    second = sign_in(anon, user.email, otp=otp)
 
     assert first.status_code == 200
     assert second.status_code == 401
@@ -154,7 +138,7 @@ def test_the_enrolment_code_cannot_be_reused_to_sign_in(api, anon, user):
     otp = code_for(secret)
     api.post("/api/auth/mfa/verify", {"otp": otp}, format="json")
 
-    response = sign_in(anon, otp=otp)
+    response = sign_in(anon, user.email, otp=otp)
 
     assert response.status_code == 401
     assert response.json()["code"] == "otp_reused"

@@ -9,8 +9,7 @@ import pytest
 from accounts.models import Profile
 from accounts.services import OTP_CODES_ALLOWED
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
-from tests.support.signin import sign_ins_at_once
+from tests.support.signin import PASSWORD, sign_ins_at_once
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,7 @@ from django.test import Client
 
 from accounts.models import User
 from audit.models import AuditEntry
-from tests.accounts.test_signin import sign_in
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD, sign_in
 
 pytestmark = pytest.mark.django_db
 

@@ -5,15 +5,9 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD, sign_in
 
 pytestmark = pytest.mark.django_db
-
-
-def sign_in(client, email, password=PASSWORD, **extra):
-    return client.post(
-        "/api/auth/signin", {"email": email, "password": password, **extra}, format="json"
-    )
 
 
 def test_signing_in_returns_a_24_hour_access_token_and_the_profile(anon, user):

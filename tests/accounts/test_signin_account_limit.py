@@ -22,8 +22,7 @@ from accounts.models import Profile
 from accounts.services import OTP_CODES_ALLOWED
 from accounts.views import MFA_VERIFIED_KEY
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
-from tests.support.signin import sign_ins_at_once
+from tests.support.signin import PASSWORD, sign_ins_at_once
 
 pytestmark = pytest.mark.django_db
 

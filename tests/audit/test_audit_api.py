@@ -16,7 +16,7 @@ from django.db import transaction
 from accounts.tokens import issue_tokens
 from audit import services as audit
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD
 from tests.support.streams import streamed_body
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,9 @@ from audit import services as audit
 from audit.models import AuditEntry
 from config.permissions import ADMIN_PERMISSIONS, IsAdmin
 from sessions_app.models import WorkspaceSession
-from tests.conftest import PASSWORD
-from tests.sessions_app.conftest import launch
 from tests.support.admin import user_form
+from tests.support.sessions import launch
+from tests.support.signin import PASSWORD
 from tests.support.workspaces import make_web_workspace
 from workspaces.apis import AdminWrites
 from workspaces.models import Workspace

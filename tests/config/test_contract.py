@@ -18,9 +18,9 @@ import pytest
 from django.apps import apps
 from django.core.cache import cache
 
-from tests.conftest import PASSWORD
 from tests.support.contract import document, operations
 from tests.support.errors import assert_error_shape
+from tests.support.signin import PASSWORD
 from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,8 +11,8 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.tokens import new_access_token
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
 from tests.support.errors import assert_error_shape
+from tests.support.signin import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

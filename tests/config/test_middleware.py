@@ -12,8 +12,8 @@ from django.conf import settings
 
 from audit.models import AuditEntry
 from config import middleware
-from tests.conftest import PASSWORD, token_for
 from tests.support import processes
+from tests.support.signin import PASSWORD, token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

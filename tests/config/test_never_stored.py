@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -25,10 +25,10 @@ from playwright.sync_api import sync_playwright
 from accounts.views import MFA_VERIFIED_KEY, MODEL_BACKEND
 from audit.services import SYSTEM
 from sessions_app.models import WorkspaceSession
-from sessions_app.provisioners import local_desktop
-from tests.streaming.fakes import FakeProvider
 from tests.support import processes
+from tests.support.desktops import stop_desktops_under
 from tests.support.processes import ROOT
+from tests.support.providers import FakeProvider
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -78,10 +78,7 @@ def server_port(django_db_setup, fake_openai, tmp_path_factory) -> int:
     ) as port:
         yield port
     # Desktops outlive the server that started them (by design); none of ours may outlive the run.
-    root = str(runtime.resolve())
-    for directory in local_desktop._marked_processes():
-        if directory.startswith(root):
-            local_desktop._stop_desktop_in(Path(directory))
+    stop_desktops_under(runtime)
 
 
 @pytest.fixture(scope="session")

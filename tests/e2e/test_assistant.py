@@ -8,7 +8,7 @@ import pytest
 
 from streaming.models import Assistant, Conversation, History
 from tests.e2e.conftest import sign_in
-from tests.streaming.fakes import Reply, openai_chunk
+from tests.support.providers import Reply, openai_chunk
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -5,20 +5,18 @@ desktop keeps running (deployment.md, "Upgrading")."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from tests.e2e.conftest import TIMEOUT_MS, sign_in
-from tests.e2e.test_desktop_viewer import launch_linux_desktop, wait_for_canvas, wait_for_state
-from tests.support.nginx import NGINX, running_gateway
+from tests.support.nginx import needs_nginx, running_gateway
+from tests.support.viewer import launch_linux_desktop, wait_for_canvas, wait_for_state
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(NGINX).exists(), reason="needs nginx (make test installs it)"),
+    needs_nginx,
 ]
 
 RELAY = "/api/agents/workspace/vnc/"

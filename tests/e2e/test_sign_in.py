@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from accounts.models import Profile
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -33,13 +33,21 @@ from audit.models import AuditEntry
 from audit.services import Origin
 from sessions_app.services import session_launch
 from streaming.models import Assistant, History
-from tests.conftest import PASSWORD
-from tests.streaming.fakes import FakeProvider, Reply, openai_chunk
 from tests.support import processes
 from tests.support.database import orm, orm_until
-from tests.support.nginx import DOCS, NGINX, WAIT, Gateway, documented, replace, running_gateway
-from tests.vnc_proxy.conftest import GEOMETRY, desktops  # noqa: F401 - a fixture
-from tests.vnc_proxy.rfb import RfbClient
+from tests.support.desktops import GEOMETRY
+from tests.support.nginx import (
+    DOCS,
+    WAIT,
+    Gateway,
+    documented,
+    needs_nginx,
+    replace,
+    running_gateway,
+)
+from tests.support.providers import FakeProvider, Reply, openai_chunk
+from tests.support.rfb import RfbClient
+from tests.support.signin import PASSWORD
 from workspaces.models import Workspace
 
 FORGED = "203.0.113.7"  # what a client claims in X-Forwarded-For; nginx must replace it
@@ -47,7 +55,7 @@ FORGED = "203.0.113.7"  # what a client claims in X-Forwarded-For; nginx must re
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(NGINX).exists(), reason="needs nginx (make test installs it)"),
+    needs_nginx,
 ]
 
 

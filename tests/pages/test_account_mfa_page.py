@@ -14,7 +14,7 @@ from accounts.models import Profile
 from accounts.views import MFA_VERIFIED_KEY
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD
 from tests.support.workspaces import make_web_workspace
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ from django.test import Client, override_settings
 from accounts.models import Profile
 from accounts.views import MFA_VERIFIED_KEY, PENDING_KEY, PENDING_TTL
 from audit.models import AuditEntry
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

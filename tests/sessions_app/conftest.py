@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.sessions import OVERLAY_IP
 from workspaces.models import Workspace
-
-OVERLAY_IP = "100.64.0.7"  # inside the default WORKGATE_TRUSTED_NETWORKS (the NetBird overlay)
 
 
 @pytest.fixture
@@ -36,7 +35,3 @@ def tunnel_client(client_for):
         return client_for(user, REMOTE_ADDR=OVERLAY_IP, **kwargs)
 
     return make
-
-
-def launch(client, workspace_id: str):
-    return client.post(f"/api/workspaces/{workspace_id}/launch", HTTP_USER_AGENT="pytest-agent/1")

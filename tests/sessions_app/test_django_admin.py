@@ -6,7 +6,7 @@ import pytest
 
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
-from tests.sessions_app.conftest import launch
+from tests.support.sessions import launch
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from audit.models import AuditEntry
 from audit.services import Origin
 from sessions_app.models import WorkspaceSession
 from streaming.tools import ToolContext, tool_call
-from tests.sessions_app.conftest import OVERLAY_IP, launch
+from tests.support.sessions import OVERLAY_IP, launch
 from workspaces.models import Workspace
 
 pytestmark = pytest.mark.django_db

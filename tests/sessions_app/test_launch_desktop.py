@@ -4,22 +4,17 @@ relay connects and the desktop's RFB password, encrypted, and tells the client n
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 from django.db import connection
 
 from sessions_app.models import WorkspaceSession
-from tests.sessions_app.conftest import launch
+from tests.support.desktops import needs_desktops
 from tests.support.processes import free_port, running
+from tests.support.sessions import launch
 
-pytestmark = [
-    pytest.mark.django_db,
-    pytest.mark.skipif(
-        not (shutil.which("Xvfb") and shutil.which("x11vnc")), reason="needs Xvfb and x11vnc"
-    ),
-]
+pytestmark = [pytest.mark.django_db, needs_desktops]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
 from sessions_app.models import WorkspaceSession
-from tests.sessions_app.conftest import launch
+from tests.support.sessions import launch
 
 LAUNCHES = 30
 

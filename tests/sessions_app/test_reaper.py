@@ -14,7 +14,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from sessions_app.services import sessions_reap
-from tests.sessions_app.conftest import launch
+from tests.support.sessions import launch
 from vnc_proxy.services import tickets_prune
 from workspaces.models import Workspace
 

@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 
 from sessions_app import services
 from sessions_app.models import WorkspaceSession, session_group
-from tests.sessions_app.conftest import launch
+from tests.support.sessions import launch
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from sessions_app.models import WorkspaceSession
-from tests.sessions_app.conftest import launch
+from tests.support.sessions import launch
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
-from tests.sessions_app.conftest import launch
+from tests.support.sessions import launch
 from workspaces.models import Workspace
 
 pytestmark = pytest.mark.django_db

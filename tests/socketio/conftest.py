@@ -15,9 +15,9 @@ from channels.layers import channel_layers
 from django.conf import settings
 
 from streaming.database import close_connections
-from tests.conftest import token_for
 from tests.socketio.support import GatedOpenAI, Polling, Server
 from tests.support import processes
+from tests.support.signin import token_for
 
 # Short enough that the heartbeat tests finish in about a second, long enough for loopback.
 FAST_PING_INTERVAL_MS = 400

@@ -18,8 +18,8 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.streaming.fakes import LoopbackServer, openai_chunk, openai_event, openai_usage
 from tests.support.processes import ROOT
+from tests.support.providers import LoopbackServer, openai_chunk, openai_event, openai_usage
 
 CLIENT_SCRIPT = ROOT / "tests" / "socketio" / "client.js"
 WAIT = 15.0  # seconds a test waits for something that should happen within milliseconds

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import token_for
 from tests.socketio.conftest import daphne
 from tests.socketio.support import WAIT, NodeClient
+from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -13,8 +13,8 @@ import pytest
 
 from streaming.database import in_db_thread
 from streaming.models import Assistant, History
-from tests.conftest import token_for
 from tests.socketio.support import GATE, WAIT, NodeClient, PythonClient, openai_text
+from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

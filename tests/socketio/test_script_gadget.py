@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import token_for
 from tests.socketio.support import NodeClient, Polling
+from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -11,8 +11,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streaming.socketio.sink import SocketStream
-from tests.conftest import token_for
 from tests.socketio.support import WAIT, parse_event, receive, websocket_url
+from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -15,8 +15,8 @@ from django.test import AsyncClient
 
 from accounts.tokens import issue_tokens
 from streaming.models import Assistant, Institution, Membership
-from tests.streaming.fakes import FakeProvider
 from tests.support.database import orm
+from tests.support.providers import FakeProvider
 from workspaces.models import Workspace
 
 STREAM_URL = "/api/ai/personal-stream/qanda-stream"

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from streaming.models import History
-from tests.streaming.fakes import (
+from tests.support.database import orm
+from tests.support.providers import (
     Reply,
     anthropic_end,
     anthropic_event,
@@ -16,8 +17,7 @@ from tests.streaming.fakes import (
     anthropic_thinking_block,
     anthropic_tool_block,
 )
-from tests.streaming.test_sse_builtin import assert_contract
-from tests.support.database import orm
+from tests.support.streams import assert_sse_contract
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,7 +62,7 @@ async def test_thinking_rounds_close_with_their_signature_and_go_back_with_the_t
 
     streamed = await ask(user, body(assistant, "What is running?", "Quickly, please."))
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert streamed.types == [
         "connected",
         *["thinking"] * 3,
@@ -235,7 +235,7 @@ async def test_provider_failures_end_with_an_error_event_and_an_error_history(
 
     streamed = await ask(user, body(assistant, "hi"))
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert streamed.events[-2] == {"type": "error", "error": {"message": message, "status": status}}
     history = await orm(History.objects.get)
     assert history.status == History.Status.ERROR and history.error_message == message

@@ -11,8 +11,8 @@ from streaming import events as ev
 from streaming.engine import CANCELLED_STATUS, qanda_run, run_turn
 from streaming.models import History
 from streaming.services import turn_prepare
-from tests.streaming.fakes import Reply, openai_chunk
 from tests.support.database import orm
+from tests.support.providers import Reply, openai_chunk
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from streaming.models import Conversation, History
 from tests.streaming.conftest import QANDA_URL, STREAM_URL
-from tests.streaming.fakes import openai_text_reply
 from tests.support.database import orm
+from tests.support.providers import openai_text_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,9 @@ import pytest
 
 from streaming.models import History
 from streaming.providers import http
-from tests.streaming.fakes import (
+from tests.support.database import orm
+from tests.support.nginx import self_signed
+from tests.support.providers import (
     FakeProvider,
     Reply,
     openai_chunk,
@@ -18,9 +20,7 @@ from tests.streaming.fakes import (
     openai_text_reply,
     openai_tool_reply,
 )
-from tests.streaming.test_sse_builtin import assert_contract
-from tests.support.database import orm
-from tests.support.nginx import self_signed
+from tests.support.streams import assert_sse_contract
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,7 +46,7 @@ async def test_reasoning_a_tool_call_and_the_answer_stream_in_order(
 
     streamed = await ask(user, body(assistant, "Is there a wiki?"))
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert streamed.types == [
         "connected",
         "tool_call",
@@ -145,7 +145,7 @@ async def test_ollama_style_reasoning_and_a_stream_without_done_marker_still_com
 
     streamed = await ask(user, body(assistant, "hi"))
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert [t.get("done", False) for t in streamed.of_type("thinking")] == [False, True]
     assert streamed.events[-2]["completion"] == "Hello."
 
@@ -202,7 +202,7 @@ async def test_provider_failures_end_with_an_error_event_and_an_error_history(
 
     streamed = await ask(user, body(assistant, "hi"))
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert streamed.events[-2] == {"type": "error", "error": {"message": message, "status": status}}
     history = await orm(History.objects.get)
     assert history.status == History.Status.ERROR

@@ -15,49 +15,9 @@ from streaming import tools
 from streaming.models import History
 from streaming.providers.builtin import INTENT_TEXT_LIMIT
 from tests.support.database import orm
+from tests.support.streams import assert_sse_contract
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def assert_contract(streamed) -> None:
-    """The guide's invariants: connected first, done last, complete or error right before it."""
-    assert streamed.status == 200
-    assert streamed.headers["Content-Type"] == "text/event-stream; charset=utf-8"
-    assert streamed.headers["Cache-Control"] == "no-cache"
-    assert streamed.headers["X-Accel-Buffering"] == "no"
-    assert streamed.events[0] == {"type": "connected", "message": "Stream connected"}
-    assert streamed.events[-1] == {"type": "done"}
-    assert streamed.types[-2] in ("complete", "error")
-    assert streamed.types.count("done") == 1
-    assert streamed.types.count("complete") + streamed.types.count("error") == 1
-
-    text = ""
-    for event in streamed.of_type("stream"):
-        text += event["delta"]
-        assert event["prompt"] == text  # cumulative prompt is the deltas joined
-
-    calls = {e["call_id"]: e for e in streamed.of_type("tool_call")}
-    results = {e["call_id"]: e for e in streamed.of_type("tool_result")}
-    assert calls.keys() == results.keys()
-    for call_id, result in results.items():
-        assert streamed.events.index(calls[call_id]) < streamed.events.index(result)
-        assert result["name"] == calls[call_id]["name"]
-        assert set(result) == {
-            "type", "call_id", "name", "response", "success", "responseDurationMs"
-        }  # fmt: skip
-        assert set(calls[call_id]["displayInfo"]) == {"icon", "label"}
-
-    rounds: dict[str, str] = {}
-    closed: set[str] = set()
-    for event in streamed.of_type("thinking"):
-        assert event["id"] == f"round-{event['round']}"
-        assert event["id"] not in closed
-        if event.get("done"):
-            assert event["text"] == rounds.get(event["id"], "")
-            closed.add(event["id"])
-        else:
-            rounds[event["id"]] = rounds.get(event["id"], "") + event["delta"]
-    assert closed == set(rounds)
 
 
 def words(tool_result: dict) -> int:
@@ -67,7 +27,7 @@ def words(tool_result: dict) -> int:
 async def test_what_is_running_streams_the_plan_the_tool_call_and_the_answer(ask, user):
     streamed = await ask(user, {"inputs": ["What is running?"]})
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert streamed.types[:2] == ["connected", "thinking"]
     thinking_done = [e for e in streamed.of_type("thinking") if e.get("done")]
     assert [e["id"] for e in thinking_done] == ["round-0"]
@@ -121,7 +81,7 @@ async def test_what_is_running_streams_the_plan_the_tool_call_and_the_answer(ask
 async def test_open_the_team_wiki_launches_it_through_the_session_service(ask, user, team_wiki):
     streamed = await ask(user, {"inputs": ["Please open the Team Wiki"]})
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert [e["name"] for e in streamed.of_type("tool_call")] == [
         "search_workspaces",
         "launch_workspace",
@@ -153,7 +113,7 @@ async def test_stop_ends_the_callers_own_session(ask, user, team_wiki):
 
     streamed = await ask(user, {"inputs": ["stop the team wiki"]})
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert [e["name"] for e in streamed.of_type("tool_call")] == [
         "list_sessions",
         "stop_workspace",
@@ -169,7 +129,7 @@ async def test_a_browser_sessions_turn_runs_its_tools_as_the_signed_in_person(as
     """The assistant page streams with the session cookie (its user is a lazy object)."""
     streamed = await ask(user, {"inputs": ["What is running?"]}, cookie=True)
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     (result,) = streamed.of_type("tool_result")
     assert (result["name"], result["success"]) == ("list_sessions", True)
     entry = await orm(AuditEntry.objects.get, action="assistant_tool")
@@ -213,7 +173,7 @@ async def test_tools_stop_acting_for_an_account_revoked_mid_turn(
 
     streamed = await ask(user, {"inputs": ["open the team wiki"]})
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     search_result, launch = streamed.of_type("tool_result")
     assert search_result["success"] is True
     assert launch["success"] is False
@@ -237,7 +197,7 @@ async def test_a_refused_launch_is_a_failed_tool_result_not_a_failed_turn(ask, u
 
     streamed = await ask(user, {"inputs": ["open the team wiki"]})
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     launch = streamed.of_type("tool_result")[-1]
     assert launch["name"] == "launch_workspace"
     assert launch["success"] is False
@@ -313,7 +273,7 @@ async def test_the_same_question_gets_the_same_answer(ask, user, team_wiki):
 async def test_a_question_it_does_not_understand_gets_help_and_no_tool(ask, user):
     streamed = await ask(user, {"inputs": ["tell me a joke"]})
 
-    assert_contract(streamed)
+    assert_sse_contract(streamed)
     assert streamed.of_type("tool_call") == []
     assert "open my Linux desktop" in streamed.events[-2]["completion"]
 

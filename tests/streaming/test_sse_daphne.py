@@ -15,9 +15,9 @@ import pytest
 
 from streaming.models import History
 from tests.streaming.conftest import auth_headers, parse_sse
-from tests.streaming.fakes import Reply, openai_chunk
 from tests.support import processes
 from tests.support.database import orm, orm_until
+from tests.support.providers import Reply, openai_chunk
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,9 +26,10 @@ from cryptography.x509.oid import NameOID
 from django.conf import settings
 
 from tests.support import processes
-from tests.vnc_proxy.conftest import GEOMETRY, stop_desktops_under
+from tests.support.desktops import GEOMETRY, stop_desktops_under
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+needs_nginx = pytest.mark.needs_programs(NGINX)
 DOCS = processes.ROOT / "docs"
 WAIT = 20
 

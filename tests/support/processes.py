@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,13 @@ def import_fresh(module: str, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
+def missing_programs(*programs: str) -> list[str]:
+    """Which of `programs` (names, or absolute paths) this machine does not have; a name is
+    looked for on PATH and in the sbin folders, where Debian puts nginx."""
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    return [program for program in programs if shutil.which(program, path=path) is None]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
@@ -45,6 +53,15 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0, pro
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def wait_for(condition, seconds: float = 10.0):
+    """Poll until `condition()` is truthy (a process starting or exiting), at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+    return result
 
 
 def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:

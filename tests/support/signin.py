@@ -1,4 +1,6 @@
-"""Sign-ins sent all at once, as a botnet would send them: one per address, released together."""
+"""Signing in as the tests do: the password every test user has, an access token minted directly,
+a sign-in and a two-step enrolment through the API, and sign-ins sent all at once, as a botnet
+would send them."""
 
 from __future__ import annotations
 
@@ -6,8 +8,33 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pyotp
 from django.db import connection
 from rest_framework.test import APIClient
+
+from accounts.tokens import issue_tokens
+
+PASSWORD = "correct horse battery staple"
+
+
+def token_for(user, *, mfa: bool = False) -> str:
+    return issue_tokens(user, mfa=mfa)["token"]
+
+
+def sign_in(client, email, password=PASSWORD, **extra):
+    return client.post(
+        "/api/auth/signin", {"email": email, "password": password, **extra}, format="json"
+    )
+
+
+def enrol(api) -> str:
+    """Turn on two-step sign-in for `api`'s user, as the person would; the TOTP secret."""
+    setup = api.post("/api/auth/mfa/setup", {"password": PASSWORD}, format="json")
+    assert setup.status_code == 200
+    secret = setup.json()["secret"]
+    verify = api.post("/api/auth/mfa/verify", {"otp": pyotp.TOTP(secret).now()}, format="json")
+    assert verify.status_code == 200, verify.json()
+    return secret
 
 
 def sign_ins_at_once(body: dict, *, addresses: list[str]) -> Counter:

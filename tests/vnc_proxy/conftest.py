@@ -4,13 +4,11 @@ application (origin check included) with WebsocketCommunicator."""
 
 from __future__ import annotations
 
-import shutil
 import socketserver
 import ssl
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -19,7 +17,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from sessions_app.models import WorkspaceSession
-from sessions_app.provisioners import local_desktop
+from tests.support.nginx import self_signed
 from tests.support.processes import free_port
 from workspaces.models import Workspace
 
@@ -35,33 +33,6 @@ def db(function):
             close_old_connections()
 
     return sync_to_async(call)
-
-
-needs_desktops = pytest.mark.skipif(
-    not (shutil.which("Xvfb") and shutil.which("x11vnc")), reason="needs Xvfb and x11vnc"
-)
-GEOMETRY = (800, 600)
-
-
-@pytest.fixture
-def desktops(settings, tmp_path):
-    """Local desktops under a private runtime directory; whatever is left is stopped after."""
-    runtime = tmp_path / "runtime"
-    settings.WORKGATE_LOCAL_DESKTOP = True
-    settings.WORKGATE_RUNTIME_DIR = runtime
-    settings.WORKGATE_LOCAL_DESKTOP_COMMAND = ""  # no program: faster, and the screen is enough
-    settings.WORKGATE_LOCAL_DESKTOP_GEOMETRY = "{}x{}".format(*GEOMETRY)
-    # The tests launch as a plain user; who may launch one is tested on its own.
-    settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = True
-    yield runtime
-    stop_desktops_under(runtime)
-
-
-def stop_desktops_under(runtime: Path) -> None:
-    root = str(runtime.resolve())
-    for directory in local_desktop._marked_processes():
-        if directory.startswith(root):
-            local_desktop._stop_desktop_in(Path(directory))
 
 
 @pytest.fixture
@@ -238,8 +209,6 @@ def http_recorder(tmp_path) -> Iterator:
     def start(response: bytes, *, tls: bool = False) -> HttpRecorder:
         context = None
         if tls:
-            from tests.support.nginx import self_signed  # which imports this module
-
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*self_signed(tmp_path))
         server = HttpRecorder(free_port(), response, context)

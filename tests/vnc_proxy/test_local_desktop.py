@@ -8,7 +8,6 @@ import errno
 import os
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,37 +20,12 @@ from django.db import connection
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
 from sessions_app.provisioners.local_desktop import vnc_password_file
-from tests.support.processes import ROOT
-from tests.vnc_proxy.conftest import (
-    GEOMETRY,
-    CommunicatorConnection,
-    db,
-    needs_desktops,
-    relay_communicator,
-    relay_path,
-)
-from tests.vnc_proxy.rfb import RfbClient
+from tests.support.desktops import GEOMETRY, desktop_processes, needs_desktops
+from tests.support.processes import ROOT, wait_for
+from tests.support.rfb import RfbClient
+from tests.vnc_proxy.conftest import CommunicatorConnection, db, relay_communicator, relay_path
 
 pytestmark = [pytest.mark.integration, needs_desktops]
-
-
-def desktop_processes(directory) -> dict[int, dict]:
-    """Live processes carrying a desktop's mark: {pid: command, cmdline, environ, session, tty}."""
-    processes = {}
-    for pid, _group in local_desktop._marked_processes().get(str(directory), []):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            fields = stat[stat.rfind(b")") + 2 :].split()
-            processes[pid] = {
-                "command": Path(f"/proc/{pid}/comm").read_text().strip(),
-                "cmdline": Path(f"/proc/{pid}/cmdline").read_bytes(),
-                "environ": Path(f"/proc/{pid}/environ").read_bytes(),
-                "session": int(fields[3]),
-                "tty": int(fields[4]),
-            }
-        except (OSError, IndexError):
-            continue
-    return processes
 
 
 def in_sessions(sessions: set[int]) -> list[int]:
@@ -80,15 +54,6 @@ def processes_running(argv: list[str]) -> list[int]:
             except OSError:
                 continue
     return found
-
-
-def wait_for(condition, seconds: float = 10.0):
-    """Poll until `condition()` is truthy (a process starting or exiting), at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return result
 
 
 @pytest.mark.django_db
@@ -212,10 +177,10 @@ if os.fork() == 0:
 """
 # The machine's own Python: the desktop's uid may not reach the venv's interpreter (a clone in
 # a folder closed to others), and the program needs nothing but the standard library.
-SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-@pytest.mark.skipif(SYSTEM_PYTHON is None, reason="needs the system's python3 in /usr/bin")
+@pytest.mark.needs_programs(SYSTEM_PYTHON)
 @pytest.mark.django_db
 def test_a_child_that_made_itself_undumpable_is_stopped_too(
     desktops, settings, make_workspace, launch, api, user, django_capture_on_commit_callbacks

@@ -15,9 +15,8 @@ import pytest
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
-from tests.support.processes import ROOT, import_fresh
-from tests.vnc_proxy.conftest import needs_desktops, stop_desktops_under
-from tests.vnc_proxy.test_local_desktop import desktop_processes, wait_for
+from tests.support.desktops import desktop_processes, needs_desktops, stop_desktops_under
+from tests.support.processes import ROOT, import_fresh, wait_for
 from vnc_proxy.models import Ticket
 
 pytestmark = [pytest.mark.integration, needs_desktops]

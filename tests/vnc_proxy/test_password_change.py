@@ -11,8 +11,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from audit.models import AuditEntry
-from tests.accounts.test_signin import sign_in
-from tests.conftest import PASSWORD
+from tests.support.signin import PASSWORD, sign_in
 from tests.vnc_proxy.conftest import (
     db,
     refused_with,

@@ -13,17 +13,17 @@ from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
 from audit.services import Origin
 from sessions_app.models import WorkspaceSession
+from tests.support.desktops import GEOMETRY, needs_desktops
+from tests.support.rfb import AuthFailed, RfbClient
+from tests.support.signin import token_for
 from tests.vnc_proxy.conftest import (
-    GEOMETRY,
     CommunicatorConnection,
     RelayClosed,
     db,
-    needs_desktops,
     refused_with,
     relay_communicator,
     relay_path,
 )
-from tests.vnc_proxy.rfb import AuthFailed, RfbClient
 from vnc_proxy.models import Ticket
 
 pytestmark = [pytest.mark.django_db(transaction=True), needs_desktops]
@@ -137,7 +137,7 @@ def genuine_claims(user, runtime_id: str, **overrides) -> dict:
             id="well-formed-but-never-issued",
         ),
         pytest.param(
-            lambda user, runtime: __import__("tests.conftest").conftest.token_for(user),
+            lambda user, runtime: token_for(user),
             id="an-access-token",
         ),
     ],

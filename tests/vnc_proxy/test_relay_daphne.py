@@ -22,10 +22,11 @@ from websockets.exceptions import ConnectionClosed
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
 from tests.support import processes
+from tests.support.desktops import GEOMETRY, needs_desktops
 from tests.support.nginx import self_signed
 from tests.support.processes import ROOT, free_port, running
-from tests.vnc_proxy.conftest import GEOMETRY, db, needs_desktops
-from tests.vnc_proxy.rfb import RfbClient
+from tests.support.rfb import RfbClient
+from tests.vnc_proxy.conftest import db
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), needs_desktops]
 

@@ -20,7 +20,7 @@ from audit import services as audit_services
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
 from audit.services import Origin
-from tests.sessions_app.conftest import OVERLAY_IP
+from tests.support.sessions import OVERLAY_IP
 from vnc_proxy import tickets
 from vnc_proxy.models import Ticket
 from vnc_proxy.services import RelayRefused, relay_admit, relay_opened, ticket_issue
