@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
-from django.db.models.sql import InsertQuery
+from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 from django.utils.ipv6 import clean_ipv6_address
 
@@ -97,11 +97,11 @@ _APPEND = (
 )
 
 
-def _append_on_postgresql(entry: AuditEntry, *, with_insert: tuple[str, list] | None = None):
+def _append_on_postgresql(entry: AuditEntry, *, with_change: tuple[str, list] | None = None):
     statement, params = _APPEND, []
-    if with_insert is not None:
-        insert, params = with_insert
-        statement = f"WITH inserted AS ({insert}) {_APPEND}"
+    if with_change is not None:
+        change, params = with_change
+        statement = f"WITH changed AS ({change}) {_APPEND}"
     with connection.cursor() as cursor:
         cursor.execute(
             statement,
@@ -157,13 +157,56 @@ def record(**fields) -> AuditEntry:
     commit order even with many writers; if the change rolls back, so does its entry. All that
     does not depend on the previous entry is prepared before the lock is taken: on PostgreSQL
     the locked part is one statement and the commit, so concurrent writers queue on the chain
-    for as little as possible. `created_at` is when record() was called; the chain's order is
-    the entries' ids.
+    for as little as possible. Outside any transaction on PostgreSQL the entry is that one
+    statement, which the server commits as it ends (no BEGIN and COMMIT round trips, and the
+    lock is never held across a round trip to this process). `created_at` is when record() was
+    called; the chain's order is the entries' ids.
     """
+    return _append(None, fields)
+
+
+def record_created(row: models.Model, **fields) -> AuditEntry:
+    """Insert `row` (a new model instance) and append its entry, atomically.
+
+    The row is inserted as the database gets it: not through save() (no signals), and only for
+    a model whose columns all come from Python (no database-generated key to read back).
+    """
+    model = type(row)
+    if model._meta.db_returning_fields:
+        raise TypeError(f"{model.__name__} has database-generated fields: use record()")
+    query = InsertQuery(model)
+    query.insert_values(model._meta.local_concrete_fields, [row])  # every column: none generated
+    [(sql, params)] = query.get_compiler(connection=connection).as_sql()
+    entry = _append((sql, list(params)), fields)
+    row._state.adding = False
+    row._state.db = connection.alias
+    return entry
+
+
+def record_updated(rows: models.QuerySet, values: dict, **fields) -> AuditEntry:
+    """`rows.update(**values)` and append the entry, atomically: on PostgreSQL outside any
+    transaction, one statement (see record)."""
+    query = rows.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(connection=connection).as_sql()
+    return _append((sql, list(params)), fields)
+
+
+def _append(change: tuple[str, list] | None, fields: dict) -> AuditEntry:
+    """Run `change` (SQL and its parameters, or nothing) and append the entry of `fields`, in
+    one statement where the server can commit it as it ends, else in one transaction.
+
+    A change that does not depend on the previous entry is prepared before the lock is taken;
+    an entry that cannot be written fails the change it describes (no savepoint: two more round
+    trips, one under the lock)."""
     entry = _entry(**fields)
-    # No savepoint (two more round trips, one under the lock): an entry that cannot be written
-    # fails the change it describes.
+    if connection.vendor == "postgresql" and connection.get_autocommit():
+        _append_on_postgresql(entry, with_change=change)
+        return entry
     with transaction.atomic(savepoint=False):
+        if change is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(*change)
         if connection.vendor == "postgresql":
             _append_on_postgresql(entry)
         else:
@@ -172,33 +215,4 @@ def record(**fields) -> AuditEntry:
             entry.prev_hash = last or GENESIS
             entry.hash = entry_hash(entry.prev_hash, entry)
             entry.save(force_insert=True)
-    return entry
-
-
-def record_created(row: models.Model, **fields) -> AuditEntry:
-    """Insert `row` (a new model instance) and append its entry, atomically.
-
-    Outside any transaction on PostgreSQL the two are one statement, which the server commits
-    as it ends: the chain lock is then held for that statement and its commit only, never
-    across a round trip to this process (where, under load, a thread can wait milliseconds for
-    its turn to send COMMIT while every other audited write waits on the lock). Inside a
-    transaction, or on SQLite, the same as saving the row and calling record().
-
-    The row is inserted as the database gets it: not through save() (no signals), and only for
-    a model whose columns all come from Python (no database-generated key to read back).
-    """
-    model = type(row)
-    if model._meta.db_returning_fields:
-        raise TypeError(f"{model.__name__} has database-generated fields: use record()")
-    if connection.vendor != "postgresql" or not connection.get_autocommit():
-        with transaction.atomic():
-            row.save(force_insert=True)
-            return record(**fields)
-    query = InsertQuery(model)
-    query.insert_values(model._meta.local_concrete_fields, [row])  # every column: none generated
-    [insert] = query.get_compiler(connection=connection).as_sql()
-    entry = _entry(**fields)
-    _append_on_postgresql(entry, with_insert=(insert[0], list(insert[1])))
-    row._state.adding = False
-    row._state.db = connection.alias
     return entry

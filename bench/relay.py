@@ -266,7 +266,8 @@ OPENING_BURSTS = {1: 20, 8: 5, 32: 2}  # bursts per round: 20, 40 and 64 opening
 async def measure_openings(paths, args) -> dict:
     """Per path and round (the paths alternating): opening p50/p99 for each burst size, and the
     short-transfer throughput; medians over the rounds."""
-    keys = [f"open_{n}_{q}" for n in OPENING_BURSTS for q in ("p50", "p99")] + ["short_8"]
+    keys = [f"open_{n}_{q}" for n in OPENING_BURSTS for q in ("p50", "p99")]
+    keys += ["short_8", "cpu_per_opening_ms"]
     results = {path.name: {key: [] for key in keys} for path in paths}
     for path in paths:  # warm-up
         await openings(path, 8)
@@ -275,12 +276,18 @@ async def measure_openings(paths, args) -> dict:
         order = paths[round_index % len(paths) :] + paths[: round_index % len(paths)]
         for path in order:
             entry = results[path.name]
+            cpu, opened = cpu_seconds(path.server_pid) if path.server_pid else 0.0, 0
             for count, bursts in OPENING_BURSTS.items():
                 times = []
                 for _ in range(bursts):
                     times += await openings(path, count)
                 entry[f"open_{count}_p50"].append(percentile(times, 0.50) * 1e3)
                 entry[f"open_{count}_p99"].append(percentile(times, 0.99) * 1e3)
+                opened += len(times)
+            if path.server_pid:  # each opening and its close, the server's process (and forks)
+                entry["cpu_per_opening_ms"].append(
+                    (cpu_seconds(path.server_pid) - cpu) / opened * 1e3
+                )
             entry["short_8"].append(await short_transfers(path, 8, args.short_mb * MB))
             print(
                 f"round {round_index + 1} {path.name:>10}: opening p50/p99 "
@@ -288,7 +295,12 @@ async def measure_openings(paths, args) -> dict:
                     f"N={n} {entry[f'open_{n}_p50'][-1]:.1f}/{entry[f'open_{n}_p99'][-1]:.1f} ms"
                     for n in OPENING_BURSTS
                 )
-                + f"; 8 x {args.short_mb} MB opened in the window {entry['short_8'][-1]:.1f} MB/s",
+                + f"; 8 x {args.short_mb} MB opened in the window {entry['short_8'][-1]:.1f} MB/s"
+                + (
+                    f"; server CPU per opening {entry['cpu_per_opening_ms'][-1]:.2f} ms"
+                    if entry["cpu_per_opening_ms"]
+                    else ""
+                ),
                 file=sys.stderr,
                 flush=True,
             )
@@ -477,6 +489,15 @@ def _opening_rows(relay: dict, websockify: dict, direct: dict) -> list[dict]:
             )
         )
     rows.append(_row("Direct TCP opening p50, 32 at once", direct["open_32_p50"], "ms"))
+    rows.append(
+        _row(
+            "Relay server CPU per opening (its close included)",
+            relay["cpu_per_opening_ms"],
+            "ms",
+            anchor="websockify",
+            anchor_value=websockify["cpu_per_opening_ms"],
+        )
+    )
     rows.append(
         _row(
             "Relay throughput, 8 connections each opened in the window (short transfers)",

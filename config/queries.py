@@ -6,13 +6,17 @@ the ticket view's own time), though the statement is the same every time and onl
 parameters change. `CompiledQuery` compiles the queryset once, with stand-in values, remembers
 where they fall among the parameters, and from then on runs that SQL with the real values
 through `raw()`, which still converts every column as the field would (decryption included).
+Annotations come back as the database gives them (no field converts them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.query import RawQuerySet
 
@@ -29,12 +33,13 @@ class CompiledQuery:
         queryset = self._build(**self._stand_ins)
         sql, params = queryset.query.sql_with_params()
         slots = {
-            index: name
+            index: (name, spell)
             for index, value in enumerate(params)
             for name, stand_in in self._stand_ins.items()
-            if type(value) is type(stand_in) and value == stand_in
+            for spell in _spellings(stand_in)
+            if _same(value, spell(stand_in))
         }
-        if set(slots.values()) != set(self._stand_ins):
+        if {name for name, _ in slots.values()} != set(self._stand_ins):
             raise ImproperlyConfigured("every stand-in value must reach the query's parameters")
         return queryset.model, sql, list(params), slots
 
@@ -43,9 +48,32 @@ class CompiledQuery:
             self._compiled = self._compile()
         model, sql, params, slots = self._compiled
         params = list(params)
-        for index, name in slots.items():
-            params[index] = values[name]
+        for index, (name, spell) in slots.items():
+            params[index] = spell(values[name])
         return model.objects.raw(sql, params)
+
+
+def _same(value, spelled) -> bool:
+    return type(value) is type(spelled) and value == spelled
+
+
+def _spellings(stand_in) -> Iterator[Callable]:
+    """How a field may have handed a value of this type to the database: as itself, or as the
+    backend stores it where it has no type of its own (SQLite: a UUID as hex, a datetime as
+    text)."""
+    yield _as_is
+    if isinstance(stand_in, uuid.UUID):
+        yield _hex
+    if isinstance(stand_in, datetime):
+        yield connection.ops.adapt_datetimefield_value
+
+
+def _as_is(value):
+    return value
+
+
+def _hex(value: uuid.UUID) -> str:
+    return value.hex
 
 
 def queryable(*values) -> bool:

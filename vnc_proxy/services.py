@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
+from accounts.models import User
 from audit import services as audit
 from config.exceptions import Conflict, Forbidden, NotFound
+from config.queries import CompiledQuery
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
 from sessions_app.selectors import client_is_tunnelled, mfa_required_for
@@ -25,7 +28,7 @@ from vnc_proxy import tickets
 from vnc_proxy.close_codes import CloseCode
 from vnc_proxy.models import Ticket
 from vnc_proxy.selectors import access_runtime, runtime_get
-from workspaces.selectors import workspace_granted
+from workspaces.selectors import usable_by
 
 READY = WorkspaceSession.Status.READY
 
@@ -186,7 +189,7 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
     The ticket is spent by one conditional UPDATE before anything else is decided, so of any
     number of simultaneous attempts (in any number of processes) exactly one gets past it, and a
     ticket shown at the wrong door is spent too. The spend commits at once, and from then on
-    the connection holds one of its desktop's viewer places (_viewers_full) until a refusal
+    the connection holds one of its desktop's viewer places (_admission's count) until a refusal
     closes its record. Refusals of a genuine ticket are audited in the transaction that closes
     the record (one that was used or expired already, the first time it is shown again).
     """
@@ -198,27 +201,30 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
     spent = Ticket.objects.filter(jti=claims.jti, used_at__isnull=True, expires_at__gt=at).update(
         used_at=at, used_ip=origin.ip, alive_at=at
     )
-    row = (
-        Ticket.objects.select_related("session", "user")
-        .annotate(requires_tunnel=F("session__workspace__requires_netbird"))
-        .filter(jti=claims.jti)
-        .first()
+    row = next(
+        iter(_admitting(jti=claims.jti, user_id=claims.user_id, alive_after=at - ALIVE_FOR)), None
     )
+    user = _account_of(row) if row is not None else None
     refusal = _refusal(
-        spent=bool(spent), row=row, claims=claims, workspace_id=workspace_id, origin=origin
+        spent=bool(spent),
+        row=row,
+        user=user,
+        claims=claims,
+        workspace_id=workspace_id,
+        origin=origin,
     )
-    if spent and refusal is None and _viewers_full(row.session_id, at=at, besides=row.jti):
+    if spent and refusal is None and row.other_viewers >= settings.WORKGATE_VNC_MAX_VIEWERS:
         refusal = RelayRefused(CloseCode.TOO_MANY_VIEWERS, "too many viewers")
     if refusal is not None:
         if row is not None:
             with transaction.atomic():
                 if spent:
-                    _connection_closed(row.jti, at=at)
+                    _connection_closed(claims.jti, at=at)
                 if spent or _first_replay(claims.jti, at):
                     audit.record(
                         action="vnc_connect",
-                        actor=row.user,
-                        resource=f"session:{row.session_id}",
+                        actor=user,
+                        resource=f"session:{row.id}",
                         details={
                             "workspaceId": workspace_id,
                             "refused": refusal.reason,
@@ -228,18 +234,17 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
                         success=False,
                     )
         raise refusal
-    session = row.session
     return RelayTarget(
-        session_id=session.id,
-        runtime_id=session.runtime_id,
+        session_id=row.id,
+        runtime_id=row.runtime_id,
         jti=claims.jti,
-        user=row.user,
-        group=session.group_name,
-        kind=session.upstream_kind,
-        target=session.upstream_target,
-        username=session.upstream_username,
-        secret=session.upstream_secret,
-        tls_verify=session.upstream_tls_verify,
+        user=user,
+        group=row.group_name,
+        kind=row.upstream_kind,
+        target=row.upstream_target,
+        username=row.upstream_username,
+        secret=row.upstream_secret,
+        tls_verify=row.upstream_tls_verify,
     )
 
 
@@ -248,26 +253,90 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> Rela
 ALIVE_FOR = timedelta(seconds=150)
 
 
-def _viewers_full(session_id: uuid.UUID, *, at: datetime, besides: str) -> bool:
-    """Whether the session has WORKGATE_VNC_MAX_VIEWERS relay connections open already, in any
-    process, besides the one whose ticket `besides` is.
+# An opening within this long of its desktop's last sighting does not write it again: viewers
+# opening a desktop together mark it seen once. Far below any idle timeout.
+SEEN_AGAIN_AFTER = timedelta(seconds=1)
 
-    Asked after that ticket's spend has committed, and without a lock: two viewers let in at
+
+def _admission(jti: str, user_id: int, alive_after: datetime) -> QuerySet[WorkspaceSession]:
+    """The session that ticket `jti` opens, with what its admission decides on: the ticket's
+    account and use (`ticket_user_id`, `ticket_used_at`), that account's state (`account_*`),
+    whether the workspace is still shared with it (`granted`, see usable_by), whether it is
+    reached only through the tunnel (`requires_tunnel`), and how many relay connections of the
+    desktop are open in any process besides the ticket's own (`other_viewers`).
+
+    Asked after the ticket's spend has committed, and without a lock: two viewers let in at
     once cannot both take the last place, because whichever committed its spend second counts
     the other (each count is a statement of its own, which sees every spend committed before
     it). At the limit both may count each other and both be refused, never both let in. A lock
     on the session's row would make every opening of the desktop wait for the one before it."""
-    open_ = Ticket.objects.filter(
-        session_id=session_id,
+    others = Ticket.objects.filter(
+        session_id=OuterRef("id"),
         used_at__isnull=False,
         closed_at__isnull=True,
-        alive_at__gt=at - ALIVE_FOR,
-    ).exclude(jti=besides)
-    return open_.count() >= settings.WORKGATE_VNC_MAX_VIEWERS
+        alive_at__gt=alive_after,
+    ).exclude(jti=jti)
+    table = WorkspaceSession._meta.db_table
+    return (
+        WorkspaceSession.objects.filter(tickets__jti=jti)
+        .only(  # what RelayTarget and _refusal read, no more (each secret is decrypted as read)
+            "id",
+            "workspace_id",
+            "runtime_id",
+            "status",
+            "upstream_kind",
+            "upstream_target",
+            "upstream_username",
+            "upstream_secret",
+            "upstream_tls_verify",
+        )
+        .annotate(
+            ticket_user_id=F("tickets__user_id"),
+            ticket_used_at=F("tickets__used_at"),
+            account_active=F("tickets__user__is_active"),
+            account_epoch=F("tickets__user__sign_in_epoch"),
+            account_email=F("tickets__user__email"),
+            requires_tunnel=F("workspace__requires_netbird"),
+            granted=usable_by(User(pk=user_id), workspace_column=(table, "workspace_id")),
+            other_viewers=Coalesce(
+                Subquery(others.values("session_id").annotate(count=Count("*")).values("count")),
+                0,
+            ),
+        )
+        .order_by()[:1]
+    )
+
+
+# Every opening asks this: compiled once (config/queries.py).
+_admitting = CompiledQuery(
+    _admission,
+    jti="\x00stand-in",
+    user_id=-7_000_000_001,
+    alive_after=datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC),
+)
+
+
+def _account_of(row: WorkspaceSession) -> User:
+    """The ticket's account as _admission read it: only those columns (any other would be
+    read from the database if asked for)."""
+    read = {
+        "id": row.ticket_user_id,
+        "email": row.account_email,
+        "is_active": bool(row.account_active),
+        "sign_in_epoch": row.account_epoch,
+    }
+    # from_db takes the values in the model's column order.
+    names = [field.attname for field in User._meta.concrete_fields if field.attname in read]
+    return User.from_db(connection.alias, names, [read[name] for name in names])
+
+
+def _open_record(jti: str) -> QuerySet[Ticket]:
+    """The record of the connection ticket `jti` opened, while it is open."""
+    return Ticket.objects.filter(jti=jti, closed_at__isnull=True)
 
 
 def _connection_closed(jti: str, *, at: datetime) -> None:
-    Ticket.objects.filter(jti=jti, closed_at__isnull=True).update(closed_at=at)
+    _open_record(jti).update(closed_at=at)
 
 
 def _first_replay(jti: str, at: datetime) -> bool:
@@ -277,31 +346,36 @@ def _first_replay(jti: str, at: datetime) -> bool:
 
 
 def _refusal(
-    *, spent: bool, row: Ticket | None, claims, workspace_id: str, origin: audit.Origin
+    *,
+    spent: bool,
+    row: WorkspaceSession | None,
+    user: User | None,
+    claims,
+    workspace_id: str,
+    origin: audit.Origin,
 ) -> RelayRefused | None:
-    if row is None or row.user_id != claims.user_id:
+    if row is None or row.ticket_user_id != claims.user_id:
         return RelayRefused(CloseCode.TICKET_INVALID, "unknown ticket")
     if not spent:
-        reason = "ticket already used" if row.used_at is not None else "ticket expired"
+        reason = "ticket already used" if row.ticket_used_at is not None else "ticket expired"
         return RelayRefused(CloseCode.TICKET_INVALID, reason)
-    if not row.user.is_active:
+    if not user.is_active:
         return RelayRefused(CloseCode.FORBIDDEN, "account disabled")
-    if claims.sign_in_epoch != row.user.sign_in_epoch:
+    if claims.sign_in_epoch != user.sign_in_epoch:
         return RelayRefused(CloseCode.SIGNED_OUT, "signed out")
-    session = row.session
-    if workspace_id != session.runtime_id or workspace_id != claims.workspace_id:
+    if workspace_id != row.runtime_id or workspace_id != claims.workspace_id:
         # The same answer as the API's 404 unless the door is the ticket holder's own.
         try:
-            access_runtime(row.user, workspace_id)
+            access_runtime(user, workspace_id)
         except NotFound:
             return RelayRefused(CloseCode.UNKNOWN_WORKSPACE, "unknown workspace")
         return RelayRefused(CloseCode.FORBIDDEN, "ticket issued for another workspace")
     if row.requires_tunnel and not client_is_tunnelled(origin.ip):
         # The ticket was asked for through the tunnel (ticket_issue), but is used from outside.
         return RelayRefused(CloseCode.FORBIDDEN, "tunnel required")
-    if session.status != READY or not session.upstream_kind:
+    if row.status != READY or not row.upstream_kind:
         return RelayRefused(CloseCode.NOT_READY, "workspace not ready")
-    if not workspace_granted(row.user, session.workspace_id):
+    if not row.granted:
         # Withdrawn from the user's groups since the ticket was issued.
         return RelayRefused(CloseCode.FORBIDDEN, "workspace no longer shared")
     return None
@@ -313,62 +387,74 @@ def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str 
 
     Called after the relay joined the session's and the account's channel-layer groups, so a
     stop or a sign-out that this check misses is one whose message the relay will receive.
+    Outside any transaction: the check is one statement, the entry another (see audit.record);
+    a stop committed between the two is one whose message the relay receives.
     """
     at = tickets.now()
-    user = target.user
-    with transaction.atomic():
-        ready, signed_in = _relay_state(target)
-        refusal = None
-        if not ready:
-            refusal = RelayRefused(CloseCode.NOT_READY, "workspace not ready")
-        elif not signed_in:
-            refusal = RelayRefused(CloseCode.SIGNED_OUT, "signed out")
-        if refusal is not None:
-            _connection_closed(target.jti, at=at)
-        audit.record(
-            action="vnc_connect",
-            actor=user,
-            resource=target.resource,
-            details={
-                "workspaceId": target.runtime_id,
-                "upstream": target.kind,
-                "subprotocol": subprotocol or "",
-                **({"refused": refusal.reason} if refusal else {}),
-            },
-            origin=origin,
-            success=refusal is None,
-        )
-    if refusal is not None:
-        raise refusal
-    relay_seen(session_id=target.session_id, at=at)
-
-
-def _relay_state(target: RelayTarget) -> tuple[bool, bool]:
-    """Whether the relay's session is still ready, and its account still active and signed in
-    as when the ticket was spent (the same sign-in epoch): one query."""
-    state = (
-        WorkspaceSession.objects.filter(pk=target.session_id)
-        .values_list("status", "user__is_active", "user__sign_in_epoch")
-        .first()
+    ready, signed_in, seen_at = _relay_state(target)
+    refusal = None
+    if not ready:
+        refusal = RelayRefused(CloseCode.NOT_READY, "workspace not ready")
+    elif not signed_in:
+        refusal = RelayRefused(CloseCode.SIGNED_OUT, "signed out")
+    details = {
+        "workspaceId": target.runtime_id,
+        "upstream": target.kind,
+        "subprotocol": subprotocol or "",
+        **({"refused": refusal.reason} if refusal else {}),
+    }
+    fields = dict(
+        action="vnc_connect",
+        actor=target.user,
+        resource=target.resource,
+        details=details,
+        origin=origin,
+        success=refusal is None,
     )
+    if refusal is not None:
+        audit.record_updated(_open_record(target.jti), {"closed_at": at}, **fields)
+        raise refusal
+    audit.record(**fields)
+    if seen_at is None or seen_at < at - SEEN_AGAIN_AFTER:
+        # A desktop that several viewers open at once is marked seen once, not by each.
+        relay_seen(session_id=target.session_id, at=at)
+
+
+def _relay_state(target: RelayTarget) -> tuple[bool, bool, datetime | None]:
+    """Whether the relay's session is still ready, whether its account is still active and
+    signed in as when the ticket was spent (the same sign-in epoch), and when the session was
+    last seen: one query."""
+    state = next(iter(_state_of(session_id=target.session_id)), None)
     if state is None:
-        return False, False
-    status, active, epoch = state
-    return status == READY, active and epoch == target.user.sign_in_epoch
+        return False, False, None
+    signed_in = bool(state.account_active) and state.account_epoch == target.user.sign_in_epoch
+    return state.status == READY, signed_in, state.last_seen_at
+
+
+# Every opening and every open relay's check asks this: compiled once (config/queries.py).
+_state_of = CompiledQuery(
+    lambda session_id: (
+        WorkspaceSession.objects.filter(pk=session_id)
+        .only("status", "last_seen_at")
+        .annotate(account_active=F("user__is_active"), account_epoch=F("user__sign_in_epoch"))
+        .order_by()[:1]
+    ),
+    session_id=uuid.UUID(int=0x57_6F_72_6B_67_61_74_65),
+)
 
 
 def relay_failed(*, target: RelayTarget, origin: audit.Origin, reason: str) -> None:
     """The desktop could not be reached: the ticket is spent, the attempt audited."""
-    with transaction.atomic():
-        _connection_closed(target.jti, at=tickets.now())
-        audit.record(
-            action="vnc_connect",
-            actor=target.user,
-            resource=target.resource,
-            details={"workspaceId": target.runtime_id, "upstream": target.kind, "error": reason},
-            origin=origin,
-            success=False,
-        )
+    audit.record_updated(
+        _open_record(target.jti),
+        {"closed_at": tickets.now()},
+        action="vnc_connect",
+        actor=target.user,
+        resource=target.resource,
+        details={"workspaceId": target.runtime_id, "upstream": target.kind, "error": reason},
+        origin=origin,
+        success=False,
+    )
 
 
 def relay_check(
@@ -379,13 +465,13 @@ def relay_check(
     through the channel layer; this holds when that message was lost (Redis restarted, the
     relay's listener failed). With `seen` (traffic went through since the last check), the
     session's last_seen_at moves on, so it is not reaped as idle."""
-    ready, signed_in = _relay_state(target)
+    ready, signed_in, _ = _relay_state(target)
     if not ready:
         return RelayRefused(CloseCode.SESSION_ENDED, "the session ended")
     if not signed_in:
         return RelayRefused(CloseCode.SIGNED_OUT, "signed out")
     at = at or tickets.now()
-    Ticket.objects.filter(jti=target.jti, closed_at__isnull=True).update(alive_at=at)
+    _open_record(target.jti).update(alive_at=at)
     if seen:
         relay_seen(session_id=target.session_id, at=at)
     return None
@@ -414,23 +500,24 @@ def relay_closed(
     closed_by: str,
 ) -> None:
     at = tickets.now()
-    with transaction.atomic():
-        _connection_closed(target.jti, at=at)
-        audit.record(
-            action="vnc_disconnect",
-            actor=target.user,
-            resource=target.resource,
-            details={
-                "workspaceId": target.runtime_id,
-                "bytes_to_browser": bytes_to_browser,
-                "bytes_to_desktop": bytes_to_desktop,
-                "duration_seconds": round(duration, 3),
-                "close_code": close_code,
-                "closed_by": closed_by,
-            },
-            origin=origin,
-        )
-    if bytes_to_browser or bytes_to_desktop:
+    audit.record_updated(
+        _open_record(target.jti),
+        {"closed_at": at},
+        action="vnc_disconnect",
+        actor=target.user,
+        resource=target.resource,
+        details={
+            "workspaceId": target.runtime_id,
+            "bytes_to_browser": bytes_to_browser,
+            "bytes_to_desktop": bytes_to_desktop,
+            "duration_seconds": round(duration, 3),
+            "close_code": close_code,
+            "closed_by": closed_by,
+        },
+        origin=origin,
+    )
+    if (bytes_to_browser or bytes_to_desktop) and duration > SEEN_AGAIN_AFTER.total_seconds():
+        # A shorter connection's opening saw the desktop (or found it seen) just before.
         relay_seen(session_id=target.session_id, at=at)
 
 

@@ -142,16 +142,16 @@ def test_two_viewers_let_in_at_once_cannot_both_take_the_last_place(
         for _ in range(2)
     )
     counted, second_done = threading.Event(), threading.Event()
-    count = services._viewers_full
+    count = services._admitting
 
     def count_then_hold(*args, **kwargs):
-        full = count(*args, **kwargs)
+        full = list(count(*args, **kwargs))  # the statement that counts, run now
         if threading.current_thread().name == "first":
             counted.set()
             second_done.wait(2)  # the second, if it does not wait for us, finishes meanwhile
         return full
 
-    monkeypatch.setattr(services, "_viewers_full", count_then_hold)
+    monkeypatch.setattr(services, "_admitting", count_then_hold)
 
     def spend(issued):
         try:
@@ -192,13 +192,13 @@ def test_two_viewers_counting_at_the_same_moment_are_never_both_let_in(
         for _ in range(2)
     ]
     both_spent = threading.Barrier(2, timeout=10)
-    count = services._viewers_full
+    count = services._admitting
 
     def count_together(*args, **kwargs):
         both_spent.wait()
-        return count(*args, **kwargs)
+        return list(count(*args, **kwargs))
 
-    monkeypatch.setattr(services, "_viewers_full", count_together)
+    monkeypatch.setattr(services, "_admitting", count_together)
     outcomes = []
 
     def spend(ticket):
