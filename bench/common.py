@@ -15,6 +15,7 @@ import os
 import platform
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -114,18 +115,50 @@ def daphne(
     backlog: int = 2048,
 ) -> Iterator[tuple[str, int]]:
     """One Daphne process serving `app` on a free loopback port: yields (base URL, pid)."""
+    with daphnes(env, app=app, cwd=cwd, backlog=backlog, processes=1) as (base_url, [pid]):
+        yield base_url, pid
+
+
+@contextlib.contextmanager
+def daphnes(
+    env: dict[str, str],
+    *,
+    processes: int,
+    app: str = "config.asgi:application",
+    cwd: Path = ROOT,
+    backlog: int = 2048,
+) -> Iterator[tuple[str, list[int]]]:
+    """`processes` Daphne processes serving `app` on one free loopback port: yields (base URL,
+    pids). Several share one listening socket, which the kernel hands each connection from (as
+    systemd's socket activation would), one process per core as deployment.md runs them."""
     port = free_port()
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(cwd), env.get("PYTHONPATH", "")])}
     # Twisted's default listen backlog is 50: a burst of connections would wait on SYN retries,
     # measuring the kernel's queue instead of the server.
-    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"
-    with running(
-        [DAPHNE, "-e", endpoint, app],
-        port=port,
-        env={**env, "PYTHONPATH": os.pathsep.join([str(cwd), env.get("PYTHONPATH", "")])},
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-    ) as proc:
-        yield f"http://127.0.0.1:{port}", proc.pid
+    if processes == 1:
+        endpoints = [[f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]]
+        listener = None
+    else:
+        listener = socket.create_server(("127.0.0.1", port), backlog=backlog)
+        listener.set_inheritable(True)
+        endpoints = [[f"fd:fileno={listener.fileno()}"]] * processes
+    with contextlib.ExitStack() as stack:
+        if listener is not None:
+            stack.enter_context(listener)
+        procs = [
+            stack.enter_context(
+                running(
+                    [DAPHNE, "-e", *endpoint, app],
+                    port=port,
+                    env=env,
+                    cwd=cwd,
+                    stdout=subprocess.DEVNULL,
+                    pass_fds=[listener.fileno()] if listener is not None else [],
+                )
+            )
+            for endpoint in endpoints
+        ]
+        yield f"http://127.0.0.1:{port}", [proc.pid for proc in procs]
 
 
 # --- Numbers -----------------------------------------------------------------------------------

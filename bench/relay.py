@@ -53,7 +53,7 @@ from pathlib import Path
 
 from common import (
     ROOT,
-    daphne,
+    daphnes,
     emit,
     free_port,
     machine,
@@ -131,7 +131,7 @@ def serve_upstream(port: int) -> None:
 
 class TcpPath:
     name = "direct TCP"
-    server_pid = None
+    server_pids: list[int] = []
 
     def __init__(self, port: int):
         self.port = port
@@ -161,10 +161,10 @@ class TcpPath:
 
 
 class WebSocketPath:
-    def __init__(self, name: str, url_for, server_pid: int):
+    def __init__(self, name: str, url_for, server_pids: list[int]):
         self.name = name
         self.url_for = url_for  # a coroutine function: the URL of one new connection
-        self.server_pid = server_pid  # whose CPU time the path costs
+        self.server_pids = server_pids  # whose CPU time the path costs
 
     async def open(self, url: str | None = None):
         """A connection whose greeting has been read; to `url` if given (a ticket minted
@@ -195,12 +195,14 @@ class WebSocketPath:
         ws.transport.abort()  # bulk leftovers make a close handshake measure nothing useful
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and of its children that have exited (websockify forks one per
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of processes and of their children that have exited (websockify forks one per
     connection)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
-    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def bulk(path, connections: int, size: int) -> float:
@@ -276,7 +278,7 @@ async def measure_openings(paths, args) -> dict:
         order = paths[round_index % len(paths) :] + paths[: round_index % len(paths)]
         for path in order:
             entry = results[path.name]
-            cpu, opened = cpu_seconds(path.server_pid) if path.server_pid else 0.0, 0
+            cpu, opened = cpu_seconds(path.server_pids), 0
             for count, bursts in OPENING_BURSTS.items():
                 times = []
                 for _ in range(bursts):
@@ -284,9 +286,9 @@ async def measure_openings(paths, args) -> dict:
                 entry[f"open_{count}_p50"].append(percentile(times, 0.50) * 1e3)
                 entry[f"open_{count}_p99"].append(percentile(times, 0.99) * 1e3)
                 opened += len(times)
-            if path.server_pid:  # each opening and its close, the server's process (and forks)
+            if path.server_pids:  # each opening and its close, the server's processes (and forks)
                 entry["cpu_per_opening_ms"].append(
-                    (cpu_seconds(path.server_pid) - cpu) / opened * 1e3
+                    (cpu_seconds(path.server_pids) - cpu) / opened * 1e3
                 )
             entry["short_8"].append(await short_transfers(path, 8, args.short_mb * MB))
             print(
@@ -396,7 +398,7 @@ def _row(metric, value, unit, *, anchor_value=None, **fields) -> dict:
     return summary_row(metric, value, unit, anchor_value=anchor_value, ratio=ratio, **fields)
 
 
-async def measure(paths, args, daphne_pid: int) -> dict:
+async def measure(paths, args, daphne_pids: list[int]) -> dict:
     size = args.size_mb * MB
     keys = ("bulk_1", "bulk_8", "cpu_per_gb_1", "cpu_per_gb_8", "rtt_p50", "rtt_p99")
     results = {path.name: {key: [] for key in keys} for path in paths}
@@ -408,11 +410,11 @@ async def measure(paths, args, daphne_pid: int) -> dict:
         for path in order:
             entry = results[path.name]
             for connections in (1, 8):
-                cpu = cpu_seconds(path.server_pid) if path.server_pid else 0.0
+                cpu = cpu_seconds(path.server_pids)
                 entry[f"bulk_{connections}"].append(await bulk(path, connections, size))
-                if path.server_pid:
+                if path.server_pids:
                     await asyncio.sleep(1)  # websockify's per-connection children exit
-                    used = cpu_seconds(path.server_pid) - cpu
+                    used = cpu_seconds(path.server_pids) - cpu
                     entry[f"cpu_per_gb_{connections}"].append(used / (connections * size / 1024**3))
             times = await round_trips(path, args.rtt_count)
             entry["rtt_p50"].append(percentile(times, 0.50) * 1e6)
@@ -436,10 +438,10 @@ async def measure(paths, args, daphne_pid: int) -> dict:
         name: {key: round(statistics.median(values), 2) for key, values in entry.items() if values}
         for name, entry in results.items()
     }
-    if "idle" in args.only:
+    if "idle" in args.only and len(daphne_pids) == 1:  # one process's growth per connection
         relay_path = next(path for path in paths if path.name == "relay")
         summary["relay"]["idle_kib_per_connection"] = round(
-            await idle_memory(relay_path, daphne_pid, args.idle), 1
+            await idle_memory(relay_path, daphne_pids[0], args.idle), 1
         )
     return {"rounds": results, "median": summary}
 
@@ -578,6 +580,13 @@ def main() -> None:
         "--database-url", default="postgres://postgres@127.0.0.1:5432/workgate_bench_relay"
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="Daphne processes serving the relay on one listening socket (deployment.md runs "
+        "one per core); memory per idle connection is measured with 1 only",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -608,7 +617,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         )
-        base_url, daphne_pid = stack.enter_context(daphne(env))
+        base_url, daphne_pids = stack.enter_context(daphnes(env, processes=args.processes))
         user, session = make_session(upstream_port)
         daphne_port = int(base_url.rsplit(":", 1)[1])
 
@@ -616,11 +625,11 @@ def main() -> None:
             return f"ws://127.0.0.1:{websockify_port}/"
 
         paths = [
-            WebSocketPath("relay", ticket_url_factory(user, session, daphne_port), daphne_pid),
-            WebSocketPath("websockify", websockify_url, websockify.pid),
+            WebSocketPath("relay", ticket_url_factory(user, session, daphne_port), daphne_pids),
+            WebSocketPath("websockify", websockify_url, [websockify.pid]),
             TcpPath(upstream_port),
         ]
-        measured = asyncio.run(measure(paths, args, daphne_pid))
+        measured = asyncio.run(measure(paths, args, daphne_pids))
 
     results = {
         "benchmark": "relay",
@@ -633,10 +642,15 @@ def main() -> None:
             "short_mb": args.short_mb,
             "opening_bursts": OPENING_BURSTS,
             "cases": sorted(args.only),
+            "relay_processes": args.processes,
         },
         **measured,
     }
     results["summary"] = summary_rows(measured["median"])
+    if args.processes > 1:
+        for row in results["summary"]:
+            if row["metric"].startswith("Relay"):
+                row["metric"] += f" ({args.processes} Daphne processes)"
     emit(results, args.json)
 
 

@@ -101,6 +101,13 @@ def sse_rows(results: dict) -> list[dict]:
 
 BENCHES = [
     Bench("relay", "bench/relay.py", "VNC relay vs websockify"),
+    # Openings again as deployment.md runs the gateway: one Daphne process per core.
+    Bench(
+        "relay_per_core",
+        "bench/relay.py",
+        "VNC relay openings, one Daphne process per core",
+        args=["--only", "openings", "--processes", str(os.cpu_count() or 1)],
+    ),
     Bench("sse", "bench/sse_load.py", "Assistant SSE streams", adapter=sse_rows),
     Bench("sustained", "bench/sse_sustained.py", "Assistant streams that last"),
     Bench("socketio", "bench/socketio_fanout.py", "Socket.IO fan-out vs python-socketio"),

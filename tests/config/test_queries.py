@@ -34,3 +34,28 @@ def test_a_stand_in_that_never_reaches_the_statement_is_refused():
 
     with pytest.raises(ImproperlyConfigured):
         query(email="alice@example.com")
+
+
+def test_values_a_backend_stores_as_text_reach_the_statement_as_it_stores_them(user):
+    """SQLite has no UUID or timestamp type: a field hands it hex and text, which the compiled
+    statement must be given too (PostgreSQL takes both as they are)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from django.contrib.auth.models import Group
+
+    from sessions_app.models import WorkspaceSession
+
+    group = Group.objects.create(name="readers")
+    user.groups.add(group)
+    joined_since = CompiledQuery(
+        lambda since, but: User.objects.filter(date_joined__gte=since).exclude(
+            profile__user_id__in=WorkspaceSession.objects.filter(pk=but).values("user_id")
+        ),
+        since=datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC),
+        but=uuid.UUID(int=7),
+    )
+
+    before, after = user.date_joined - timedelta(seconds=1), user.date_joined + timedelta(days=1)
+    assert [u.pk for u in joined_since(since=before, but=uuid.uuid4())] == [user.pk]
+    assert list(joined_since(since=after, but=uuid.uuid4())) == []

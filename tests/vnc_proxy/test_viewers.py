@@ -349,3 +349,88 @@ async def test_a_relay_stuck_on_the_channel_layer_still_frees_its_place_when_can
         False,
         "the connection ended before the desktop answered",
     )
+
+
+@pytest.mark.django_db(transaction=True)  # as the relay runs: outside any transaction
+def test_an_opening_and_its_close_cost_few_statements(
+    user, make_runtime, django_assert_max_num_queries
+):
+    """What one relay connection asks the database, besides taking a pooled connection: the
+    spend and one query at the door; the check and the entry when the desktop answers (the
+    session's sighting only when it is older than SEEN_AGAIN_AFTER); the entry that closes it.
+    Each is a statement of its own, committed as it ends (no BEGIN and COMMIT round trips)."""
+    runtime = make_runtime(user)
+    issued = ticket_issue(
+        user=user, workspace_id=runtime.runtime_id, origin=ORIGIN, mfa_verified=True
+    )
+
+    with django_assert_max_num_queries(2):
+        target = relay_admit(ticket=issued.ticket, workspace_id=runtime.runtime_id, origin=ORIGIN)
+    with django_assert_max_num_queries(3):
+        relay_opened(target=target, origin=ORIGIN, subprotocol="binary")
+    with django_assert_max_num_queries(1):
+        relay_closed(
+            target=target,
+            origin=ORIGIN,
+            bytes_to_browser=12,
+            bytes_to_desktop=0,
+            duration=0.2,
+            close_code=1000,
+            closed_by="browser",
+        )
+
+    assert Ticket.objects.get(jti=target.jti).closed_at is not None
+    assert list(
+        AuditEntry.objects.filter(resource=target.resource)
+        .order_by("id")
+        .values_list("action", "success")
+    ) == [("ticket_issued", True), ("vnc_connect", True), ("vnc_disconnect", True)]
+    assert audit_chain_first_break() is None
+
+
+@pytest.mark.django_db
+def test_viewers_opening_a_desktop_together_mark_it_seen_once(user, make_runtime, monkeypatch):
+    from sessions_app.models import WorkspaceSession
+
+    runtime = make_runtime(user)
+    start = tickets.now() - timedelta(seconds=10)  # tickets are not accepted before their issue
+    WorkspaceSession.objects.filter(pk=runtime.pk).update(last_seen_at=start - timedelta(hours=1))
+    clock = [start]
+    monkeypatch.setattr(tickets, "now", lambda: clock[0])
+
+    def open_one():
+        target = admit(user, runtime)
+        relay_opened(target=target, origin=ORIGIN, subprotocol=None)
+
+    def seen():
+        return WorkspaceSession.objects.get(pk=runtime.pk).last_seen_at
+
+    open_one()
+    assert seen() == start  # an hour old: written
+    clock[0] = start + timedelta(milliseconds=500)
+    open_one()
+    assert seen() == start  # half a second old: left as it is
+    clock[0] = start + services.SEEN_AGAIN_AFTER + timedelta(milliseconds=1)
+    open_one()
+    assert seen() == clock[0]
+
+
+@pytest.mark.django_db
+def test_a_refused_opening_closes_its_record_and_audits_in_one_write(user, make_runtime):
+    from sessions_app.models import WorkspaceSession
+
+    runtime = make_runtime(user)
+    target = admit(user, runtime)
+    WorkspaceSession.objects.filter(pk=runtime.pk).update(status=WorkspaceSession.Status.TERMINATED)
+
+    with pytest.raises(RelayRefused) as refused:
+        relay_opened(target=target, origin=ORIGIN, subprotocol=None)
+
+    assert refused.value.code == CloseCode.NOT_READY
+    assert Ticket.objects.get(jti=target.jti).closed_at is not None
+    entry = AuditEntry.objects.filter(resource=target.resource).latest("id")
+    assert (entry.action, entry.success, entry.details["refused"]) == (
+        "vnc_connect",
+        False,
+        "workspace not ready",
+    )
