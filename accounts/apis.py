@@ -9,6 +9,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import serializers as s
+from accounts.authentication import SIGNED_OUT, AccessTokenAuthentication
 from accounts.models import User
 from accounts.selectors import profile_data
 from accounts.services import (
@@ -24,8 +25,7 @@ from accounts.tokens import (
     new_access_token,
 )
 from audit.services import Origin
-from config.authentication import SIGNED_OUT, AccessTokenAuthentication
-from config.ratelimit import enforce, key_by_ip
+from core.ratelimit import enforce, key_by_ip
 
 ERRORS = {400: s.ErrorOutput, 401: s.ErrorOutput, 403: s.ErrorOutput, 429: s.ErrorOutput}
 

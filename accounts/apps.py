@@ -7,4 +7,4 @@ class AccountsConfig(AppConfig):
 
     def ready(self):
         # Registers the OpenAPI description of the access-token authentication.
-        import config.schema  # noqa: F401
+        import core.schema  # noqa: F401

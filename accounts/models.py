@@ -5,7 +5,7 @@ from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
-from config.crypto import EncryptedTextField
+from core.crypto import EncryptedTextField
 
 
 class UserManager(BaseUserManager):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from accounts.models import Profile
-from config.permissions import admin_permissions_of
+from core.permissions import admin_permissions_of
 
 
 def profile_of(user) -> Profile:

@@ -17,8 +17,8 @@ from accounts.models import Profile, User
 from accounts.selectors import profile_of
 from accounts.tokens import issue_tokens
 from audit import services as audit
-from config.exceptions import APIError, Conflict, Forbidden
-from config.ratelimit import RateLimited, attempt_succeeded, failures_over_limit, over_limit
+from core.exceptions import APIError, Conflict, Forbidden
+from core.ratelimit import RateLimited, attempt_succeeded, failures_over_limit, over_limit
 from vnc_proxy.services import tickets_void
 
 TOTP_ISSUER = "Workgate"

@@ -46,8 +46,8 @@ from accounts.services import (
 )
 from accounts.tokens import SESSION_MFA_KEY, request_mfa
 from audit.services import Origin
-from config.exceptions import APIError, Forbidden
-from config.ratelimit import RateLimited, enforce, key_by_ip
+from core.exceptions import APIError, Forbidden
+from core.ratelimit import RateLimited, enforce, key_by_ip
 
 # Between the password and the one-time code, the session holds who passed the first factor.
 PENDING_KEY = "workgate_login_pending"

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
+from audit.admin_tools import ViewOnlyAdmin
 from audit.models import AuditEntry
-from config.admin import ViewOnlyAdmin
 
 
 @admin.register(AuditEntry)

@@ -14,9 +14,9 @@ from rest_framework.views import APIView
 from accounts.serializers import ErrorOutput
 from audit import serializers as s
 from audit.selectors import audit_entry_list
-from config.inputs import query_input
-from config.pagination import PAGE_PARAMETERS, paginated
-from config.schema import ADMIN, RUNTIME
+from core.inputs import query_input
+from core.pagination import PAGE_PARAMETERS, paginated
+from core.schema import ADMIN, RUNTIME
 
 CSV_COLUMNS = (
     "id",

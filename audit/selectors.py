@@ -7,8 +7,8 @@ from django.db.models import QuerySet
 
 from audit.chain import GENESIS, entry_verifies
 from audit.models import AuditEntry
-from config.permissions import admin_may
-from config.queries import queryable
+from core.permissions import admin_may
+from core.queries import queryable
 
 
 @dataclass(frozen=True)

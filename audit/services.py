@@ -15,7 +15,7 @@ from django.utils.ipv6 import clean_ipv6_address
 
 from audit.chain import GENESIS, canonical, entry_hash, stored_number
 from audit.models import AuditEntry
-from config.network import client_from_scope, client_ip, user_agent
+from core.network import client_from_scope, client_ip, user_agent
 
 # An arbitrary constant naming the lock that serialises appends to the chain on PostgreSQL.
 _CHAIN_LOCK = 0x57_6F_72_6B_67_61_74_65  # "Workgate"

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from audit.selectors import audit_entry_list
-from config.permissions import admin_may
+from core.permissions import admin_may
 
 PAGE_SIZE = 50
 SUCCESS_CHOICES = {"": None, "true": True, "false": False}

@@ -24,7 +24,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from config.websocket import OriginCheck  # noqa: E402
+from core.websocket import OriginCheck  # noqa: E402
 from sessions_app.provisioners.local_desktop import refuse_unsafe_configuration  # noqa: E402
 from streaming.routing import http_urlpatterns as streaming_http_routes  # noqa: E402
 from streaming.routing import websocket_urlpatterns as streaming_routes  # noqa: E402

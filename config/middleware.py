@@ -26,7 +26,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.deprecation import MiddlewareMixin
 from whitenoise import middleware as whitenoise
 
-from config.csp import CONTENT_SECURITY_POLICY
+from core.csp import CONTENT_SECURITY_POLICY
 
 
 class OnTheLoop:

@@ -12,8 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.csp import static_headers
-from config.env import (
+from core.csp import static_headers
+from core.env import (
     env_bool,
     env_choice,
     env_int,
@@ -71,7 +71,7 @@ INSTALLED_APPS = [
 # Django's own middleware, each with its hooks run on the event loop under ASGI where they only
 # compute (config/middleware.py); same order and behaviour as the django.* classes.
 MIDDLEWARE = [
-    "config.network.TrustedProxyMiddleware",
+    "core.network.TrustedProxyMiddleware",
     "config.middleware.SecurityMiddleware",
     "config.middleware.WhiteNoiseMiddleware",
     "config.middleware.NeverStoredMiddleware",
@@ -286,14 +286,14 @@ WORKGATE_SOCKETIO_MAX_SOCKETS_PER_USER = env_int(
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "config.authentication.AccessTokenAuthentication",
+        "accounts.authentication.AccessTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -325,7 +325,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": False},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "config.schema.add_bearer_alternative",
+        "core.schema.add_bearer_alternative",
     ],
     "ENUM_NAME_OVERRIDES": {
         "WorkspaceStatusEnum": "workspaces.models.Workspace.Status",
@@ -346,7 +346,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 if (BASE_DIR / "node_modules" / "@novnc").exists():
     STATICFILES_DIRS.append(("vendor/novnc", BASE_DIR / "node_modules" / "@novnc" / "novnc"))
-# Static HTML gets the pages' Content Security Policy and may not be framed (config/csp.py).
+# Static HTML gets the pages' Content Security Policy and may not be framed (core/csp.py).
 WHITENOISE_ADD_HEADERS_FUNCTION = static_headers
 
 LOGIN_URL = "/login"

@@ -37,7 +37,7 @@ api_patterns = [
             renderer_classes=JSON_DOCUMENT,
             custom_settings={
                 "TITLE": "Workgate runtime API",
-                "PREPROCESSING_HOOKS": ["config.schema.runtime_endpoints"],
+                "PREPROCESSING_HOOKS": ["core.schema.runtime_endpoints"],
             },
         ),
         name="schema-runtime",
@@ -48,7 +48,7 @@ api_patterns = [
             renderer_classes=JSON_DOCUMENT,
             custom_settings={
                 "TITLE": "Workgate administrator API",
-                "PREPROCESSING_HOOKS": ["config.schema.admin_endpoints"],
+                "PREPROCESSING_HOOKS": ["core.schema.admin_endpoints"],
             },
         ),
         name="schema-admin",

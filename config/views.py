@@ -8,7 +8,7 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.shortcuts import render
 from django.views import defaults
 
-from config.exceptions import json_error
+from core.exceptions import json_error
 
 
 def api_not_found(request, *args, **kwargs):

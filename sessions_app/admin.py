@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 
+from audit.admin_tools import ViewOnlyAdmin
 from audit.services import Origin
-from config.admin import ViewOnlyAdmin
 from sessions_app.models import WorkspaceSession
 from sessions_app.services import EndReason, sessions_terminate
 

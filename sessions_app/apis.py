@@ -8,9 +8,9 @@ from rest_framework.views import APIView
 from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
 from audit.services import Origin
-from config.inputs import query_input
-from config.pagination import PAGE_PARAMETERS, paginated
-from config.schema import ADMIN, RUNTIME
+from core.inputs import query_input
+from core.pagination import PAGE_PARAMETERS, paginated
+from core.schema import ADMIN, RUNTIME
 from sessions_app import selectors, services
 from sessions_app import serializers as s
 from workspaces.apis import render_workspace

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from config.crypto import EncryptedTextField
+from core.crypto import EncryptedTextField
 
 
 def new_runtime_id() -> str:

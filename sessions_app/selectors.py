@@ -9,10 +9,10 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from accounts.models import Profile
 from audit.models import AuditEntry
-from config.exceptions import Forbidden, NotFound
-from config.network import in_networks
-from config.permissions import admin_may
-from config.queries import queryable
+from core.exceptions import Forbidden, NotFound
+from core.network import in_networks
+from core.permissions import admin_may
+from core.queries import queryable
 from sessions_app.models import WorkspaceSession
 
 LIVE_FILTER = "live"  # a `status` filter value meaning starting or ready

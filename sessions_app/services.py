@@ -23,9 +23,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit import services as audit
-from config.exceptions import APIError, Conflict, Forbidden, NotFound
-from config.queries import queryable
-from config.ratelimit import RateLimited, over_limit
+from core.exceptions import APIError, Conflict, Forbidden, NotFound
+from core.queries import queryable
+from core.ratelimit import RateLimited, over_limit
 from sessions_app.models import SESSION_ENDED, WorkspaceSession
 from sessions_app.provisioners import ProvisionerUnavailable, local_desktop, provisioner_named
 from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for

@@ -16,9 +16,9 @@ from django.views.decorators.http import require_POST
 from accounts.models import User
 from accounts.views import session_mfa_verified
 from audit.services import Origin
-from config.exceptions import APIError
-from config.permissions import admin_may
-from config.queries import queryable
+from core.exceptions import APIError
+from core.permissions import admin_may
+from core.queries import queryable
 from sessions_app import selectors, services
 from sessions_app.models import WorkspaceSession
 from workspaces.selectors import workspace_granted, workspace_list, workspaces_for

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from config.admin import AuditedAdmin, ViewOnlyAdmin
+from audit.admin_tools import AuditedAdmin, ViewOnlyAdmin
 from streaming.models import Assistant, Conversation, History, Institution, Membership
 
 

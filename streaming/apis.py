@@ -16,13 +16,13 @@ from rest_framework.views import APIView
 from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
 from audit.services import Origin
-from config.exceptions import APIError
-from config.inputs import query_input
-from config.permissions import IsAdmin
-from config.ratelimit import enforce, key_by_user
-from config.schema import ADMIN, RUNTIME
+from core.database import in_db_thread
+from core.exceptions import APIError
+from core.inputs import query_input
+from core.permissions import IsAdmin
+from core.ratelimit import enforce, key_by_user
+from core.schema import ADMIN, RUNTIME
 from streaming import serializers as s
-from streaming.database import in_db_thread
 from streaming.delivery import socket_sink
 from streaming.engine import TurnRequest, qanda_run, run_turn
 from streaming.selectors import (

@@ -26,8 +26,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import Origin
+from core.database import in_db_thread
 from streaming import events as ev
-from streaming.database import in_db_thread
 from streaming.models import History
 from streaming.providers import open_session
 from streaming.providers.base import (

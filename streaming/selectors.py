@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet, TextField, Value
 from django.db.models.functions import Cast, Length
 
-from config.exceptions import NotFound
+from core.exceptions import NotFound
 from streaming.models import Assistant, Conversation, History, Institution
 
 HISTORY_LIMIT_DEFAULT = 50

@@ -6,7 +6,7 @@ from functools import cache
 from django.conf import settings
 from rest_framework import serializers
 
-from config.inputs import StrictText, StrictUUID
+from core.inputs import StrictText, StrictUUID
 from streaming.models import History
 
 

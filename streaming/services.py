@@ -11,7 +11,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from audit.services import Origin
-from config.exceptions import Forbidden
+from core.exceptions import Forbidden
 from streaming.engine import TurnRequest
 from streaming.models import Assistant, Conversation, Institution
 from streaming.selectors import assistant_usable, conversation_context, institution_of_member

@@ -21,7 +21,7 @@ from django.utils import timezone
 from rest_framework.exceptions import APIException
 
 from audit import services as audit
-from config.exceptions import APIError
+from core.exceptions import APIError
 from sessions_app.selectors import LIVE_FILTER, session_list
 from sessions_app.services import session_launch, workspace_stop
 from streaming.events import DisplayInfo

@@ -7,8 +7,8 @@ import json
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from config.parsers import json_loads
-from config.queries import queryable
+from core.parsers import json_loads
+from core.queries import queryable
 from streaming.models import Conversation, History
 from streaming.selectors import assistants_usable
 

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Profile, User
 from accounts.views import MFA_VERIFIED_KEY
-from streaming.database import close_connections, in_db_thread
+from core.database import close_connections, in_db_thread
 from tests.support.contract import response_violations
 from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.desktops import GEOMETRY, stop_desktops_under

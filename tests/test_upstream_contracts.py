@@ -391,7 +391,7 @@ def test_asgirefs_sync_to_async_runs_the_function_through_thread_handler():
         and {"thread_sensitive", "executor"} <= set(parameters(SyncToAsync)),
         dist="asgiref",
         internal="SyncToAsync.thread_handler(loop, ...), run in the executor's thread",
-        where="streaming/database.py _InPool",
+        where="core/database.py _InPool",
     )
 
 
@@ -515,7 +515,7 @@ def test_djangos_database_wrapper_has_the_lifetime_hooks_the_assistant_pool_sets
         dist="django",
         internal="connection.close_at, close_if_unusable_or_obsolete(), pool and "
         "connections.all(initialized_only=)",
-        where="streaming/database.py _tidy_connections",
+        where="core/database.py _tidy_connections",
     )
 
 

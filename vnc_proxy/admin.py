@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from config.admin import ViewOnlyAdmin
+from audit.admin_tools import ViewOnlyAdmin
 from vnc_proxy.models import Ticket
 
 

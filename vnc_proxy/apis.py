@@ -13,10 +13,10 @@ from rest_framework.views import APIView
 from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
 from audit.services import Origin
-from config.exceptions import NotFound
-from config.permissions import IsSuperuser
-from config.ratelimit import enforce, key_by_user
-from config.schema import ADMIN, RUNTIME
+from core.exceptions import NotFound
+from core.permissions import IsSuperuser
+from core.ratelimit import enforce, key_by_user
+from core.schema import ADMIN, RUNTIME
 from vnc_proxy import selectors, services
 from vnc_proxy import serializers as s
 from vnc_proxy.routing import RELAY_PATH

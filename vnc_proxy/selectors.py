@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db.models import F, Q, QuerySet
 
 from accounts.models import User
-from config.exceptions import NotFound
-from config.queries import CompiledQuery, queryable
+from core.exceptions import NotFound
+from core.queries import CompiledQuery, queryable
 from sessions_app.models import WorkspaceSession
 from sessions_app.selectors import owner_mfa_enabled
 from workspaces.models import Workspace
@@ -63,7 +63,7 @@ def _own_runtime(user, runtime_id: str, *, to_connect: bool) -> QuerySet[Workspa
     return runtimes.filter(runtime_id=runtime_id).order_by()[:1]
 
 
-# Every desktop ticket asks this: compiled once (config/queries.py).
+# Every desktop ticket asks this: compiled once (core/queries.py).
 _runtime_to_connect = CompiledQuery(
     lambda user_id, runtime_id: _own_runtime(User(pk=user_id), runtime_id, to_connect=True),
     user_id=-7_000_000_001,

@@ -18,8 +18,8 @@ from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from audit import services as audit
-from config.exceptions import Conflict, Forbidden, NotFound
-from config.queries import CompiledQuery
+from core.exceptions import Conflict, Forbidden, NotFound
+from core.queries import CompiledQuery
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
 from sessions_app.selectors import client_is_tunnelled, mfa_required_for
@@ -307,7 +307,7 @@ def _admission(jti: str, user_id: int, alive_after: datetime) -> QuerySet[Worksp
     )
 
 
-# Every opening asks this: compiled once (config/queries.py).
+# Every opening asks this: compiled once (core/queries.py).
 _admitting = CompiledQuery(
     _admission,
     jti="\x00stand-in",
@@ -431,7 +431,7 @@ def _relay_state(target: RelayTarget) -> tuple[bool, bool, datetime | None]:
     return state.status == READY, signed_in, state.last_seen_at
 
 
-# Every opening and every open relay's check asks this: compiled once (config/queries.py).
+# Every opening and every open relay's check asks this: compiled once (core/queries.py).
 _state_of = CompiledQuery(
     lambda session_id: (
         WorkspaceSession.objects.filter(pk=session_id)

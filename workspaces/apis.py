@@ -8,8 +8,8 @@ from rest_framework.views import APIView
 
 from accounts.serializers import ErrorOutput
 from audit.services import Origin
-from config.permissions import IsAdmin
-from config.schema import ADMIN, RUNTIME
+from core.permissions import IsAdmin
+from core.schema import ADMIN, RUNTIME
 from workspaces import selectors, services
 from workspaces import serializers as s
 

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from config.crypto import EncryptedTextField
+from core.crypto import EncryptedTextField
 from workspaces.validators import (
     CREDENTIALS_IN_CLEAR,
     sends_credentials_in_clear,

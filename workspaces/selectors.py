@@ -7,9 +7,9 @@ from django.db import connection, transaction
 from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
-from config.exceptions import NotFound
-from config.permissions import admin_may
-from config.queries import queryable
+from core.exceptions import NotFound
+from core.permissions import admin_may
+from core.queries import queryable
 from workspaces.defaults import insert_default_workspaces
 from workspaces.models import Workspace, WorkspaceGroup
 

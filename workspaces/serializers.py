@@ -4,7 +4,7 @@ from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.inputs import NamedRows
+from core.inputs import NamedRows
 from workspaces.models import Workspace
 from workspaces.services import EDITABLE_FIELD_ORDER
 

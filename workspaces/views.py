@@ -11,9 +11,9 @@ from django.views.decorators.http import require_POST
 
 from accounts.views import session_mfa_verified
 from audit.services import Origin
-from config.exceptions import APIError
-from config.network import client_ip, in_networks
-from config.ratelimit import RateLimited
+from core.exceptions import APIError
+from core.network import client_ip, in_networks
+from core.ratelimit import RateLimited
 from sessions_app import services as sessions
 from sessions_app.selectors import live_sessions_of, mfa_required_for
 from workspaces.selectors import workspaces_for

@@ -67,7 +67,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
-from config.exceptions import Forbidden
+from core.exceptions import Forbidden
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
 from sessions_app.provisioners.static import rfb_greets

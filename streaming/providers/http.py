@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import httpx
 from django.conf import settings
 
-from config.parsers import json_loads
+from core.parsers import json_loads
 from streaming.providers.base import ProviderError
 from streaming.providers.network import AsyncioTransport
 

@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from config.authentication import AccessTokenAuthentication
+from accounts.authentication import AccessTokenAuthentication
 
 # Messages for the client, not secrets.
 MISSING_TOKEN = "Authentication token missing"  # noqa: S105

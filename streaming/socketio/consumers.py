@@ -9,7 +9,7 @@ WebSocket: `?EIO=4&transport=websocket` opens a session of its own; with `&sid=`
 polling session (`2probe` / `3probe`, the pending GET released with a noop, then `5`). From then on
 the consumer reads the session's channel itself, and sends the pings.
 
-Every polling answer carries config.headers' security headers (nosniff above all: a body of
+Every polling answer carries core.headers' security headers (nosniff above all: a body of
 packets must never run as a `<script src>`). A WebSocket handshake's answer has no body, and
 Daphne sends no headers an application gives it there; its refusal is Daphne's own fixed 403.
 """
@@ -28,10 +28,10 @@ from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from config.headers import resource_security_headers
-from config.network import client_from_scope
-from config.ratelimit import address_key
-from config.websocket import origin_allowed
+from core.headers import resource_security_headers
+from core.network import client_from_scope
+from core.ratelimit import address_key
+from core.websocket import origin_allowed
 from streaming.socketio import protocol
 from streaming.socketio.connection import Connection, close_session, new_session, release
 from streaming.socketio.groups import Message, packets, session_channel

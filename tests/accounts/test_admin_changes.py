@@ -312,7 +312,7 @@ def test_a_password_change_whose_audit_entry_fails_is_rolled_back(site, user, mo
     def broken(**kwargs):
         raise RuntimeError("the audit chain is unavailable")
 
-    monkeypatch.setattr("config.admin.audit.record", broken)
+    monkeypatch.setattr("audit.admin_tools.audit.record", broken)
 
     with pytest.raises(RuntimeError):
         site.post(
@@ -332,7 +332,7 @@ def test_a_bulk_delete_whose_audit_entry_fails_deletes_nothing(site, monkeypatch
         if len(calls) == 2:
             raise RuntimeError("the audit chain is unavailable")
 
-    monkeypatch.setattr("config.admin.audit.record", fails_second)
+    monkeypatch.setattr("audit.admin_tools.audit.record", fails_second)
 
     with pytest.raises(RuntimeError):
         site.post(

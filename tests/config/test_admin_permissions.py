@@ -14,7 +14,7 @@ from django.urls import URLResolver, get_resolver
 from accounts.models import User
 from audit import services as audit
 from audit.models import AuditEntry
-from config.permissions import ADMIN_PERMISSIONS, IsAdmin
+from core.permissions import ADMIN_PERMISSIONS, IsAdmin
 from sessions_app.models import WorkspaceSession
 from tests.support.admin import user_form
 from tests.support.sessions import launch

@@ -8,7 +8,7 @@ import re
 import pytest
 from django.utils import timezone
 
-from config.csp import CONTENT_SECURITY_POLICY
+from core.csp import CONTENT_SECURITY_POLICY
 from sessions_app.models import WorkspaceSession
 from tests.support.workspaces import make_web_workspace
 

@@ -6,7 +6,7 @@ import re
 import pytest
 from django.urls import resolve
 
-from config.schema import ADMIN, RUNTIME, audiences_of
+from core.schema import ADMIN, RUNTIME, audiences_of
 from tests.support.contract import operations
 
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from accounts.models import User
-from config.queries import CompiledQuery
+from core.queries import CompiledQuery
 
 pytestmark = pytest.mark.django_db
 

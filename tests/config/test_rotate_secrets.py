@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import Profile
 from audit.models import AuditEntry
-from config.crypto import encrypted_columns
+from core.crypto import encrypted_columns
 from sessions_app.models import WorkspaceSession
 from tests.support.workspaces import make_web_workspace
 from workspaces.models import Workspace

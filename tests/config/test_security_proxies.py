@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from audit.models import AuditEntry
-from config.network import resolve_client
+from core.network import resolve_client
 
 LOOPBACK_PROXY = [ipaddress.ip_network("127.0.0.0/8")]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_networks, env_rate, env_str
+from core.env import env_bool, env_int, env_list, env_networks, env_rate, env_str
 from tests.support.processes import import_fresh
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def test_a_bad_encryption_key_is_refused():
             sys.executable,
             "-c",
             "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; "
-            "django.setup(); from config.crypto import encrypt; encrypt('x')",
+            "django.setup(); from core.crypto import encrypt; encrypt('x')",
         ],
         cwd=ROOT,
         env={**_clean_env(), "SECRET_KEY": "x" * 50, "WORKGATE_ENCRYPTION_KEY": "short"},

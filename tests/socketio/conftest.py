@@ -14,7 +14,7 @@ import pytest
 from channels.layers import channel_layers
 from django.conf import settings
 
-from streaming.database import close_connections
+from core.database import close_connections
 from tests.socketio.support import GatedOpenAI, Polling, Server
 from tests.support import processes
 from tests.support.signin import token_for

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from streaming.database import in_db_thread
+from core.database import in_db_thread
 from streaming.models import Assistant, History
 from tests.socketio.support import GATE, WAIT, NodeClient, PythonClient, openai_text
 from tests.support.signin import token_for

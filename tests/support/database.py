@@ -7,7 +7,7 @@ import time
 
 from django.db import connection
 
-from streaming.database import in_db_thread
+from core.database import in_db_thread
 
 _BUSY_OTHERS = """
 SELECT count(*) FROM pg_stat_activity

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from config.crypto import secrets_not_under_first_key, secrets_rotate
+from core.crypto import secrets_not_under_first_key, secrets_rotate
 
 
 class Command(BaseCommand):

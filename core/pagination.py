@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 
-from config.inputs import query_input
+from core.inputs import query_input
 
 
 class Pagination(PageNumberPagination):

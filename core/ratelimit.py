@@ -10,7 +10,7 @@ import ipaddress
 from django_ratelimit.core import get_usage
 from rest_framework.exceptions import Throttled
 
-from config.network import client_ip
+from core.network import client_ip
 
 
 class RateLimited(Throttled):

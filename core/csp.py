@@ -1,5 +1,5 @@
 """The Content Security Policy of every HTML answer: pages (config.middleware) and static files;
-and the one of answers that are data (config.headers)."""
+and the one of answers that are data (core.headers)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ ADMIN = "admin"
 
 
 class AccessTokenScheme(OpenApiAuthenticationExtension):
-    target_class = "config.authentication.AccessTokenAuthentication"
+    target_class = "accounts.authentication.AccessTokenAuthentication"
     name = "accessToken"
 
     def get_security_definition(self, auto_schema):

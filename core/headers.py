@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from config.csp import RESOURCE_CONTENT_SECURITY_POLICY
+from core.csp import RESOURCE_CONTENT_SECURITY_POLICY
 
 
 def resource_security_headers() -> list[tuple[bytes, bytes]]:
