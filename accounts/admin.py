@@ -7,7 +7,7 @@ from django.db import transaction
 from accounts import services
 from accounts.models import Profile, User
 from audit.admin_tools import AuditedAdmin
-from audit.services import Origin
+from core.network import Origin
 from sessions_app.models import WorkspaceSession
 from sessions_app.services import EndReason, sessions_terminate
 

@@ -24,10 +24,11 @@ from accounts.tokens import (
     issued_under_current_password,
     new_access_token,
 )
-from audit.services import Origin
+from core.network import Origin
 from core.ratelimit import enforce, key_by_ip
+from core.serializers import ErrorOutput
 
-ERRORS = {400: s.ErrorOutput, 401: s.ErrorOutput, 403: s.ErrorOutput, 429: s.ErrorOutput}
+ERRORS = {400: ErrorOutput, 401: ErrorOutput, 403: ErrorOutput, 429: ErrorOutput}
 
 
 class SignInApi(APIView):
@@ -105,7 +106,7 @@ class SignOutEverywhereApi(APIView):
     @extend_schema(
         tags=["auth"],
         request=None,
-        responses={200: s.SignOutOutput, 401: s.ErrorOutput},
+        responses={200: s.SignOutOutput, 401: ErrorOutput},
         summary="Sign the caller's account out everywhere",
         description="Every access and refresh token of the account, this request's included, "
         "every browser session signed in to it and every desktop ticket not yet used stop "
@@ -121,7 +122,7 @@ class SignOutEverywhereApi(APIView):
 
 
 class MeApi(APIView):
-    @extend_schema(tags=["auth"], responses={200: s.MeOutput, 401: s.ErrorOutput})
+    @extend_schema(tags=["auth"], responses={200: s.MeOutput, 401: ErrorOutput})
     def get(self, request):
         return Response({"success": True, "profile": profile_data(request.user)})
 
@@ -134,7 +135,7 @@ class MfaSetupApi(APIView):
     @extend_schema(
         tags=["auth"],
         request=s.MfaSetupInput,
-        responses={200: s.MfaSetupOutput, **ERRORS, 409: s.ErrorOutput},
+        responses={200: s.MfaSetupOutput, **ERRORS, 409: ErrorOutput},
         summary="Start TOTP enrolment: a secret and an otpauth:// URI for an authenticator app",
         description="Asks for the password again: 403 `invalid_password` when it is wrong "
         "(audited as a failed sign-in and counted with the sign-in attempts of the address and "
@@ -160,10 +161,10 @@ class MfaVerifyApi(APIView):
         request=s.MfaVerifyInput,
         responses={
             200: s.MfaVerifyOutput,
-            400: s.ErrorOutput,
-            401: s.ErrorOutput,
-            409: s.ErrorOutput,
-            429: s.ErrorOutput,
+            400: ErrorOutput,
+            401: ErrorOutput,
+            409: ErrorOutput,
+            429: ErrorOutput,
         },
         summary="Confirm TOTP enrolment with a current code; MFA is enabled from then on",
     )

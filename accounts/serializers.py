@@ -72,10 +72,3 @@ class MfaVerifyInput(serializers.Serializer):
 class MfaVerifyOutput(serializers.Serializer):
     success = serializers.BooleanField()
     mfa_enabled = serializers.BooleanField()
-
-
-class ErrorOutput(serializers.Serializer):
-    success = serializers.BooleanField(default=False)
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    errors = serializers.DictField(required=False)

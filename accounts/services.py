@@ -18,6 +18,7 @@ from accounts.selectors import profile_of
 from accounts.tokens import issue_tokens
 from audit import services as audit
 from core.exceptions import APIError, Conflict, Forbidden
+from core.network import Origin
 from core.ratelimit import RateLimited, attempt_succeeded, failures_over_limit, over_limit
 from vnc_proxy.services import tickets_void
 
@@ -66,7 +67,7 @@ def _consume_otp(profile: Profile, otp: str) -> str | None:
 
 
 def user_check_password(
-    *, email: str, password: str, origin: audit.Origin, otp: str | None = None
+    *, email: str, password: str, origin: Origin, otp: str | None = None
 ) -> tuple[User, bool]:
     """The first factor: the active account these credentials name, and whether `otp` was
     verified with it (then the caller does not check it again); AuthError (audited) when they
@@ -122,7 +123,7 @@ def _past_the_limit(*, email: str, password: str, otp: str | None) -> User | Non
     return user if _consume_otp(profile, otp) is None else None
 
 
-def _record_password_refused(*, email: str, reason: str, origin: audit.Origin) -> None:
+def _record_password_refused(*, email: str, reason: str, origin: Origin) -> None:
     with transaction.atomic():
         known = User.objects.filter(email__iexact=(email or "").strip()).first()
         audit.record(
@@ -140,7 +141,7 @@ def _otp_attempt(user: User) -> int | None:
     return over_limit(group="otp-codes", rate=OTP_CODE_RATE, key=f"user:{user.pk}")
 
 
-def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None:
+def user_check_otp(*, user: User, otp: str | None, origin: Origin) -> None:
     """The second factor of an MFA account: AuthError (audited) when missing, wrong or replayed;
     RateLimited (audited) past OTP_CODES_ALLOWED codes in the window."""
     if not otp:
@@ -181,14 +182,14 @@ def user_check_otp(*, user: User, otp: str | None, origin: audit.Origin) -> None
         raise AuthError(message, failure)
 
 
-def user_record_sign_in(*, user: User, mfa: bool, origin: audit.Origin) -> None:
+def user_record_sign_in(*, user: User, mfa: bool, origin: Origin) -> None:
     """Both factors passed (the API's token sign-in and the pages' session sign-in alike)."""
     with transaction.atomic():
         User.objects.filter(pk=user.pk).update(last_login=timezone.now())
         audit.record(action="login", actor=user, details={"mfa": mfa}, origin=origin)
 
 
-def user_record_password_change(*, user: User, origin: audit.Origin) -> None:
+def user_record_password_change(*, user: User, origin: Origin) -> None:
     """Audit a password the person changed themselves (the admin's change-password page)."""
     audit.record(action="password_changed", actor=user, resource=f"user:{user.pk}", origin=origin)
 
@@ -205,7 +206,7 @@ def _end_every_sign_in(user: User) -> int:
     return voided
 
 
-def user_sign_out_everywhere(*, user: User, actor, origin: audit.Origin) -> None:
+def user_sign_out_everywhere(*, user: User, actor, origin: Origin) -> None:
     """End every token and browser session of `user`, on every device: access and refresh
     tokens are refused (401 `signed_out`), unused desktop tickets are void, browser sessions
     ask for a sign-in again from their next request, a running assistant turn may no longer
@@ -244,13 +245,13 @@ def user_password_replaced(*, user: User) -> None:
     )
 
 
-def user_record_sign_out(*, user: User, origin: audit.Origin) -> None:
+def user_record_sign_out(*, user: User, origin: Origin) -> None:
     """A browser session ended by its user (tokens simply expire; they have no sign-out)."""
     with transaction.atomic():
         audit.record(action="logout", actor=user, origin=origin)
 
 
-def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Origin) -> dict:
+def user_sign_in(*, email: str, password: str, otp: str | None, origin: Origin) -> dict:
     user, otp_verified = user_check_password(email=email, password=password, otp=otp, origin=origin)
     mfa = profile_of(user).mfa_enabled
     if mfa and not otp_verified:
@@ -259,7 +260,7 @@ def user_sign_in(*, email: str, password: str, otp: str | None, origin: audit.Or
     return {"user": user, **issue_tokens(user, mfa=mfa)}
 
 
-def mfa_setup(*, user, password: str, origin: audit.Origin) -> dict:
+def mfa_setup(*, user, password: str, origin: Origin) -> dict:
     """Start TOTP enrolment: a new secret, stored encrypted, enabled only after `mfa_verify`.
 
     The password is asked again (a wrong one audited and counted like a failed sign-in, 403
@@ -285,7 +286,7 @@ def totp_uri(user, secret: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
 
 
-def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
+def mfa_verify(*, user, otp: str, origin: Origin) -> None:
     with transaction.atomic():
         profile = Profile.objects.select_for_update().get(pk=profile_of(user).pk)
         if profile.mfa_enabled:
@@ -318,7 +319,7 @@ def mfa_verify(*, user, otp: str, origin: audit.Origin) -> None:
     raise APIError(400, "The one-time code is not valid.", failure)
 
 
-def mfa_reset(*, user: User, actor, origin: audit.Origin) -> bool:
+def mfa_reset(*, user: User, actor, origin: Origin) -> bool:
     """Turn `user`'s two-step sign-in off, for a lost or replaced phone: the secret (and any
     half-finished enrolment) is erased, so the next sign-in asks for the password alone, and
     where MFA is required, to enrol again. Audited as `mfa_reset`; False, and nothing written,

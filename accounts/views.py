@@ -45,8 +45,8 @@ from accounts.services import (
     user_sign_out_everywhere,
 )
 from accounts.tokens import SESSION_MFA_KEY, request_mfa
-from audit.services import Origin
 from core.exceptions import APIError, Forbidden
+from core.network import Origin
 from core.ratelimit import RateLimited, enforce, key_by_ip
 
 # Between the password and the one-time code, the session holds who passed the first factor.

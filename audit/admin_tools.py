@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.db import transaction
 
 from audit import services as audit
+from core.network import Origin
 
 
 class ViewOnlyAdmin(admin.ModelAdmin):
@@ -51,7 +52,7 @@ class AuditedAdmin(admin.ModelAdmin):
             actor=request.user,
             resource=resource,
             details={"object": name, **details},
-            origin=audit.Origin.of(request),
+            origin=Origin.of(request),
         )
 
     # Django's admin calls these inside the transaction that saved the object.

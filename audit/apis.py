@@ -11,12 +11,12 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
-from accounts.serializers import ErrorOutput
 from audit import serializers as s
 from audit.selectors import audit_entry_list
 from core.inputs import query_input
 from core.pagination import PAGE_PARAMETERS, paginated
 from core.schema import ADMIN, RUNTIME
+from core.serializers import ErrorOutput
 
 CSV_COLUMNS = (
     "id",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
@@ -15,7 +14,7 @@ from django.utils.ipv6 import clean_ipv6_address
 
 from audit.chain import GENESIS, canonical, entry_hash, stored_number
 from audit.models import AuditEntry
-from core.network import client_from_scope, client_ip, user_agent
+from core.network import SYSTEM, Origin
 
 # An arbitrary constant naming the lock that serialises appends to the chain on PostgreSQL.
 _CHAIN_LOCK = 0x57_6F_72_6B_67_61_74_65  # "Workgate"
@@ -52,30 +51,6 @@ def storable(text: str) -> str:
     or a lone surrogate (in a model's tool-call arguments, say) shows as U+FFFD instead of
     failing the entry and the change it describes."""
     return _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where an action came from: an HTTP request, a WebSocket scope, or the system itself."""
-
-    ip: str | None = None
-    user_agent: str = ""
-
-    @classmethod
-    def of(cls, request) -> Origin:
-        if request is None:
-            return cls()
-        return cls(ip=client_ip(request) or None, user_agent=user_agent(request))
-
-    @classmethod
-    def of_scope(cls, scope: dict) -> Origin:
-        """The same for a Channels scope (a WebSocket connection)."""
-        headers = dict(scope.get("headers") or [])
-        agent = headers.get(b"user-agent", b"").decode("latin-1")[:512]
-        return cls(ip=client_from_scope(scope).ip or None, user_agent=agent)
-
-
-SYSTEM = Origin()
 
 
 def _stored_ip(ip: str | None) -> str | None:

@@ -351,7 +351,7 @@ async def idle_memory(path, pid: int, count: int) -> float:
 def make_session(upstream_port: int):
     """A user and their ready session of a static desktop at the upstream, via the services."""
     from accounts.models import User
-    from audit.services import SYSTEM
+    from core.network import SYSTEM
     from sessions_app.services import session_launch
     from workspaces.models import Workspace
 
@@ -376,7 +376,7 @@ def make_session(upstream_port: int):
 def ticket_url_factory(user, session, port: int):
     from asgiref.sync import sync_to_async
 
-    from audit.services import SYSTEM
+    from core.network import SYSTEM
     from vnc_proxy.services import ticket_issue
 
     @sync_to_async

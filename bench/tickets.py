@@ -108,7 +108,7 @@ def create_ready_session(greeter_port: int) -> tuple[str, str]:
     """A user with a ready session of a static desktop: (access token, runtime id)."""
     from accounts.models import User
     from accounts.tokens import issue_tokens
-    from audit.services import Origin
+    from core.network import Origin
     from sessions_app.services import session_launch
     from workspaces.models import Workspace
 

@@ -117,3 +117,34 @@ def client_ip(request) -> str:
 
 def user_agent(request) -> str:
     return request.META.get("HTTP_USER_AGENT", "")[:512]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an action came from: an HTTP request, a WebSocket scope, or the system itself."""
+
+    ip: str | None = None
+    user_agent: str = ""
+
+    @classmethod
+    def of(cls, request) -> Origin:
+        if request is None:
+            return cls()
+        return cls(ip=client_ip(request) or None, user_agent=user_agent(request))
+
+    @classmethod
+    def of_scope(cls, scope: dict) -> Origin:
+        """The same for a Channels scope (a WebSocket connection)."""
+        headers = dict(scope.get("headers") or [])
+        agent = headers.get(b"user-agent", b"").decode("latin-1")[:512]
+        return cls(ip=client_from_scope(scope).ip or None, user_agent=agent)
+
+
+SYSTEM = Origin()
+
+
+def client_is_tunnelled(ip: str | None) -> bool:
+    """Did the client reach us from a trusted network (WORKGATE_TRUSTED_NETWORKS: the NetBird
+    overlay, whose traffic is WireGuard-encrypted end to end)? The address is the one
+    TrustedProxyMiddleware resolved, so a client cannot claim it with a header."""
+    return bool(ip) and in_networks(ip, settings.WORKGATE_TRUSTED_NETWORKS)

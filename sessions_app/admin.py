@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from audit.admin_tools import ViewOnlyAdmin
-from audit.services import Origin
+from core.network import Origin
 from sessions_app.models import WorkspaceSession
 from sessions_app.services import EndReason, sessions_terminate
 

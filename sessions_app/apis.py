@@ -5,12 +5,12 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
-from audit.services import Origin
 from core.inputs import query_input
+from core.network import Origin
 from core.pagination import PAGE_PARAMETERS, paginated
 from core.schema import ADMIN, RUNTIME
+from core.serializers import ErrorOutput
 from sessions_app import selectors, services
 from sessions_app import serializers as s
 from workspaces.apis import render_workspace

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
 from django.db.models import Exists, OuterRef, QuerySet
 
 from accounts.models import Profile
 from audit.models import AuditEntry
 from core.exceptions import Forbidden, NotFound
-from core.network import in_networks
 from core.permissions import admin_may
 from core.queries import queryable
 from sessions_app.models import WorkspaceSession
@@ -78,24 +76,6 @@ def live_sessions_of(user) -> QuerySet[WorkspaceSession]:
     return WorkspaceSession.objects.filter(
         user_id=user.pk, status__in=WorkspaceSession.LIVE
     ).order_by("-started_at")
-
-
-def client_is_tunnelled(ip: str | None) -> bool:
-    """Did the client reach us from a trusted network (WORKGATE_TRUSTED_NETWORKS: the NetBird
-    overlay, whose traffic is WireGuard-encrypted end to end)? The address is the one
-    TrustedProxyMiddleware resolved, so a client cannot claim it with a header."""
-    return bool(ip) and in_networks(ip, settings.WORKGATE_TRUSTED_NETWORKS)
-
-
-def mfa_required_for(user, *, mfa_enabled: bool | None = None) -> bool:
-    """Whether `user` must have verified a one-time code at sign-in to launch a workspace or
-    connect to a desktop: when the deployment asks it of everyone, or the account turned
-    two-step sign-in on (`mfa_enabled`, when the caller read it already: owner_mfa_enabled)."""
-    if settings.WORKGATE_REQUIRE_MFA:
-        return True
-    if mfa_enabled is None:
-        mfa_enabled = Profile.objects.filter(user_id=user.pk, mfa_enabled=True).exists()
-    return mfa_enabled
 
 
 def owner_mfa_enabled() -> Exists:

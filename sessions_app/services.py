@@ -22,13 +22,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.selectors import mfa_required_for
 from audit import services as audit
 from core.exceptions import APIError, Conflict, Forbidden, NotFound
+from core.network import SYSTEM, Origin, client_is_tunnelled
 from core.queries import queryable
 from core.ratelimit import RateLimited, over_limit
 from sessions_app.models import SESSION_ENDED, WorkspaceSession
 from sessions_app.provisioners import ProvisionerUnavailable, local_desktop, provisioner_named
-from sessions_app.selectors import client_is_tunnelled, live_sessions_of, mfa_required_for
+from sessions_app.selectors import live_sessions_of
 from workspaces.models import Workspace
 from workspaces.selectors import access_workspace
 
@@ -61,7 +63,7 @@ class EndReason:
 
 
 def session_launch(
-    *, user, workspace_id: str, origin: audit.Origin, mfa_verified: bool
+    *, user, workspace_id: str, origin: Origin, mfa_verified: bool
 ) -> tuple[WorkspaceSession, bool]:
     """Launch `workspace_id` for `user`: (the session, whether it was created now).
 
@@ -98,7 +100,7 @@ def session_launch(
     return _session_provision(session, user=user, origin=origin), True
 
 
-def _launchable(user, workspace_id: str, *, origin: audit.Origin) -> Workspace:
+def _launchable(user, workspace_id: str, *, origin: Origin) -> Workspace:
     """The workspace if it exists and is shared with `user`. If not, the same 404 and the same
     audit entry either way, naming the id asked for: neither the answer nor the caller's own
     view of the log tells a workspace kept from them from one that does not exist."""
@@ -109,7 +111,7 @@ def _launchable(user, workspace_id: str, *, origin: audit.Origin) -> Workspace:
         raise
 
 
-def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_verified: bool):
+def _check_launchable(workspace: Workspace, *, user, origin: Origin, mfa_verified: bool):
     if workspace.status in (Workspace.Status.STOPPED, Workspace.Status.ERROR):
         raise Conflict(
             f"Workspace is {workspace.status} and cannot be launched.", "workspace_unavailable"
@@ -129,7 +131,7 @@ def _check_launchable(workspace: Workspace, *, user, origin: audit.Origin, mfa_v
         raise refusal
 
 
-def _audit_refusal(*, user, workspace_id: str, origin: audit.Origin, error: APIError) -> None:
+def _audit_refusal(*, user, workspace_id: str, origin: Origin, error: APIError) -> None:
     with transaction.atomic():
         audit.record(
             action="launch_workspace",
@@ -146,7 +148,7 @@ def _live_session_of(user, workspace: Workspace) -> WorkspaceSession | None:
 
 
 def _session_create(
-    *, user, workspace: Workspace, origin: audit.Origin, mfa_verified: bool
+    *, user, workspace: Workspace, origin: Origin, mfa_verified: bool
 ) -> tuple[WorkspaceSession, bool]:
     with transaction.atomic():
         # One user's launches queue on their own row, so the per-user limit holds under races;
@@ -211,7 +213,7 @@ def tunnel_status_for(ip: str | None) -> str:
     return "encrypted" if client_is_tunnelled(ip) else "direct"
 
 
-def _session_provision(session: WorkspaceSession, *, user, origin: audit.Origin):
+def _session_provision(session: WorkspaceSession, *, user, origin: Origin):
     """Start the desktop (outside any transaction), record its upstream, wait until it answers."""
     provisioner = provisioner_named(session.provisioner)
     try:
@@ -285,7 +287,7 @@ def _ended_while_starting(provisioner, session: WorkspaceSession):
     raise Conflict("The session ended while its desktop was starting.", "session_ended")
 
 
-def _start_failed(session: WorkspaceSession, *, user, origin: audit.Origin, cause: str) -> None:
+def _start_failed(session: WorkspaceSession, *, user, origin: Origin, cause: str) -> None:
     _session_end(
         session_id=session.pk,
         actor=user,
@@ -302,7 +304,7 @@ def _start_failed(session: WorkspaceSession, *, user, origin: audit.Origin, caus
 # --- Ending sessions --------------------------------------------------------------------------
 
 
-def workspace_stop(*, user, workspace_id: str, origin: audit.Origin) -> WorkspaceSession:
+def workspace_stop(*, user, workspace_id: str, origin: Origin) -> WorkspaceSession:
     """Stop the caller's live session of `workspace_id` (404 `no_active_session` when none),
     even of a workspace no longer shared with them. Without one, a workspace they may not see
     gets the 404 of an unknown id."""
@@ -330,7 +332,7 @@ def session_terminate(
     session: WorkspaceSession,
     actor,
     reason: str,
-    origin: audit.Origin,
+    origin: Origin,
     action: str = "terminate_session",
 ) -> WorkspaceSession:
     """End `session` (idempotent: an ended session is returned as it is, and not audited again).
@@ -343,7 +345,7 @@ def session_terminate(
     return session
 
 
-def sessions_terminate(*, sessions, actor, reason: str, origin: audit.Origin) -> int:
+def sessions_terminate(*, sessions, actor, reason: str, origin: Origin) -> int:
     """End every live session among `sessions` (a queryset), oldest first; how many this call
     ended (one that a concurrent stop or the reaper ended first is not counted)."""
     ended = 0
@@ -397,7 +399,7 @@ def sessions_reap(*, now=None) -> int:
             session_id=session_id,
             actor=None,
             reason=expiry,
-            origin=audit.SYSTEM,
+            origin=SYSTEM,
             action="session_expired",
         )
         ended += did_end
@@ -409,7 +411,7 @@ def _session_end(
     session_id,
     actor,
     reason: str | Callable[[WorkspaceSession], str | None],
-    origin: audit.Origin,
+    origin: Origin,
     action: str,
     status: str = Status.TERMINATED,
     success: bool = True,

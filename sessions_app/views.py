@@ -14,9 +14,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from accounts.models import User
+from accounts.selectors import mfa_required_for
 from accounts.views import session_mfa_verified
-from audit.services import Origin
 from core.exceptions import APIError
+from core.network import Origin
 from core.permissions import admin_may
 from core.queries import queryable
 from sessions_app import selectors, services
@@ -120,7 +121,7 @@ def viewer(request, session_id):
         # Withdrawn from the user's groups since the launch: nothing new opens (a desktop's
         # ticket would be refused too); the session can still be stopped from the list.
         raise Http404("No such session.")
-    if selectors.mfa_required_for(request.user) and not session_mfa_verified(request):
+    if mfa_required_for(request.user) and not session_mfa_verified(request):
         # As for launching: a sign-in without the one-time code opens nothing (nor would the
         # desktop's ticket).
         messages.error(request, MFA_NEEDED)

@@ -13,15 +13,15 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
-from audit.services import Origin
 from core.database import in_db_thread
 from core.exceptions import APIError
 from core.inputs import query_input
+from core.network import Origin
 from core.permissions import IsAdmin
 from core.ratelimit import enforce, key_by_user
 from core.schema import ADMIN, RUNTIME
+from core.serializers import ErrorOutput
 from streaming import serializers as s
 from streaming.delivery import socket_sink
 from streaming.engine import TurnRequest, qanda_run, run_turn

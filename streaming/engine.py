@@ -25,8 +25,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import Origin
 from core.database import in_db_thread
+from core.network import Origin
 from streaming import events as ev
 from streaming.models import History
 from streaming.providers import open_session

@@ -10,8 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from audit.services import Origin
 from core.exceptions import Forbidden
+from core.network import Origin
 from streaming.engine import TurnRequest
 from streaming.models import Assistant, Conversation, Institution
 from streaming.selectors import assistant_usable, conversation_context, institution_of_member

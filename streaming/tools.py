@@ -22,6 +22,7 @@ from rest_framework.exceptions import APIException
 
 from audit import services as audit
 from core.exceptions import APIError
+from core.network import Origin
 from sessions_app.selectors import LIVE_FILTER, session_list
 from sessions_app.services import session_launch, workspace_stop
 from streaming.events import DisplayInfo
@@ -44,7 +45,7 @@ class ToolContext:
     """Who is asking, and from where: the same facts the REST API passes its services."""
 
     user: Any
-    origin: audit.Origin
+    origin: Origin
     mfa_verified: bool
     timezone: str = "UTC"
 

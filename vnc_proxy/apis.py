@@ -10,13 +10,13 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.serializers import ErrorOutput
 from accounts.tokens import request_mfa
-from audit.services import Origin
 from core.exceptions import NotFound
+from core.network import Origin
 from core.permissions import IsSuperuser
 from core.ratelimit import enforce, key_by_user
 from core.schema import ADMIN, RUNTIME
+from core.serializers import ErrorOutput
 from vnc_proxy import selectors, services
 from vnc_proxy import serializers as s
 from vnc_proxy.routing import RELAY_PATH

@@ -32,7 +32,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from accounts.connections import ACCOUNT_SIGNED_OUT, account_group
-from audit import services as audit
+from core.network import Origin
 from sessions_app.models import SESSION_ENDED
 from vnc_proxy import services
 from vnc_proxy.browser import AsgiBrowser, DaphneBrowser, browser_for
@@ -100,7 +100,7 @@ class RelayConnection:
         self.browser = browser
         self.workspace_id = scope["url_route"]["kwargs"]["workspace_id"]
         self.ticket = _ticket_of(scope)
-        self.origin = audit.Origin.of_scope(scope)
+        self.origin = Origin.of_scope(scope)
         self.subprotocol = "binary" if "binary" in scope.get("subprotocols", ()) else None
         self.bytes_to_browser = 0
         self.bytes_to_desktop = 0

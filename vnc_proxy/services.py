@@ -17,12 +17,13 @@ from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
+from accounts.selectors import mfa_required_for
 from audit import services as audit
 from core.exceptions import Conflict, Forbidden, NotFound
+from core.network import Origin, client_is_tunnelled
 from core.queries import CompiledQuery
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import local_desktop
-from sessions_app.selectors import client_is_tunnelled, mfa_required_for
 from sessions_app.services import EndReason, session_terminate
 from vnc_proxy import tickets
 from vnc_proxy.close_codes import CloseCode
@@ -44,9 +45,7 @@ class IssuedTicket:
     expires_in: int
 
 
-def ticket_issue(
-    *, user, workspace_id: str, origin: audit.Origin, mfa_verified: bool
-) -> IssuedTicket:
+def ticket_issue(*, user, workspace_id: str, origin: Origin, mfa_verified: bool) -> IssuedTicket:
     """A single-use ticket for the caller's own ready runtime `workspace_id` (404, 409).
 
     A desktop is as well guarded as its launch: where the launch needs a sign-in verified with
@@ -182,7 +181,7 @@ class RelayTarget:
         return f"session:{self.session_id}"
 
 
-def relay_admit(*, ticket: str, workspace_id: str, origin: audit.Origin) -> RelayTarget:
+def relay_admit(*, ticket: str, workspace_id: str, origin: Origin) -> RelayTarget:
     """Use `ticket` to open the relay to `workspace_id`, or raise RelayRefused. Called outside
     any transaction (the relay's _db), so that each statement commits as it ends.
 
@@ -352,7 +351,7 @@ def _refusal(
     user: User | None,
     claims,
     workspace_id: str,
-    origin: audit.Origin,
+    origin: Origin,
 ) -> RelayRefused | None:
     if row is None or row.ticket_user_id != claims.user_id:
         return RelayRefused(CloseCode.TICKET_INVALID, "unknown ticket")
@@ -381,7 +380,7 @@ def _refusal(
     return None
 
 
-def relay_opened(*, target: RelayTarget, origin: audit.Origin, subprotocol: str | None) -> None:
+def relay_opened(*, target: RelayTarget, origin: Origin, subprotocol: str | None) -> None:
     """The desktop answered: audit the connection if the session is still ready and the
     account still signed in as when the ticket was spent; else audit and raise RelayRefused.
 
@@ -443,7 +442,7 @@ _state_of = CompiledQuery(
 )
 
 
-def relay_failed(*, target: RelayTarget, origin: audit.Origin, reason: str) -> None:
+def relay_failed(*, target: RelayTarget, origin: Origin, reason: str) -> None:
     """The desktop could not be reached: the ticket is spent, the attempt audited."""
     audit.record_updated(
         _open_record(target.jti),
@@ -492,7 +491,7 @@ def relay_seen(*, session_id: uuid.UUID, at: datetime) -> None:
 def relay_closed(
     *,
     target: RelayTarget,
-    origin: audit.Origin,
+    origin: Origin,
     bytes_to_browser: int,
     bytes_to_desktop: int,
     duration: float,
@@ -524,7 +523,7 @@ def relay_closed(
 # --- The super gate ------------------------------------------------------------------------------
 
 
-def runtime_terminate(*, actor, workspace_id: str, origin: audit.Origin) -> WorkspaceSession:
+def runtime_terminate(*, actor, workspace_id: str, origin: Origin) -> WorkspaceSession:
     """End anyone's live runtime (superusers only; the view checks). 404, 409 when ended."""
     runtime = runtime_get(workspace_id)
     if not runtime.is_live:

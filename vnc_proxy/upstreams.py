@@ -8,7 +8,7 @@ high-water mark, `on_pause()` is called (the relay stops reading from the browse
 `on_resume()` once it has drained.
 
 Either kind is relayed to only once it has greeted as a VNC server (RFB's protocol version,
-`static.is_rfb_greeting`), so the relay is never a tunnel to whatever else answers at an address.
+`core.rfb.is_rfb_greeting`), so the relay is never a tunnel to whatever else answers at an address.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 
-from sessions_app.provisioners.static import RFB_GREETING_LENGTH, is_rfb_greeting
+from core.rfb import RFB_GREETING_LENGTH, is_rfb_greeting
 from workspaces.validators import sends_credentials_in_clear
 
 READ_AHEAD = 256 * 1024  # bytes read from a TCP desktop ahead of a slow browser

@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.contrib.auth.models import Group
 
-from audit.services import Origin
+from core.network import Origin
 from workspaces import services
 from workspaces.models import Workspace
 

@@ -6,10 +6,10 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.serializers import ErrorOutput
-from audit.services import Origin
+from core.network import Origin
 from core.permissions import IsAdmin
 from core.schema import ADMIN, RUNTIME
+from core.serializers import ErrorOutput
 from workspaces import selectors, services
 from workspaces import serializers as s
 

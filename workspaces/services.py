@@ -9,6 +9,7 @@ from django.db import transaction
 from rest_framework.exceptions import ValidationError
 
 from audit import services as audit
+from core.network import Origin
 from sessions_app.models import WorkspaceSession
 from sessions_app.services import EndReason, sessions_terminate
 from workspaces.defaults import insert_default_workspaces
@@ -63,7 +64,7 @@ def _group_names(groups) -> list[str]:
     return sorted({group.name for group in groups})
 
 
-def workspace_create(*, actor, data: Mapping, origin: audit.Origin) -> Workspace:
+def workspace_create(*, actor, data: Mapping, origin: Origin) -> Workspace:
     """`data["groups"]`: the groups whose members may use it (none: everyone)."""
     data = _checked(data)
     groups = list(data.pop("groups", []))
@@ -87,7 +88,7 @@ def workspace_create(*, actor, data: Mapping, origin: audit.Origin) -> Workspace
     return workspace
 
 
-def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: audit.Origin) -> Workspace:
+def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: Origin) -> Workspace:
     """Apply a partial update; the audit entry names the fields that changed, never values,
     except who may use it (the groups before and after: an access change)."""
     data = _checked(data)
@@ -119,7 +120,7 @@ def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: audit.O
     return workspace
 
 
-def workspace_delete(*, actor, workspace_id: str, origin: audit.Origin) -> None:
+def workspace_delete(*, actor, workspace_id: str, origin: Origin) -> None:
     """Delete one workspace, ending its live sessions first; session history keeps a snapshot."""
     with transaction.atomic():
         workspace = _locked(workspace_id)
@@ -139,7 +140,7 @@ def workspace_delete(*, actor, workspace_id: str, origin: audit.Origin) -> None:
         )
 
 
-def workspaces_reset(*, actor, origin: audit.Origin) -> int:
+def workspaces_reset(*, actor, origin: Origin) -> int:
     """End every live session, delete every workspace, recreate the defaults; their count."""
     with transaction.atomic():
         # Lock the whole catalog before the first audit entry takes the chain lock, so a launch

@@ -9,13 +9,13 @@ from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from accounts.selectors import mfa_required_for
 from accounts.views import session_mfa_verified
-from audit.services import Origin
 from core.exceptions import APIError
-from core.network import client_ip, in_networks
+from core.network import Origin, client_ip, in_networks
 from core.ratelimit import RateLimited
 from sessions_app import services as sessions
-from sessions_app.selectors import live_sessions_of, mfa_required_for
+from sessions_app.selectors import live_sessions_of
 from workspaces.selectors import workspaces_for
 
 ICON_LETTERS = {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import socket
 from urllib.parse import urlsplit
 
+from core.rfb import RFB_GREETING_LENGTH, is_rfb_greeting
 from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
 from workspaces.validators import CREDENTIALS_IN_CLEAR, sends_credentials_in_clear
 
@@ -80,16 +80,6 @@ def accepts_connections(host: str, port: int, timeout: float = PROBE_TIMEOUT) ->
             return True
     except OSError:
         return False
-
-
-# An RFB server speaks first: "RFB xxx.yyy\n" (RFC 6143, 7.1.1), 003.008 from most servers;
-# Apple's Screen Sharing says 003.889 and RealVNC 004.x or 005.x, which still talk 3.8.
-RFB_GREETING_LENGTH = 12
-_RFB_GREETING = re.compile(rb"RFB \d{3}\.\d{3}\n")
-
-
-def is_rfb_greeting(data: bytes) -> bool:
-    return _RFB_GREETING.fullmatch(data[:RFB_GREETING_LENGTH]) is not None
 
 
 def rfb_greets(hostport: str, timeout: float = PROBE_TIMEOUT) -> bool:

@@ -16,6 +16,7 @@ from django.db import transaction
 from accounts.tokens import issue_tokens
 from audit import services as audit
 from audit.models import AuditEntry
+from core.network import Origin
 from tests.support.signin import PASSWORD
 from tests.support.streams import streamed_body
 
@@ -40,7 +41,7 @@ ENTRY_FIELDS = {
 @pytest.fixture
 def log(user, other_user):
     with transaction.atomic():
-        audit.record(action="login", actor=user, origin=audit.Origin(ip="10.0.0.1"))
+        audit.record(action="login", actor=user, origin=Origin(ip="10.0.0.1"))
         audit.record(action="login_failed", actor=other_user, success=False)
         audit.record(action="launch_workspace", actor=user, resource="workspace:ws-1")
         audit.record(action="login", actor=other_user)
@@ -233,7 +234,7 @@ class TestCsv:
             audit.record(
                 action="login",
                 actor=user,
-                origin=audit.Origin(ip="10.0.0.9", user_agent='=HYPERLINK("http://x")'),
+                origin=Origin(ip="10.0.0.9", user_agent='=HYPERLINK("http://x")'),
             )
 
         row = self.rows(admin_api.get("/api/audit-logs?format=csv"))[1]

@@ -8,6 +8,7 @@ from django.core.management import call_command
 from audit import services as audit
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
+from core.network import Origin
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +30,7 @@ def test_a_user_filter_of_non_ascii_digits_is_an_email_filter_not_a_server_error
     ],
 )
 def test_an_ipv6_address_in_any_spelling_keeps_the_chain_verifiable(written, stored):
-    audit.record(action="login", origin=audit.Origin(ip=written))
+    audit.record(action="login", origin=Origin(ip=written))
 
     assert AuditEntry.objects.get().ip_address == stored
     assert audit_chain_first_break() is None

@@ -1,5 +1,6 @@
-"""Django's Redis cache (the rate-limit counters) as configured with REDIS_URL: one pool and one
-client per process, whatever number of cache objects Django builds (one per request context)."""
+"""Django's Redis cache (the rate-limit counters, django-redis) as configured with REDIS_URL: one
+connection pool per process, whatever number of cache objects Django builds (one per request
+context)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ from django.conf import settings
 from django.core.cache import caches
 
 pytestmark = pytest.mark.skipif(
-    settings.CACHES["default"]["BACKEND"] != "config.cache.RedisCache",
+    settings.CACHES["default"]["BACKEND"] != "django_redis.cache.RedisCache",
     reason="the Redis cache is configured only with REDIS_URL",
 )
 
 
-def test_every_cache_object_shares_one_client_and_one_count():
+def test_every_cache_object_shares_one_connection_pool_and_one_count():
     seen = []
 
     def in_another_context():
         cache = caches.create_connection("default")  # what Django does per request context
-        seen.append((cache, cache._cache.get_client(write=True)))
+        seen.append((cache, cache.client.get_client(write=True).connection_pool))
         cache.add("shared-counter", 0, timeout=30)
         cache.incr("shared-counter")
 
@@ -32,7 +33,7 @@ def test_every_cache_object_shares_one_client_and_one_count():
         thread.join()
 
     assert len({id(cache) for cache, _ in seen}) == 4
-    assert len({id(client) for _, client in seen}) == 1
+    assert len({id(pool) for _, pool in seen}) == 1
     assert caches["default"].get("shared-counter") == 4
 
 
@@ -43,7 +44,7 @@ def test_a_counter_counts_in_one_step_and_keeps_its_expiry():
 
     assert cache.incr("window") == 2
     assert cache.incr("window", 3) == 5
-    client = cache._cache.get_client(write=True)
+    client = cache.client.get_client(write=True)
     assert 0 < client.ttl(cache.make_key("window")) <= 30
 
 

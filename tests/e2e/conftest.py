@@ -23,7 +23,7 @@ from django.db import connections
 from playwright.sync_api import sync_playwright
 
 from accounts.views import MFA_VERIFIED_KEY, MODEL_BACKEND
-from audit.services import SYSTEM
+from core.network import SYSTEM
 from sessions_app.models import WorkspaceSession
 from tests.support import processes
 from tests.support.desktops import stop_desktops_under

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from audit import services as audit
 from audit.models import AuditEntry
+from core.network import Origin
 from tests.support import processes
 from tests.support.processes import PYTHON, ROOT
 from tests.support.workspaces import make_web_workspace
@@ -59,7 +60,7 @@ def test_a_dump_restored_into_a_fresh_database_verifies_and_keeps_its_secrets(
             action="login",
             actor=user,
             details={"zeta": 1, "alpha": "é ünïcode", "nested": {"b": [1, 2], "a": None}},
-            origin=audit.Origin(ip="2001:db8::1", user_agent="curl/8"),
+            origin=Origin(ip="2001:db8::1", user_agent="curl/8"),
         )
     workspace = make_web_workspace(vnc_secret="kasm-secret")
     newest = AuditEntry.objects.order_by("id").last()

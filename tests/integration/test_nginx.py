@@ -30,7 +30,7 @@ from websockets.exceptions import InvalidStatus
 
 from accounts.models import User
 from audit.models import AuditEntry
-from audit.services import Origin
+from core.network import Origin
 from sessions_app.services import session_launch
 from streaming.models import Assistant, History
 from tests.support import processes

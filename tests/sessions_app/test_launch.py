@@ -8,7 +8,7 @@ import pytest
 
 from accounts.models import Profile
 from audit.models import AuditEntry
-from audit.services import Origin
+from core.network import Origin
 from sessions_app.models import WorkspaceSession
 from streaming.tools import ToolContext, tool_call
 from tests.support.sessions import OVERLAY_IP, launch

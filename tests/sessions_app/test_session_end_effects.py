@@ -76,7 +76,7 @@ def test_ending_a_session_tells_its_relays_and_stops_its_desktop(
 def test_nothing_is_sent_or_stopped_when_the_end_rolls_back(api, web_workspace, stopped_desktops):
     from django.db import transaction
 
-    from audit.services import SYSTEM
+    from core.network import SYSTEM
 
     session_id = launch(api, web_workspace.id).json()["session_id"]
     session = WorkspaceSession.objects.get(pk=session_id)

@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 
 from accounts.services import user_sign_out_everywhere
 from accounts.tokens import issue_tokens
-from audit.services import Origin
+from core.network import Origin
 from streaming.socketio import connection
 from streaming.socketio.protocol import Timing, Transport, parse_engine_packet
 from streaming.socketio.sink import SocketStream

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from audit.services import Origin
+from core.network import Origin
 from streaming import events as ev
 from streaming.engine import CANCELLED_STATUS, qanda_run, run_turn
 from streaming.models import History

@@ -9,7 +9,7 @@ import pytest
 from accounts.models import User
 from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
-from audit.services import Origin
+from core.network import Origin
 from sessions_app.models import WorkspaceSession
 from streaming import tools
 from streaming.models import History

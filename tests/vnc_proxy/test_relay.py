@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from accounts.models import User
 from accounts.services import user_sign_out_everywhere
 from audit.models import AuditEntry
-from audit.services import Origin
+from core.network import Origin
 from sessions_app.models import WorkspaceSession
 from tests.support.desktops import GEOMETRY, needs_desktops
 from tests.support.rfb import AuthFailed, RfbClient

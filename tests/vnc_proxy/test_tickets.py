@@ -19,7 +19,7 @@ from accounts.services import user_sign_out_everywhere
 from audit import services as audit_services
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
-from audit.services import Origin
+from core.network import Origin
 from tests.support.sessions import OVERLAY_IP
 from vnc_proxy import tickets
 from vnc_proxy.models import Ticket

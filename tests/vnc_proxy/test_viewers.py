@@ -12,7 +12,7 @@ from django.db import connection
 
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
-from audit.services import Origin
+from core.network import Origin
 from vnc_proxy import services, tickets
 from vnc_proxy.close_codes import CloseCode
 from vnc_proxy.models import Ticket

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.db.models import ProtectedError
 
 from audit.models import AuditEntry
-from audit.services import Origin
+from core.network import Origin
 from sessions_app.models import WorkspaceSession
 from streaming.tools import ToolContext, tool_call
 from tests.support.workspaces import make_web_workspace
