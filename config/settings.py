@@ -167,12 +167,12 @@ if REDIS_URL:
     }
     CACHES = {
         "default": {
-            "BACKEND": "config.cache.RedisCache",
+            # django-redis: the cache objects Django builds (one per request) share one
+            # connection pool per process, and incr is one atomic script that never brings
+            # back an expired counter without its expiry.
+            "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "workgate",
-            # One pool and one client per process: Django builds a cache object per request and
-            # a client per call (see config/cache.py).
-            "OPTIONS": {"pool_class": "config.cache.SharedConnectionPool"},
         }
     }
 else:
