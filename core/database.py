@@ -1,19 +1,28 @@
-"""The ORM from the assistant's async code: a small, bounded pool of threads.
+"""The one way async code reaches the ORM: `in_db_thread`, on small, bounded pools of threads.
+
+Every coroutine that reads or writes the database (the assistant's turns and tools, the relay's
+bookkeeping, Socket.IO's sign-in, async tests) wraps the synchronous ORM code with
+`in_db_thread`. Neither Channels' `database_sync_to_async` nor a bare `sync_to_async` is used:
+each has connection rules of its own, and the first closes connections outside the thread that
+opened them, where a call that is not thread-sensitive cannot see them.
 
 Django would run each request's synchronous work in a thread of its own, and each such thread
 opens its own database connection. Five hundred open streams must not mean five hundred
-PostgreSQL connections, so every ORM call made while a turn runs (the request's checks, the
-tools, the history) goes through this pool instead.
+PostgreSQL connections, so the threads are pooled: SHARED (16 threads) for the assistant and
+everything else, and RELAY for the desktop relay's bookkeeping alone, so that opening a desktop
+never queues behind a slow call of the assistant (a launch that waits for its desktop).
 
-Each pool thread keeps its connection from one call to the next (at most POOL_SIZE connections
-in all): opening a PostgreSQL connection costs more than a turn's queries. Django's own rules
-still drop one that is broken, was left mid-transaction, or is older than CONNECTION_MAX_AGE.
-With Django's connection pool (PostgreSQL, WORKGATE_DB_POOL_SIZE) a thread gives its
-connection back after each call instead: borrowing is cheap, and idle threads hold none.
+Each pool thread keeps its connection from one call to the next (at most a pool's size in
+connections): opening a PostgreSQL connection costs more than a call's queries. Django's own
+rules still drop one that is broken, was left mid-transaction, or is older than
+CONNECTION_MAX_AGE. With Django's connection pool (PostgreSQL, WORKGATE_DB_POOL_SIZE) a thread
+gives its connection back after each call instead: borrowing is cheap, and idle threads hold
+none.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -23,16 +32,45 @@ from typing import ParamSpec, TypeVar
 from asgiref.sync import SyncToAsync
 from django.db import connections
 
-# Enough for the slowest call (a launch that waits for its desktop) not to stall everyone else,
-# few enough to stay far below PostgreSQL's default max_connections of 100.
-POOL_SIZE = 16
 CONNECTION_MAX_AGE = 300.0
-
-_pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="assistant-db")
-_local = threading.local()
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_local = threading.local()
+
+
+class DatabaseThreads:
+    """A bounded pool of threads that run ORM calls for async code."""
+
+    def __init__(self, name: str, size: int):
+        self.size = size
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+
+    def close_connections(self, timeout: float = 10.0) -> None:
+        """Close every thread's connections (before dropping a database, or at shutdown).
+
+        One job per thread: each closes its own connections (Django connections belong to
+        their thread) and waits at a barrier, so no thread can take two jobs while another
+        takes none.
+        """
+        barrier = threading.Barrier(self.size)
+
+        def close() -> None:
+            connections.close_all()
+            _local.__dict__.pop("connections", None)
+            barrier.wait(timeout)
+
+        for future in [self.executor.submit(close) for _ in range(self.size)]:
+            future.result(timeout)
+
+
+# Enough for the slowest call (a launch that waits for its desktop) not to stall everyone else,
+# few enough to stay far below PostgreSQL's default max_connections of 100.
+SHARED = DatabaseThreads("db", 16)
+# Three short calls per relay connection (admission, opening, close): as many threads as
+# Python's default executor would give them.
+RELAY = DatabaseThreads("relay-db", min(32, (os.cpu_count() or 1) + 4))
 
 
 def _tidy_connections() -> None:
@@ -62,23 +100,14 @@ class _InPool(SyncToAsync):
             _tidy_connections()
 
 
-def in_db_thread(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`function` as a coroutine function that runs in the pool."""
-    return _InPool(function, thread_sensitive=False, executor=_pool)
+def in_db_thread(
+    function: Callable[P, R], *, threads: DatabaseThreads = SHARED
+) -> Callable[P, Awaitable[R]]:
+    """`function` as a coroutine function that runs in one of `threads`."""
+    return _InPool(function, thread_sensitive=False, executor=threads.executor)
 
 
 def close_connections(timeout: float = 10.0) -> None:
-    """Close every pool thread's connections (before dropping a database, or at shutdown).
-
-    One job per thread: each closes its own connections (Django connections belong to their
-    thread) and waits at a barrier, so no thread can take two jobs while another takes none.
-    """
-    barrier = threading.Barrier(POOL_SIZE)
-
-    def close() -> None:
-        connections.close_all()
-        _local.__dict__.pop("connections", None)
-        barrier.wait(timeout)
-
-    for future in [_pool.submit(close) for _ in range(POOL_SIZE)]:
-        future.result(timeout)
+    """Close the connections of every pool's threads."""
+    for threads in (SHARED, RELAY):
+        threads.close_connections(timeout)

@@ -26,12 +26,11 @@ import math
 import time
 from urllib.parse import parse_qsl
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections
 
 from accounts.connections import ACCOUNT_SIGNED_OUT, account_group
+from core.database import RELAY, in_db_thread
 from core.network import Origin
 from sessions_app.models import SESSION_ENDED
 from vnc_proxy import services
@@ -52,23 +51,9 @@ DESKTOP_CLOSED = "the desktop closed the connection"
 
 
 def _db(function):
-    """`function` in a worker thread, with a database connection of its own for the call.
-
-    Not thread-sensitive: relay bookkeeping must not queue behind other sync work of the
-    process, and each call is a self-contained transaction. The connection is closed inside
-    the call: Channels' database_sync_to_async closes connections outside the context the
-    function ran in, where a non-thread-sensitive call's connection is not visible, and so
-    would leak one per call.
-    """
-
-    def call(*args, **kwargs):
-        close_old_connections()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(call, thread_sensitive=False)
+    """`function` on the relay's own database threads (core.database): each call is
+    self-contained, outside any transaction, and never queues behind the assistant's calls."""
+    return in_db_thread(function, threads=RELAY)
 
 
 def _ticket_of(scope: dict) -> str:

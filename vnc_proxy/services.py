@@ -1,6 +1,6 @@
 """Desktop tickets and the relay's bookkeeping: every write of the vnc_proxy app.
 
-The relay consumer calls these through `database_sync_to_async`, three times per connection
+The relay consumer calls these on its database threads (core.database), three times per connection
 (admission, opening, closing) and at most every 30 seconds in between; never per frame.
 """
 

@@ -7,11 +7,11 @@ token is valid here exactly when it is valid there.
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.authentication import AccessTokenAuthentication
+from core.database import in_db_thread
 
 # Messages for the client, not secrets.
 MISSING_TOKEN = "Authentication token missing"  # noqa: S105
@@ -41,4 +41,4 @@ async def user_for_token(token: object):
     """The active user the access token names; TokenRejected with a client-facing message."""
     if not isinstance(token, str) or not token.strip():
         raise TokenRejected(MISSING_TOKEN)
-    return await database_sync_to_async(_user_for_token)(token)
+    return await in_db_thread(_user_for_token)(token)
