@@ -70,13 +70,25 @@ _APPEND = (
     "SELECT entry_id, entry_prev_hash, entry_hash FROM audit_entry_append("
     "%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::inet, %s, %s)"
 )
+# The same after a change (an INSERT or UPDATE): the lock's key depends on the change's result,
+# so the change runs first and takes its rows' locks before the chain's lock, in the order of
+# every other writer (a row, then the chain). PostgreSQL would otherwise finish a change the
+# query does not read after the query itself: with the chain's lock held while the change
+# waits for a row, every audited write of the gateway would wait too, and a writer holding
+# that row and waiting for the chain would deadlock with it.
+_APPEND_AFTER = (
+    "WITH changed AS ({change} RETURNING 1), done AS (SELECT count(*) AS n FROM changed) "
+    "SELECT a.entry_id, a.entry_prev_hash, a.entry_hash FROM done CROSS JOIN LATERAL "
+    "audit_entry_append("
+    "%s + 0 * done.n, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::inet, %s, %s) AS a"
+)
 
 
 def _append_on_postgresql(entry: AuditEntry, *, with_change: tuple[str, list] | None = None):
     statement, params = _APPEND, []
     if with_change is not None:
         change, params = with_change
-        statement = f"WITH changed AS ({change}) {_APPEND}"
+        statement = _APPEND_AFTER.replace("{change}", change)
     with connection.cursor() as cursor:
         cursor.execute(
             statement,
@@ -161,6 +173,8 @@ def record_created(row: models.Model, **fields) -> AuditEntry:
 def record_updated(rows: models.QuerySet, values: dict, **fields) -> AuditEntry:
     """`rows.update(**values)` and append the entry, atomically: on PostgreSQL outside any
     transaction, one statement (see record)."""
+    if rows.query.is_sliced:  # as update() refuses it: the slice would be ignored
+        raise TypeError("Cannot update a query once a slice has been taken.")
     query = rows.query.chain(UpdateQuery)
     query.add_update_values(values)
     sql, params = query.get_compiler(connection=connection).as_sql()

@@ -434,3 +434,136 @@ def test_a_refused_opening_closes_its_record_and_audits_in_one_write(user, make_
         False,
         "workspace not ready",
     )
+
+
+def _pg_locks_waiting(kind: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = %s", [kind])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_a_close_waiting_for_its_ticket_row_holds_up_no_other_audited_write(user, make_runtime):
+    """The close's one statement takes the ticket row's lock before the audit chain's, as every
+    other writer does (a row, then the chain): while the row is held elsewhere, the close waits
+    without the chain's lock, and an unrelated audited write (a sign-in) goes through."""
+    from django.db import DatabaseError, transaction
+
+    from audit import services as audit
+
+    target = admit(user, make_runtime(user))
+    holding, release = threading.Event(), threading.Event()
+    outcome = {}
+
+    def hold_the_row():
+        try:
+            with transaction.atomic():
+                Ticket.objects.filter(jti=target.jti).update(replayed_at=tickets.now())
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def close_it():
+        try:
+            close(target)
+            outcome["closed"] = True
+        finally:
+            connection.close()
+
+    def unrelated():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '1500ms'")
+            try:
+                audit.record(action="login")
+                outcome["unrelated"] = "written"
+            except DatabaseError as exc:
+                outcome["unrelated"] = type(exc).__name__
+            with connection.cursor() as cursor:  # a pooled connection keeps no setting of ours
+                cursor.execute("RESET lock_timeout")
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    assert holding.wait(5)
+    closer = threading.Thread(target=close_it)
+    closer.start()
+    for _ in range(250):  # until the close waits on the row
+        if _pg_locks_waiting("transactionid"):
+            break
+        threading.Event().wait(0.02)
+    writer = threading.Thread(target=unrelated)
+    writer.start()
+    writer.join(10)
+    release.set()
+    holder.join(10)
+    closer.join(10)
+
+    assert outcome == {"unrelated": "written", "closed": True}
+    assert Ticket.objects.get(jti=target.jti).closed_at is not None
+    assert AuditEntry.objects.filter(action="vnc_disconnect", resource=target.resource).exists()
+    assert audit_chain_first_break() is None
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_of_a_ticket_while_its_connection_closes_loses_neither_entry(
+    user, make_runtime, monkeypatch
+):
+    """The replay's refusal marks the ticket (its row) and then appends; the close appends after
+    closing that row: both wait their turn on the row, neither deadlocks the other."""
+    runtime = make_runtime(user)
+    issued = ticket_issue(
+        user=user, workspace_id=runtime.runtime_id, origin=ORIGIN, mfa_verified=True
+    )
+    target = relay_admit(ticket=issued.ticket, workspace_id=runtime.runtime_id, origin=ORIGIN)
+    marked, closing = threading.Event(), threading.Event()
+    first_replay = services._first_replay
+
+    def mark_then_wait(jti, at):
+        result = first_replay(jti, at)
+        marked.set()
+        closing.wait(5)  # as if queued on the chain behind other writers
+        return result
+
+    monkeypatch.setattr(services, "_first_replay", mark_then_wait)
+    outcomes = {}
+
+    def replay():
+        try:
+            relay_admit(ticket=issued.ticket, workspace_id=runtime.runtime_id, origin=ORIGIN)
+        except RelayRefused as refused:
+            outcomes["replay"] = refused.reason
+        finally:
+            connection.close()
+
+    def close_it():
+        try:
+            close(target)
+            outcomes["close"] = "closed"
+        finally:
+            connection.close()
+
+    replayer = threading.Thread(target=replay)
+    replayer.start()
+    assert marked.wait(5)
+    closer = threading.Thread(target=close_it)
+    closer.start()
+    for _ in range(250):  # until the close waits on the row the replay marked
+        if _pg_locks_waiting("transactionid"):
+            break
+        threading.Event().wait(0.02)
+    closing.set()
+    replayer.join(20)
+    closer.join(20)
+
+    assert outcomes == {"replay": "ticket already used", "close": "closed"}
+    assert Ticket.objects.get(jti=target.jti).closed_at is not None
+    actions = list(
+        AuditEntry.objects.filter(resource=target.resource).values_list("action", "success")
+    )
+    assert ("vnc_disconnect", True) in actions and ("vnc_connect", False) in actions
+    assert audit_chain_first_break() is None
