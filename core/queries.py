@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
@@ -41,6 +41,16 @@ class CompiledQuery:
         }
         if {name for name, _ in slots.values()} != set(self._stand_ins):
             raise ImproperlyConfigured("every stand-in value must reach the query's parameters")
+        # Compiled again with other stand-ins, the statement must change in those slots only: a
+        # value that also reaches it transformed (a LIKE pattern, a date taken from a datetime)
+        # would keep the stand-in there.
+        others = {name: _other(stand_in) for name, stand_in in self._stand_ins.items()}
+        other_sql, other_params = self._build(**others).query.sql_with_params()
+        expected = list(params)
+        for index, (name, spell) in slots.items():
+            expected[index] = spell(others[name])
+        if other_sql != sql or not all(map(_same, other_params, expected)):
+            raise ImproperlyConfigured("a stand-in value reaches the query in a form of its own")
         return queryset.model, sql, list(params), slots
 
     def __call__(self, **values) -> RawQuerySet:
@@ -66,6 +76,21 @@ def _spellings(stand_in) -> Iterator[Callable]:
         yield _hex
     if isinstance(stand_in, datetime):
         yield connection.ops.adapt_datetimefield_value
+
+
+def _other(stand_in):
+    """Another value of the stand-in's type (no caller would pass it either)."""
+    if isinstance(stand_in, str):
+        return stand_in + "\x01"
+    if isinstance(stand_in, bool):
+        raise ImproperlyConfigured("a boolean cannot stand in: a caller may pass either value")
+    if isinstance(stand_in, int):
+        return stand_in - 1
+    if isinstance(stand_in, uuid.UUID):
+        return uuid.UUID(int=stand_in.int ^ 1)
+    if isinstance(stand_in, datetime):
+        return stand_in + timedelta(microseconds=1)
+    raise ImproperlyConfigured(f"no stand-in of type {type(stand_in).__name__}")
 
 
 def _as_is(value):

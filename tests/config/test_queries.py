@@ -59,3 +59,17 @@ def test_values_a_backend_stores_as_text_reach_the_statement_as_it_stores_them(u
     before, after = user.date_joined - timedelta(seconds=1), user.date_joined + timedelta(days=1)
     assert [u.pk for u in joined_since(since=before, but=uuid.uuid4())] == [user.pk]
     assert list(joined_since(since=after, but=uuid.uuid4())) == []
+
+
+def test_a_stand_in_that_also_reaches_the_statement_transformed_is_refused():
+    """A value used twice, once as itself and once as a LIKE pattern made from it, would keep
+    the stand-in in the pattern for every call: refused when compiled, not answered wrongly."""
+    query = CompiledQuery(
+        lambda email: (
+            User.objects.filter(email=email) | User.objects.filter(first_name__contains=email)
+        ),
+        email="\x00stand-in",
+    )
+
+    with pytest.raises(ImproperlyConfigured):
+        query(email="alice@example.com")
