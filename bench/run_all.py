@@ -110,6 +110,7 @@ BENCHES = [
     ),
     Bench("sse", "bench/sse_load.py", "Assistant SSE streams", adapter=sse_rows),
     Bench("sustained", "bench/sse_sustained.py", "Assistant streams that last"),
+    Bench("provider_sse", "bench/provider_sse.py", "Reading a provider's events"),
     Bench("socketio", "bench/socketio_fanout.py", "Socket.IO fan-out vs python-socketio"),
     Bench("tickets", "bench/tickets.py", "Ticket minting"),
     Bench("launch", "bench/launch_ready.py", "Launch to ready"),

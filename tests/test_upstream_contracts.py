@@ -99,6 +99,7 @@ def test_every_installed_dependency_is_in_constraints_at_its_installed_version()
         "djangorestframework",
         "channels-redis",
         "django-redis",
+        "httpx-sse",
         "psycopg",
         "redis",
         "pytest",

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import httpx
 from django.conf import settings
+from httpx_sse import EventSource, SSEError
 
 from core.parsers import json_loads
 from streaming.providers.base import ProviderError
@@ -56,21 +57,13 @@ def _proxied() -> bool:
 
 
 async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The `data` of each server-sent event, multi-line data joined with newlines."""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue  # a comment: the server's keep-alive
-        name, _, value = line.partition(":")
-        if name == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
+    """The `data` of each server-sent event (httpx-sse reads the stream: lines end at CR, LF or
+    CRLF only, so a U+2028 inside a chunk's JSON stays in it). An event with no data is not
+    dispatched, as the SSE standard says; a body that is not `text/event-stream` raises
+    SSEError (see connection_failed)."""
+    async for event in EventSource(response).aiter_sse():
+        if event.data:
+            yield event.data
 
 
 async def read_to_end(events: AsyncIterator[str]) -> None:
@@ -178,4 +171,6 @@ def connection_failed(exc: httpx.HTTPError, provider: str) -> ProviderError:
         return ProviderError(f"The {provider} provider did not answer in time.", 504)
     if isinstance(exc, httpx.ConnectError):
         return ProviderError(f"The {provider} provider cannot be reached.", 502)
+    if isinstance(exc, SSEError):
+        return ProviderError(f"The {provider} provider did not answer with an event stream.", 502)
     return ProviderError(f"The {provider} provider's connection broke off mid-answer.", 502)

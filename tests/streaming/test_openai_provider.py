@@ -395,6 +395,36 @@ async def test_nul_characters_from_the_model_are_dropped_not_fatal(
     assert history.tool_calls[0]["arguments"] == {"query": "Linux"}
 
 
+async def test_a_line_separator_inside_a_chunk_is_text_not_the_end_of_a_line(
+    ask, user, assistant, openai_server
+):
+    """JSON may carry U+2028 and U+2029 unescaped (servers that do not escape non-ASCII send
+    them so); an SSE line ends only at CR or LF."""
+    raw = json.loads(openai_chunk({"content": "One\u2028two\u2029three."})[len("data: ") :])
+    openai_server.script(
+        Reply([openai_event(json.dumps(raw, ensure_ascii=False)), openai_chunk(finish="stop")])
+    )
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["completion"] == "One\u2028two\u2029three."
+
+
+async def test_a_provider_answering_with_something_other_than_an_event_stream_is_an_error(
+    ask, user, assistant, openai_server
+):
+    openai_server.script(
+        Reply([openai_text_reply("Hi.").events[0]], headers={"Content-Type": "application/json"})
+    )
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["error"] == {
+        "message": "The openai provider did not answer with an event stream.",
+        "status": 502,
+    }
+
+
 @pytest.fixture
 def private_ca_provider(request, tmp_path, settings, monkeypatch):
     """An OpenAI-compatible server over HTTPS with a certificate no public CA signed (for

@@ -27,7 +27,7 @@ class Reply:
     events: list[str] = field(default_factory=list)  # encoded SSE events
     status: int = 200
     body: dict | None = None  # JSON body of an error answer
-    headers: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # of an error answer, or of the stream
     hang: bool = False  # after the events, keep the stream open until the client leaves
     drop: bool = False  # after the events, cut the connection mid-body
     stall: bool = False  # after the events, send nothing more until the client leaves
@@ -103,7 +103,9 @@ class FakeProvider(LoopbackServer):
         reply = self.replies.popleft() if self.replies else Reply(status=500, body={"error": "x"})
         if reply.status != 200:
             return web.json_response(reply.body or {}, status=reply.status, headers=reply.headers)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", **reply.headers}
+        )
         await response.prepare(request)
         for event in reply.events:
             await response.write(event.encode())
