@@ -168,33 +168,18 @@ def main() -> None:
         "machine": machine(),
         "summary": [
             summary_row(
-                f"provider events read/s ({args.streams} answers at once)",
-                library["events_per_s"],
-                "/s",
+                metric,
+                library[key],
+                unit,
                 anchor="hand-written parser",
-                anchor_value=anchor["events_per_s"],
-                ratio=round(library["events_per_s"] / anchor["events_per_s"], 2),
-            ),
-            summary_row(
-                "provider client CPU per event",
-                library["cpu_us_per_event"],
-                "us",
-                anchor="hand-written parser",
-                anchor_value=anchor["cpu_us_per_event"],
-                ratio=round(library["cpu_us_per_event"] / anchor["cpu_us_per_event"], 2),
-            ),
-            summary_row(
-                "SSE reader alone, CPU per event",
-                library["reader_alone_cpu_us_per_event"],
-                "us",
-                anchor="hand-written parser",
-                anchor_value=anchor["reader_alone_cpu_us_per_event"],
-                ratio=round(
-                    library["reader_alone_cpu_us_per_event"]
-                    / anchor["reader_alone_cpu_us_per_event"],
-                    2,
-                ),
-            ),
+                anchor_value=anchor[key],
+                ratio=round(library[key] / anchor[key], 2),
+            )
+            for metric, key, unit in (
+                (f"provider events read/s ({args.streams} answers at once)", "events_per_s", "/s"),
+                ("provider client CPU per event", "cpu_us_per_event", "us"),
+                ("SSE reader alone, CPU per event", "reader_alone_cpu_us_per_event", "us"),
+            )
         ],
     }
     emit(results, args.json)
