@@ -80,8 +80,8 @@ class Burst:
 
 class HTTPStream:
     """A minimal HTTP/1.1 client for one streamed POST: the request goes out as one write and
-    the chunked body is read as it comes. httpx cost ~4.6 ms of client CPU per stream, which
-    made the client, not the server, the bottleneck of a 500-stream burst on two cores."""
+    the chunked body is read as it comes. httpx costs ~4.6 ms of client CPU per stream, which
+    would make the client, not the server, the bottleneck of a 500-stream burst on two cores."""
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port

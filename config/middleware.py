@@ -4,8 +4,8 @@ Under Daphne every request is async, and Django runs each hook of a `MiddlewareM
 middleware through `sync_to_async`: a thread hop for every process_request, process_view and
 process_response, about a dozen per request with the stack in settings.MIDDLEWARE, and a
 sync-only middleware (WhiteNoise, ours) costs two more and a thread of its own per request.
-Measured on the assistant's stream (bench/sse_load.py) those hops were most of what a request
-cost before the view ran.
+On the assistant's stream (bench/sse_load.py) those hops would be most of what a request costs
+before the view runs.
 
 Most of these hooks only compute (headers, lazy objects, a cookie), so here they run inline on
 the event loop. A hook runs in a thread, exactly as Django would run it, whenever it may touch

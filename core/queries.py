@@ -1,11 +1,11 @@
 """Querysets compiled to SQL once, for the hottest read paths.
 
-Building a queryset and compiling it to SQL costs CPU on every call (0.34 ms for a desktop
-ticket's runtime lookup on an idle machine, about twice that under load, where it was half of
-the ticket view's own time), though the statement is the same every time and only its
-parameters change. `CompiledQuery` compiles the queryset once, with stand-in values, remembers
-where they fall among the parameters, and from then on runs that SQL with the real values
-through `raw()`, which still converts every column as the field would (decryption included).
+Building a queryset and compiling it to SQL costs CPU on every call (about 0.3 ms for a
+desktop ticket's runtime lookup on an idle machine, twice that under load: half of the ticket
+view's own time), though the statement is the same every time and only its parameters change.
+`CompiledQuery` compiles the queryset once, with stand-in values, remembers where they fall
+among the parameters, and from then on runs that SQL with the real values through `raw()`,
+which still converts every column as the field would (decryption included).
 Annotations come back as the database gives them (no field converts them).
 """
 

@@ -261,8 +261,8 @@ class _connect_here_only(connect):
 @functools.cache
 def _tls(*, verify: bool) -> ssl.SSLContext:
     """The TLS context for wss:// desktops, made once per process for each setting: making one
-    reads every CA certificate of the system's store (31 ms of CPU on the benchmark machine),
-    which every relay connection to a KasmVNC host paid. Unverified only for a lab server with a
+    reads every CA certificate of the system's store (about 30 ms of CPU), which every relay
+    connection to a KasmVNC host would pay. Unverified only for a lab server with a
     self-signed certificate, by an administrator's choice (vnc_tls_verify)."""
     context = ssl.create_default_context()
     if not verify:

@@ -33,8 +33,8 @@ BODY_END_SECONDS = 1.0
 @functools.cache
 def _trust() -> ssl.SSLContext:
     """The TLS context for providers, made once per process (honouring SSL_CERT_FILE as httpx
-    does). httpx makes one per client, reading every CA certificate again: that was 40% of a
-    Daphne process's CPU with a hundred answers streaming (bench/sse_sustained.py)."""
+    does). httpx makes one per client, reading every CA certificate again: with a hundred
+    answers streaming, 40% of a Daphne process's CPU (bench/sse_sustained.py)."""
     return httpx.create_ssl_context()
 
 
