@@ -8,8 +8,6 @@ from accounts import services
 from accounts.models import Profile, User
 from audit.admin_tools import AuditedAdmin
 from core.network import Origin
-from sessions_app.models import WorkspaceSession
-from sessions_app.services import EndReason, sessions_terminate
 
 
 class ProfileInline(admin.StackedInline):
@@ -70,18 +68,10 @@ class UserAdmin(AuditedAdmin, BaseUserAdmin):
         if change and "is_active" in form.changed_data and not obj.is_active:
             # Turning an account off ends its desktops now (and closes their relay
             # connections), and signs it out everywhere, in the same transaction: its tokens,
-            # browser sessions and unused tickets end for good, not only while it is off, so
-            # turning it on again brings none of them back.
+            # browser sessions and unused tickets end for good, not only while it is off.
             # (Deleting is no way round it: an account with sessions cannot be deleted here,
             # because its sessions, tickets and turns are view-only records.)
-            origin = Origin.of(request)
-            ended = sessions_terminate(
-                sessions=WorkspaceSession.objects.filter(user=obj),
-                actor=request.user,
-                reason=EndReason.ACCOUNT_DISABLED,
-                origin=origin,
-            )
-            services.user_sign_out_everywhere(user=obj, actor=request.user, origin=origin)
+            ended = services.user_disabled(user=obj, actor=request.user, origin=Origin.of(request))
             if ended:
                 self.message_user(request, f"{ended} live session(s) of {obj.email} ended.")
 

@@ -15,12 +15,12 @@ from django.utils import timezone
 from accounts.connections import connections_close
 from accounts.models import Profile, User
 from accounts.selectors import profile_of
+from accounts.signals import account_disabled, signed_out_everywhere
 from accounts.tokens import issue_tokens
 from audit import services as audit
 from core.exceptions import APIError, Conflict, Forbidden
 from core.network import Origin
 from core.ratelimit import RateLimited, attempt_succeeded, failures_over_limit, over_limit
-from vnc_proxy.services import tickets_void
 
 TOTP_ISSUER = "Workgate"
 TOTP_DRIFT_STEPS = 1  # accept the previous and the next 30-second code too (clock drift)
@@ -197,10 +197,11 @@ def user_record_password_change(*, user: User, origin: Origin) -> None:
 def _end_every_sign_in(user: User) -> int:
     """Raise the account's sign-in epoch, which ends every access and refresh token and browser
     session issued before; void its unused desktop tickets (credentials too, a minute's worth
-    at most); and, once the caller's transaction commits, close its open desktop viewers and
-    Socket.IO sockets (accounts/connections.py). How many tickets were voided."""
+    at most: vnc_proxy's receiver of `signed_out_everywhere`); and, once the caller's
+    transaction commits, close its open desktop viewers and Socket.IO sockets
+    (accounts/connections.py). How many tickets were voided."""
     User.objects.filter(pk=user.pk).update(sign_in_epoch=F("sign_in_epoch") + 1)
-    voided = tickets_void(user=user)
+    voided = sum(count for _, count in signed_out_everywhere.send(sender=User, user=user))
     connections_close(user_id=user.pk)
     user.refresh_from_db(fields=["sign_in_epoch"])
     return voided
@@ -223,6 +224,18 @@ def user_sign_out_everywhere(*, user: User, actor, origin: Origin) -> None:
             details={"email": user.email, "desktop_passes_voided": voided},
             origin=origin,
         )
+
+
+def user_disabled(*, user: User, actor, origin: Origin) -> int:
+    """An administrator has just turned `user`'s account off (saved in the caller's
+    transaction): what it has running ends now (the receivers of `account_disabled`:
+    sessions_app ends its live desktop sessions, which closes their relay connections), and it
+    is signed out everywhere, all in one transaction, so turning it on again brings none of it
+    back. How many sessions ended."""
+    with transaction.atomic():
+        responses = account_disabled.send(sender=User, user=user, actor=actor, origin=origin)
+        user_sign_out_everywhere(user=user, actor=actor, origin=origin)
+    return sum(count for _, count in responses)
 
 
 def user_password_replaced(*, user: User) -> None:

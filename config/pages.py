@@ -6,15 +6,16 @@ from accounts import views as accounts
 from audit import views as audit
 from sessions_app import views as sessions
 from streaming import views as streaming
-from workspaces import views as workspaces
 
 urlpatterns = [
     path("login", accounts.login_page, name="login"),
     path("logout", accounts.logout_page, name="logout"),
     path("account/mfa", accounts.mfa_page, name="account-mfa"),
-    path("", workspaces.catalog, name="catalog"),
-    path("workspaces/<str:workspace_id>/launch", workspaces.launch, name="workspace-launch"),
-    path("workspaces/<str:workspace_id>/stop", workspaces.stop, name="workspace-stop"),
+    path("", sessions.catalog, name="catalog"),
+    path(
+        "workspaces/<str:workspace_id>/launch", sessions.workspace_launch, name="workspace-launch"
+    ),
+    path("workspaces/<str:workspace_id>/stop", sessions.workspace_stop, name="workspace-stop"),
     path("sessions", sessions.session_list_page, name="sessions"),
     path("sessions/<uuid:session_id>/stop", sessions.session_stop, name="session-stop"),
     path("viewer/<uuid:session_id>", sessions.viewer, name="viewer"),

@@ -59,7 +59,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
-    "config",  # the shared pieces; its command: rotate_secrets
+    "config",  # the roof; its commands: rotate_secrets, reap_sessions
     "accounts",
     "audit",
     "workspaces",

@@ -114,9 +114,8 @@ def secrets_rotate() -> int:
     The ciphertext is rotated as stored (decrypted with whichever key opens it, encrypted with
     the first), all in one transaction with the rows locked (in key order), so a secret written
     meanwhile is never overwritten with an older one, and a secret no key opens rewrites
-    nothing. The rotation is audited (`secrets_rotated`, with the count) in that transaction."""
-    from audit import services as audit
-
+    nothing. The caller audits it in its own transaction around this one (core imports no app:
+    `manage.py rotate_secrets` writes `secrets_rotated`, with the count)."""
     rotated = 0
     with transaction.atomic():
         for model, field in encrypted_columns():
@@ -136,5 +135,4 @@ def secrets_rotate() -> int:
                 stored = Value(fresh, output_field=models.TextField())
                 model._default_manager.filter(pk=pk).update(**{field.name: stored})
                 rotated += 1
-        audit.record(action="secrets_rotated", details={"rotated": rotated})
     return rotated

@@ -10,11 +10,10 @@ from rest_framework.exceptions import ValidationError
 
 from audit import services as audit
 from core.network import Origin
-from sessions_app.models import WorkspaceSession
-from sessions_app.services import EndReason, sessions_terminate
 from workspaces.defaults import insert_default_workspaces
 from workspaces.models import Workspace
 from workspaces.selectors import workspace_named
+from workspaces.signals import workspaces_removing
 
 # What an administrator may set, in the order forms and the API present it.
 EDITABLE_FIELD_ORDER = (
@@ -120,16 +119,20 @@ def workspace_update(*, actor, workspace_id: str, data: Mapping, origin: Origin)
     return workspace
 
 
+def _removing(workspace_ids: list[str], *, reset: bool, actor, origin: Origin) -> int:
+    """Tell the apps above that these locked workspaces are about to go (sessions_app ends their
+    live sessions, in this transaction); how many sessions ended."""
+    responses = workspaces_removing.send(
+        sender=Workspace, workspace_ids=workspace_ids, reset=reset, actor=actor, origin=origin
+    )
+    return sum(count for _, count in responses)
+
+
 def workspace_delete(*, actor, workspace_id: str, origin: Origin) -> None:
     """Delete one workspace, ending its live sessions first; session history keeps a snapshot."""
     with transaction.atomic():
         workspace = _locked(workspace_id)
-        terminated = sessions_terminate(
-            sessions=WorkspaceSession.objects.filter(workspace_id=workspace.id),
-            actor=actor,
-            reason=EndReason.WORKSPACE_DELETED,
-            origin=origin,
-        )
+        terminated = _removing([workspace.id], reset=False, actor=actor, origin=origin)
         workspace.delete()
         audit.record(
             action="delete_workspace",
@@ -148,12 +151,7 @@ def workspaces_reset(*, actor, origin: Origin) -> int:
         ids = list(
             Workspace.objects.select_for_update().order_by("id").values_list("id", flat=True)
         )
-        terminated = sessions_terminate(
-            sessions=WorkspaceSession.objects.filter(workspace_id__in=ids),
-            actor=actor,
-            reason=EndReason.WORKSPACES_RESET,
-            origin=origin,
-        )
+        terminated = _removing(ids, reset=True, actor=actor, origin=origin)
         Workspace.objects.all().delete()
         count = insert_default_workspaces()
         audit.record(

@@ -113,7 +113,7 @@ def test_ended_sessions_are_not_reaped_again(live_session):
 
 
 def test_loop_mode_keeps_reaping_until_interrupted(live_session, monkeypatch):
-    from sessions_app.management.commands import reap_sessions
+    from config.management.commands import reap_sessions
 
     naps = []
 

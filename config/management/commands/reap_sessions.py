@@ -1,3 +1,6 @@
+"""The reaper: ends expired sessions (sessions_app) and prunes spent desktop tickets (vnc_proxy).
+It lives on the roof because it works on both floors."""
+
 import logging
 import time
 

@@ -1,5 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
+from audit import services as audit
 from core.crypto import secrets_not_under_first_key, secrets_rotate
 
 
@@ -23,5 +25,8 @@ class Command(BaseCommand):
                 )
             self.stdout.write(self.style.SUCCESS("every stored secret is under the first key"))
             return
-        rotated = secrets_rotate()
+        # Audited in the rotation's transaction: an entry only for a rotation that committed.
+        with transaction.atomic():
+            rotated = secrets_rotate()
+            audit.record(action="secrets_rotated", details={"rotated": rotated})
         self.stdout.write(self.style.SUCCESS(f"{rotated} stored secrets re-encrypted"))
