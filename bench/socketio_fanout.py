@@ -173,7 +173,7 @@ class Workgate:
         self.streams = []
 
     async def prepare(self, socket_ids: list[str]) -> None:
-        from streaming.socketio.sink import SocketStream
+        from socketio_server.sink import SocketStream
 
         self.streams = [
             await SocketStream.open(socket_id=socket_id, user_id=self.user_id)
@@ -184,8 +184,8 @@ class Workgate:
     async def stream(self, index: int, events: int, pace: float, batched: bool) -> None:
         from channels.layers import get_channel_layer
 
-        from streaming.socketio.groups import packets, socket_group
-        from streaming.socketio.protocol import event
+        from socketio_server.groups import packets, socket_group
+        from socketio_server.protocol import event
 
         stream = self.streams[index]
         layer, group = get_channel_layer(), socket_group(stream.socket_id)

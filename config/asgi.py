@@ -26,8 +26,8 @@ from django.urls import re_path  # noqa: E402
 
 from core.websocket import OriginCheck  # noqa: E402
 from sessions_app.provisioners.local_desktop import refuse_unsafe_configuration  # noqa: E402
-from streaming.routing import http_urlpatterns as streaming_http_routes  # noqa: E402
-from streaming.routing import websocket_urlpatterns as streaming_routes  # noqa: E402
+from socketio_server.routing import http_urlpatterns as socketio_http_routes  # noqa: E402
+from socketio_server.routing import websocket_urlpatterns as socketio_routes  # noqa: E402
 from vnc_proxy.routing import websocket_urlpatterns as relay_routes  # noqa: E402
 
 refuse_unsafe_configuration()  # local desktops that would run as the gateway's own user
@@ -35,12 +35,12 @@ refuse_unsafe_configuration()  # local desktops that would run as the gateway's 
 application = ProtocolTypeRouter(
     {
         # Socket.IO long-polling is a Channels consumer; every other request goes to Django.
-        "http": URLRouter([*streaming_http_routes, re_path(r"", django_asgi_app)]),
+        "http": URLRouter([*socketio_http_routes, re_path(r"", django_asgi_app)]),
         # The relay's ticket is its only credential: it is routed before the session and user
         # lookup, which would cost each opening a hop to Channels' one database thread.
         "websocket": OriginCheck(
             URLRouter(
-                [*relay_routes, re_path(r"", AuthMiddlewareStack(URLRouter(streaming_routes)))]
+                [*relay_routes, re_path(r"", AuthMiddlewareStack(URLRouter(socketio_routes)))]
             )
         ),
     }

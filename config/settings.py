@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "sessions_app",
     "vnc_proxy",
     "streaming",
+    "socketio_server",
 ]
 
 # Django's own middleware, each with its hooks run on the event loop under ASGI where they only

@@ -174,7 +174,7 @@ def test_channels_http_consumer_collects_the_body_in_a_list_named_body():
         "self.body = []" in source and 'self.body.append(message["body"])' in source,
         dist="channels",
         internal="AsyncHttpConsumer.body (the list http_request appends each chunk to)",
-        where="streaming/socketio/consumers.py PollingConsumer.http_request",
+        where="socketio_server/consumers.py PollingConsumer.http_request",
     )
 
 

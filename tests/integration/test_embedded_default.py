@@ -23,6 +23,7 @@ SOURCE = [
     "sessions_app",
     "vnc_proxy",
     "streaming",
+    "socketio_server",
     "templates",
     "static",
 ]

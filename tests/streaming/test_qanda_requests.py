@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from streaming import engine, tools
+from streaming import delivery, engine, tools
 from streaming.events import DisplayInfo
 from streaming.models import Assistant, Conversation, History, Institution
 from tests.support.database import orm
@@ -261,6 +261,22 @@ async def test_the_json_route_answers_the_whole_turn(ask_json, user):
 async def test_the_json_route_says_streaming_failed_for_an_unknown_socket(ask_json, user):
     response = await ask_json(
         user, {"inputs": ["what is running?"], "requestArgs": {"socketId": "nope"}}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["streamingFailed"] is True
+    assert response.json()["outputs"]
+
+
+async def test_without_a_socket_transport_a_turn_asked_to_stream_still_answers(
+    ask_json, user, monkeypatch
+):
+    # The Socket.IO app installs the transport from its AppConfig.ready(); the assistant does
+    # not depend on it.
+    monkeypatch.setattr(delivery, "_opener", None)
+
+    response = await ask_json(
+        user, {"inputs": ["what is running?"], "requestArgs": {"socketId": "a-socket"}}
     )
 
     assert response.status_code == 200

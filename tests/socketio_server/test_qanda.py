@@ -13,7 +13,7 @@ import pytest
 
 from core.database import in_db_thread
 from streaming.models import Assistant, History
-from tests.socketio.support import GATE, WAIT, NodeClient, PythonClient, openai_text
+from tests.socketio_server.support import GATE, WAIT, NodeClient, PythonClient, openai_text
 from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

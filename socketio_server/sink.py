@@ -24,10 +24,10 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from socketio_server import protocol
+from socketio_server.groups import Message, packets, socket_group, turn_group
+from socketio_server.store import get_store
 from streaming import events as ev
-from streaming.socketio import protocol
-from streaming.socketio.groups import Message, packets, socket_group, turn_group
-from streaming.socketio.store import get_store
 from streaming.sse import event_payload
 
 RECEIVE_STREAM = "RECEIVE_STREAM"

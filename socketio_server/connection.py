@@ -16,10 +16,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts.connections import account_group
-from streaming.socketio import protocol
-from streaming.socketio.auth import TokenRejected, user_for_token
-from streaming.socketio.groups import Message, session_channel, socket_group, turn_group
-from streaming.socketio.protocol import (
+from socketio_server import protocol
+from socketio_server.auth import TokenRejected, user_for_token
+from socketio_server.groups import Message, session_channel, socket_group, turn_group
+from socketio_server.protocol import (
     ClientEvent,
     EnginePacket,
     EnginePacketType,
@@ -29,7 +29,7 @@ from streaming.socketio.protocol import (
     Timing,
     Transport,
 )
-from streaming.socketio.store import Attach, EngineSession, get_store, new_id, now_ms
+from socketio_server.store import Attach, EngineSession, get_store, new_id, now_ms
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from streaming.socketio.consumers import PollingConsumer, WebsocketConsumer
+from socketio_server.consumers import PollingConsumer, WebsocketConsumer
 
 websocket_urlpatterns = [path("socket.io/", WebsocketConsumer.as_asgi())]
 http_urlpatterns = [path("socket.io/", PollingConsumer.as_asgi())]

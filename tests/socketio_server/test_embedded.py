@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.socketio.conftest import daphne
-from tests.socketio.support import WAIT, NodeClient
+from tests.socketio_server.conftest import daphne
+from tests.socketio_server.support import WAIT, NodeClient
 from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -12,11 +12,11 @@ from websockets.asyncio.client import connect
 from accounts.services import user_sign_out_everywhere
 from accounts.tokens import issue_tokens
 from core.network import Origin
-from streaming.socketio import connection
-from streaming.socketio.protocol import Timing, Transport, parse_engine_packet
-from streaming.socketio.sink import SocketStream
-from streaming.socketio.store import get_store
-from tests.socketio.support import NodeClient, PythonClient, receive, websocket_url
+from socketio_server import connection
+from socketio_server.protocol import Timing, Transport, parse_engine_packet
+from socketio_server.sink import SocketStream
+from socketio_server.store import get_store
+from tests.socketio_server.support import NodeClient, PythonClient, receive, websocket_url
 from tests.support.database import orm
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

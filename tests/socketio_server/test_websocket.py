@@ -10,8 +10,8 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from streaming.socketio.sink import SocketStream
-from tests.socketio.support import WAIT, parse_event, receive, websocket_url
+from socketio_server.sink import SocketStream
+from tests.socketio_server.support import WAIT, parse_event, receive, websocket_url
 from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -10,9 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from streaming.socketio.consumers import MAX_ANONYMOUS_PER_CLIENT
-from streaming.socketio.sink import SocketStream
-from tests.socketio.support import (
+from socketio_server.consumers import MAX_ANONYMOUS_PER_CLIENT
+from socketio_server.sink import SocketStream
+from tests.socketio_server.support import (
     WAIT,
     Polling,
     event_packet,

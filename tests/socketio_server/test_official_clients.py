@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.socketio.sink import SocketStream
-from tests.socketio.support import NodeClient, PythonClient
+from socketio_server.sink import SocketStream
+from tests.socketio_server.support import NodeClient, PythonClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

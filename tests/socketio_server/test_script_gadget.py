@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.socketio.support import NodeClient, Polling
+from tests.socketio_server.support import NodeClient, Polling
 from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -32,17 +32,17 @@ from core.headers import resource_security_headers
 from core.network import client_from_scope
 from core.ratelimit import address_key
 from core.websocket import origin_allowed
-from streaming.socketio import protocol
-from streaming.socketio.connection import Connection, close_session, new_session, release
-from streaming.socketio.groups import Message, packets, session_channel
-from streaming.socketio.protocol import (
+from socketio_server import protocol
+from socketio_server.connection import Connection, close_session, new_session, release
+from socketio_server.groups import Message, packets, session_channel
+from socketio_server.protocol import (
     EnginePacket,
     EnginePacketType,
     ProtocolError,
     Timing,
     Transport,
 )
-from streaming.socketio.store import EngineSession, get_store, now_ms
+from socketio_server.store import EngineSession, get_store, now_ms
 
 logger = logging.getLogger(__name__)
 

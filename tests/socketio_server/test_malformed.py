@@ -9,8 +9,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streaming.socketio.consumers import MAX_PACKETS_PER_PAYLOAD
-from tests.socketio.support import WAIT, NodeClient, close_code_after, receive, websocket_url
+from socketio_server.consumers import MAX_PACKETS_PER_PAYLOAD
+from tests.socketio_server.support import WAIT, NodeClient, close_code_after, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

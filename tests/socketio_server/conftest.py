@@ -15,7 +15,7 @@ from channels.layers import channel_layers
 from django.conf import settings
 
 from core.database import close_connections
-from tests.socketio.support import GatedOpenAI, Polling, Server
+from tests.socketio_server.support import GatedOpenAI, Polling, Server
 from tests.support import processes
 from tests.support.signin import token_for
 

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from django.conf import settings
 
-from streaming.socketio.protocol import Transport
+from socketio_server.protocol import Transport
 
 PREFIX = "workgate:sio:"
 

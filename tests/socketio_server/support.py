@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.support.processes import ROOT
 from tests.support.providers import LoopbackServer, openai_chunk, openai_event, openai_usage
 
-CLIENT_SCRIPT = ROOT / "tests" / "socketio" / "client.js"
+CLIENT_SCRIPT = ROOT / "tests" / "socketio_server" / "client.js"
 WAIT = 15.0  # seconds a test waits for something that should happen within milliseconds
 
 

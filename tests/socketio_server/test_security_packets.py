@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.socketio.support import close_code_after
+from tests.socketio_server.support import close_code_after
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.socketio import protocol, store
-from streaming.socketio.protocol import (
+from socketio_server import protocol, store
+from socketio_server.protocol import (
     EnginePacketType,
     ProtocolError,
     SocketPacket,

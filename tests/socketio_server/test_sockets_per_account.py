@@ -10,9 +10,9 @@ import pytest
 from django.conf import settings
 from redis import asyncio as redis
 
-from streaming.socketio.store import RedisStore
-from tests.socketio.conftest import CAPPED_PING_INTERVAL_MS, CAPPED_PING_TIMEOUT_MS
-from tests.socketio.support import WAIT, NodeClient, Polling
+from socketio_server.store import RedisStore
+from tests.socketio_server.conftest import CAPPED_PING_INTERVAL_MS, CAPPED_PING_TIMEOUT_MS
+from tests.socketio_server.support import WAIT, NodeClient, Polling
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

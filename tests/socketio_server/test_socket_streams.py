@@ -13,9 +13,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from socketio_server.sink import SocketGone, SocketStream, socket_sink
 from streaming import events as ev
-from streaming.socketio.sink import SocketGone, SocketStream, socket_sink
-from tests.socketio.support import WAIT, NodeClient, PythonClient, receive, websocket_url
+from tests.socketio_server.support import WAIT, NodeClient, PythonClient, receive, websocket_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import web
 from websockets.asyncio.client import connect
 
-from streaming.socketio.sink import SocketStream
-from tests.socketio.support import (
+from socketio_server.sink import SocketStream
+from tests.socketio_server.support import (
     WAIT,
     NodeClient,
     PythonClient,
