@@ -41,10 +41,13 @@ _local = threading.local()
 
 
 class DatabaseThreads:
-    """A bounded pool of threads that run ORM calls for async code."""
+    """A bounded pool of threads that run ORM calls for async code. With `keep_connections`
+    off, a thread closes its connection after each call (Django's pool, when on, takes it back
+    either way)."""
 
-    def __init__(self, name: str, size: int):
+    def __init__(self, name: str, size: int, *, keep_connections: bool = True):
         self.size = size
+        self.keep_connections = keep_connections
         self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
 
     def close_connections(self, timeout: float = 10.0) -> None:
@@ -69,20 +72,22 @@ class DatabaseThreads:
 # few enough to stay far below PostgreSQL's default max_connections of 100.
 SHARED = DatabaseThreads("db", 16)
 # Three short calls per relay connection (admission, opening, close): as many threads as
-# Python's default executor would give them.
-RELAY = DatabaseThreads("relay-db", min(32, (os.cpu_count() or 1) + 4))
+# Python's default executor would give them, holding no connection between calls (without
+# Django's pool, idle relay threads would otherwise keep one each, per process).
+RELAY = DatabaseThreads("relay-db", min(32, (os.cpu_count() or 1) + 4), keep_connections=False)
 
 
-def _tidy_connections() -> None:
-    """Close this thread's connections that Django would not reuse, with our maximum age; a
-    connection from Django's pool goes back to it after every call (it costs nothing to borrow
-    again, and the pool is shared with every request of the process)."""
+def _tidy_connections(*, keep: bool = True) -> None:
+    """Close this thread's connections that Django would not reuse, with our maximum age (all
+    of them unless `keep`); a connection from Django's pool goes back to it after every call (it
+    costs nothing to borrow again, and the pool is shared with every request of the process)."""
     known = _local.__dict__.setdefault("connections", {})
     for connection in connections.all(initialized_only=True):
         if connection.connection is None:
             continue
-        if getattr(connection, "pool", None) is not None:
+        if not keep or getattr(connection, "pool", None) is not None:
             connection.close()
+            known.pop(connection.alias, None)
             continue
         if known.get(connection.alias) is not connection.connection:
             # A new connection: Django set its expiry from CONN_MAX_AGE; the pool's is longer.
@@ -92,19 +97,23 @@ def _tidy_connections() -> None:
 
 
 class _InPool(SyncToAsync):
+    def __init__(self, function, *, threads: DatabaseThreads):
+        super().__init__(function, thread_sensitive=False, executor=threads.executor)
+        self.keep_connections = threads.keep_connections
+
     def thread_handler(self, loop, *args, **kwargs):
         _tidy_connections()
         try:
             return super().thread_handler(loop, *args, **kwargs)
         finally:
-            _tidy_connections()
+            _tidy_connections(keep=self.keep_connections)
 
 
 def in_db_thread(
     function: Callable[P, R], *, threads: DatabaseThreads = SHARED
 ) -> Callable[P, Awaitable[R]]:
     """`function` as a coroutine function that runs in one of `threads`."""
-    return _InPool(function, thread_sensitive=False, executor=threads.executor)
+    return _InPool(function, threads=threads)
 
 
 def close_connections(timeout: float = 10.0) -> None:
