@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-async def handwritten_sse_data(response) -> AsyncIterator[str]:
+async def handwritten_sse_data(response, provider: str = "") -> AsyncIterator[str]:
     """The `data` of each server-sent event, multi-line data joined with newlines."""
     data: list[str] = []
     async for line in response.aiter_lines():

@@ -106,7 +106,7 @@ class AnthropicSession(ModelSession):
                 "POST", url, json=self._body(tools_enabled), headers=headers
             ) as response:
                 await raise_for_status(response, NAME)
-                events = sse_data(response)
+                events = sse_data(response, NAME)
                 async for data in events:
                     event = load_json(data, NAME)
                     kind = event.get("type")

@@ -7,6 +7,7 @@ import contextlib
 import email.utils
 import functools
 import math
+import re
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator
@@ -56,12 +57,45 @@ def _proxied() -> bool:
     return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
-async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
+# What one provider answer may send: lines (an event's JSON) of at most MAX_LINE_CHARS, and at
+# most MAX_ANSWER_CHARS in all. An event is read whole before it is handed on, so without a
+# bound a provider that never ends a line (or an event) would fill the process's memory.
+MAX_LINE_CHARS = 1 << 20
+MAX_ANSWER_CHARS = 64 << 20
+_LINE_BREAK = re.compile("\r\n|\r|\n")
+
+
+class _Bounded:
+    """What EventSource reads of a response (its headers and its text), cut off past the
+    limits with a ProviderError."""
+
+    def __init__(self, response: httpx.Response, provider: str):
+        self.headers = response.headers
+        self._response = response
+        self._provider = provider
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        line = total = 0  # the length of the line still open, and of everything read
+        async for text in self._response.aiter_text():
+            total += len(text)
+            head, *rest = _LINE_BREAK.split(text)
+            longest = line = line + len(head)
+            if rest:
+                line = len(rest[-1])
+                longest = max(longest, *map(len, rest))
+            if longest > MAX_LINE_CHARS or total > MAX_ANSWER_CHARS:
+                raise ProviderError(
+                    f"The {self._provider} provider sent more than the gateway reads of an answer."
+                )
+            yield text
+
+
+async def sse_data(response: httpx.Response, provider: str) -> AsyncIterator[str]:
     """The `data` of each server-sent event (httpx-sse reads the stream: lines end at CR, LF or
     CRLF only, so a U+2028 inside a chunk's JSON stays in it). An event with no data is not
     dispatched, as the SSE standard says; a body that is not `text/event-stream` raises
-    SSEError (see connection_failed)."""
-    async for event in EventSource(response).aiter_sse():
+    SSEError (see connection_failed); one past the limits above, ProviderError."""
+    async for event in EventSource(_Bounded(response, provider)).aiter_sse():
         if event.data:
             yield event.data
 
@@ -71,7 +105,7 @@ async def read_to_end(events: AsyncIterator[str]) -> None:
     the connection goes back to the client's pool for the turn's next round (a tool call's
     answer) instead of being closed with a new one to open, TLS and all. A provider that keeps
     the body open loses the connection, never the answer."""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, ProviderError):
         async with asyncio.timeout(BODY_END_SECONDS):
             async for _ in events:
                 pass

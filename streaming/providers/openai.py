@@ -95,7 +95,7 @@ class OpenAISession(ModelSession):
                 "POST", url, json=self._body(tools_enabled), headers=headers
             ) as response:
                 await raise_for_status(response, NAME)
-                events = sse_data(response)
+                events = sse_data(response, NAME)
                 async for data in events:
                     if data.strip() == "[DONE]":
                         finished = True

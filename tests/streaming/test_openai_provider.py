@@ -482,3 +482,34 @@ async def test_a_trusted_certificate_for_another_host_is_refused(
         "status": 502,
     }
     assert server.requests == []
+
+
+async def test_a_provider_sending_a_line_past_the_limit_ends_the_turn_not_the_process(
+    ask, user, assistant, openai_server, monkeypatch
+):
+    """An event is read whole before it is handed on: a line (or an answer) past the gateway's
+    limits is a 502, never a buffer that grows for as long as the provider sends."""
+    monkeypatch.setattr(http, "MAX_LINE_CHARS", 4000)
+    openai_server.script(
+        Reply([openai_chunk({"content": "a" * 5000}), openai_chunk(finish="stop")])
+    )
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["error"] == {
+        "message": "The openai provider sent more than the gateway reads of an answer.",
+        "status": 502,
+    }
+
+
+async def test_an_answer_within_the_limits_streams_whole(
+    ask, user, assistant, openai_server, monkeypatch
+):
+    monkeypatch.setattr(http, "MAX_LINE_CHARS", 4000)
+    openai_server.script(
+        Reply([openai_chunk({"content": "a" * 3000}), openai_chunk(finish="stop")])
+    )
+
+    streamed = await ask(user, body(assistant, "hi"))
+
+    assert streamed.events[-2]["completion"] == "a" * 3000
