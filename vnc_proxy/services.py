@@ -218,7 +218,7 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: Origin) -> RelayTarge
         if row is not None:
             with transaction.atomic():
                 if spent:
-                    _connection_closed(claims.jti, at=at)
+                    _open_record(claims.jti).update(closed_at=at)
                 if spent or _first_replay(claims.jti, at):
                     audit.record(
                         action="vnc_connect",
@@ -332,10 +332,6 @@ def _account_of(row: WorkspaceSession) -> User:
 def _open_record(jti: str) -> QuerySet[Ticket]:
     """The record of the connection ticket `jti` opened, while it is open."""
     return Ticket.objects.filter(jti=jti, closed_at__isnull=True)
-
-
-def _connection_closed(jti: str, *, at: datetime) -> None:
-    _open_record(jti).update(closed_at=at)
 
 
 def _first_replay(jti: str, at: datetime) -> bool:
