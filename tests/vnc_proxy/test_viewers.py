@@ -13,6 +13,7 @@ from django.db import connection
 from audit.models import AuditEntry
 from audit.selectors import audit_chain_first_break
 from core.network import Origin
+from tests.support.processes import wait_for
 from vnc_proxy import services, tickets
 from vnc_proxy.close_codes import CloseCode
 from vnc_proxy.models import Ticket
@@ -436,10 +437,13 @@ def test_a_refused_opening_closes_its_record_and_audits_in_one_write(user, make_
     )
 
 
-def _pg_locks_waiting(kind: str) -> int:
+def _a_row_lock_is_awaited() -> bool:
+    """Whether some transaction waits for a row another one holds."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = %s", [kind])
-        return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+        )
+        return cursor.fetchone()[0] > 0
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
@@ -491,10 +495,7 @@ def test_a_close_waiting_for_its_ticket_row_holds_up_no_other_audited_write(user
     assert holding.wait(5)
     closer = threading.Thread(target=close_it)
     closer.start()
-    for _ in range(250):  # until the close waits on the row
-        if _pg_locks_waiting("transactionid"):
-            break
-        threading.Event().wait(0.02)
+    wait_for(_a_row_lock_is_awaited, 5)  # the close waits on the row
     writer = threading.Thread(target=unrelated)
     writer.start()
     writer.join(10)
@@ -552,10 +553,7 @@ def test_a_replay_of_a_ticket_while_its_connection_closes_loses_neither_entry(
     assert marked.wait(5)
     closer = threading.Thread(target=close_it)
     closer.start()
-    for _ in range(250):  # until the close waits on the row the replay marked
-        if _pg_locks_waiting("transactionid"):
-            break
-        threading.Event().wait(0.02)
+    wait_for(_a_row_lock_is_awaited, 5)  # the close waits on the row the replay marked
     closing.set()
     replayer.join(20)
     closer.join(20)
