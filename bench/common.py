@@ -161,6 +161,16 @@ def daphnes(
         yield f"http://127.0.0.1:{port}", [proc.pid for proc in procs]
 
 
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time the processes and their exited children have used so far
+    (websockify forks one child per connection)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # --- Numbers -----------------------------------------------------------------------------------
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import secrets
 import socket
 import statistics
@@ -53,6 +52,7 @@ from pathlib import Path
 
 from common import (
     ROOT,
+    cpu_seconds,
     daphnes,
     emit,
     free_port,
@@ -195,16 +195,6 @@ class WebSocketPath:
         ws.transport.abort()  # bulk leftovers make a close handshake measure nothing useful
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time of processes and of their children that have exited (websockify forks one per
-    connection)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def bulk(path, connections: int, size: int) -> float:
     """MB/s of `connections` simultaneous downloads of `size` bytes each."""
     opened = [await path.open() for _ in range(connections)]
@@ -278,7 +268,7 @@ async def measure_openings(paths, args) -> dict:
         order = paths[round_index % len(paths) :] + paths[: round_index % len(paths)]
         for path in order:
             entry = results[path.name]
-            cpu, opened = cpu_seconds(path.server_pids), 0
+            cpu, opened = cpu_seconds(*path.server_pids), 0
             for count, bursts in OPENING_BURSTS.items():
                 times = []
                 for _ in range(bursts):
@@ -288,7 +278,7 @@ async def measure_openings(paths, args) -> dict:
                 opened += len(times)
             if path.server_pids:  # each opening and its close, the server's processes (and forks)
                 entry["cpu_per_opening_ms"].append(
-                    (cpu_seconds(path.server_pids) - cpu) / opened * 1e3
+                    (cpu_seconds(*path.server_pids) - cpu) / opened * 1e3
                 )
             entry["short_8"].append(await short_transfers(path, 8, args.short_mb * MB))
             print(
@@ -410,11 +400,11 @@ async def measure(paths, args, daphne_pids: list[int]) -> dict:
         for path in order:
             entry = results[path.name]
             for connections in (1, 8):
-                cpu = cpu_seconds(path.server_pids)
+                cpu = cpu_seconds(*path.server_pids)
                 entry[f"bulk_{connections}"].append(await bulk(path, connections, size))
                 if path.server_pids:
                     await asyncio.sleep(1)  # websockify's per-connection children exit
-                    used = cpu_seconds(path.server_pids) - cpu
+                    used = cpu_seconds(*path.server_pids) - cpu
                     entry[f"cpu_per_gb_{connections}"].append(used / (connections * size / 1024**3))
             times = await round_trips(path, args.rtt_count)
             entry["rtt_p50"].append(percentile(times, 0.50) * 1e6)

@@ -46,6 +46,7 @@ from pathlib import Path
 from common import (
     DAPHNE,
     ROOT,
+    cpu_seconds,
     daphne,
     emit,
     flush_redis,
@@ -230,13 +231,6 @@ class Reference:
         pass
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(value) for value in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def _redis_cpu(url: str) -> float:
     import redis
 
@@ -270,7 +264,7 @@ async def measure(system, scenario, urls, pids, token, sockets, redis_url) -> di
     socket_ids = json.loads(await client.stdout.readline())["ids"]
     await system.prepare(socket_ids)
     await asyncio.sleep(0.5)  # let the RELOADs and connection traffic settle before the clock
-    cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+    cpu_before = cpu_seconds(*pids)
     redis_before = _redis_cpu(redis_url)
     started = time.time()
     await asyncio.gather(
@@ -279,7 +273,7 @@ async def measure(system, scenario, urls, pids, token, sockets, redis_url) -> di
     sent = time.time()
     report = json.loads(await client.stdout.readline())
     await client.wait()
-    cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+    cpu = cpu_seconds(*pids) - cpu_before
     redis_cpu = _redis_cpu(redis_url) - redis_before
     await system.finish()
     delivered = report["received"]

@@ -21,13 +21,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import daphne, emit, machine, percentile, prepare_database, rss_kib, server_env
+from common import (
+    cpu_seconds,
+    daphne,
+    emit,
+    machine,
+    percentile,
+    prepare_database,
+    rss_kib,
+    server_env,
+)
 
 QUESTION = "What is running?"
 STREAM_PATH = "/api/ai/personal-stream/qanda-stream"
@@ -58,13 +66,6 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, str], list[str]]:
         [User(email=f"bench{n}@example.com") for n in range(args.streams + args.warmup)]
     )
     return env, [issue_tokens(user, mfa=False)["token"] for user in users]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Burst:

@@ -29,8 +29,18 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import ROOT, daphne, emit, free_port, machine, percentile, running, summary_row
-from sse_load import HTTPStream, cpu_seconds, prepare, read_stream
+from common import (
+    ROOT,
+    cpu_seconds,
+    daphne,
+    emit,
+    free_port,
+    machine,
+    percentile,
+    running,
+    summary_row,
+)
+from sse_load import HTTPStream, prepare, read_stream
 
 TARGET_MS = 250.0
 
