@@ -25,12 +25,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from core.websocket import OriginCheck  # noqa: E402
+from sessions_app.provisioners.container import check_engine_configuration  # noqa: E402
 from sessions_app.provisioners.local_desktop import refuse_unsafe_configuration  # noqa: E402
 from socketio_server.routing import http_urlpatterns as socketio_http_routes  # noqa: E402
 from socketio_server.routing import websocket_urlpatterns as socketio_routes  # noqa: E402
 from vnc_proxy.routing import websocket_urlpatterns as relay_routes  # noqa: E402
 
 refuse_unsafe_configuration()  # local desktops that would run as the gateway's own user
+check_engine_configuration()  # a container engine's API reached without TLS
 
 application = ProtocolTypeRouter(
     {

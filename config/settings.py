@@ -252,6 +252,27 @@ WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = env_bool(
 )
 WORKGATE_RUNTIME_DIR = Path(env_str("WORKGATE_RUNTIME_DIR", str(BASE_DIR / ".runtime")))
 
+# Desktops of one's own (the `container` provisioner, docs/deployment.md "Desktop hosts"): the
+# Docker-API engines (Docker Engine, or Podman's `podman system service`) a launch may go to,
+# unix:///path or tcp://host:port (tcp only with TLS client certificates: ca.pem, cert.pem and
+# key.pem in WORKGATE_CONTAINER_TLS_DIR).
+WORKGATE_CONTAINER_ENGINES = env_list("WORKGATE_CONTAINER_ENGINES")
+WORKGATE_CONTAINER_TLS_DIR = env_str("WORKGATE_CONTAINER_TLS_DIR")
+# The engine network desktops join, where the relay reaches them; none: the desktop's port is
+# published on the engine host's loopback (a unix:// engine on the gateway's own host only).
+WORKGATE_CONTAINER_NETWORK = env_str("WORKGATE_CONTAINER_NETWORK")
+# Names this gateway's containers (label io.workgate.deployment): the reconciler removes only
+# containers of its own deployment, so two deployments can share engines.
+WORKGATE_CONTAINER_DEPLOYMENT = env_str("WORKGATE_CONTAINER_DEPLOYMENT", "workgate")
+WORKGATE_CONTAINER_PIDS_LIMIT = env_int("WORKGATE_CONTAINER_PIDS_LIMIT", 1024, minimum=32)
+# The workspace's `storage` as the container's writable-layer size (--storage-opt size=): only
+# where the engine's storage can enforce it (overlay on XFS with pquota, btrfs, zfs); where it
+# cannot, the engine refuses every launch, so an operator turns this off knowingly.
+WORKGATE_CONTAINER_STORAGE_LIMIT = env_bool("WORKGATE_CONTAINER_STORAGE_LIMIT", True)
+WORKGATE_CONTAINER_RESOLUTION = env_str("WORKGATE_CONTAINER_RESOLUTION", "1280x800")
+# How long a container may take from its start to its desktop's greeting.
+WORKGATE_CONTAINER_READY_TIMEOUT = env_int("WORKGATE_CONTAINER_READY_TIMEOUT", 60, minimum=5)
+
 # --- The assistant -----------------------------------------------------------------------------
 
 WORKGATE_AI_PROVIDER = env_choice(

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -29,16 +31,25 @@ from core.network import SYSTEM, Origin, client_is_tunnelled
 from core.queries import queryable
 from core.ratelimit import RateLimited, over_limit
 from sessions_app.models import SESSION_ENDED, WorkspaceSession
-from sessions_app.provisioners import ProvisionerUnavailable, local_desktop, provisioner_named
+from sessions_app.provisioners import (
+    ProvisionerUnavailable,
+    container,
+    local_desktop,
+    provisioner_named,
+)
 from sessions_app.selectors import live_sessions_of
 from workspaces.models import Workspace
 from workspaces.selectors import access_workspace
 
 logger = logging.getLogger(__name__)
 
-# How long a started desktop may take to answer its provisioner's probe.
+# How long a started desktop may take to answer its provisioner's probe (unless the provisioner
+# says otherwise: `ready_timeout`).
 READY_TIMEOUT_SECONDS = 15.0
 PROBE_INTERVAL_SECONDS = 0.2
+# Threads that wait for desktops which answer seconds after their start (containers), so that
+# no request thread does; a launch past this many at once waits its turn to be marked ready.
+_READINESS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="workgate-ready")
 # A session still starting after this long lost its launching process (a crash or a restart
 # mid-start); the reaper ends it so the user's next launch starts afresh.
 STARTING_ABANDONED_AFTER = timedelta(minutes=5)
@@ -57,6 +68,8 @@ class EndReason:
     START_FAILED = "start_failed"
     START_ABANDONED = "start_abandoned"
     ACCOUNT_DISABLED = "account_disabled"
+    CONTAINER_EXITED = "container_exited"
+    CONTAINER_GONE = "container_gone"
 
 
 # --- Launch --------------------------------------------------------------------------------------
@@ -249,8 +262,19 @@ def _session_provision(session: WorkspaceSession, *, user, origin: Origin):
     if not recorded:
         _ended_while_starting(provisioner, session)
 
-    answered = upstream is not None and upstream.ready
-    if not answered and not _wait_until_ready(provisioner, session):
+    answered = upstream is None or upstream.ready
+    if answered or not getattr(provisioner, "readies_in_background", False):
+        return _session_ready(provisioner, session, answered=answered, user=user, origin=origin)
+    _READINESS.submit(_ready_in_background, provisioner, session, user=user, origin=origin)
+    session.refresh_from_db()
+    return session
+
+
+def _session_ready(provisioner, session: WorkspaceSession, *, answered: bool, user, origin):
+    """Wait until the desktop answers (unless start() saw it answer), then mark it ready; 503
+    `desktop_unavailable` (the session ended, audited) when it does not in time."""
+    timeout = getattr(provisioner, "ready_timeout", READY_TIMEOUT_SECONDS)
+    if not answered and not _wait_until_ready(provisioner, session, timeout):
         _start_failed(session, user=user, origin=origin, cause="not_answering")
         raise APIError(
             503, "The workspace's desktop did not answer; try again later.", "desktop_unavailable"
@@ -266,8 +290,21 @@ def _session_provision(session: WorkspaceSession, *, user, origin: Origin):
     return session
 
 
-def _wait_until_ready(provisioner, session: WorkspaceSession) -> bool:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+def _ready_in_background(provisioner, session: WorkspaceSession, *, user, origin: Origin):
+    """_session_ready on a thread of the readiness pool, for a desktop that takes seconds to
+    answer (a container's): the launch has answered `starting` already."""
+    try:
+        _session_ready(provisioner, session, answered=False, user=user, origin=origin)
+    except APIError:
+        pass  # the session ended, audited; the user sees it as `error` (or `terminated`)
+    except Exception:
+        logger.exception("session %s: waiting for its desktop failed", session.pk)
+    finally:
+        connection.close()  # this pool thread's own
+
+
+def _wait_until_ready(provisioner, session: WorkspaceSession, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if provisioner.probe(session):
@@ -404,6 +441,78 @@ def sessions_reap(*, now=None) -> int:
         )
         ended += did_end
     return ended
+
+
+def sessions_reconcile() -> tuple[int, int]:
+    """Bring container sessions and their containers into agreement, on every engine that
+    answers (one that does not is reconciled once it does): a ready session whose container
+    exited or is gone ends (audited as `session_lost`, with the reason and the exit code), and a
+    container of this deployment that no live session owns is removed (audited as
+    `container_removed`): what a crash left behind, or a stop whose engine was down then.
+    (ended sessions, removed containers)."""
+    if not container.engine_urls():
+        return 0, 0
+    # Chosen before the engines are asked, so each was ready, its container running, before
+    # the survey: a session launched meanwhile is not mistaken for one whose container went.
+    ready = WorkspaceSession.objects.filter(status=Status.READY, provisioner=container.NAME)
+    ready = list(ready.values_list("pk", "provisioner_state"))
+    seen = container.survey()
+    ended = 0
+    for session_id, state in ready:
+        if state.get("engine") not in seen:
+            continue
+        by_id = {item.id: item for item in seen[state["engine"]]}
+        observed = by_id.get(state.get("container"))
+        if observed is not None and observed.running:
+            continue
+        _, did_end = _session_end(
+            session_id=session_id,
+            actor=None,
+            reason=EndReason.CONTAINER_GONE if observed is None else EndReason.CONTAINER_EXITED,
+            origin=SYSTEM,
+            action="session_lost",
+            details={} if observed is None else {"exit_code": observed.exit_code},
+        )
+        ended += did_end
+    return ended, _orphans_remove(seen)
+
+
+def _orphans_remove(seen: dict[str, list[container.Observed]]) -> int:
+    owners = {item.session_id: _uuid(item.session_id) for items in seen.values() for item in items}
+    live = set(
+        WorkspaceSession.objects.filter(
+            pk__in=[pk for pk in owners.values() if pk], status__in=WorkspaceSession.LIVE
+        ).values_list("pk", flat=True)
+    )
+    removed = 0
+    for engine, items in seen.items():
+        for item in items:
+            owner = owners[item.session_id]
+            if owner in live or not container.remove(engine, item.id):
+                continue
+            removed += 1
+            with transaction.atomic():
+                if owner is not None:
+                    WorkspaceSession.objects.filter(
+                        pk=owner, provisioner_state__container=item.id
+                    ).update(
+                        provisioner_state={"engine": engine, "container": item.id, "removed": True}
+                    )
+                audit.record(
+                    action="container_removed",
+                    actor=None,
+                    resource=f"session:{item.session_id}"[:200],
+                    details={"engine": engine, "container": item.id, "reason": "no_live_session"},
+                    origin=SYSTEM,
+                )
+    return removed
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 def _session_end(

@@ -26,6 +26,7 @@ from core.queries import queryable
 from core.ratelimit import RateLimited
 from sessions_app import selectors, services
 from sessions_app.models import WorkspaceSession
+from workspaces.models import Workspace
 from workspaces.selectors import workspace_granted, workspace_list, workspaces_for
 
 PAGE_SIZE = 50
@@ -237,8 +238,10 @@ def viewer(request, session_id):
         messages.error(request, MFA_NEEDED)
         return redirect("catalog")
     workspace = session.workspace
-    desktop = bool(session.upstream_kind) or (
-        workspace is not None and workspace.connection_type == workspace.ConnectionType.VNC
+    desktop = (
+        bool(session.upstream_kind)
+        or session.provisioner == Workspace.Provisioner.CONTAINER
+        or (workspace is not None and workspace.connection_type == workspace.ConnectionType.VNC)
     )
     return render(
         request,

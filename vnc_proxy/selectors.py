@@ -20,9 +20,16 @@ RUNTIME_STATUS = {
     WorkspaceSession.Status.ERROR: "error",
 }
 
-_DESKTOP = Q(
-    upstream_kind__in=[WorkspaceSession.UpstreamKind.TCP, WorkspaceSession.UpstreamKind.WEBSOCKET]
-) | Q(workspace__connection_type=Workspace.ConnectionType.VNC)
+_DESKTOP = (
+    Q(
+        upstream_kind__in=[
+            WorkspaceSession.UpstreamKind.TCP,
+            WorkspaceSession.UpstreamKind.WEBSOCKET,
+        ]
+    )
+    | Q(workspace__connection_type=Workspace.ConnectionType.VNC)
+    | Q(provisioner=Workspace.Provisioner.CONTAINER)
+)
 
 
 def desktop_runtimes() -> QuerySet[WorkspaceSession]:

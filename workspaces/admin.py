@@ -1,8 +1,10 @@
 """Workspaces in the Django admin. Saves and deletes go through the same services (and audit) as
-the admin API; the two secrets are write-only: the form never shows them, a blank field keeps
-the stored value, and a checkbox clears it."""
+the admin API; the secrets (two passwords and a container's environment) are write-only: the
+form never shows them, a blank field keeps the stored value, and a checkbox clears it."""
 
 from __future__ import annotations
+
+import json
 
 from django import forms
 from django.contrib import admin
@@ -13,7 +15,7 @@ from core.network import Origin
 from workspaces import services
 from workspaces.models import Workspace
 
-SECRETS = ("vnc_secret", "rfb_password")
+SECRETS = ("vnc_secret", "rfb_password", "container_environment")
 
 
 class WorkspaceAdminForm(forms.ModelForm):
@@ -34,6 +36,16 @@ class WorkspaceAdminForm(forms.ModelForm):
         "Blank keeps it.",
     )
     clear_rfb_password = forms.BooleanField(label="Clear the RFB password", required=False)
+    new_container_environment = forms.JSONField(
+        label="New container environment",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text='Replaces it: a JSON object of NAME: "value" for each session\'s container. '
+        "Encrypted, never shown again. Blank keeps it.",
+    )
+    clear_container_environment = forms.BooleanField(
+        label="Clear the container environment", required=False
+    )
     # The model's `groups` goes through WorkspaceGroup (a group that shares a workspace cannot
     # be deleted), which the admin does not edit directly: this field stands in for it.
     shared_with = forms.ModelMultipleChoiceField(
@@ -69,6 +81,14 @@ class WorkspaceAdminForm(forms.ModelForm):
             else {}
         )
 
+    def clean_new_container_environment(self) -> str:
+        environment = self.cleaned_data.get("new_container_environment")
+        if environment in (None, "", {}):
+            return ""
+        if not isinstance(environment, dict):
+            raise forms.ValidationError('Enter a JSON object of NAME: "value".')
+        return json.dumps(environment, sort_keys=True, separators=(",", ":"))
+
     def secret_changes(self) -> dict:
         changes = {}
         for name in SECRETS:
@@ -95,7 +115,14 @@ class WorkspaceAdmin(admin.ModelAdmin):
     )
     list_filter = ("type", "status", "connection_type", "provisioner", "requires_netbird", "groups")
     search_fields = ("id", "name", "description", "url", "vnc_target")
-    readonly_fields = ("id", "vnc_secret_set", "rfb_password_set", "created_at", "updated_at")
+    readonly_fields = (
+        "id",
+        "vnc_secret_set",
+        "rfb_password_set",
+        "container_environment_names",
+        "created_at",
+        "updated_at",
+    )
     fieldsets = (
         (None, {"fields": ("id", "name", "type", "description", "status", "icon", "image_url")}),
         ("Resources", {"fields": ("cpu", "memory", "storage")}),
@@ -117,6 +144,20 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Container desktop",
+            {
+                "fields": (
+                    "container_image",
+                    "container_protocol",
+                    "container_port",
+                    "container_capabilities",
+                    "container_environment_names",
+                    "new_container_environment",
+                    "clear_container_environment",
+                )
+            },
+        ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 
@@ -127,6 +168,10 @@ class WorkspaceAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="RFB password set")
     def rfb_password_set(self, workspace):
         return workspace.rfb_password_set
+
+    @admin.display(description="Container environment (names)")
+    def container_environment_names(self, workspace):
+        return ", ".join(workspace.container_environment_names) or "-"
 
     def save_model(self, request, obj, form, change):
         origin = Origin.of(request)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from workspaces.models import Workspace
+
+# Built from Debian's packages by `make images` (images/README.md).
+DESKTOP_IMAGE = "localhost/workgate-desktop:latest"
+BROWSER_IMAGE = "localhost/workgate-browser:latest"
+LINUX_DESKTOP = "ws-linux-desktop"
 
 DEFAULT_WORKSPACES: tuple[dict, ...] = (
     {
@@ -54,14 +60,15 @@ DEFAULT_WORKSPACES: tuple[dict, ...] = (
         "id": "ws-linux-desktop",
         "name": "Linux Desktop",
         "type": Workspace.Type.LINUX,
-        "description": "Ubuntu 22.04 LTS desktop, streamed in the browser through the gateway's "
-        "own VNC relay.",
+        "description": "A Debian desktop of your own (a fresh one each launch), streamed in the "
+        "browser through the gateway's own VNC relay.",
         "image_url": "https://images.unsplash.com/photo-1587620962725-abab7fe55159?w=400",
         "cpu": "2 vCPU",
         "memory": "4 GB",
         "storage": "50 GB",
         "connection_type": Workspace.ConnectionType.VNC,
-        "provisioner": Workspace.Provisioner.LOCAL_DESKTOP,
+        "provisioner": Workspace.Provisioner.CONTAINER,
+        "container_image": DESKTOP_IMAGE,
         # The desktop is reached only through the relay on the gateway's own port, so there is
         # no private address the client must tunnel to.
         "requires_netbird": False,
@@ -77,7 +84,11 @@ DEFAULT_WORKSPACES: tuple[dict, ...] = (
         "memory": "4 GB",
         "storage": "50 GB",
         "connection_type": Workspace.ConnectionType.BROWSER,
-        "requires_netbird": True,
+        "provisioner": Workspace.Provisioner.CONTAINER,
+        "container_image": BROWSER_IMAGE,
+        # Chromium's own sandbox, inside the container's.
+        "container_capabilities": ["SYS_CHROOT"],
+        "requires_netbird": False,
         "icon": "browser",
     },
 )
@@ -89,9 +100,23 @@ def default_workspace_rows() -> list[Workspace]:
     """Fresh, unsaved rows, one microsecond apart so they list in the order above."""
     base = timezone.now()
     return [
-        Workspace(created_at=base + timedelta(microseconds=index), **spec)
+        Workspace(created_at=base + timedelta(microseconds=index), **_here(spec))
         for index, spec in enumerate(DEFAULT_WORKSPACES)
     ]
+
+
+def _here(spec: dict) -> dict:
+    """The Linux Desktop is a container per session wherever an engine is configured; without
+    one, where local desktops are on (the embedded default, `make run`), the gateway host's
+    own. The Secure Browser needs an engine: without one its launch answers 503 naming
+    WORKGATE_CONTAINER_ENGINES."""
+    if (
+        spec["id"] == LINUX_DESKTOP
+        and not settings.WORKGATE_CONTAINER_ENGINES
+        and settings.WORKGATE_LOCAL_DESKTOP
+    ):
+        return {**spec, "provisioner": Workspace.Provisioner.LOCAL_DESKTOP}
+    return spec
 
 
 def insert_default_workspaces() -> int:

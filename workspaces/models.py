@@ -3,13 +3,18 @@ from __future__ import annotations
 import secrets
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
 from core.crypto import EncryptedTextField
 from workspaces.validators import (
     CREDENTIALS_IN_CLEAR,
+    environment_of,
     sends_credentials_in_clear,
+    validate_capabilities,
+    validate_container_environment,
+    validate_container_image,
     validate_cpu,
     validate_size,
     validate_vnc_target,
@@ -47,6 +52,13 @@ class Workspace(models.Model):
     class Provisioner(models.TextChoices):
         STATIC = "static"
         LOCAL_DESKTOP = "local_desktop"
+        CONTAINER = "container"
+
+    class DesktopProtocol(models.TextChoices):
+        """How the relay speaks to a container's desktop."""
+
+        RFB = "rfb"  # plain RFB on a TCP port (x11vnc, TigerVNC): Workgate's own images
+        KASMVNC = "kasmvnc"  # KasmVNC's wss with Basic auth (Kasm's published images)
 
     id = models.CharField(primary_key=True, max_length=64, default=new_workspace_id, editable=False)
     name = models.CharField(max_length=200)
@@ -85,6 +97,36 @@ class Workspace(models.Model):
     vnc_secret = EncryptedTextField(blank=True, default="")
     rfb_password = EncryptedTextField(blank=True, default="")
 
+    # A desktop of one's own (provisioner `container`): a fresh container per session.
+    container_image = models.CharField(
+        max_length=300,
+        blank=True,
+        default="",
+        help_text="The image each session's container runs, e.g. localhost/workgate-desktop",
+        validators=[validate_container_image],
+    )
+    container_protocol = models.CharField(
+        max_length=16, choices=DesktopProtocol.choices, default=DesktopProtocol.RFB
+    )
+    container_port = models.PositiveIntegerField(
+        default=5900,
+        help_text="The port inside the container its desktop listens on (5900 for RFB, "
+        "6901 for KasmVNC)",
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+    )
+    # A JSON object of environment variables for the container, encrypted (it may hold
+    # secrets); only its names are ever shown.
+    container_environment = EncryptedTextField(
+        blank=True, default="", validators=[validate_container_environment]
+    )
+    container_capabilities = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Linux capabilities the image needs on top of none (e.g. SYS_CHROOT for "
+        "Chromium's sandbox); only those an engine grants by default may be named",
+        validators=[validate_capabilities],
+    )
+
     groups = models.ManyToManyField(
         "auth.Group",
         through="WorkspaceGroup",
@@ -111,6 +153,12 @@ class Workspace(models.Model):
         ):
             error = ValidationError(CREDENTIALS_IN_CLEAR, code="credentials_in_clear")
             raise ValidationError({"vnc_target": error})
+        if self.provisioner == self.Provisioner.CONTAINER and not self.container_image:
+            error = ValidationError(
+                "A workspace with the container provisioner needs the image its sessions run.",
+                code="required",
+            )
+            raise ValidationError({"container_image": error})
 
     @property
     def vnc_secret_set(self) -> bool:
@@ -119,6 +167,10 @@ class Workspace(models.Model):
     @property
     def rfb_password_set(self) -> bool:
         return bool(self.rfb_password)
+
+    @property
+    def container_environment_names(self) -> list[str]:
+        return sorted(environment_of(self.container_environment))
 
 
 class WorkspaceGroup(models.Model):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -7,6 +9,7 @@ from rest_framework import serializers
 from core.inputs import NamedRows
 from workspaces.models import Workspace
 from workspaces.services import EDITABLE_FIELD_ORDER
+from workspaces.validators import GRANTABLE_CAPABILITIES
 
 ADMIN_ONLY = "Administrators only."
 ADMIN_FIELDS = (
@@ -16,12 +19,29 @@ ADMIN_FIELDS = (
     "vnc_username",
     "vnc_secret_set",
     "rfb_password_set",
+    "container_image",
+    "container_protocol",
+    "container_port",
+    "container_environment_names",
+    "container_capabilities",
     "groups",
     "created_at",
     "updated_at",
 )
 WRITABLE_FIELDS = EDITABLE_FIELD_ORDER
 WRITE_ONLY_HELP = "Write-only; encrypted at rest, never returned (see {name}_set). Blank clears it."
+
+
+class _Environment(serializers.JSONField):
+    """The container's environment as an object of NAME: "value"; stored as canonical JSON
+    (encrypted), so an unchanged object is no change."""
+
+    def to_internal_value(self, data) -> str:
+        if data in ("", None, {}):
+            return ""
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('Expected an object of NAME: "value".')
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 class WorkspaceInput(serializers.ModelSerializer):
@@ -35,6 +55,19 @@ class WorkspaceInput(serializers.ModelSerializer):
         queryset=Group.objects.all(),
         required=False,
         help_text="Names of the groups whose members may use it; [] or none: everyone.",
+    )
+    container_environment = _Environment(
+        required=False,
+        write_only=True,
+        help_text="Environment variables for each session's container, as an object of "
+        'NAME: "value". Write-only; encrypted at rest, never returned (see '
+        "container_environment_names). {} clears it.",
+    )
+    container_capabilities = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Linux capabilities the image needs (all others are dropped); only those an "
+        "engine grants by default: " + ", ".join(sorted(GRANTABLE_CAPABILITIES)) + ".",
     )
 
     class Meta:
@@ -100,6 +133,20 @@ class WorkspaceOutput(serializers.Serializer):
     vnc_username = serializers.CharField(required=False, allow_blank=True, help_text=ADMIN_ONLY)
     vnc_secret_set = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
     rfb_password_set = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
+    container_image = serializers.CharField(required=False, allow_blank=True, help_text=ADMIN_ONLY)
+    container_protocol = serializers.ChoiceField(
+        choices=Workspace.DesktopProtocol.choices, required=False, help_text=ADMIN_ONLY
+    )
+    container_port = serializers.IntegerField(required=False, help_text=ADMIN_ONLY)
+    container_environment_names = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text=ADMIN_ONLY + " The names of the container's environment variables (never "
+        "their values).",
+    )
+    container_capabilities = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text=ADMIN_ONLY
+    )
     groups = _GroupNames(
         source="*",
         required=False,

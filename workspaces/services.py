@@ -35,6 +35,11 @@ EDITABLE_FIELD_ORDER = (
     "vnc_username",
     "vnc_secret",
     "rfb_password",
+    "container_image",
+    "container_protocol",
+    "container_port",
+    "container_environment",
+    "container_capabilities",
     "groups",
 )
 EDITABLE_FIELDS = frozenset(EDITABLE_FIELD_ORDER)

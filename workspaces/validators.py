@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -68,3 +70,93 @@ def sends_credentials_in_clear(target: str, *, username: str, secret: str) -> bo
         return urlsplit(target).scheme == "ws"
     except ValueError:  # not a URL at all: nothing would be sent
         return False
+
+
+# An image reference as engines take it: [registry[:port]/]path[:tag][@sha256:digest].
+_IMAGE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::\d{1,5})?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def validate_container_image(value: str) -> None:
+    """Blank, or an image reference such as `localhost/workgate-desktop:latest` or
+    `kasmweb/chrome:1.16.0` (no options: it is passed to the engine as a name only)."""
+    if value and (len(value) > 300 or not _IMAGE.match(value)):
+        raise ValidationError(
+            "Enter an image reference such as localhost/workgate-desktop:latest.",
+            code="invalid_image",
+        )
+
+
+# What Workgate sets in every desktop container itself (the session's own password and screen).
+RESERVED_ENVIRONMENT = frozenset({"VNC_PW", "VNC_RESOLUTION"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_ENVIRONMENT_ENTRIES = 64
+MAX_ENVIRONMENT_VALUE = 4096
+
+
+def environment_of(value: str) -> dict[str, str]:
+    """The stored container environment (a JSON object), or {} when blank."""
+    return json.loads(value) if value else {}
+
+
+def validate_container_environment(value: str) -> None:
+    """A JSON object of at most 64 NAME: "value" pairs; names as a shell names variables, none
+    of those Workgate sets itself, values strings of at most 4096 characters without NUL."""
+    message = (
+        f'Give at most {MAX_ENVIRONMENT_ENTRIES} variables as an object of NAME: "value" '
+        f"(values strings of at most {MAX_ENVIRONMENT_VALUE} characters)."
+    )
+    try:
+        environment = environment_of(value)
+    except ValueError as exc:
+        raise ValidationError(message, code="invalid_environment") from exc
+    if not isinstance(environment, dict) or len(environment) > MAX_ENVIRONMENT_ENTRIES:
+        raise ValidationError(message, code="invalid_environment")
+    for name, item in environment.items():
+        if not _ENV_NAME.match(name) or not isinstance(item, str):
+            raise ValidationError(message, code="invalid_environment")
+        if len(item) > MAX_ENVIRONMENT_VALUE or "\x00" in item:
+            raise ValidationError(message, code="invalid_environment")
+        if name.upper() in RESERVED_ENVIRONMENT:
+            raise ValidationError(
+                f"{name} is set by Workgate for each session (its own VNC password and screen).",
+                code="reserved_environment",
+            )
+
+
+# The capabilities Docker grants a container by default, less NET_RAW (raw sockets: spoofing
+# on the desktops' network) and MKNOD: what a desktop image may ask for. Anything past them
+# (SYS_ADMIN, NET_ADMIN, SYS_PTRACE...) widens the container's reach into the host's kernel.
+GRANTABLE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+
+
+def validate_capabilities(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError(
+            'Give the capabilities as a list of names, e.g. ["SYS_CHROOT"].',
+            code="invalid_capabilities",
+        )
+    refused = sorted(set(value) - GRANTABLE_CAPABILITIES)
+    if refused:
+        raise ValidationError(
+            f"Not grantable to a desktop: {', '.join(refused)}. A desktop may be given only "
+            f"{', '.join(sorted(GRANTABLE_CAPABILITIES))}.",
+            code="invalid_capabilities",
+        )

@@ -13,11 +13,13 @@ __all__ = ["Provisioner", "ProvisionerUnavailable", "Upstream", "provisioner_nam
 
 
 def provisioner_named(name: str) -> Provisioner:
+    from sessions_app.provisioners.container import ContainerProvisioner
     from sessions_app.provisioners.local_desktop import LocalDesktopProvisioner
     from sessions_app.provisioners.static import StaticProvisioner
 
     registry: dict[str, type[Provisioner]] = {
         "static": StaticProvisioner,
         "local_desktop": LocalDesktopProvisioner,
+        "container": ContainerProvisioner,
     }
     return registry.get(name, StaticProvisioner)()

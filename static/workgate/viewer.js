@@ -37,6 +37,7 @@ let wanted = true; // false once the person disconnects, stops, or the session e
 let failures = 0; // consecutive attempts that did not reach "connected"
 let retryTimer = null;
 let tickets = 0;
+const STARTING_POLL_MS = 1000;
 let refusal = ""; // set when the VNC server refuses the password
 
 // Relay refusals that another try would only repeat (vnc_proxy/close_codes.py).
@@ -120,6 +121,12 @@ async function connect() {
     }
     if (error.status === 404) return ended("This session has ended.");
     if (error.status === 409 && (await sessionLive()) === false) return ended("This session has ended.");
+    if (error.status === 409 && error.code === "not_ready") {
+      // A desktop of one's own is still starting: ask again shortly, without counting a failure.
+      setState("connecting", "Starting your desktop…");
+      retryTimer = setTimeout(connect, STARTING_POLL_MS);
+      return;
+    }
     if (error.status === 429) return scheduleRetry(15000);
     return scheduleRetry();
   }

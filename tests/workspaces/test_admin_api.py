@@ -293,22 +293,22 @@ class TestDelete:
     def test_an_admin_deletes_a_workspace_and_its_history_keeps_a_snapshot(
         self, defaults, admin_api, api, user, admin_user
     ):
-        Workspace.objects.filter(pk="ws-secure-browser").update(requires_netbird=False)
-        session_id = api.post("/api/workspaces/ws-secure-browser/launch").json()["session_id"]
+        Workspace.objects.filter(pk="ws-1panel-admin").update(requires_netbird=False)
+        session_id = api.post("/api/workspaces/ws-1panel-admin/launch").json()["session_id"]
 
-        response = admin_api.delete("/api/workspaces/ws-secure-browser")
+        response = admin_api.delete("/api/workspaces/ws-1panel-admin")
 
         assert response.status_code == 200
         assert response.json() == {"message": "Workspace deleted"}
-        assert not Workspace.objects.filter(pk="ws-secure-browser").exists()
+        assert not Workspace.objects.filter(pk="ws-1panel-admin").exists()
         session = WorkspaceSession.objects.get(pk=session_id)
         assert session.workspace is None
-        assert session.workspace_name == "Secure Browser"
+        assert session.workspace_name == "1Panel Admin"
         assert session.status == "terminated"
         assert session.end_reason == "workspace_deleted"
         entry = AuditEntry.objects.get(action="delete_workspace")
         assert entry.actor == admin_user
-        assert entry.resource == "workspace:ws-secure-browser"
+        assert entry.resource == "workspace:ws-1panel-admin"
         assert entry.details["terminated_sessions"] == 1
 
 
@@ -316,8 +316,8 @@ class TestReset:
     def test_reset_ends_live_sessions_deletes_everything_and_recreates_the_defaults(
         self, defaults, admin_api, api, admin_user
     ):
-        Workspace.objects.filter(pk="ws-secure-browser").update(requires_netbird=False)
-        session_id = api.post("/api/workspaces/ws-secure-browser/launch").json()["session_id"]
+        Workspace.objects.filter(pk="ws-1panel-admin").update(requires_netbird=False)
+        session_id = api.post("/api/workspaces/ws-1panel-admin/launch").json()["session_id"]
         admin_api.post("/api/workspaces", NEW, format="json")
         admin_api.patch("/api/workspaces/ws-sap-neogenesys", {"name": "Renamed"}, format="json")
 
@@ -327,7 +327,7 @@ class TestReset:
         assert response.json() == {"message": "Workspaces reset to defaults", "count": 5}
         assert Workspace.objects.count() == 5
         assert Workspace.objects.get(pk="ws-sap-neogenesys").name == "SAP Neogénesys"
-        assert Workspace.objects.get(pk="ws-secure-browser").requires_netbird is True
+        assert Workspace.objects.get(pk="ws-1panel-admin").requires_netbird is True
         assert set(Workspace.objects.values_list("status", flat=True)) == {"available"}
         session = WorkspaceSession.objects.get(pk=session_id)
         assert session.status == "terminated" and session.end_reason == "workspaces_reset"

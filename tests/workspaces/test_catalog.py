@@ -74,8 +74,33 @@ def test_the_remote_desktop_connects_over_html5_and_the_linux_desktop_over_vnc(a
 
     assert by_id["ws-remote-desktop"]["connection_type"] == "html5"
     assert by_id["ws-linux-desktop"]["connection_type"] == "vnc"
-    linux = Workspace.objects.get(pk="ws-linux-desktop")
-    assert linux.provisioner == "local_desktop"
+
+
+@pytest.mark.parametrize(
+    ("engines", "local_desktops", "linux_desktop"),
+    [
+        (["unix:///run/podman/podman.sock"], True, "container"),
+        ([], False, "container"),  # production without an engine: 503 naming the setting
+        ([], True, "local_desktop"),  # the embedded default (make run)
+    ],
+)
+def test_the_linux_desktop_is_a_container_per_session_wherever_an_engine_is_set(
+    admin_api, settings, engines, local_desktops, linux_desktop
+):
+    settings.WORKGATE_CONTAINER_ENGINES = engines
+    settings.WORKGATE_LOCAL_DESKTOP = local_desktops
+
+    by_id = {item["id"]: item for item in admin_api.get("/api/workspaces").json()}
+
+    assert by_id["ws-linux-desktop"]["provisioner"] == linux_desktop
+    assert by_id["ws-linux-desktop"]["container_image"] == "localhost/workgate-desktop:latest"
+    browser = by_id["ws-secure-browser"]
+    assert (browser["provisioner"], browser["container_image"]) == (
+        "container",
+        "localhost/workgate-browser:latest",
+    )
+    assert browser["container_capabilities"] == ["SYS_CHROOT"]
+    assert browser["requires_netbird"] is False  # reached through the relay only
 
 
 def test_a_catalog_with_workspaces_is_not_refilled(api):

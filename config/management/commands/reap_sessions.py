@@ -1,5 +1,6 @@
-"""The reaper: ends expired sessions (sessions_app) and prunes spent desktop tickets (vnc_proxy).
-It lives on the roof because it works on both floors."""
+"""The reaper: ends expired sessions and reconciles container desktops with their engines
+(sessions_app), and prunes spent desktop tickets (vnc_proxy). It lives on the roof because it
+works on both floors."""
 
 import logging
 import time
@@ -7,7 +8,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, close_old_connections
 
-from sessions_app.services import sessions_reap
+from sessions_app.services import sessions_reap, sessions_reconcile
 from vnc_proxy.services import tickets_prune
 
 logger = logging.getLogger(__name__)
@@ -16,7 +17,9 @@ logger = logging.getLogger(__name__)
 class Command(BaseCommand):
     help = (
         "End sessions idle longer than WORKGATE_SESSION_IDLE_TIMEOUT or older than "
-        "WORKGATE_SESSION_MAX_AGE (audited as session_expired) and prune spent desktop tickets."
+        "WORKGATE_SESSION_MAX_AGE (audited as session_expired); end sessions whose container "
+        "exited or is gone (session_lost) and remove containers no live session owns "
+        "(container_removed); prune spent desktop tickets."
     )
 
     def add_arguments(self, parser):
@@ -33,6 +36,7 @@ class Command(BaseCommand):
         while True:
             try:
                 ended = sessions_reap()
+                lost, removed = sessions_reconcile()
                 pruned = tickets_prune()
             except DatabaseError:
                 if loop is None:
@@ -40,7 +44,10 @@ class Command(BaseCommand):
                 # A database restart must not end the loop: try again next round.
                 logger.exception("reaping failed; retrying in %s s", loop)
             else:
-                self.stdout.write(f"reaped {ended} session(s), pruned {pruned} ticket(s)")
+                self.stdout.write(
+                    f"reaped {ended} session(s), ended {lost} whose container went, removed "
+                    f"{removed} orphan container(s), pruned {pruned} ticket(s)"
+                )
             if loop is None:
                 return
             try:

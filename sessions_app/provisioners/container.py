@@ -1,0 +1,411 @@
+"""A desktop of one's own: a fresh container per session on a Docker-API engine.
+
+The same code drives Docker Engine and Podman's Docker-compatible service (`podman system
+service`), through the `docker` SDK. Engines are listed in WORKGATE_CONTAINER_ENGINES; a launch
+goes to the answering engine with the fewest live sessions of this deployment, so desktops
+spread over several hosts, and an engine that fails is passed over for a while.
+
+Each container carries labels naming its deployment, session and runtime id: they are how the
+reconciler (services.sessions_reconcile, run by reap_sessions) finds what no live session owns.
+The session's own password is handed to the image as an environment value (VNC_PW, which Kasm's
+images read too), never on a command line. The workspace's `cpu` and `memory` become the
+container's limits, with a pids limit, every capability dropped but the few the workspace names
+(from those an engine grants by default), no-new-privileges, never privileged. The container
+joins WORKGATE_CONTAINER_NETWORK, where the relay reaches its address; nothing is published,
+except, with no network set, the desktop's port on the engine host's loopback (a unix:// engine
+on the gateway's own host, as in the tests).
+
+The engine, container id and name live on the session row (`provisioner_state`), so any process
+can stop what another started; `removed` is set once the engine confirmed the removal.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import string
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import docker
+import requests
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Count
+
+from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
+from sessions_app.provisioners.static import accepts_connections, rfb_greets
+
+logger = logging.getLogger(__name__)
+
+NAME = "container"
+LABEL_DEPLOYMENT = "io.workgate.deployment"
+LABEL_SESSION = "io.workgate.session"
+LABEL_RUNTIME = "io.workgate.runtime"
+LABEL_WORKSPACE = "io.workgate.workspace"
+# The Engine API version both Docker Engine and Podman 4's compatible service answer.
+API_VERSION = "1.41"
+CALL_TIMEOUT = 15  # seconds for one engine call
+PING_TIMEOUT = 3
+UNHEALTHY_FOR = 30.0  # seconds an engine that failed is passed over
+PROBE_TIMEOUT = 1.0
+RFB_PASSWORD_LENGTH = 8  # VNC authentication reads the first 8 bytes, no more
+KASMVNC_USER = "kasm_user"  # the Basic auth user of Kasm's images
+_ALPHABET = string.ascii_letters + string.digits
+_UNITS = {"MB": 2**20, "GB": 2**30, "TB": 2**40}
+# Errors that mean "the engine did not do it", whatever the engine.
+ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+class ContainerGone(Exception):
+    """The session's container exited or was removed before its desktop answered."""
+
+
+# --- Engines -----------------------------------------------------------------------------------
+
+
+def engine_urls() -> list[str]:
+    return list(settings.WORKGATE_CONTAINER_ENGINES)
+
+
+def check_engine_configuration() -> None:
+    """Refuse, at start, engines the gateway could not use safely (see _tls_for)."""
+    for url in engine_urls():
+        _tls_for(url)
+
+
+def _tls_for(url: str) -> docker.tls.TLSConfig | None:
+    """The TLS a connection to `url` uses: none for a unix socket; for tcp://, TLS with client
+    certificates or nothing at all, since an engine's API without TLS is root on its host for
+    anyone who reaches its port."""
+    scheme = urlsplit(url).scheme
+    if scheme == "unix":
+        return None
+    if scheme != "tcp":
+        raise ImproperlyConfigured(
+            f"WORKGATE_CONTAINER_ENGINES: {url!r} is neither unix:///path nor tcp://host:port"
+        )
+    folder = settings.WORKGATE_CONTAINER_TLS_DIR
+    if not folder:
+        raise ImproperlyConfigured(
+            f"WORKGATE_CONTAINER_ENGINES: {url} needs TLS client certificates: set "
+            "WORKGATE_CONTAINER_TLS_DIR to a folder with ca.pem, cert.pem and key.pem (an "
+            "engine's API without TLS is root on its host for anyone who reaches its port)."
+        )
+    ca, cert, key = (Path(folder) / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    missing = [str(path) for path in (ca, cert, key) if not path.is_file()]
+    if missing:
+        raise ImproperlyConfigured(f"WORKGATE_CONTAINER_TLS_DIR: missing {', '.join(missing)}")
+    return docker.tls.TLSConfig(client_cert=(str(cert), str(key)), ca_cert=str(ca), verify=True)
+
+
+@functools.lru_cache(maxsize=64)
+def client(url: str, timeout: int = CALL_TIMEOUT) -> docker.DockerClient:
+    """The engine's client (one per engine, timeout and process; its HTTP pool is
+    thread-safe)."""
+    return docker.DockerClient(
+        base_url=url, version=API_VERSION, timeout=timeout, tls=_tls_for(url)
+    )
+
+
+_unhealthy: dict[str, float] = {}  # engine url -> monotonic time it may be tried again
+_unhealthy_lock = threading.Lock()
+
+
+def _mark_unhealthy(url: str) -> None:
+    with _unhealthy_lock:
+        _unhealthy[url] = time.monotonic() + UNHEALTHY_FOR
+
+
+def _answers(url: str) -> bool:
+    with _unhealthy_lock:
+        if _unhealthy.get(url, 0) > time.monotonic():
+            return False
+    try:
+        client(url, PING_TIMEOUT).ping()
+    except ENGINE_ERRORS:
+        logger.warning("container engine %s is not answering", url)
+        _mark_unhealthy(url)
+        return False
+    with _unhealthy_lock:
+        _unhealthy.pop(url, None)
+    return True
+
+
+def _by_load() -> list[str]:
+    """The engines, fewest live sessions of this deployment first (ties in the setting's order)."""
+    live = dict(
+        WorkspaceSession.objects.filter(status__in=WorkspaceSession.LIVE, provisioner=NAME)
+        .values_list("provisioner_state__engine")
+        .annotate(count=Count("pk"))
+        .values_list("provisioner_state__engine", "count")
+    )
+    urls = engine_urls()
+    return sorted(urls, key=lambda url: live.get(url, 0))
+
+
+def _engine_for_launch() -> str:
+    for url in _by_load():
+        if _answers(url):
+            return url
+    raise ProvisionerUnavailable(
+        "No container engine is answering (WORKGATE_CONTAINER_ENGINES); try again later."
+    )
+
+
+# --- Resources ---------------------------------------------------------------------------------
+
+
+def nano_cpus(cpu: str) -> int:
+    """ "2 vCPU" -> 2 CPUs in the engine's billionths."""
+    return int(Decimal(cpu.split()[0]) * 10**9)
+
+
+def size_bytes(size: str) -> int:
+    """ "4 GB" -> 4 GiB, "512 MB" -> 512 MiB (binary units, as engines count memory)."""
+    number, unit = size.split()
+    return int(Decimal(number) * _UNITS[unit])
+
+
+def new_password(protocol: str) -> str:
+    length = RFB_PASSWORD_LENGTH if protocol == "rfb" else 24
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A Workgate container as its engine reports it."""
+
+    id: str
+    session_id: str
+    running: bool
+    exit_code: int | None
+
+
+# --- The provisioner ---------------------------------------------------------------------------
+
+
+class ContainerProvisioner:
+    name = NAME
+    # start() returns as soon as the container runs; the session turns ready once its desktop
+    # answers (services._ready_in_background), without a request thread waiting for it.
+    readies_in_background = True
+
+    @property
+    def ready_timeout(self) -> float:
+        return float(settings.WORKGATE_CONTAINER_READY_TIMEOUT)
+
+    def check_available(self, workspace) -> None:
+        if not engine_urls():
+            raise ProvisionerUnavailable(
+                f"Workspace {workspace.id} runs a desktop of its own per session, and no "
+                "container engine is configured: an administrator must set "
+                "WORKGATE_CONTAINER_ENGINES (docs/deployment.md, Desktop hosts)."
+            )
+        if not workspace.container_image:
+            raise ProvisionerUnavailable(
+                f"Workspace {workspace.id} has no container_image; an administrator must set one."
+            )
+        if not any(_answers(url) for url in _by_load()):
+            raise ProvisionerUnavailable(
+                "No container engine is answering (WORKGATE_CONTAINER_ENGINES); try again later."
+            )
+
+    def start(self, session) -> Upstream:
+        workspace = session.workspace
+        password = new_password(workspace.container_protocol)
+        url = _engine_for_launch()
+        engine = client(url)
+        try:
+            container = engine.containers.create(
+                workspace.container_image, **_container_options(session, workspace, password)
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise ProvisionerUnavailable(
+                f"The image {workspace.container_image} is not on the container engine."
+            ) from exc
+        except ENGINE_ERRORS:
+            _mark_unhealthy(url)
+            raise
+        session.provisioner_state = {
+            "engine": url,
+            "container": container.id,
+            "name": container.name,
+        }
+        try:
+            container.start()
+            container.reload()
+            host = _address(container, workspace.container_port)
+        except Exception:
+            _remove(url, container.id)
+            raise
+        return _upstream(workspace, host, password)
+
+    def probe(self, session) -> bool:
+        if session.upstream_kind == "tcp" and rfb_greets(session.upstream_target, PROBE_TIMEOUT):
+            return True
+        if session.upstream_kind == "websocket":
+            parts = urlsplit(session.upstream_target)
+            if accepts_connections(parts.hostname or "", parts.port or 443, PROBE_TIMEOUT):
+                return True
+        state = session.provisioner_state
+        observed = client(state["engine"]).api.inspect_container(state["container"])["State"]
+        if not observed.get("Running"):
+            raise ContainerGone(
+                f"the container exited (code {observed.get('ExitCode')}) before its desktop "
+                "answered"
+            )
+        return False
+
+    def stop(self, session) -> None:
+        """Remove the container (it is never restarted); the engine's failure is raised, and
+        the reconciler finishes the removal once the engine answers again."""
+        state = session.provisioner_state or {}
+        if not state.get("container") or state.get("removed"):
+            return
+        _remove(state["engine"], state["container"], raise_errors=True)
+        WorkspaceSession.objects.filter(pk=session.pk).update(
+            provisioner_state={**state, "removed": True}
+        )
+
+
+def _container_options(session, workspace, password: str) -> dict:
+    labels = {
+        LABEL_DEPLOYMENT: settings.WORKGATE_CONTAINER_DEPLOYMENT,
+        LABEL_SESSION: str(session.id),
+        LABEL_RUNTIME: session.runtime_id,
+        LABEL_WORKSPACE: workspace.id,
+    }
+    memory = size_bytes(workspace.memory)
+    options = {
+        "name": f"workgate-{session.runtime_id}",
+        "hostname": session.runtime_id,
+        "labels": labels,
+        "environment": {
+            **_environment_of(workspace),
+            "VNC_PW": password,
+            "VNC_RESOLUTION": settings.WORKGATE_CONTAINER_RESOLUTION,
+        },
+        "nano_cpus": nano_cpus(workspace.cpu),
+        "mem_limit": memory,
+        "memswap_limit": memory,  # no swap past the memory limit
+        "pids_limit": settings.WORKGATE_CONTAINER_PIDS_LIMIT,
+        "cap_drop": ["ALL"],
+        "cap_add": list(workspace.container_capabilities),
+        "security_opt": ["no-new-privileges"],
+        "privileged": False,
+        "detach": True,
+    }
+    if settings.WORKGATE_CONTAINER_STORAGE_LIMIT:
+        options["storage_opt"] = {"size": f"{size_bytes(workspace.storage)}"}
+    if settings.WORKGATE_CONTAINER_NETWORK:
+        options["network"] = settings.WORKGATE_CONTAINER_NETWORK
+    else:
+        options["ports"] = {f"{workspace.container_port}/tcp": ("127.0.0.1", None)}
+    return options
+
+
+def _environment_of(workspace) -> dict[str, str]:
+    from workspaces.validators import environment_of
+
+    return environment_of(workspace.container_environment)
+
+
+def _address(container, port: int) -> str:
+    """host:port where the relay reaches the desktop: its address on the engine network, or
+    the loopback port published for it."""
+    network_settings = container.attrs["NetworkSettings"]
+    name = settings.WORKGATE_CONTAINER_NETWORK
+    if name:
+        network = network_settings["Networks"][name]
+        address = network.get("IPAddress") or network.get("GlobalIPv6Address")
+        if not address:
+            raise ContainerGone(f"the container has no address on the network {name}")
+        return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    published = network_settings["Ports"][f"{port}/tcp"][0]
+    return f"127.0.0.1:{published['HostPort']}"
+
+
+def _upstream(workspace, host: str, password: str) -> Upstream:
+    if workspace.container_protocol == workspace.DesktopProtocol.KASMVNC:
+        # KasmVNC's own certificate is self-signed: the connection is to a container of this
+        # session on the desktops' private network, authenticated with the session's password.
+        return Upstream(
+            kind="websocket",
+            target=f"wss://{host}/websockify",
+            username=KASMVNC_USER,
+            secret=password,
+            tls_verify=False,
+        )
+    return Upstream(kind="tcp", target=host, rfb_password=password)
+
+
+def _remove(url: str, container_id: str, *, raise_errors: bool = False) -> None:
+    try:
+        client(url).api.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        pass  # already gone
+    except ENGINE_ERRORS as exc:
+        if _gone(exc):
+            return
+        logger.warning("could not remove container %s on %s: %s", container_id, url, exc)
+        if raise_errors:
+            raise
+
+
+def _gone(exc: Exception) -> bool:
+    # Podman's compatible API answers 500, not 404, for a container that no longer exists.
+    return "no such container" in str(exc).lower()
+
+
+# --- What the reconciler sees ------------------------------------------------------------------
+
+
+def survey() -> dict[str, list[Observed]]:
+    """Every container of this deployment, per engine that answers (an engine that does not
+    is left out: nothing can be said of its containers until it answers)."""
+    seen: dict[str, list[Observed]] = {}
+    for url in engine_urls():
+        try:
+            listed = client(url).api.containers(all=True, filters={"label": _deployment_label()})
+        except ENGINE_ERRORS:
+            logger.warning("container engine %s is not answering; reconciled later", url)
+            continue
+        seen[url] = [_observed(item) for item in listed]
+    return seen
+
+
+def _deployment_label() -> str:
+    return f"{LABEL_DEPLOYMENT}={settings.WORKGATE_CONTAINER_DEPLOYMENT}"
+
+
+def _observed(item: dict) -> Observed:
+    running = item.get("State") == "running"
+    exit_code = None
+    if not running:
+        # "Exited (137) 2 minutes ago": Docker and Podman both give the code in the status.
+        status = item.get("Status", "")
+        if "(" in status:
+            code = status.split("(", 1)[1].split(")", 1)[0]
+            exit_code = int(code) if code.lstrip("-").isdigit() else None
+    return Observed(
+        id=item["Id"],
+        session_id=(item.get("Labels") or {}).get(LABEL_SESSION, ""),
+        running=running,
+        exit_code=exit_code,
+    )
+
+
+def remove(url: str, container_id: str) -> bool:
+    """Remove one container; whether the engine confirmed it is gone."""
+    try:
+        _remove(url, container_id, raise_errors=True)
+    except ENGINE_ERRORS:
+        return False
+    return True
