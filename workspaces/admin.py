@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 from core.network import Origin
 from workspaces import services
 from workspaces.models import Workspace
+from workspaces.validators import validate_container_environment
 
 SECRETS = ("vnc_secret", "rfb_password", "container_environment")
 
@@ -87,7 +88,10 @@ class WorkspaceAdminForm(forms.ModelForm):
             return ""
         if not isinstance(environment, dict):
             raise forms.ValidationError('Enter a JSON object of NAME: "value".')
-        return json.dumps(environment, sort_keys=True, separators=(",", ":"))
+        value = json.dumps(environment, sort_keys=True, separators=(",", ":"))
+        # Not a model field of this form, so the model's own validation would pass it over.
+        validate_container_environment(value)
+        return value
 
     def secret_changes(self) -> dict:
         changes = {}

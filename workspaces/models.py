@@ -156,7 +156,7 @@ class Workspace(models.Model):
         if self.provisioner == self.Provisioner.CONTAINER and not self.container_image:
             error = ValidationError(
                 "A workspace with the container provisioner needs the image its sessions run.",
-                code="required",
+                code="image_required",
             )
             raise ValidationError({"container_image": error})
 

@@ -98,3 +98,28 @@ class RfbClient:
             if message_type == 2:  # Bell: no payload
                 continue
             raise AssertionError(f"unexpected server message {message_type}")
+
+    async def capture(self, width: int, height: int) -> bytes:
+        """The whole screen as 32-bit pixels (blue, green, red, unused), row by row: what a
+        viewer would show, asked for in the Raw encoding so no decoder is needed."""
+        pixel_format = struct.pack("!BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+        await self.send(b"\x00\x00\x00\x00" + pixel_format)  # SetPixelFormat
+        await self.send(struct.pack("!BBHi", 2, 0, 1, 0))  # SetEncodings: Raw only
+        await self.send(struct.pack("!BBHHHH", 3, 0, 0, 0, width, height))
+        screen = bytearray(width * height * 4)
+        covered = 0
+        while covered < width * height:
+            (message_type,) = struct.unpack("!B", await self.read(1))
+            if message_type == 2:  # Bell
+                continue
+            assert message_type == 0, f"unexpected server message {message_type}"
+            _padding, rectangles = struct.unpack("!BH", await self.read(3))
+            for _ in range(rectangles):
+                x, y, w, h, encoding = struct.unpack("!HHHHi", await self.read(12))
+                assert encoding == 0, f"asked for Raw, got encoding {encoding}"
+                pixels = await self.read(w * h * 4)
+                for row in range(h):
+                    start = ((y + row) * width + x) * 4
+                    screen[start : start + w * 4] = pixels[row * w * 4 : (row + 1) * w * 4]
+                covered += w * h
+        return bytes(screen)

@@ -30,6 +30,12 @@ FORM = {
     "vnc_username": "kasm_user",
     "new_vnc_secret": "",
     "new_rfb_password": "",
+    # What the add page fills in for a workspace that is not a container desktop.
+    "container_image": "",
+    "container_protocol": "rfb",
+    "container_port": "5900",
+    "container_capabilities": "[]",
+    "new_container_environment": "",
 }
 
 
@@ -147,3 +153,53 @@ def test_the_users_list_shows_their_mfa_state(site, user):
 
     assert response.status_code == 200
     assert b"alice@example.com" in response.content
+
+
+def test_a_container_desktop_is_set_up_in_the_admin_and_its_environment_never_shown(site):
+    response = site.post(
+        "/admin/workspaces/workspace/add/",
+        {
+            **FORM,
+            "name": "Browser",
+            "provisioner": "container",
+            "vnc_target": "",
+            "vnc_username": "",
+            "container_image": "localhost/workgate-browser:latest",
+            "container_capabilities": '["SYS_CHROOT"]',
+            "new_container_environment": '{"BROWSER_URL": "https://intranet.example/?token=s3cr3t"}',
+        },
+    )
+
+    assert response.status_code == 302, response.content
+    workspace = Workspace.objects.get(name="Browser")
+    assert workspace.container_capabilities == ["SYS_CHROOT"]
+    assert workspace.container_environment_names == ["BROWSER_URL"]
+    page = site.get(f"/admin/workspaces/workspace/{workspace.pk}/change/").content.decode()
+    assert "BROWSER_URL" in page and "s3cr3t" not in page
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"container_capabilities": '["SYS_ADMIN"]'}, "Not grantable to a desktop: SYS_ADMIN"),
+        ({"new_container_environment": '{"VNC_PW": "x"}'}, "is set by Workgate"),
+        ({"new_container_environment": '["A=1"]'}, "Enter a JSON object"),
+        ({"container_image": ""}, "needs the image"),
+    ],
+)
+def test_what_a_container_desktop_may_not_be_is_refused_by_the_form(site, fields, says):
+    response = site.post(
+        "/admin/workspaces/workspace/add/",
+        {
+            **FORM,
+            "provisioner": "container",
+            "vnc_target": "",
+            "vnc_username": "",
+            "container_image": "localhost/workgate-desktop:latest",
+            **fields,
+        },
+    )
+
+    assert response.status_code == 200
+    assert escape(says) in response.content.decode()
+    assert not Workspace.objects.filter(name="Kasm desk").exists()
