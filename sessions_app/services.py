@@ -458,6 +458,7 @@ def sessions_reconcile() -> tuple[int, int]:
     ready = list(ready.values_list("pk", "provisioner_state"))
     seen = container.survey()
     ended = 0
+    ended_now = set()
     for session_id, state in ready:
         if state.get("engine") not in seen:
             continue
@@ -474,7 +475,14 @@ def sessions_reconcile() -> tuple[int, int]:
             details={} if observed is None else {"exit_code": observed.exit_code},
         )
         ended += did_end
-    return ended, _orphans_remove(seen)
+        ended_now.add(str(session_id))
+    # What the ends above left of their containers, their own stop removed.
+    return ended, _orphans_remove(
+        {
+            engine: [item for item in items if item.session_id not in ended_now]
+            for engine, items in seen.items()
+        }
+    )
 
 
 def _orphans_remove(seen: dict[str, list[container.Observed]]) -> int:

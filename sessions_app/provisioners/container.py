@@ -346,17 +346,20 @@ def _upstream(workspace, host: str, password: str) -> Upstream:
     return Upstream(kind="tcp", target=host, rfb_password=password)
 
 
-def _remove(url: str, container_id: str, *, raise_errors: bool = False) -> None:
+def _remove(url: str, container_id: str, *, raise_errors: bool = False) -> bool:
+    """Remove a container; whether it was there to remove (False: it was gone already)."""
     try:
         client(url).api.remove_container(container_id, force=True, v=True)
     except docker.errors.NotFound:
-        pass  # already gone
+        return False
     except ENGINE_ERRORS as exc:
         if _gone(exc):
-            return
+            return False
         logger.warning("could not remove container %s on %s: %s", container_id, url, exc)
         if raise_errors:
             raise
+        return False
+    return True
 
 
 def _gone(exc: Exception) -> bool:
@@ -403,9 +406,9 @@ def _observed(item: dict) -> Observed:
 
 
 def remove(url: str, container_id: str) -> bool:
-    """Remove one container; whether the engine confirmed it is gone."""
+    """Remove one container; whether this call removed it (not when it was gone already, nor
+    when the engine failed)."""
     try:
-        _remove(url, container_id, raise_errors=True)
+        return _remove(url, container_id, raise_errors=True)
     except ENGINE_ERRORS:
         return False
-    return True
