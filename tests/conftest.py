@@ -19,6 +19,7 @@ from core.database import close_connections, in_db_thread
 from tests.support.contract import response_violations
 from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.desktops import GEOMETRY, stop_desktops_under
+from tests.support.podman import podman_service
 from tests.support.processes import missing_programs
 from tests.support.secret_scan import assert_no_stored_secret
 from tests.support.signin import PASSWORD, token_for
@@ -233,6 +234,14 @@ def desktops(settings, tmp_path):
     settings.WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = True
     yield runtime
     stop_desktops_under(runtime)
+
+
+@pytest.fixture(scope="session")
+def podman_engine(tmp_path_factory):
+    """Podman's Docker-compatible API service for the run, with an internal network and the
+    desktop image (tests/support/podman.py); the run's containers go at its end."""
+    with podman_service(tmp_path_factory.mktemp("podman")) as engine:
+        yield engine
 
 
 @pytest.fixture
