@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 TEST_ENV := DJANGO_SETTINGS_MODULE=tests.settings
 SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core nginx curl jq python3
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench images clean
 
 # Every package at the version constraints.txt names (the versions the suite is run with).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -36,6 +36,9 @@ test: $(VENV)/.installed node_modules/.installed
 	scripts/system-deps.sh $(SYSTEM_PACKAGES)
 	scripts/desktop-account.sh
 	scripts/services.sh
+	scripts/podman.sh
+	# The desktop image the container tests run (built once, then reused until images/ changes).
+	images/build.sh desktop
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# Models against migrations needs no server: an in-memory SQLite answers the history query.
@@ -47,6 +50,11 @@ bench: $(VENV)/.installed node_modules/.installed
 	scripts/system-deps.sh wrk xvfb x11vnc xterm
 	scripts/services.sh
 	$(PY) bench/run_all.py
+
+# Podman, then the session images (images/README.md); each is built only when its sources changed.
+images:
+	scripts/podman.sh
+	images/build.sh all
 
 clean:
 	rm -rf $(VENV) node_modules staticfiles .runtime
