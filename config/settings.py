@@ -258,9 +258,15 @@ WORKGATE_RUNTIME_DIR = Path(env_str("WORKGATE_RUNTIME_DIR", str(BASE_DIR / ".run
 # key.pem in WORKGATE_CONTAINER_TLS_DIR).
 WORKGATE_CONTAINER_ENGINES = env_list("WORKGATE_CONTAINER_ENGINES")
 WORKGATE_CONTAINER_TLS_DIR = env_str("WORKGATE_CONTAINER_TLS_DIR")
-# The engine network desktops join, where the relay reaches them; none: the desktop's port is
-# published on the engine host's loopback (a unix:// engine on the gateway's own host only).
+# None (the default): each session's container gets a network of its own, which no other
+# desktop can reach and the gateway reaches on the engine's own host (unix:// engines). A name:
+# every desktop joins that engine network, where the relay reaches it (remote engines need
+# one, routed to the gateways); desktops on it can reach each other's VNC ports, guarded only
+# by each session's own password.
 WORKGATE_CONTAINER_NETWORK = env_str("WORKGATE_CONTAINER_NETWORK")
+# Session networks with no way out (no internet from the desktop; the Secure Browser then
+# reaches nothing): for desktops that must only be seen through the gateway.
+WORKGATE_CONTAINER_NETWORK_INTERNAL = env_bool("WORKGATE_CONTAINER_NETWORK_INTERNAL", False)
 # Names this gateway's containers (label io.workgate.deployment): the reconciler removes only
 # containers of its own deployment, so two deployments can share engines.
 WORKGATE_CONTAINER_DEPLOYMENT = env_str("WORKGATE_CONTAINER_DEPLOYMENT", "workgate")

@@ -462,7 +462,7 @@ def sessions_reconcile() -> tuple[int, int]:
     for session_id, state in ready:
         if state.get("engine") not in seen:
             continue
-        by_id = {item.id: item for item in seen[state["engine"]]}
+        by_id = {item.id: item for item in seen[state["engine"]] if not item.network}
         observed = by_id.get(state.get("container"))
         if observed is not None and observed.running:
             continue
@@ -486,6 +486,8 @@ def sessions_reconcile() -> tuple[int, int]:
 
 
 def _orphans_remove(seen: dict[str, list[container.Observed]]) -> int:
+    """Remove what no live session owns, containers before the networks they were on; how
+    many containers (each audited; a session's own network goes with a note in the log)."""
     owners = {item.session_id: _uuid(item.session_id) for items in seen.values() for item in items}
     live = set(
         WorkspaceSession.objects.filter(
@@ -494,9 +496,12 @@ def _orphans_remove(seen: dict[str, list[container.Observed]]) -> int:
     )
     removed = 0
     for engine, items in seen.items():
-        for item in items:
+        for item in sorted(items, key=lambda item: item.network):
             owner = owners[item.session_id]
-            if owner in live or not container.remove(engine, item.id):
+            if owner in live or not container.remove(engine, item):
+                continue
+            if item.network:
+                logger.info("removed network %s on %s: no live session owns it", item.id, engine)
                 continue
             removed += 1
             with transaction.atomic():

@@ -10,12 +10,12 @@ reconciler (services.sessions_reconcile, run by reap_sessions) finds what no liv
 The session's own password is handed to the image as an environment value (VNC_PW, which Kasm's
 images read too), never on a command line. The workspace's `cpu` and `memory` become the
 container's limits, with a pids limit, every capability dropped but the few the workspace names
-(from those an engine grants by default), no-new-privileges, never privileged. The container
-joins WORKGATE_CONTAINER_NETWORK, where the relay reaches its address; nothing is published,
-except, with no network set, the desktop's port on the engine host's loopback (a unix:// engine
-on the gateway's own host, as in the tests).
+(from those an engine grants by default), no-new-privileges, never privileged. Nothing is
+published: the relay reaches the container's address on a network of the session's own (the
+default, for engines on the gateway's host: no other desktop can reach it), or on the shared
+WORKGATE_CONTAINER_NETWORK (remote engines).
 
-The engine, container id and name live on the session row (`provisioner_state`), so any process
+The engine, container and network live on the session row (`provisioner_state`), so any process
 can stop what another started; `removed` is set once the engine confirmed the removal.
 """
 
@@ -87,6 +87,12 @@ def _tls_for(url: str) -> docker.tls.TLSConfig | None:
     scheme = urlsplit(url).scheme
     if scheme == "unix":
         return None
+    if scheme == "tcp" and not settings.WORKGATE_CONTAINER_NETWORK:
+        raise ImproperlyConfigured(
+            f"WORKGATE_CONTAINER_ENGINES: {url} is another host's engine: set "
+            "WORKGATE_CONTAINER_NETWORK to the network its desktops join, routed to the "
+            "gateways (a session's own network is reachable only on the engine's host)."
+        )
     if scheme != "tcp":
         raise ImproperlyConfigured(
             f"WORKGATE_CONTAINER_ENGINES: {url!r} is neither unix:///path nor tcp://host:port"
@@ -180,12 +186,13 @@ def new_password(protocol: str) -> str:
 
 @dataclass(frozen=True)
 class Observed:
-    """A Workgate container as its engine reports it."""
+    """A Workgate container (or a session's own network) as its engine reports it."""
 
-    id: str
+    id: str  # a container's id, a network's name
     session_id: str
-    running: bool
-    exit_code: int | None
+    running: bool = False
+    exit_code: int | None = None
+    network: bool = False
 
 
 # --- The provisioner ---------------------------------------------------------------------------
@@ -222,28 +229,34 @@ class ContainerProvisioner:
         password = new_password(workspace.container_protocol)
         url = _engine_for_launch()
         engine = client(url)
+        labels = _labels(session, workspace)
+        state = {"engine": url, "network": settings.WORKGATE_CONTAINER_NETWORK}
+        session.provisioner_state = state
         try:
+            if not state["network"]:
+                state["network"] = _session_network(url, session.runtime_id, labels)
+                state["own_network"] = True
             container = engine.containers.create(
-                workspace.container_image, **_container_options(session, workspace, password)
+                workspace.container_image,
+                network=state["network"],
+                labels=labels,
+                **_container_options(session, workspace, password),
             )
+            state.update(container=container.id, name=container.name)
+            container.start()
+            container.reload()
+            host = _address(container, state["network"], workspace.container_port)
         except docker.errors.ImageNotFound as exc:
+            _discard(state)
             raise ProvisionerUnavailable(
                 f"The image {workspace.container_image} is not on the container engine."
             ) from exc
         except ENGINE_ERRORS:
+            _discard(state)
             _mark_unhealthy(url)
             raise
-        session.provisioner_state = {
-            "engine": url,
-            "container": container.id,
-            "name": container.name,
-        }
-        try:
-            container.start()
-            container.reload()
-            host = _address(container, workspace.container_port)
         except Exception:
-            _remove(url, container.id)
+            _discard(state)
             raise
         return _upstream(workspace, host, password)
 
@@ -267,26 +280,49 @@ class ContainerProvisioner:
         """Remove the container (it is never restarted); the engine's failure is raised, and
         the reconciler finishes the removal once the engine answers again."""
         state = session.provisioner_state or {}
-        if not state.get("container") or state.get("removed"):
+        if not state.get("engine") or state.get("removed"):
             return
-        _remove(state["engine"], state["container"], raise_errors=True)
+        _discard(state, raise_errors=True)
         WorkspaceSession.objects.filter(pk=session.pk).update(
             provisioner_state={**state, "removed": True}
         )
 
 
-def _container_options(session, workspace, password: str) -> dict:
-    labels = {
+def _labels(session, workspace) -> dict[str, str]:
+    return {
         LABEL_DEPLOYMENT: settings.WORKGATE_CONTAINER_DEPLOYMENT,
         LABEL_SESSION: str(session.id),
         LABEL_RUNTIME: session.runtime_id,
         LABEL_WORKSPACE: workspace.id,
     }
+
+
+def _session_network(url: str, runtime_id: str, labels: dict[str, str]) -> str:
+    """A network of the session's own, so that no other desktop can reach its VNC port: the
+    gateway on the engine's host reaches it, other networks' containers do not (Docker keeps
+    bridge networks apart; Podman does with its `isolate` option)."""
+    name = f"workgate-{runtime_id}"
+    client(url).networks.create(
+        name,
+        driver="bridge",
+        internal=settings.WORKGATE_CONTAINER_NETWORK_INTERNAL,
+        labels=labels,
+        options={"isolate": "true"} if _is_podman(url) else {},
+    )
+    return name
+
+
+@functools.lru_cache(maxsize=64)
+def _is_podman(url: str) -> bool:
+    components = client(url).version().get("Components") or []
+    return any("podman" in (item.get("Name") or "").lower() for item in components)
+
+
+def _container_options(session, workspace, password: str) -> dict:
     memory = size_bytes(workspace.memory)
     options = {
         "name": f"workgate-{session.runtime_id}",
         "hostname": session.runtime_id,
-        "labels": labels,
         "environment": {
             **_environment_of(workspace),
             "VNC_PW": password,
@@ -304,10 +340,6 @@ def _container_options(session, workspace, password: str) -> dict:
     }
     if settings.WORKGATE_CONTAINER_STORAGE_LIMIT:
         options["storage_opt"] = {"size": f"{size_bytes(workspace.storage)}"}
-    if settings.WORKGATE_CONTAINER_NETWORK:
-        options["network"] = settings.WORKGATE_CONTAINER_NETWORK
-    else:
-        options["ports"] = {f"{workspace.container_port}/tcp": ("127.0.0.1", None)}
     return options
 
 
@@ -317,19 +349,13 @@ def _environment_of(workspace) -> dict[str, str]:
     return environment_of(workspace.container_environment)
 
 
-def _address(container, port: int) -> str:
-    """host:port where the relay reaches the desktop: its address on the engine network, or
-    the loopback port published for it."""
-    network_settings = container.attrs["NetworkSettings"]
-    name = settings.WORKGATE_CONTAINER_NETWORK
-    if name:
-        network = network_settings["Networks"][name]
-        address = network.get("IPAddress") or network.get("GlobalIPv6Address")
-        if not address:
-            raise ContainerGone(f"the container has no address on the network {name}")
-        return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    published = network_settings["Ports"][f"{port}/tcp"][0]
-    return f"127.0.0.1:{published['HostPort']}"
+def _address(container, network: str, port: int) -> str:
+    """host:port where the relay reaches the desktop: its address on `network`."""
+    attached = container.attrs["NetworkSettings"]["Networks"][network]
+    address = attached.get("IPAddress") or attached.get("GlobalIPv6Address")
+    if not address:
+        raise ContainerGone(f"the container has no address on the network {network}")
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _upstream(workspace, host: str, password: str) -> Upstream:
@@ -362,6 +388,29 @@ def _remove(url: str, container_id: str, *, raise_errors: bool = False) -> bool:
     return True
 
 
+def _discard(state: dict, *, raise_errors: bool = False) -> None:
+    """Remove what a session had on its engine: its container, then its own network."""
+    if state.get("container"):
+        _remove(state["engine"], state["container"], raise_errors=raise_errors)
+    if state.get("own_network"):
+        _remove_network(state["engine"], state["network"], raise_errors=raise_errors)
+
+
+def _remove_network(url: str, name: str, *, raise_errors: bool = False) -> bool:
+    try:
+        client(url).api.remove_network(name)
+    except docker.errors.NotFound:
+        return False
+    except ENGINE_ERRORS as exc:
+        if "no such network" in str(exc).lower() or "not found" in str(exc).lower():
+            return False
+        logger.warning("could not remove network %s on %s: %s", name, url, exc)
+        if raise_errors:
+            raise
+        return False
+    return True
+
+
 def _gone(exc: Exception) -> bool:
     # Podman's compatible API answers 500, not 404, for a container that no longer exists.
     return "no such container" in str(exc).lower()
@@ -371,17 +420,30 @@ def _gone(exc: Exception) -> bool:
 
 
 def survey() -> dict[str, list[Observed]]:
-    """Every container of this deployment, per engine that answers (an engine that does not
-    is left out: nothing can be said of its containers until it answers)."""
+    """Every container of this deployment, then every network of a session's own, per engine
+    that answers (an engine that does not is left out: nothing can be said of what it holds
+    until it answers)."""
     seen: dict[str, list[Observed]] = {}
+    label = {"label": _deployment_label()}
     for url in engine_urls():
         try:
-            listed = client(url).api.containers(all=True, filters={"label": _deployment_label()})
+            containers = client(url).api.containers(all=True, filters=label)
+            networks = client(url).api.networks(filters=label)
         except ENGINE_ERRORS:
             logger.warning("container engine %s is not answering; reconciled later", url)
             continue
-        seen[url] = [_observed(item) for item in listed]
+        # A network without a session's label is not one of the sessions' own (the shared
+        # WORKGATE_CONTAINER_NETWORK, say): never the reconciler's to remove.
+        seen[url] = [_observed(item) for item in containers] + [
+            Observed(id=item["Name"], session_id=_session_of(item), network=True)
+            for item in networks
+            if _session_of(item)
+        ]
     return seen
+
+
+def _session_of(item: dict) -> str:
+    return (item.get("Labels") or {}).get(LABEL_SESSION, "")
 
 
 def _deployment_label() -> str:
@@ -398,17 +460,16 @@ def _observed(item: dict) -> Observed:
             code = status.split("(", 1)[1].split(")", 1)[0]
             exit_code = int(code) if code.lstrip("-").isdigit() else None
     return Observed(
-        id=item["Id"],
-        session_id=(item.get("Labels") or {}).get(LABEL_SESSION, ""),
-        running=running,
-        exit_code=exit_code,
+        id=item["Id"], session_id=_session_of(item), running=running, exit_code=exit_code
     )
 
 
-def remove(url: str, container_id: str) -> bool:
-    """Remove one container; whether this call removed it (not when it was gone already, nor
-    when the engine failed)."""
+def remove(url: str, item: Observed) -> bool:
+    """Remove a container or a session's network; whether this call removed it (not when it
+    was gone already, nor when the engine failed)."""
     try:
-        return _remove(url, container_id, raise_errors=True)
+        if item.network:
+            return _remove_network(url, item.id, raise_errors=True)
+        return _remove(url, item.id, raise_errors=True)
     except ENGINE_ERRORS:
         return False

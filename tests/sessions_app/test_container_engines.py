@@ -63,18 +63,29 @@ def start_server(**environment: str):
 
 
 def test_the_server_refuses_an_engine_reached_without_tls(tmp_path):
-    started = start_server(WORKGATE_CONTAINER_ENGINES="tcp://127.0.0.1:2375")
+    started = start_server(
+        WORKGATE_CONTAINER_ENGINES="tcp://127.0.0.1:2375", WORKGATE_CONTAINER_NETWORK="desktops"
+    )
 
     assert started.returncode != 0
     assert "needs TLS client certificates" in started.stderr
     assert "WORKGATE_CONTAINER_TLS_DIR" in started.stderr
 
 
+def test_the_server_refuses_another_hosts_engine_without_a_network_its_desktops_join():
+    started = start_server(WORKGATE_CONTAINER_ENGINES="tcp://desktops-1.internal:2376")
+
+    assert started.returncode != 0
+    assert "set WORKGATE_CONTAINER_NETWORK" in started.stderr
+
+
 def test_the_server_refuses_a_tls_folder_without_the_certificates(tmp_path):
     (tmp_path / "ca.pem").write_text("not really")
 
     started = start_server(
-        WORKGATE_CONTAINER_ENGINES="tcp://127.0.0.1:2376", WORKGATE_CONTAINER_TLS_DIR=str(tmp_path)
+        WORKGATE_CONTAINER_ENGINES="tcp://127.0.0.1:2376",
+        WORKGATE_CONTAINER_TLS_DIR=str(tmp_path),
+        WORKGATE_CONTAINER_NETWORK="desktops",
     )
 
     assert started.returncode != 0

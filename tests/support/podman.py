@@ -37,6 +37,7 @@ START_TIMEOUT = 30.0  # seconds for the service to answer
 BUILD_TIMEOUT = 600  # seconds: a first build makes the base and the desktop (about a minute)
 # Below every route the engine's bridges add (metric 0): it only applies when the bridge is gone.
 GUARD_METRIC = 4000
+SUBNET_POOL = "10.89.0.0/16"  # images/containers.conf: default_subnet_pools
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,10 @@ def _ip(*args: str) -> None:
 
 @contextlib.contextmanager
 def _guarded(subnet: str) -> Iterator[None]:
-    """While the network has no container, its bridge is gone, and a packet to an address of
-    it would follow the default route out to the real network; this route drops it here."""
+    """While a network has no container, its bridge is gone, and a packet to an address of
+    it would follow the default route out to the real network; this route drops it here. It
+    covers every network podman makes (images/containers.conf: default_subnet_pools), the
+    sessions' own included."""
     route = ("unreachable", subnet, "metric", str(GUARD_METRIC))
     _ip("route", "replace", *route)  # replace: a killed run may have left the same route
     try:
@@ -135,19 +138,23 @@ def _network(client: docker.DockerClient, name: str, scope: str) -> Iterator[str
 
 
 def remove_containers(engine: PodmanEngine) -> int:
-    """Remove every container of the run (labelled with its scope); how many there were. The
+    """Remove every container of the run (labelled with its scope), then the sessions' own
+    networks (all the run's networks but its shared one); how many containers there were. The
     run's end does; a test whose containers must not outlive it (the reconciler would find
     them in the next test) calls it at its own end."""
+    scope = {"label": f"{LABEL_DEPLOYMENT}={engine.label_scope}"}
     with contextlib.closing(engine_client(engine.url)) as client:
-        labelled = client.api.containers(
-            all=True, filters={"label": f"{LABEL_DEPLOYMENT}={engine.label_scope}"}
-        )
+        labelled = client.api.containers(all=True, filters=scope)
         for item in labelled:
             try:
                 client.api.remove_container(item["Id"], force=True, v=True)
             except docker.errors.APIError as exc:  # removed meanwhile: a 404, or a 500 here
                 if "no such container" not in str(exc).lower():
                     raise
+        for network in client.api.networks(filters=scope):
+            if network["Name"] != engine.network:
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.api.remove_network(network["Name"])
     return len(labelled)
 
 
@@ -175,8 +182,8 @@ def podman_service(folder: Path) -> Iterator[PodmanEngine]:
         _wait_until_answering(url, proc, log)
         client = stack.enter_context(contextlib.closing(engine_client(url)))
         name = f"wg-test-{secrets.token_hex(4)}"
+        stack.enter_context(_guarded(SUBNET_POOL))
         subnet = stack.enter_context(_network(client, name, scope))
-        stack.enter_context(_guarded(subnet))
         engine = PodmanEngine(url=url, network=name, subnet=subnet, image=image, label_scope=scope)
         # Runs first at the end: a network goes only once its containers have.
         stack.callback(remove_containers, engine)
