@@ -37,8 +37,8 @@ test: $(VENV)/.installed node_modules/.installed
 	scripts/desktop-account.sh
 	scripts/services.sh
 	scripts/podman.sh
-	# The desktop image the container tests run (built once, then reused until images/ changes).
-	images/build.sh desktop
+	# The session images the container tests run (built once, then reused until images/ changes).
+	images/build.sh all
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	# Models against migrations needs no server: an in-memory SQLite answers the history query.

@@ -1,11 +1,12 @@
 """A real container engine for tests: Podman's Docker-compatible API service, started for the run.
 
 `podman_service` starts `podman system service` on a socket of its own (with
-images/containers.conf, as every podman command here), builds the desktop image when its sources
-changed (images/build.sh desktop), and makes an internal network for the run. Containers are
-labelled with the run's own `label_scope` (io.workgate.deployment), so runs sharing the machine
-never touch each other's containers; at the end, the run's containers, its network and its
-route go, and the service is stopped by its own pid. Nothing else on the engine is touched.
+images/containers.conf, as every podman command here), builds the desktop and browser images
+when their sources changed (images/build.sh all), and makes an internal network for the run.
+Containers are labelled with the run's own `label_scope` (io.workgate.deployment), so runs
+sharing the machine never touch each other's containers; at the end, the run's containers, its
+network and its route go, and the service is stopped by its own pid. Nothing else on the
+engine is touched.
 
 Podman 4.3's compatible API differs from Docker's where the tests meet it: a missing container
 or network is a 500 ("no such container"), not a 404; `containers.list(sparse=True)` fails, so
@@ -33,6 +34,7 @@ from tests.support.processes import ROOT, missing_programs, stop
 CONTAINERS_CONF = ROOT / "images" / "containers.conf"
 BUILD = ROOT / "images" / "build.sh"
 IMAGE = "localhost/workgate-desktop"
+BROWSER_IMAGE = "localhost/workgate-browser"
 START_TIMEOUT = 30.0  # seconds for the service to answer
 BUILD_TIMEOUT = 600  # seconds: a first build makes the base and the desktop (about a minute)
 # Below every route the engine's bridges add (metric 0): it only applies when the bridge is gone.
@@ -46,6 +48,7 @@ class PodmanEngine:
     network: str  # the run's internal network
     subnet: str  # its addresses, as 10.89.1.0/24
     image: str  # the desktop image of this checkout's sources, by its source tag
+    browser_image: str  # the Secure Browser's (Chromium in kiosk mode), likewise
     label_scope: str  # the value of io.workgate.deployment on the run's containers
 
 
@@ -74,21 +77,22 @@ def container_exec(url: str, container_id: str, cmd: list[str], *, check: bool =
     return output
 
 
-def desktop_image() -> str:
-    """The desktop image of this checkout's sources, built when its sources changed (within a
-    second otherwise); its source tag, not :latest, which another checkout may have moved."""
+def session_images() -> tuple[str, str]:
+    """The desktop and browser images of this checkout's sources, built when their sources
+    changed (within a second otherwise); by their source tags, not :latest, which another
+    checkout may have moved."""
     built = subprocess.run(
-        [BUILD, "desktop"],
+        [BUILD, "all"],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT,
         check=False,
     )
     if built.returncode != 0:
-        raise RuntimeError(f"images/build.sh desktop failed: {built.stderr[-3000:]}")
-    image = built.stdout.split()[-1]
-    assert image.startswith(f"{IMAGE}:"), built.stdout
-    return image
+        raise RuntimeError(f"images/build.sh all failed: {built.stderr[-3000:]}")
+    desktop, browser = built.stdout.split()[-2:]
+    assert desktop.startswith(f"{IMAGE}:") and browser.startswith(f"{BROWSER_IMAGE}:"), built
+    return desktop, browser
 
 
 def _wait_until_answering(url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -163,7 +167,7 @@ def podman_service(folder: Path) -> Iterator[PodmanEngine]:
     """Podman's API service on a socket in `folder`, with a network and the desktop image."""
     if missing := missing_programs("podman", "ip", "setpriv"):
         raise RuntimeError(f"needs {', '.join(missing)}: run scripts/podman.sh (make test does)")
-    image = desktop_image()
+    image, browser_image = session_images()
     socket = folder / "podman.sock"
     log = folder / "podman.log"
     url = f"unix://{socket}"
@@ -184,7 +188,14 @@ def podman_service(folder: Path) -> Iterator[PodmanEngine]:
         name = f"wg-test-{secrets.token_hex(4)}"
         stack.enter_context(_guarded(SUBNET_POOL))
         subnet = stack.enter_context(_network(client, name, scope))
-        engine = PodmanEngine(url=url, network=name, subnet=subnet, image=image, label_scope=scope)
+        engine = PodmanEngine(
+            url=url,
+            network=name,
+            subnet=subnet,
+            image=image,
+            browser_image=browser_image,
+            label_scope=scope,
+        )
         # Runs first at the end: a network goes only once its containers have.
         stack.callback(remove_containers, engine)
         yield engine

@@ -112,6 +112,10 @@ class RfbClient:
             (message_type,) = struct.unpack("!B", await self.read(1))
             if message_type == 2:  # Bell
                 continue
+            if message_type == 3:  # ServerCutText: the desktop's clipboard
+                (length,) = struct.unpack("!3xI", await self.read(7))
+                await self.read(length)
+                continue
             assert message_type == 0, f"unexpected server message {message_type}"
             _padding, rectangles = struct.unpack("!BH", await self.read(3))
             for _ in range(rectangles):

@@ -4,7 +4,9 @@ test run (tests/support/podman.py), the desktop image built from Debian's packag
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 
 import docker
 import pytest
@@ -19,6 +21,8 @@ from tests.support.podman import container_exec, remove_containers
 from tests.support.processes import wait_for
 from tests.support.rfb import RfbClient
 from tests.vnc_proxy.conftest import CommunicatorConnection, db, relay_communicator, relay_path
+from workspaces.defaults import insert_default_workspaces
+from workspaces.models import Workspace
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -282,3 +286,38 @@ def test_desktops_join_the_shared_network_when_one_is_named(
     assert session.upstream_target.startswith(engine.subnet.rsplit(".", 2)[0])
     client_for(user).post(f"/api/workspaces/{desktop_workspace.id}/stop")
     assert network_of(engine, session) is not None  # the shared network stays
+
+
+async def test_the_secure_browser_shows_its_start_page_through_the_relay(
+    engine, client_for, ticket_for, user
+):
+    """The default Secure Browser, on the browser image: Chromium in kiosk mode, the only
+    program on its screen, opening the workspace's BROWSER_URL (here a page of one colour: the
+    desktops' network has no way out in the tests)."""
+    await db(insert_default_workspaces)()
+    await db(Workspace.objects.filter(pk="ws-secure-browser").update)(
+        container_image=engine.browser_image,
+        container_environment=json.dumps(
+            {"BROWSER_URL": "data:text/html,<body style='background:%2300ff00'>"}
+        ),
+    )
+    workspace = await db(Workspace.objects.get)(pk="ws-secure-browser")
+    session = await sync_to_async(launched)(client_for, user, workspace)
+
+    body = await db(ticket_for)(user, session.runtime_id)
+    communicator = relay_communicator(relay_path(body))
+    await communicator.connect(timeout=10)
+    viewer = RfbClient(CommunicatorConnection(communicator))
+    await viewer.handshake(body["vncPassword"])
+    try:
+        # Chromium draws its page a few seconds after the screen first greets.
+        for _ in range(60):
+            # A quarter in from the corner: x11vnc draws the pointer, at the centre, in the screen.
+            seen = pixel(await viewer.capture(*SCREEN), SCREEN[0] // 4, SCREEN[1] // 4)
+            if seen == (0, 255, 0):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await communicator.disconnect()
+    assert seen == (0, 255, 0)
+    assert session.provisioner_state["network"] != engine.network
