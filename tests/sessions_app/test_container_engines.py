@@ -9,6 +9,7 @@ import pytest
 
 from audit.models import AuditEntry
 from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners import container
 from sessions_app.provisioners.container import nano_cpus, size_bytes
 from tests.support.processes import ROOT, import_fresh
 from workspaces.defaults import insert_default_workspaces
@@ -104,3 +105,16 @@ def test_cpus_become_the_engines_billionths(cpu, expected):
 )
 def test_sizes_are_binary_units_as_engines_count_memory(size, expected):
     assert size_bytes(size) == expected
+
+
+def test_a_kasm_image_is_reached_as_kasmvnc_serves_it():
+    """Kasm's published images serve KasmVNC's wss on 6901 with Basic auth (kasm_user and the
+    VNC_PW they were started with), under a certificate of their own making. (No Kasm image is
+    run here: none can be pulled on this machine.)"""
+    workspace = Workspace(container_protocol="kasmvnc", container_port=6901)
+
+    upstream = container._upstream(workspace, "10.89.3.2:6901", "session-password-24-chars")
+
+    assert (upstream.kind, upstream.target) == ("websocket", "wss://10.89.3.2:6901/websockify")
+    assert (upstream.username, upstream.secret) == ("kasm_user", "session-password-24-chars")
+    assert upstream.tls_verify is False and upstream.rfb_password == ""
