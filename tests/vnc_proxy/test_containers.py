@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from pathlib import Path
 
 import docker
 import pytest
@@ -321,3 +322,28 @@ async def test_the_secure_browser_shows_its_start_page_through_the_relay(
         await communicator.disconnect()
     assert seen == (0, 255, 0)
     assert session.provisioner_state["network"] != engine.network
+
+
+def test_a_stop_while_the_engine_is_down_is_finished_by_the_reconciler(
+    engine, desktop_workspace, client_for, user
+):
+    session = launched(client_for, user, desktop_workspace)
+    socket = Path(engine.url.removeprefix("unix://"))
+    away = socket.with_name("away.sock")
+    socket.rename(away)  # the engine stops answering at its address
+    try:
+        response = client_for(user).post(f"/api/workspaces/{desktop_workspace.id}/stop")
+        assert sessions_reconcile() == (0, 0)  # nothing can be said of an engine that is down
+    finally:
+        away.rename(socket)
+
+    assert response.status_code == 200  # the session ends whatever the engine does
+    session.refresh_from_db()
+    assert session.status == "terminated" and "removed" not in session.provisioner_state
+    assert container_of(engine, session) is not None  # left behind, for now
+
+    assert sessions_reconcile() == (0, 1)
+    assert container_of(engine, session) is None and network_of(engine, session) is None
+    session.refresh_from_db()
+    assert session.provisioner_state["removed"] is True
+    assert AuditEntry.objects.filter(action="container_removed").count() == 1
