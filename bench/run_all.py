@@ -11,8 +11,8 @@ in the table and does not stop the others. Raw results and logs go to .runtime/b
 
 docs/benchmarks.md is rewritten only between its `<!-- bench:NAME:start -->` and
 `<!-- bench:NAME:end -->` markers: the header (machine and method), the summary table, and the
-sections of the ticket, launch and sustained-streams benchmarks; every other section is its
-owner's prose and is left alone. A partial run (--only/--skip) writes the document only with
+sections of the ticket, launch, container and sustained-streams benchmarks; every other section
+is its owner's prose and is left alone. A partial run (--only/--skip) writes the document only with
 --write.
 """
 
@@ -114,6 +114,7 @@ BENCHES = [
     Bench("socketio", "bench/socketio_fanout.py", "Socket.IO fan-out vs python-socketio"),
     Bench("tickets", "bench/tickets.py", "Ticket minting"),
     Bench("launch", "bench/launch_ready.py", "Launch to ready"),
+    Bench("containers", "bench/containers.py", "Container desktops: launch to ready"),
 ]
 
 
@@ -311,6 +312,86 @@ def launch_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def containers_markdown(results: dict) -> str:
+    limits = results["limits"]
+    modes = results["modes"]
+    lines = [
+        f"{results['runs']} launches of `ws-linux-desktop` (`{results['image']}`, image "
+        f"{results['image_id']}) on {results['engine']}, through one Daphne process per way of "
+        "networking desktops, after one warm-up, alternating with the anchor, each followed by "
+        "a stop. The launch answers `starting`; the client polls its session every 50 ms "
+        "until `ready`, which the gateway's readiness thread sets once the desktop greets (it "
+        "probes every 200 ms). The anchor: the same network by hand where the session has its "
+        "own (`podman network create --internal`, isolated), `podman run -d` of the same image "
+        f"with the same limits ({limits['cpus']} CPUs, {limits['memory_bytes'] // 2**20} MiB, "
+        f"{limits['pids']} pids, `--cap-drop ALL`, no-new-privileges, `VNC_PW` from the "
+        "environment) on it, `podman inspect` for its address, its greeting polled there every "
+        "50 ms; then `podman rm -f` (and `podman network rm`).",
+        "",
+        "| network | | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode in modes.values():
+        where = mode["network"]
+        rows = [
+            ("POST .../launch, until it answers `starting`", mode["launch_answered_ms"]),
+            ("POST .../launch, until the session is `ready`", mode["launch_ms"]),
+            ("by hand, until it greets (anchor)", mode["by_hand_ms"]),
+            ("then ticket + relay until the RFB greeting", mode["ticket_and_relay_greeting_ms"]),
+            ("POST .../stop (removes it)", mode["stop_ms"]),
+            ("removed by hand", mode["by_hand_remove_ms"]),
+        ]
+        lines += [_dist_row(f"{where} | {label}", data) for label, data in rows if data]
+    lines.append("")
+    for mode in modes.values():
+        ratio = mode["ratio_p50"]
+        if ratio is None:
+            lines.append(f"Launch/anchor p50 on {mode['network']}: not measured (see failures).")
+            continue
+        verdict = "meets" if ratio <= 1.2 else "misses"
+        lines.append(
+            f"Launch/anchor p50 on {mode['network']}: **{ratio:.2f}x** ({verdict} the <= 1.2x "
+            "target)."
+        )
+    bursts = [mode for mode in modes.values() if mode.get("burst") and mode.get("burst_by_hand")]
+    if bursts:
+        first = bursts[0]["burst"]
+        lines += [
+            "",
+            f"{first['launches']} users launch at once, one desktop each (each polls its session "
+            "every 200 ms), then all stop at once; the anchor starts as many desktops at once "
+            "by hand, then removes them at once.",
+            "",
+            "| network | | ready | all ready ms | each: p50 ms | p90 ms | max ms | answered "
+            "`starting`, p50 ms | all stopped ms |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for mode in bursts:
+            for label, data in (("Workgate", mode["burst"]), ("by hand", mode["burst_by_hand"])):
+                each, answered = data["ready_ms"], data.get("answered_ms")
+                lines.append(
+                    f"| {mode['network']} | {label} | {data['ready']} of {data['launches']} | "
+                    f"{_ms(data['all_ready_ms'])} | {_ms(each['p50'])} | {_ms(each['p90'])} | "
+                    f"{_ms(each['max'])} | {_ms(answered['p50']) if answered else ''} | "
+                    f"{_ms(data['all_stopped_ms'])} |"
+                )
+        lines.append("")
+        lines += [
+            f"All ready, Workgate/anchor, on {mode['network']}: **{mode['burst_ratio']:.2f}x**."
+            for mode in bursts
+            if mode.get("burst_ratio") is not None
+        ]
+    failures = [
+        failure
+        for mode in modes.values()
+        for failure in mode["failures"]
+        + [f for key in ("burst", "burst_by_hand") if mode.get(key) for f in mode[key]["failures"]]
+    ]
+    if failures:
+        lines.append(f"Failures: {'; '.join(failures[:5])}")
+    return "\n".join(lines)
+
+
 def sustained_markdown(results: dict) -> str:
     words_per_s = 1000 / results["token_ms"]
     lines = [
@@ -383,6 +464,7 @@ def write_doc(outcomes: list[Outcome], info: dict, rows, load: tuple[float, floa
     sections = {
         "tickets": tickets_markdown,
         "launch": launch_markdown,
+        "containers": containers_markdown,
         "sustained": sustained_markdown,
     }
     for outcome in outcomes:
