@@ -32,6 +32,7 @@ from core.queries import queryable
 from core.ratelimit import RateLimited, over_limit
 from sessions_app.models import SESSION_ENDED, WorkspaceSession
 from sessions_app.provisioners import (
+    DesktopGone,
     ProvisionerUnavailable,
     container,
     local_desktop,
@@ -274,8 +275,9 @@ def _session_ready(provisioner, session: WorkspaceSession, *, answered: bool, us
     """Wait until the desktop answers (unless start() saw it answer), then mark it ready; 503
     `desktop_unavailable` (the session ended, audited) when it does not in time."""
     timeout = getattr(provisioner, "ready_timeout", READY_TIMEOUT_SECONDS)
-    if not answered and not _wait_until_ready(provisioner, session, timeout):
-        _start_failed(session, user=user, origin=origin, cause="not_answering")
+    failure = None if answered else _wait_until_ready(provisioner, session, timeout)
+    if failure is not None:
+        _start_failed(session, user=user, origin=origin, cause=failure)
         raise APIError(
             503, "The workspace's desktop did not answer; try again later.", "desktop_unavailable"
         )
@@ -303,17 +305,22 @@ def _ready_in_background(provisioner, session: WorkspaceSession, *, user, origin
         connection.close()  # this pool thread's own
 
 
-def _wait_until_ready(provisioner, session: WorkspaceSession, timeout: float) -> bool:
+def _wait_until_ready(provisioner, session: WorkspaceSession, timeout: float) -> str | None:
+    """Probe until the desktop answers: None once it does, else why not (the launch_failed
+    entry's cause): `desktop_exited`, or `not_answering` within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             if provisioner.probe(session):
-                return True
+                return None
+        except DesktopGone as exc:
+            logger.warning("session %s: %s", session.id, exc)
+            return "desktop_exited"
         except Exception:
             logger.exception("probing session %s failed", session.id)
-            return False
+            return "not_answering"
         if time.monotonic() >= deadline:
-            return False
+            return "not_answering"
         time.sleep(PROBE_INTERVAL_SECONDS)
 
 

@@ -7,9 +7,14 @@ probe(session) -> bool / stop(session). Their state lives on the session row
 
 from __future__ import annotations
 
-from sessions_app.provisioners.base import Provisioner, ProvisionerUnavailable, Upstream
+from sessions_app.provisioners.base import (
+    DesktopGone,
+    Provisioner,
+    ProvisionerUnavailable,
+    Upstream,
+)
 
-__all__ = ["Provisioner", "ProvisionerUnavailable", "Upstream", "provisioner_named"]
+__all__ = ["DesktopGone", "Provisioner", "ProvisionerUnavailable", "Upstream", "provisioner_named"]
 
 
 def provisioner_named(name: str) -> Provisioner:

@@ -8,6 +8,10 @@ class ProvisionerUnavailable(Exception):
     """This deployment cannot start such a desktop; the message says what to install or set."""
 
 
+class DesktopGone(Exception):
+    """probe(): the desktop ended before it answered (waiting longer would not help)."""
+
+
 @dataclass(frozen=True)
 class Upstream:
     """Where the relay connects for a session, and with which credentials."""
@@ -33,7 +37,7 @@ class Provisioner(Protocol):
         """Bring up the session's desktop; None when the workspace has no desktop to relay."""
 
     def probe(self, session) -> bool:
-        """Is the desktop answering?"""
+        """Is the desktop answering? DesktopGone when it never will."""
 
     def stop(self, session) -> None:
         """Tear the desktop down; safe to call twice and from any process."""

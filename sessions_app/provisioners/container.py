@@ -39,7 +39,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Count
 
 from sessions_app.models import WorkspaceSession
-from sessions_app.provisioners.base import ProvisionerUnavailable, Upstream
+from sessions_app.provisioners.base import DesktopGone, ProvisionerUnavailable, Upstream
 from sessions_app.provisioners.static import accepts_connections, rfb_greets
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ LABEL_WORKSPACE = "io.workgate.workspace"
 API_VERSION = "1.41"
 CALL_TIMEOUT = 15  # seconds for one engine call
 PING_TIMEOUT = 3
+# Connections kept to each engine: as many as launches can wait for their desktops at once
+# (services._READINESS), so a burst does not open and drop connections.
+POOL_SIZE = 32
 UNHEALTHY_FOR = 30.0  # seconds an engine that failed is passed over
 PROBE_TIMEOUT = 1.0
 RFB_PASSWORD_LENGTH = 8  # VNC authentication reads the first 8 bytes, no more
@@ -63,7 +66,7 @@ _UNITS = {"MB": 2**20, "GB": 2**30, "TB": 2**40}
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
-class ContainerGone(Exception):
+class ContainerGone(DesktopGone):
     """The session's container exited or was removed before its desktop answered."""
 
 
@@ -116,7 +119,11 @@ def client(url: str, timeout: int = CALL_TIMEOUT) -> docker.DockerClient:
     """The engine's client (one per engine, timeout and process; its HTTP pool is
     thread-safe)."""
     return docker.DockerClient(
-        base_url=url, version=API_VERSION, timeout=timeout, tls=_tls_for(url)
+        base_url=url,
+        version=API_VERSION,
+        timeout=timeout,
+        tls=_tls_for(url),
+        max_pool_size=POOL_SIZE,
     )
 
 
@@ -250,6 +257,15 @@ class ContainerProvisioner:
             _discard(state)
             raise ProvisionerUnavailable(
                 f"The image {workspace.container_image} is not on the container engine."
+            ) from exc
+        except docker.errors.APIError as exc:
+            # The engine answered, and refused (storage it cannot limit, no subnet left...):
+            # it is not down, and what it said is for the administrator, in the log.
+            _discard(state)
+            logger.error("container engine %s refused session %s: %s", url, session.id, exc)
+            raise ProvisionerUnavailable(
+                "The container engine refused to start the desktop; an administrator can "
+                "find why in the gateway's log."
             ) from exc
         except ENGINE_ERRORS:
             _discard(state)

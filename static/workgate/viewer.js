@@ -80,6 +80,24 @@ async function sessionLive() {
   }
 }
 
+// A desktop of one's own is still starting: watch the session until it is ready, then ask for
+// a ticket (tickets are rate-limited; reading the session is not, and spends nothing).
+async function whenStarted() {
+  setState("connecting", "Starting your desktop…");
+  while (wanted) {
+    await new Promise((resolve) => { retryTimer = setTimeout(resolve, STARTING_POLL_MS); });
+    let session;
+    try {
+      session = await api(`/api/sessions/${sessionId}`);
+    } catch (error) {
+      if (error.status === 404) return ended("This session has ended.");
+      continue; // the server cannot tell right now: look again
+    }
+    if (session.status === "ready") return connect();
+    if (session.status !== "starting") return ended("This session has ended.");
+  }
+}
+
 function scheduleRetry(delayMs) {
   if (!wanted) return;
   failures += 1;
@@ -121,12 +139,7 @@ async function connect() {
     }
     if (error.status === 404) return ended("This session has ended.");
     if (error.status === 409 && (await sessionLive()) === false) return ended("This session has ended.");
-    if (error.status === 409 && error.code === "not_ready") {
-      // A desktop of one's own is still starting: ask again shortly, without counting a failure.
-      setState("connecting", "Starting your desktop…");
-      retryTimer = setTimeout(connect, STARTING_POLL_MS);
-      return;
-    }
+    if (error.status === 409 && error.code === "not_ready") return whenStarted();
     if (error.status === 429) return scheduleRetry(15000);
     return scheduleRetry();
   }

@@ -347,3 +347,44 @@ def test_a_stop_while_the_engine_is_down_is_finished_by_the_reconciler(
     session.refresh_from_db()
     assert session.provisioner_state["removed"] is True
     assert AuditEntry.objects.filter(action="container_removed").count() == 1
+
+
+def test_an_engine_that_refuses_a_desktop_is_not_taken_for_one_that_is_down(
+    engine, desktop_workspace, client_for, user, other_user, settings
+):
+    """Asked to limit the writable layer on storage that cannot (this machine's), the engine
+    refuses; the next launch that asks nothing of the kind goes to the same engine at once."""
+    settings.WORKGATE_CONTAINER_STORAGE_LIMIT = True
+
+    refused = client_for(user).post(f"/api/workspaces/{desktop_workspace.id}/launch")
+
+    assert refused.status_code == 503
+    assert refused.json()["detail"] == (
+        "The container engine refused to start the desktop; an administrator can find why in "
+        "the gateway's log."
+    )
+    failed = WorkspaceSession.objects.get(user=user)
+    assert (failed.status, failed.end_reason) == ("error", "start_failed")
+    assert remove_containers(engine) == 0  # nothing left of it, its network neither
+    settings.WORKGATE_CONTAINER_STORAGE_LIMIT = False
+    assert launched(client_for, other_user, desktop_workspace).status == "ready"
+
+
+def test_a_desktop_that_exits_while_starting_fails_the_launch_at_once(
+    engine, desktop_workspace, client_for, user, settings
+):
+    settings.WORKGATE_CONTAINER_RESOLUTION = "1x1"  # the image refuses it and exits
+
+    response = client_for(user).post(f"/api/workspaces/{desktop_workspace.id}/launch")
+    assert response.status_code == 201 and response.json()["status"] == "starting"
+    session = wait_for(
+        lambda: WorkspaceSession.objects.exclude(status="starting").filter(user=user).first(),
+        seconds=READY_WITHIN / 2,  # well before the readiness timeout
+    )
+
+    assert (session.status, session.end_reason) == ("error", "start_failed")
+    failed = AuditEntry.objects.get(action="launch_failed")
+    assert failed.details["cause"] == "desktop_exited"
+    # Removed once the end has committed, by the thread that ended it.
+    wait_for(lambda: WorkspaceSession.objects.get(pk=session.pk).provisioner_state.get("removed"))
+    assert container_of(engine, session) is None and network_of(engine, session) is None
