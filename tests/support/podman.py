@@ -17,6 +17,7 @@ ConnectionError, which docker.errors does not wrap.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import subprocess
@@ -40,6 +41,7 @@ BUILD_TIMEOUT = 600  # seconds: a first build makes the base and the desktop (ab
 # Below every route the engine's bridges add (metric 0): it only applies when the bridge is gone.
 GUARD_METRIC = 4000
 SUBNET_POOL = "10.89.0.0/16"  # images/containers.conf: default_subnet_pools
+GUARD_HOLDERS = Path("/run/workgate-tests/route-guards")
 
 
 @dataclass(frozen=True)
@@ -121,13 +123,37 @@ def _guarded(subnet: str) -> Iterator[None]:
     """While a network has no container, its bridge is gone, and a packet to an address of
     it would follow the default route out to the real network; this route drops it here. It
     covers every network podman makes (images/containers.conf: default_subnet_pools), the
-    sessions' own included."""
+    sessions' own included.
+
+    Runs on one machine (a test run, a benchmark, a second checkout's) share the route: each
+    holds it with a file named by its pid, and the last one out deletes it; a holder that was
+    killed counts no more once its pid is gone."""
     route = ("unreachable", subnet, "metric", str(GUARD_METRIC))
-    _ip("route", "replace", *route)  # replace: a killed run may have left the same route
+    holders = GUARD_HOLDERS / subnet.replace("/", "_")
+    holders.mkdir(parents=True, exist_ok=True)
+    mine = holders / str(os.getpid())
+    with _locked(holders):
+        mine.touch()
+        _ip("route", "replace", *route)  # replace: a killed run may have left the same route
     try:
         yield
     finally:
-        _ip("route", "del", *route)
+        with _locked(holders):
+            mine.unlink(missing_ok=True)
+            alive = [held for held in holders.iterdir() if _running(held.name)]
+            if not alive:
+                _ip("route", "del", *route)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _running(name: str) -> bool:
+    return name.isdigit() and Path(f"/proc/{name}").exists()
 
 
 @contextlib.contextmanager
