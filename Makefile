@@ -49,6 +49,8 @@ test: $(VENV)/.installed node_modules/.installed
 bench: $(VENV)/.installed node_modules/.installed
 	scripts/system-deps.sh wrk xvfb x11vnc xterm
 	scripts/services.sh
+	scripts/podman.sh
+	images/build.sh all
 	$(PY) bench/run_all.py
 
 # Podman, then the session images (images/README.md); each is built only when its sources changed.
