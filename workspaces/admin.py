@@ -42,7 +42,8 @@ class WorkspaceAdminForm(forms.ModelForm):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text='Replaces it: a JSON object of NAME: "value" for each session\'s container. '
-        "Encrypted, never shown again. Blank keeps it.",
+        "Encrypted, never shown again, but every user of the workspace can read it on their "
+        "desktop. Blank keeps it.",
     )
     clear_container_environment = forms.BooleanField(
         label="Clear the container environment", required=False

@@ -122,8 +122,8 @@ class Workspace(models.Model):
     container_capabilities = models.JSONField(
         default=list,
         blank=True,
-        help_text="Linux capabilities the image needs on top of none (e.g. SYS_CHROOT for "
-        "Chromium's sandbox); only those an engine grants by default may be named",
+        help_text="Linux capabilities the image needs on top of none, which every program on "
+        "the desktop then holds: only SYS_CHROOT (Chromium's sandbox), NET_BIND_SERVICE, KILL",
         validators=[validate_capabilities],
     )
 

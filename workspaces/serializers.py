@@ -61,13 +61,16 @@ class WorkspaceInput(serializers.ModelSerializer):
         write_only=True,
         help_text="Environment variables for each session's container, as an object of "
         'NAME: "value". Write-only; encrypted at rest, never returned (see '
-        "container_environment_names). {} clears it.",
+        "container_environment_names). {} clears it. Every user of the workspace can read "
+        "them on their desktop: never a secret they may not know.",
     )
     container_capabilities = serializers.ListField(
         child=serializers.CharField(),
         required=False,
-        help_text="Linux capabilities the image needs (all others are dropped); only those an "
-        "engine grants by default: " + ", ".join(sorted(GRANTABLE_CAPABILITIES)) + ".",
+        help_text="Linux capabilities the image needs (all others are dropped), which every "
+        "program on the desktop then holds; only "
+        + ", ".join(sorted(GRANTABLE_CAPABILITIES))
+        + ".",
     )
 
     class Meta:

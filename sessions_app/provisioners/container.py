@@ -60,6 +60,7 @@ UNHEALTHY_FOR = 30.0  # seconds an engine that failed is passed over
 PROBE_TIMEOUT = 1.0
 RFB_PASSWORD_LENGTH = 8  # VNC authentication reads the first 8 bytes, no more
 KASMVNC_USER = "kasm_user"  # the Basic auth user of Kasm's images
+LOG_MAX_SIZE = "1m"
 _ALPHABET = string.ascii_letters + string.digits
 _UNITS = {"MB": 2**20, "GB": 2**30, "TB": 2**40}
 # Errors that mean "the engine did not do it", whatever the engine.
@@ -247,6 +248,7 @@ class ContainerProvisioner:
                 workspace.container_image,
                 network=state["network"],
                 labels=labels,
+                log_config=_log_config(url),
                 **_container_options(session, workspace, password),
             )
             state.update(container=container.id, name=container.name)
@@ -357,6 +359,13 @@ def _container_options(session, workspace, password: str) -> dict:
     if settings.WORKGATE_CONTAINER_STORAGE_LIMIT:
         options["storage_opt"] = {"size": f"{size_bytes(workspace.storage)}"}
     return options
+
+
+def _log_config(url: str) -> docker.types.LogConfig:
+    """A container's log, capped: whatever a desktop's programs print lands in it, outside the
+    writable layer and any storage limit (1 GB in 5 s, found by review)."""
+    driver = "k8s-file" if _is_podman(url) else "json-file"
+    return docker.types.LogConfig(type=driver, config={"max-size": LOG_MAX_SIZE})
 
 
 def _environment_of(workspace) -> dict[str, str]:

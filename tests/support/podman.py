@@ -119,30 +119,40 @@ def _ip(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def _guarded(subnet: str) -> Iterator[None]:
-    """While a network has no container, its bridge is gone, and a packet to an address of
-    it would follow the default route out to the real network; this route drops it here. It
-    covers every network podman makes (images/containers.conf: default_subnet_pools), the
-    sessions' own included.
+def _guarded(pool: str) -> Iterator[None]:
+    """What every engine host needs (docs/deployment.md, "Desktop hosts"), for the networks
+    podman makes (images/containers.conf: default_subnet_pools), the sessions' own included:
 
-    Runs on one machine (a test run, a benchmark, a second checkout's) share the route: each
-    holds it with a file named by its pid, and the last one out deletes it; a holder that was
+    - an unreachable route: while a network has no container, its bridge is gone, and a packet
+      to an address of it would follow the default route out to the real network;
+    - a FORWARD drop between those networks: Podman 4.3's API service makes networks whose
+      `isolate` option netavark does not apply, so one desktop would reach another's port.
+
+    Runs on one machine (a test run, a benchmark, a second checkout's) share both: each holds
+    them with a file named by its pid, and the last one out deletes them; a holder that was
     killed counts no more once its pid is gone."""
-    route = ("unreachable", subnet, "metric", str(GUARD_METRIC))
-    holders = GUARD_HOLDERS / subnet.replace("/", "_")
+    route = ("unreachable", pool, "metric", str(GUARD_METRIC))
+    drop = ("FORWARD", "-s", pool, "-d", pool, "-j", "DROP")
+    holders = GUARD_HOLDERS / pool.replace("/", "_")
     holders.mkdir(parents=True, exist_ok=True)
     mine = holders / str(os.getpid())
     with _locked(holders):
         mine.touch()
         _ip("route", "replace", *route)  # replace: a killed run may have left the same route
+        if _iptables("-C", *drop).returncode != 0:
+            _iptables("-I", *drop, check=True)  # first, above netavark's own rules
     try:
         yield
     finally:
         with _locked(holders):
             mine.unlink(missing_ok=True)
-            alive = [held for held in holders.iterdir() if _running(held.name)]
-            if not alive:
+            if not any(_running(held.name) for held in holders.iterdir()):
                 _ip("route", "del", *route)
+                _iptables("-D", *drop, check=True)
+
+
+def _iptables(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(["iptables", *args], check=check, capture_output=True, timeout=10)
 
 
 @contextlib.contextmanager
@@ -191,7 +201,7 @@ def remove_containers(engine: PodmanEngine) -> int:
 @contextlib.contextmanager
 def podman_service(folder: Path) -> Iterator[PodmanEngine]:
     """Podman's API service on a socket in `folder`, with a network and the desktop image."""
-    if missing := missing_programs("podman", "ip", "setpriv"):
+    if missing := missing_programs("podman", "ip", "iptables", "setpriv"):
         raise RuntimeError(f"needs {', '.join(missing)}: run scripts/podman.sh (make test does)")
     image, browser_image = session_images()
     socket = folder / "podman.sock"

@@ -258,11 +258,15 @@ def reaches(engine, session: WorkspaceSession, target: str) -> bool:
         return desktop.exec_run(connect).exit_code == 0
 
 
+@pytest.mark.parametrize("internal", [True, False], ids=["no way out", "a way out"])
 def test_no_desktop_reaches_another_sessions_desktop(
-    engine, desktop_workspace, client_for, make_user
+    engine, desktop_workspace, client_for, make_user, settings, internal
 ):
     """On a shared network, only a session's 8-character VNC password would stand between one
-    desktop's user and another's screen: each session has a network of its own."""
+    desktop's user and another's screen: each session has a network of its own, and the
+    engine host's firewall (held by the fixture, as deployment.md has every Podman host hold
+    it) keeps those networks apart, which Podman 4.3's own `isolate` option did not."""
+    settings.WORKGATE_CONTAINER_NETWORK_INTERNAL = internal
     mine = launched(client_for, make_user(), desktop_workspace)
     theirs = launched(client_for, make_user(), desktop_workspace)
 
