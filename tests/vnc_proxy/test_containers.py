@@ -155,6 +155,20 @@ def network_of(engine, session: WorkspaceSession) -> dict | None:
         return None
 
 
+def test_what_a_desktop_prints_cannot_fill_the_hosts_disk(
+    engine, desktop_workspace, client_for, user
+):
+    """The container's log is on the host, outside the writable layer and any storage limit:
+    20 MB written to a program's output leaves at most about 1 MiB of it."""
+    session = launched(client_for, user, desktop_workspace)
+    flood = "head -c 20000000 /dev/zero | tr '\\0' A | fold -w 4000 > /proc/1/fd/1"
+    container_exec(engine.url, session.provisioner_state["container"], ["sh", "-c", flood])
+
+    log = Path(container_of(engine, session)["LogPath"])
+
+    assert 10_000 < log.stat().st_size < 2 * 2**20  # the flood reached it, and no more is kept
+
+
 def test_stopping_the_session_removes_its_container(engine, desktop_workspace, client_for, user):
     session = launched(client_for, user, desktop_workspace)
     assert network_of(engine, session) is not None

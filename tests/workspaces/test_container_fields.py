@@ -77,6 +77,9 @@ def test_users_never_see_how_a_container_desktop_is_made(admin_api, api):
         ({"container_image": "ubuntu; rm -rf /"}, "container_image", "image reference"),
         ({"container_capabilities": ["SYS_ADMIN"]}, "container_capabilities", "SYS_ADMIN"),
         ({"container_capabilities": ["NET_RAW"]}, "container_capabilities", "NET_RAW"),
+        # Ambient for the desktop's user on Podman: anyone on the desktop would become uid 0.
+        ({"container_capabilities": ["SETUID"]}, "container_capabilities", "SETUID"),
+        ({"container_capabilities": ["DAC_OVERRIDE"]}, "container_capabilities", "DAC_OVERRIDE"),
         ({"container_capabilities": "SYS_CHROOT"}, "container_capabilities", "list"),
         ({"container_environment": {"VNC_PW": "mine"}}, "container_environment", "VNC_PW"),
         ({"container_environment": {"1BAD": "x"}}, "container_environment", "NAME"),
