@@ -268,8 +268,17 @@ WORKGATE_CONTAINER_NETWORK = env_str("WORKGATE_CONTAINER_NETWORK")
 # reaches nothing): for desktops that must only be seen through the gateway.
 WORKGATE_CONTAINER_NETWORK_INTERNAL = env_bool("WORKGATE_CONTAINER_NETWORK_INTERNAL", False)
 # Names this gateway's containers (label io.workgate.deployment): the reconciler removes only
-# containers of its own deployment, so two deployments can share engines.
-WORKGATE_CONTAINER_DEPLOYMENT = env_str("WORKGATE_CONTAINER_DEPLOYMENT", "workgate")
+# containers of its own deployment, so two deployments can share engines. By default, one
+# derived from the database the gateways share (its host, port and name): two deployments left
+# at the default would otherwise take each other's desktops for orphans.
+_database = DATABASES["default"]
+WORKGATE_CONTAINER_DEPLOYMENT = env_str(
+    "WORKGATE_CONTAINER_DEPLOYMENT",
+    "workgate-"
+    + hashlib.sha256(
+        f"{_database.get('HOST')}:{_database.get('PORT')}/{_database.get('NAME')}".encode()
+    ).hexdigest()[:12],
+)
 WORKGATE_CONTAINER_PIDS_LIMIT = env_int("WORKGATE_CONTAINER_PIDS_LIMIT", 1024, minimum=32)
 # The workspace's `storage` as the container's writable-layer size (--storage-opt size=): only
 # where the engine's storage can enforce it (overlay on XFS with pquota, btrfs, zfs); where it

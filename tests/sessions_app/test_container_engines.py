@@ -4,6 +4,8 @@ the gateway would reach without TLS. (Launches on a real engine: test_containers
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -118,3 +120,29 @@ def test_a_kasm_image_is_reached_as_kasmvnc_serves_it():
     assert (upstream.kind, upstream.target) == ("websocket", "wss://10.89.3.2:6901/websockify")
     assert (upstream.username, upstream.secret) == ("kasm_user", "session-password-24-chars")
     assert upstream.tls_verify is False and upstream.rfb_password == ""
+
+
+def deployment_label(**environment: str) -> str:
+    """WORKGATE_CONTAINER_DEPLOYMENT as a server started with `environment` reads it."""
+    code = "from django.conf import settings; print(settings.WORKGATE_CONTAINER_DEPLOYMENT)"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "WORKGATE_CONTAINER_DEPLOYMENT"},
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        **environment,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_two_deployments_left_at_the_default_label_their_containers_apart():
+    """Each would take the other's desktops for orphans under one shared label."""
+    production = deployment_label(DATABASE_URL="postgres://gw@db-1:5432/workgate")
+    staging = deployment_label(DATABASE_URL="postgres://gw@db-1:5432/workgate_staging")
+
+    assert production.startswith("workgate-") and staging.startswith("workgate-")
+    assert production != staging
+    # Every gateway of one deployment shares its database, so its label (a password aside).
+    assert deployment_label(DATABASE_URL="postgres://gw:secret@db-1:5432/workgate") == production
+    assert deployment_label(WORKGATE_CONTAINER_DEPLOYMENT="desk-prod") == "desk-prod"
