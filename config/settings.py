@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "workspaces",
     "sessions_app",
     "vnc_proxy",
+    "app_proxy",
     "streaming",
     "socketio_server",
 ]
@@ -287,6 +288,43 @@ WORKGATE_CONTAINER_STORAGE_LIMIT = env_bool("WORKGATE_CONTAINER_STORAGE_LIMIT", 
 WORKGATE_CONTAINER_RESOLUTION = env_str("WORKGATE_CONTAINER_RESOLUTION", "1280x800")
 # How long a container may take from its start to its desktop's greeting.
 WORKGATE_CONTAINER_READY_TIMEOUT = env_int("WORKGATE_CONTAINER_READY_TIMEOUT", 60, minimum=5)
+
+# --- Web apps through the gateway (issue 21) -----------------------------------------------------
+
+# The wildcard domain whose names <runtime-id>.<domain> are the apps' own origins; empty: none.
+WORKGATE_APPS_DOMAIN = env_str("WORKGATE_APPS_DOMAIN")
+
+
+def _development_app_signing_key() -> str:
+    """An EC P-256 key kept in a private file, as the development secret key is."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = BASE_DIR / ".dev-app-signing-key"
+    if not path.exists():
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path.touch(mode=0o600)
+        path.write_bytes(pem)
+    return path.read_text().strip()
+
+
+# The PEM private key (EC P-256 or RSA >= 2048 bits) that signs the identity assertions apps
+# receive (app_proxy/keys.py); WORKGATE_APP_PREVIOUS_SIGNING_KEY is still published while keys
+# are rotated. Read from a file with WORKGATE_APP_SIGNING_KEY_FILE.
+WORKGATE_APP_SIGNING_KEY = env_str("WORKGATE_APP_SIGNING_KEY")
+WORKGATE_APP_PREVIOUS_SIGNING_KEY = env_str("WORKGATE_APP_PREVIOUS_SIGNING_KEY")
+if not WORKGATE_APP_SIGNING_KEY:
+    if DEBUG:
+        WORKGATE_APP_SIGNING_KEY = _development_app_signing_key()
+    elif WORKGATE_APPS_DOMAIN:
+        raise ImproperlyConfigured(
+            "WORKGATE_APP_SIGNING_KEY (or _FILE) is required with WORKGATE_APPS_DOMAIN: apps "
+            "behind the gateway are told who is asking only in a signed assertion"
+        )
 
 # --- The assistant -----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.views import admin_login, admin_logout, admin_password_change
+from app_proxy.views import jwks_view
 from config.views import api_not_found
 
 handler400 = "config.views.bad_request"
@@ -60,6 +61,8 @@ api_patterns = [
 
 urlpatterns = [
     path("api/", include(api_patterns)),
+    # The public keys of the identity assertions web apps receive (app_proxy/keys.py).
+    path(".well-known/workgate-jwks.json", jwks_view, name="app-jwks"),
     path("admin/", admin.site.urls),
     path("", include("config.pages")),
 ]

@@ -25,6 +25,7 @@ FLOORS = (
     "workspaces",
     "sessions_app",
     "vnc_proxy",
+    "app_proxy",
     "streaming",
     "socketio_server",
 )
