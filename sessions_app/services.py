@@ -464,13 +464,16 @@ def sessions_reconcile() -> tuple[int, int]:
     ready = WorkspaceSession.objects.filter(status=Status.READY, provisioner=container.NAME)
     ready = list(ready.values_list("pk", "provisioner_state"))
     seen = container.survey()
+    containers = {
+        engine: {item.id: item for item in items if not item.network}
+        for engine, items in seen.items()
+    }
     ended = 0
     ended_now = set()
     for session_id, state in ready:
-        if state.get("engine") not in seen:
+        if state.get("engine") not in containers:
             continue
-        by_id = {item.id: item for item in seen[state["engine"]] if not item.network}
-        observed = by_id.get(state.get("container"))
+        observed = containers[state["engine"]].get(state.get("container"))
         if observed is not None and observed.running:
             continue
         _, did_end = _session_end(

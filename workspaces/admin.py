@@ -4,8 +4,6 @@ form never shows them, a blank field keeps the stored value, and a checkbox clea
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.widgets import FilteredSelectMultiple
@@ -14,7 +12,7 @@ from django.contrib.auth.models import Group
 from core.network import Origin
 from workspaces import services
 from workspaces.models import Workspace
-from workspaces.validators import validate_container_environment
+from workspaces.validators import environment_stored, validate_container_environment
 
 SECRETS = ("vnc_secret", "rfb_password", "container_environment")
 
@@ -89,7 +87,7 @@ class WorkspaceAdminForm(forms.ModelForm):
             return ""
         if not isinstance(environment, dict):
             raise forms.ValidationError('Enter a JSON object of NAME: "value".')
-        value = json.dumps(environment, sort_keys=True, separators=(",", ":"))
+        value = environment_stored(environment)
         # Not a model field of this form, so the model's own validation would pass it over.
         validate_container_environment(value)
         return value

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 from django.contrib.auth.models import Group
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -9,7 +7,7 @@ from rest_framework import serializers
 from core.inputs import NamedRows
 from workspaces.models import Workspace
 from workspaces.services import EDITABLE_FIELD_ORDER
-from workspaces.validators import GRANTABLE_CAPABILITIES
+from workspaces.validators import GRANTABLE_CAPABILITIES, environment_stored
 
 ADMIN_ONLY = "Administrators only."
 ADMIN_FIELDS = (
@@ -41,7 +39,7 @@ class _Environment(serializers.JSONField):
             return ""
         if not isinstance(data, dict):
             raise serializers.ValidationError('Expected an object of NAME: "value".')
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return environment_stored(data)
 
 
 class WorkspaceInput(serializers.ModelSerializer):

@@ -101,6 +101,11 @@ def environment_of(value: str) -> dict[str, str]:
     return json.loads(value) if value else {}
 
 
+def environment_stored(environment: dict) -> str:
+    """An environment as it is stored: canonical JSON, so an unchanged one is no change."""
+    return json.dumps(environment, sort_keys=True, separators=(",", ":"))
+
+
 def validate_container_environment(value: str) -> None:
     """A JSON object of at most 64 NAME: "value" pairs; names as a shell names variables, none
     of those Workgate sets itself, values strings of at most 4096 characters without NUL."""

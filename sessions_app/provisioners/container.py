@@ -41,6 +41,7 @@ from django.db.models import Count
 from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners.base import DesktopGone, ProvisionerUnavailable, Upstream
 from sessions_app.provisioners.static import accepts_connections, rfb_greets
+from workspaces.validators import environment_of
 
 logger = logging.getLogger(__name__)
 
@@ -227,10 +228,7 @@ class ContainerProvisioner:
             raise ProvisionerUnavailable(
                 f"Workspace {workspace.id} has no container_image; an administrator must set one."
             )
-        if not any(_answers(url) for url in _by_load()):
-            raise ProvisionerUnavailable(
-                "No container engine is answering (WORKGATE_CONTAINER_ENGINES); try again later."
-            )
+        _engine_for_launch()  # refused here, before the session is written, when none answers
 
     def start(self, session) -> Upstream:
         workspace = session.workspace
@@ -342,7 +340,7 @@ def _container_options(session, workspace, password: str) -> dict:
         "name": f"workgate-{session.runtime_id}",
         "hostname": session.runtime_id,
         "environment": {
-            **_environment_of(workspace),
+            **environment_of(workspace.container_environment),
             "VNC_PW": password,
             "VNC_RESOLUTION": settings.WORKGATE_CONTAINER_RESOLUTION,
         },
@@ -366,12 +364,6 @@ def _log_config(url: str) -> docker.types.LogConfig:
     writable layer and any storage limit (1 GB in 5 s, found by review)."""
     driver = "k8s-file" if _is_podman(url) else "json-file"
     return docker.types.LogConfig(type=driver, config={"max-size": LOG_MAX_SIZE})
-
-
-def _environment_of(workspace) -> dict[str, str]:
-    from workspaces.validators import environment_of
-
-    return environment_of(workspace.container_environment)
 
 
 def _address(container, network: str, port: int) -> str:

@@ -70,14 +70,20 @@ function ended(message) {
   root.querySelector("[data-stop]")?.remove();
 }
 
+// The session's status ("starting", "ready", "terminated"...; "gone" once it no longer exists),
+// or null when the server cannot tell us right now.
+async function sessionStatus() {
+  try {
+    return (await api(`/api/sessions/${sessionId}`)).status;
+  } catch (error) {
+    return error.status === 404 ? "gone" : null;
+  }
+}
+
 // Is the session still live? true / false, or null when the server cannot tell us right now.
 async function sessionLive() {
-  try {
-    const session = await api(`/api/sessions/${sessionId}`);
-    return ["starting", "ready"].includes(session.status);
-  } catch (error) {
-    return error.status === 404 ? false : null;
-  }
+  const status = await sessionStatus();
+  return status === null ? null : ["starting", "ready"].includes(status);
 }
 
 // A desktop of one's own is still starting: watch the session until it is ready, then ask for
@@ -86,15 +92,9 @@ async function whenStarted() {
   setState("connecting", "Starting your desktop…");
   while (wanted) {
     await new Promise((resolve) => { retryTimer = setTimeout(resolve, STARTING_POLL_MS); });
-    let session;
-    try {
-      session = await api(`/api/sessions/${sessionId}`);
-    } catch (error) {
-      if (error.status === 404) return ended("This session has ended.");
-      continue; // the server cannot tell right now: look again
-    }
-    if (session.status === "ready") return connect();
-    if (session.status !== "starting") return ended("This session has ended.");
+    const status = await sessionStatus();
+    if (status === null || status === "starting") continue; // look again
+    return status === "ready" ? connect() : ended("This session has ended.");
   }
 }
 
