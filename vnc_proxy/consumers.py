@@ -20,17 +20,16 @@ ready, still signed in; and last_seen_at while traffic flows).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from urllib.parse import parse_qsl
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from accounts.connections import ACCOUNT_SIGNED_OUT, account_group
 from core.database import RELAY, in_db_thread
+from core.groups import Membership
 from core.network import Origin
 from sessions_app.models import SESSION_ENDED
 from vnc_proxy import services
@@ -43,7 +42,6 @@ logger = logging.getLogger(__name__)
 # Seconds between an open relay's checks of its session and account (services.relay_check),
 # which also move last_seen_at on while traffic flows.
 SEEN_INTERVAL = 30.0
-GROUP_TIMEOUT = 5.0  # seconds for leaving the channel-layer groups when the relay ends
 # Relays winding down after they were cancelled: referenced until done.
 _WINDING_DOWN: set[asyncio.Future] = set()
 STUCK_CHECKS = 4  # intervals after which a check still running no longer holds the next one
@@ -110,24 +108,17 @@ class RelayConnection:
         finally:
             self.ticket = ""  # spent or refused: nothing keeps it from here on
 
-        layer = get_channel_layer()
-        channel = None
-        groups = (self.target.group, account_group(self.target.user.pk))
+        membership = None
         started = time.monotonic()
         opened = False
         tasks: list[asyncio.Task] = []
-        joining = None
         try:
             await self.browser.accept(self.subprotocol)
-            if layer is not None:
-                channel = await layer.new_channel()
-                # Joined while the desktop is dialled: both are done before relay_opened.
-                joining = asyncio.ensure_future(
-                    asyncio.gather(*(layer.group_add(group, channel) for group in groups))
-                )
-                # Its failure is the relay's only if the desktop answered (_open_upstream).
-                joining.add_done_callback(lambda done: done.cancelled() or done.exception())
-            opened = await self._open_upstream(joining)
+            # Joined while the desktop is dialled: both are done before relay_opened.
+            membership = await Membership.join(
+                (self.target.group, account_group(self.target.user.pk))
+            )
+            opened = await self._open_upstream(membership and membership.joining)
             if opened:
                 if isinstance(self.browser, DaphneBrowser) and isinstance(
                     self.upstream, TcpUpstream
@@ -135,8 +126,8 @@ class RelayConnection:
                     self._connect_directly()
                 else:
                     tasks.append(asyncio.create_task(self._desktop_to_browser()))
-                if channel is not None:
-                    tasks.append(asyncio.create_task(self._listen(layer, channel)))
+                if membership is not None:
+                    tasks.append(asyncio.create_task(self._listen(membership)))
                 self._start_timer()
             await self._browser_to_desktop(forward=opened)
         finally:
@@ -148,37 +139,20 @@ class RelayConnection:
             # second until it ends), and the connection's record must still be closed (it holds
             # one of the desktop's viewer places), the end audited and the desktop let go of.
             wind_down = asyncio.ensure_future(
-                self._wind_down(
-                    opened=opened,
-                    started=started,
-                    layer=layer,
-                    channel=channel,
-                    groups=groups,
-                    joining=joining,
-                )
+                self._wind_down(opened=opened, started=started, membership=membership)
             )
             _WINDING_DOWN.add(wind_down)
             wind_down.add_done_callback(_WINDING_DOWN.discard)
             await asyncio.shield(wind_down)
 
-    async def _wind_down(
-        self, *, opened: bool, started: float, layer, channel, groups, joining
-    ) -> None:
+    async def _wind_down(self, *, opened: bool, started: float, membership) -> None:
         try:
             await self._settle(opened=opened, started=started)
         finally:
             if self.upstream is not None:
                 await self.upstream.close()
-            if channel is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(GROUP_TIMEOUT):
-                        # A join still under way (the desktop failed first) ends before the
-                        # groups are left, or it could add the channel back after.
-                        joining.cancel()
-                        await asyncio.wait([joining])
-                        await asyncio.gather(
-                            *(layer.group_discard(name, channel) for name in groups)
-                        )
+            if membership is not None:
+                await membership.leave()
 
     async def _settle(self, *, opened: bool, started: float) -> None:
         """Close the connection's record and audit how it ended, once: after the bookkeeping
@@ -346,24 +320,12 @@ class RelayConnection:
 
     # --- Control: stops and sign-outs from any process, idleness, last_seen_at ------------------
 
-    async def _listen(self, layer, channel: str) -> None:
-        while True:
-            try:
-                message = await layer.receive(channel)
-            except Exception:
-                logger.warning(
-                    "a relay lost its channel layer; stops reach it at its next check",
-                    exc_info=True,
-                )
-                return
-            kind = message.get("type")
-            if kind == SESSION_ENDED:
-                await self._end(services.RelayRefused(CloseCode.SESSION_ENDED, "the session ended"))
-            elif kind == ACCOUNT_SIGNED_OUT:
-                await self._end(services.RelayRefused(CloseCode.SIGNED_OUT, "signed out"))
-            else:
-                continue
-            return
+    async def _listen(self, membership: Membership) -> None:
+        kind = await membership.ending((SESSION_ENDED, ACCOUNT_SIGNED_OUT), who="a relay")
+        if kind == SESSION_ENDED:
+            await self._end(services.RelayRefused(CloseCode.SESSION_ENDED, "the session ended"))
+        elif kind == ACCOUNT_SIGNED_OUT:
+            await self._end(services.RelayRefused(CloseCode.SIGNED_OUT, "signed out"))
 
     async def _end(self, refused: services.RelayRefused) -> None:
         """The session ended or the account signed out while connected: close both sides."""

@@ -313,8 +313,8 @@ async def test_a_relay_stuck_on_the_channel_layer_still_frees_its_place_when_can
     desktop is dialled meanwhile and greets, but the connection is not opened until the groups
     are joined (a stop sent then would be missed): nothing reaches the browser, and the
     cancelled relay still closes its record and audits; leaving is given up after a while."""
+    from core import groups
     from tests.vnc_proxy.conftest import db, relay_communicator, relay_path
-    from vnc_proxy import consumers
 
     class HungLayer:
         async def new_channel(self):
@@ -332,8 +332,8 @@ async def test_a_relay_stuck_on_the_channel_layer_still_frees_its_place_when_can
         dialled.set()
 
     desktop = await asyncio.start_server(greet, "127.0.0.1", 0)
-    monkeypatch.setattr(consumers, "get_channel_layer", HungLayer)
-    monkeypatch.setattr(consumers, "GROUP_TIMEOUT", 0.2)
+    monkeypatch.setattr(groups, "get_channel_layer", HungLayer)
+    monkeypatch.setattr(groups, "LEAVE_TIMEOUT", 0.2)
     target = f"127.0.0.1:{desktop.sockets[0].getsockname()[1]}"
     runtime = await db(make_runtime)(user, upstream_target=target)
     communicator = relay_communicator(relay_path(await db(ticket_for)(user, runtime.runtime_id)))
