@@ -1,5 +1,6 @@
 SHELL := /bin/bash
 VENV := .venv
+APPS_VENV := .venv-apps
 PY := $(VENV)/bin/python
 TEST_ENV := DJANGO_SETTINGS_MODULE=tests.settings
 SYSTEM_PACKAGES := xvfb x11vnc xterm chromium fonts-dejavu-core nginx curl jq python3
@@ -13,7 +14,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-node_modules/.installed: package.json
+# The real web apps the app proxy's tests and benchmark run (tests/apps/: JupyterLab, httpbin,
+# gunicorn), in a venv of their own: about 90 packages that stay out of constraints.txt.
+$(APPS_VENV)/.installed: tests/apps/requirements.txt tests/apps/constraints.txt
+	test -x $(APPS_VENV)/bin/python || python3 -m venv $(APPS_VENV)
+	$(APPS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(APPS_VENV)/bin/python -m pip install -q -c tests/apps/constraints.txt -r tests/apps/requirements.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -32,7 +41,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: $(VENV)/.installed node_modules/.installed
+test: $(VENV)/.installed $(APPS_VENV)/.installed node_modules/.installed
 	scripts/system-deps.sh $(SYSTEM_PACKAGES)
 	scripts/desktop-account.sh
 	scripts/services.sh
@@ -46,7 +55,7 @@ test: $(VENV)/.installed node_modules/.installed
 	$(TEST_ENV) $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null
 	$(TEST_ENV) $(VENV)/bin/pytest
 
-bench: $(VENV)/.installed node_modules/.installed
+bench: $(VENV)/.installed $(APPS_VENV)/.installed node_modules/.installed
 	scripts/system-deps.sh wrk xvfb x11vnc xterm
 	scripts/services.sh
 	scripts/podman.sh
@@ -59,4 +68,4 @@ images:
 	images/build.sh all
 
 clean:
-	rm -rf $(VENV) node_modules staticfiles .runtime
+	rm -rf $(VENV) $(APPS_VENV) node_modules staticfiles .runtime

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from accounts.models import Profile, User
 from accounts.views import MFA_VERIFIED_KEY
 from core.database import close_connections, in_db_thread
+from tests.support import apps
 from tests.support.contract import response_violations
 from tests.support.database import wait_until_other_connections_are_idle
 from tests.support.desktops import GEOMETRY, stop_desktops_under
@@ -242,6 +243,30 @@ def podman_engine(tmp_path_factory):
     desktop image (tests/support/podman.py); the run's containers go at its end."""
     with podman_service(tmp_path_factory.mktemp("podman")) as engine:
         yield engine
+
+
+@pytest.fixture(scope="session")
+def jupyter_app(request, tmp_path_factory):
+    """JupyterLab for the run (tests/support/apps.py), at base_url "/" unless a test
+    parametrizes it indirectly: `@pytest.mark.parametrize("jupyter_app", ["/apps/<rid>/"],
+    indirect=True)`."""
+    base_url = getattr(request, "param", "/")
+    with apps.jupyter(tmp_path_factory.mktemp("jupyter"), base_url=base_url) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def httpbin_app(tmp_path_factory):
+    """httpbin under gunicorn for the run (tests/support/apps.py)."""
+    with apps.httpbin(tmp_path_factory.mktemp("httpbin")) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def mcp_sse_app(tmp_path_factory):
+    """npm's MCP server-everything in SSE mode for the run (tests/support/apps.py)."""
+    with apps.mcp_sse(tmp_path_factory.mktemp("mcp")) as app:
+        yield app
 
 
 @pytest.fixture

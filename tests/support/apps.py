@@ -1,0 +1,277 @@
+"""Real upstream web apps for the app proxy's tests and benchmark (issue 21), on loopback.
+
+- JupyterLab (PyPI `jupyterlab`), the app that uses WebSockets: its lab page, terminals
+  (`/terminals/websocket/<n>`, JSON text frames), and `/files/<path>` for large downloads;
+- httpbin (PyPI) under gunicorn's gthread worker, for HTTP semantics: redirects, streamed and
+  chunked bodies, `/drip`, uploads echoed by `/put` and `/anything`, and what the upstream
+  received (`/headers`, `/cookies`);
+- npm's `@modelcontextprotocol/server-everything` in its SSE mode: `GET /sse` holds an event
+  stream whose first event names the `/message?sessionId=` endpoint, and the answer to each
+  JSON-RPC POST there arrives on that stream.
+
+The Python apps live in `.venv-apps/` (tests/apps/requirements.txt, installed by `make test` and
+`make bench`), never in the project's venv; the MCP server in node_modules (package.json). Each
+app runs on a free port in a process group of its own, is waited for until it answers, and is
+stopped by its own pid when the block ends; `setpriv --pdeathsig` stops it too if the run that
+started it is killed before its teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support import processes
+
+ROOT = processes.ROOT
+APPS_VENV = ROOT / ".venv-apps"
+JUPYTER = APPS_VENV / "bin" / "jupyter"
+GUNICORN = APPS_VENV / "bin" / "gunicorn"
+MCP_SERVER = ROOT / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist"
+LOOPBACK = Path(__file__).with_name("loopback.cjs")
+MiB = 1024 * 1024
+START_TIMEOUT = 60.0  # seconds: the suite may share a busy 2-core machine
+
+
+def _missing(path: Path, how: str) -> None:
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: {how}")
+
+
+def _guarded(argv: list) -> list:
+    """`argv` stopped with SIGTERM when the process that started it dies (a killed run)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *argv] if setpriv else argv
+
+
+def _answers(url: str, headers: dict[str, str] | None = None) -> bool:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 (loopback http)
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_until_answering(proc, url: str, log: Path, headers=None) -> None:
+    with contextlib.suppress(AssertionError):  # timed out: said below, with the log's tail
+        processes.wait_for(
+            lambda: proc.poll() is not None or _answers(url, headers), seconds=START_TIMEOUT
+        )
+    if proc.poll() is not None or not _answers(url, headers):
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        raise RuntimeError(f"{url} did not answer (exit {proc.poll()}): {tail}")
+
+
+@contextlib.contextmanager
+def _started(argv: list, *, url: str, log: Path, env: dict, cwd: Path, headers=None):
+    with (
+        log.open("ab") as out,
+        processes.running(_guarded(argv), env=env, cwd=cwd, stdout=out, stderr=out) as proc,
+    ):
+        _wait_until_answering(proc, url, log, headers)
+        yield proc
+
+
+# JupyterLab ------------------------------------------------------------------------------------
+
+# The lab's own settings: no news or update checks (their toast would cover the page and fetch
+# from the internet).
+LAB_OVERRIDES = {
+    "@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"}
+}
+
+
+@dataclass(frozen=True)
+class JupyterApp:
+    port: int
+    token: str  # the server's token: an upstream credential, `Authorization: token <token>`
+    base_url: str  # "/" or a prefix such as "/apps/wg-0123456789ab/", always ending in "/"
+    root_dir: Path  # what the lab shows and /files/ serves
+    pid: int
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The lab's base: the workspace url a test launches."""
+        return f"{self.origin}{self.base_url}"
+
+    @property
+    def authorization(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def path(self, below: str) -> str:
+        """A path on the server under its base_url, `below` without its leading slash."""
+        return self.base_url + below.lstrip("/")
+
+
+@contextlib.contextmanager
+def jupyter(folder: Path, *, base_url: str = "/", token: str | None = None) -> Iterator[JupyterApp]:
+    """JupyterLab on a free loopback port with a random token, its HOME and JUPYTER_* folders,
+    and its root dir under `folder`; `base_url` for an app under a path prefix."""
+    _missing(JUPYTER, "make test installs tests/apps/requirements.txt into .venv-apps/")
+    if not base_url.startswith("/") or not base_url.endswith("/"):
+        raise ValueError("base_url starts and ends with '/'")
+    folder.mkdir(parents=True, exist_ok=True)
+    home, root = folder / "home", folder / "root"
+    data = home / ".local" / "share" / "jupyter"
+    for path in (home, root, data / "lab" / "settings"):
+        path.mkdir(parents=True, exist_ok=True)
+    (data / "lab" / "settings" / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
+    token = token or secrets.token_hex(24)
+    port = processes.free_port()
+    env = {
+        "PATH": f"{APPS_VENV / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "SHELL": "/bin/bash",
+        "TERM": "xterm-256color",
+        "LANG": "C.UTF-8",
+        "JUPYTER_CONFIG_DIR": str(home / ".jupyter"),
+        "JUPYTER_DATA_DIR": str(data),
+        "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
+        "IPYTHONDIR": str(home / ".ipython"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "JUPYTERLAB_SETTINGS_DIR": str(home / ".jupyter" / "lab" / "user-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / ".jupyter" / "lab" / "workspaces"),
+    }
+    argv = [
+        JUPYTER,
+        "lab",
+        "--no-browser",
+        "--allow-root",  # CI runs the suite as root
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--ServerApp.base_url={base_url}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: tests read the terminal
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--ServerApp.terminado_settings={'shell_command': ['/bin/bash', '--norc', '--noprofile']}",
+    ]
+    status = f"http://127.0.0.1:{port}{base_url}api/status"
+    auth = {"Authorization": f"token {token}"}
+    with _started(
+        argv, url=status, log=folder / "jupyter.log", env=env, cwd=root, headers=auth
+    ) as proc:
+        yield JupyterApp(port=port, token=token, base_url=base_url, root_dir=root, pid=proc.pid)
+
+
+def large_file(app: JupyterApp, name: str = "big.bin", size: int = 100 * MiB) -> str:
+    """A file of `size` bytes in the lab's root dir, made of a random MiB repeated (nothing for
+    gzip to shrink); returns its path on the server, `<base_url>files/<name>`."""
+    block = os.urandom(MiB)
+    with (app.root_dir / name).open("wb") as out:
+        whole, rest = divmod(size, MiB)
+        for _ in range(whole):
+            out.write(block)
+        out.write(block[:rest])
+    return app.path(f"files/{name}")
+
+
+# httpbin ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpbinApp:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+@contextlib.contextmanager
+def httpbin(folder: Path, *, threads: int = 8) -> Iterator[HttpbinApp]:
+    """httpbin under gunicorn (one gthread worker) on a free loopback port."""
+    _missing(GUNICORN, "make test installs tests/apps/requirements.txt into .venv-apps/")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = processes.free_port()
+    env = {"PATH": f"{APPS_VENV / 'bin'}:/usr/bin:/bin", "HOME": str(folder), "LANG": "C.UTF-8"}
+    argv = [
+        GUNICORN,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--timeout",
+        "120",
+        "httpbin:app",
+    ]
+    url = f"http://127.0.0.1:{port}/get"
+    with _started(argv, url=url, log=folder / "httpbin.log", env=env, cwd=folder) as proc:
+        yield HttpbinApp(port=port, pid=proc.pid)
+
+
+# The MCP server over SSE ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class McpSseApp:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def stream_url(self) -> str:
+        return f"{self.url}sse"
+
+
+def mcp_request(id_: int, method: str, params: dict | None = None) -> bytes:
+    """A JSON-RPC request for the MCP server's `/message?sessionId=` endpoint."""
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": id_, "method": method, "params": params or {}}
+    ).encode()
+
+
+MCP_INITIALIZE = {
+    "protocolVersion": "2025-06-18",
+    "capabilities": {},
+    "clientInfo": {"name": "workgate-tests", "version": "1"},
+}
+
+
+@contextlib.contextmanager
+def mcp_sse(folder: Path) -> Iterator[McpSseApp]:
+    """`@modelcontextprotocol/server-everything sse` on a free port, bound to 127.0.0.1 by
+    tests/support/loopback.cjs (the server reads only PORT and would listen everywhere)."""
+    _missing(MCP_SERVER / "index.js", "make test runs npm install (package.json)")
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is missing")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = processes.free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(folder), "PORT": str(port)}
+    argv = [node, "--require", LOOPBACK, MCP_SERVER / "index.js", "sse"]
+    log = folder / "mcp.log"
+    with (
+        log.open("ab") as out,
+        processes.running(
+            _guarded(argv),
+            port=port,
+            env=env,
+            cwd=folder,
+            stdout=out,
+            stderr=out,
+            timeout=START_TIMEOUT,
+        ) as proc,
+    ):
+        yield McpSseApp(port=port, pid=proc.pid)
