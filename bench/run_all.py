@@ -115,6 +115,7 @@ BENCHES = [
     Bench("tickets", "bench/tickets.py", "Ticket minting"),
     Bench("launch", "bench/launch_ready.py", "Launch to ready"),
     Bench("containers", "bench/containers.py", "Container desktops: launch to ready"),
+    Bench("app_proxy", "bench/app_proxy.py", "Web apps through the gateway vs nginx proxy_pass"),
 ]
 
 
