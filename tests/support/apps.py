@@ -275,3 +275,132 @@ def mcp_sse(folder: Path) -> Iterator[McpSseApp]:
         ) as proc,
     ):
         yield McpSseApp(port=port, pid=proc.pid)
+
+
+# Workgate's app proxy in front of them --------------------------------------------------------
+
+ORIGIN_COOKIE = "__Host-workgate-app"  # app_proxy.admission.cookie_name("origin", ...)
+UPSTREAM_NETWORKS = "127.0.0.0/8"  # the apps above, and nothing else
+
+
+@dataclass(frozen=True)
+class AppGateway:
+    """A Daphne process serving the gateway with WORKGATE_APPS_DOMAIN=apps.localhost:<its port>:
+    an app's origin is http://<runtime-id>.apps.localhost:<port>, which Chromium resolves to
+    loopback itself; other clients connect to 127.0.0.1 and send that Host."""
+
+    port: int
+    log: Path
+
+    @property
+    def domain(self) -> str:
+        return f"apps.localhost:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def host(self, runtime_id: str) -> str:
+        return f"{runtime_id}.{self.domain}"
+
+    def origin(self, runtime_id: str) -> str:
+        return f"http://{self.host(runtime_id)}"
+
+    def client(self, runtime_id: str, cookie: str | None = None, **kwargs):
+        """An httpx client of the app's origin, with the app cookie when given (value only)."""
+        import httpx
+
+        headers = {"Host": self.host(runtime_id), **kwargs.pop("headers", {})}
+        if cookie is not None:
+            headers["Cookie"] = f"{ORIGIN_COOKIE}={cookie}"
+        kwargs.setdefault("timeout", 30)
+        return httpx.AsyncClient(base_url=self.base_url, headers=headers, **kwargs)
+
+    def enter(self, app_url: str):
+        """Open an app ticket's URL as a browser does (no redirect followed): the 303 answer."""
+        import httpx
+
+        url = httpx.URL(app_url)
+        return httpx.get(
+            f"{self.base_url}{url.raw_path.decode()}",
+            headers={"Host": url.netloc.decode()},
+            follow_redirects=False,
+            timeout=30,
+        )
+
+
+def set_cookie_value(response, name: str = ORIGIN_COOKIE) -> str | None:
+    """The value `response` sets for cookie `name`, read from its Set-Cookie headers (httpx's
+    jar would drop a __Host- cookie set over http)."""
+    for header in response.headers.get_list("set-cookie"):
+        key, _, rest = header.partition("=")
+        if key.strip() == name:
+            return rest.split(";", 1)[0]
+    return None
+
+
+@contextlib.contextmanager
+def app_gateway(log: Path, **environment: str) -> Iterator[AppGateway]:
+    """The gateway on the test database and the suite's Redis, its apps domain under
+    apps.localhost on its own port, web upstreams allowed on loopback."""
+    from django.conf import settings
+
+    port = processes.free_port()
+    with processes.daphne(
+        log,
+        port=port,
+        REDIS_URL=settings.REDIS_URL,
+        WORKGATE_APPS_DOMAIN=f"apps.localhost:{port}",
+        WORKGATE_APP_UPSTREAM_NETWORKS=UPSTREAM_NETWORKS,
+        PYTHONUNBUFFERED="1",
+        **environment,
+    ):
+        yield AppGateway(port=port, log=log)
+
+
+def web_workspace(url: str, **fields):
+    """A `web` workspace whose url is a real app (tests/support/workspaces.py's defaults)."""
+    from tests.support.workspaces import make_web_workspace
+
+    return make_web_workspace(url=url, provisioner="web", **fields)
+
+
+def jupyter_workspace(app: JupyterApp, **fields):
+    """The lab as a web workspace, its token the workspace's app credential: the browser never
+    sees it, and without the proxy adding it the lab stops at its login."""
+    return web_workspace(
+        app.url,
+        name="JupyterLab",
+        app_credential_header="Authorization",
+        app_credential=f"token {app.token}",
+        **fields,
+    )
+
+
+def launched_runtime(api, workspace) -> str:
+    """Launch `workspace` through the API as `api`'s user: the session's runtime id."""
+    from tests.support.sessions import launch
+
+    response = launch(api, str(workspace.id))
+    assert response.status_code == 201, response.json()
+    me = api.get("/api/agents/workspace/me").json()
+    return me["agent"]["workspace"]["runtime"]["workspaceId"]
+
+
+def app_url(api, runtime_id: str) -> str:
+    """A fresh app ticket's URL for `runtime_id`, minted through the API."""
+    response = api.post(
+        "/api/agents/workspace/app-ticket", {"workspaceId": runtime_id}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    return response.json()["appUrl"]
+
+
+def app_cookie(api, gateway: AppGateway, runtime_id: str) -> str:
+    """What a browser holds after opening the app: the app cookie's value, from spending a
+    fresh ticket on the app's origin."""
+    entered = gateway.enter(app_url(api, runtime_id))
+    assert entered.status_code == 303, entered.text
+    cookie = set_cookie_value(entered)
+    assert cookie, entered.headers
+    return cookie

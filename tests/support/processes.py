@@ -115,13 +115,16 @@ def test_database_url() -> str:
 
 
 @contextlib.contextmanager
-def daphne(log_path: Path, *, timeout: float = 60.0, **environment: str) -> Iterator[int]:
-    """A Daphne process serving the whole app from the test database; yields its port.
+def daphne(
+    log_path: Path, *, timeout: float = 60.0, port: int | None = None, **environment: str
+) -> Iterator[int]:
+    """A Daphne process serving the whole app from the test database; yields its port (a free
+    one unless `port` is given: a setting may have to name it, as the apps domain does).
 
     Its output goes to `log_path`, and the tail of it into the error if it does not start
     (the timeout is generous: the suite may share a busy machine).
     """
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
