@@ -291,8 +291,70 @@ WORKGATE_CONTAINER_READY_TIMEOUT = env_int("WORKGATE_CONTAINER_READY_TIMEOUT", 6
 
 # --- Web apps through the gateway (issue 21) -----------------------------------------------------
 
-# The wildcard domain whose names <runtime-id>.<domain> are the apps' own origins; empty: none.
-WORKGATE_APPS_DOMAIN = env_str("WORKGATE_APPS_DOMAIN")
+# The wildcard domain whose names <runtime-id>.<domain> are the apps' own origins (it may carry a
+# port: "apps.example.com:8443"); empty: none, and apps are reached only under /apps/<runtime-id>/
+# on the gateway's origin, for the workspaces that allow it. Under DEBUG (`make run`: Daphne on
+# 127.0.0.1:8000) it defaults to apps.localhost:8000: browsers resolve every *.localhost name to
+# loopback themselves and treat it as a secure context, so app origins work there with no DNS, no
+# certificate and no setting; open the gateway itself as http://127.0.0.1:8000 (see below).
+WORKGATE_APPS_DOMAIN = env_str("WORKGATE_APPS_DOMAIN", "apps.localhost:8000" if DEBUG else "")
+
+
+def _hostname(value: str) -> str:
+    """A host as ALLOWED_HOSTS or WORKGATE_APPS_DOMAIN names it, without its port or a final dot."""
+    value = value.strip().lower().rstrip(".")
+    if value.startswith("["):
+        return value.partition("]")[0] + "]"
+    return value.rpartition(":")[0] if value.count(":") == 1 else value
+
+
+def _check_apps_domain(domain: str) -> None:
+    """An app's scripts run with its origin and may set cookies for every parent of its name. An
+    apps domain that is the gateway's own host, or under it, or that holds the gateway's host,
+    would let an app read or plant the gateway's cookies (its session, its CSRF token): refused.
+    `localhost` is left out: app origins under apps.localhost are for development, with the
+    gateway opened as 127.0.0.1 (whose cookies no name shares)."""
+    apps = _hostname(domain)
+    if not apps:
+        return
+    if apps.count(".") < 1 or "*" in apps or apps.startswith("["):
+        raise ImproperlyConfigured(
+            f"WORKGATE_APPS_DOMAIN must be a DNS name with at least two labels, not {domain!r}"
+        )
+    gateway = {_hostname(host).lstrip(".") for host in ALLOWED_HOSTS if host.strip() != "*"}
+    for host in sorted(gateway - {"", "localhost"}):
+        if apps == host or apps.endswith("." + host) or host.endswith("." + apps):
+            raise ImproperlyConfigured(
+                f"WORKGATE_APPS_DOMAIN {domain!r} shares cookies with the gateway's own host "
+                f"{host!r} (ALLOWED_HOSTS): give the apps a domain of their own, e.g. "
+                "example-apps.com beside gateway.example.com"
+            )
+
+
+_check_apps_domain(WORKGATE_APPS_DOMAIN)
+
+
+# Where web apps behind the gateway may be (issue 21): the CIDRs of the networks a web
+# workspace's url may resolve into, checked at each launch, which pins the address for the
+# session. Empty (the default): no web app is reached at all. Loopback is allowed only when
+# listed here. Whatever is listed, these are never reached (app_proxy's deny list, in
+# sessions_app/provisioners/web.py): link-local and cloud metadata (169.254.0.0/16, fe80::/10),
+# 0.0.0.0/8, ::/128, multicast and broadcast, and the gateway's own database, Redis and
+# container engines (their address and port).
+WORKGATE_APP_UPSTREAM_NETWORKS = env_networks("WORKGATE_APP_UPSTREAM_NETWORKS")
+for _network in WORKGATE_APP_UPSTREAM_NETWORKS:
+    if _network.prefixlen < (8 if _network.version == 4 else 16):
+        # 0.0.0.0/0 (or a few /1s) would make the gateway an open proxy to the internet.
+        raise ImproperlyConfigured(
+            f"WORKGATE_APP_UPSTREAM_NETWORKS: {_network} is wider than a /8 (IPv4) or /16 "
+            "(IPv6): list the networks the apps are on, never the internet"
+        )
+# Seconds to connect to an app (then 504 upstream_timeout); seconds an open request or proxied
+# WebSocket may pass with nothing in either direction before it is closed.
+WORKGATE_APP_CONNECT_TIMEOUT = env_int("WORKGATE_APP_CONNECT_TIMEOUT", 10, minimum=1)
+WORKGATE_APP_IDLE_TIMEOUT = env_int("WORKGATE_APP_IDLE_TIMEOUT", 300, minimum=5)
+# The largest request body passed to an app, in bytes (413 beyond it); 1 GiB.
+WORKGATE_APP_MAX_REQUEST_BODY = env_int("WORKGATE_APP_MAX_REQUEST_BODY", 1 << 30, minimum=0)
 
 
 def _development_app_signing_key() -> str:

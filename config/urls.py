@@ -28,6 +28,7 @@ api_patterns = [
     path("auth/", include("accounts.urls")),
     path("", include("workspaces.urls")),
     path("", include("sessions_app.urls")),
+    path("", include("app_proxy.urls")),  # ahead of vnc_proxy's agents super gate
     path("", include("vnc_proxy.urls")),
     path("", include("audit.urls")),
     path("", include("streaming.urls")),

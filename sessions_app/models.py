@@ -27,6 +27,7 @@ class WorkspaceSession(models.Model):
         NONE = ""
         TCP = "tcp"
         WEBSOCKET = "websocket"
+        HTTP = "http"  # a web app through the app proxy (issue 21)
 
     LIVE = (Status.STARTING, Status.READY)
 
@@ -52,12 +53,17 @@ class WorkspaceSession(models.Model):
     mfa_verified = models.BooleanField(default=False)
 
     # Filled in by the provisioner: where the relay connects, and the desktop's RFB password.
+    # For a web app (kind http): upstream_target is its normalized url, upstream_address the
+    # address its name resolved to at launch (pinned: never resolved again for the session),
+    # upstream_username the header its credential goes in and upstream_secret that credential,
+    # both copied from the workspace at launch.
     provisioner = models.CharField(max_length=32, blank=True, default="")
     provisioner_state = models.JSONField(default=dict, blank=True)
     upstream_kind = models.CharField(
         max_length=16, choices=UpstreamKind.choices, blank=True, default=UpstreamKind.NONE
     )
     upstream_target = models.CharField(max_length=500, blank=True, default="")
+    upstream_address = models.GenericIPAddressField(null=True, blank=True)
     upstream_username = models.CharField(max_length=200, blank=True, default="")
     upstream_secret = EncryptedTextField(blank=True, default="")
     upstream_tls_verify = models.BooleanField(default=True)
@@ -94,4 +100,6 @@ def session_group(session_id) -> str:
     return f"session.{session_id}"
 
 
-SESSION_ENDED = "session.ended"  # sent to session_group once an end commits: {"type", "reason"}
+# Sent to session_group once an end commits: {"type", "reason", "session_id"} (the app proxy's
+# admission cache, which listens to many sessions on one channel, tells them apart by the id).
+SESSION_ENDED = "session.ended"

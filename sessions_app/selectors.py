@@ -95,9 +95,11 @@ def session_security(session: WorkspaceSession) -> dict[str, bool]:
       session's lifecycle (launch, desktop connects and disconnects with byte counts, stop,
       expiry), not its screen contents; the flag means exactly that record exists.
     - no_open_ports: the client is given nothing to connect to but Workgate itself. True when the
-      desktop is reached only through the in-band relay (a VNC upstream held server-side) or the
-      workspace exposes no address at all; false when the workspace hands the browser a URL of
-      its own to open directly.
+      desktop is reached only through the in-band relay (a VNC upstream held server-side), the
+      web app only through the gateway's app proxy (provisioner `web`: its address, pinned at
+      launch, is never handed to the browser), or the workspace exposes no address at all;
+      false when the workspace hands the browser a URL of its own to open directly (a `static`
+      workspace with a `url`, shown as a link).
     """
     user = session.user
     # The entry is written after the session row, in the same transaction: bounding created_at
@@ -110,7 +112,7 @@ def session_security(session: WorkspaceSession) -> dict[str, bool]:
     ).exists()
     workspace = session.workspace
     direct_url = bool(workspace is not None and workspace.url)
-    relayed = bool(session.upstream_kind)
+    relayed = bool(session.upstream_kind) or session.provisioner == "web"
     return {
         "encrypted_tunnel": session.tunnel_status == "encrypted",
         "identity_verified": bool(user.is_active),

@@ -39,6 +39,7 @@ from sessions_app.provisioners import (
     provisioner_named,
 )
 from sessions_app.selectors import live_sessions_of
+from sessions_app.signals import session_ended
 from workspaces.models import Workspace
 from workspaces.selectors import access_workspace
 
@@ -251,10 +252,12 @@ def _session_provision(session: WorkspaceSession, *, user, origin: Origin):
         session.upstream_secret = upstream.secret
         session.upstream_tls_verify = upstream.tls_verify
         session.rfb_password = upstream.rfb_password
+        session.upstream_address = upstream.address or None
     recorded = WorkspaceSession.objects.filter(pk=session.pk, status=Status.STARTING).update(
         provisioner_state=session.provisioner_state,
         upstream_kind=session.upstream_kind,
         upstream_target=session.upstream_target,
+        upstream_address=session.upstream_address,
         upstream_username=session.upstream_username,
         upstream_secret=session.upstream_secret,
         upstream_tls_verify=session.upstream_tls_verify,
@@ -598,6 +601,9 @@ def _session_end(
             origin=origin,
             success=success,
         )
+        session_ended.send(
+            sender=WorkspaceSession, session=session, reason=reason, actor=actor, origin=origin
+        )
         _after_commit_end(session, reason)
     return session, True
 
@@ -608,7 +614,8 @@ def _after_commit_end(session: WorkspaceSession, reason: str) -> None:
 
     def notify_relays() -> None:
         async_to_sync(get_channel_layer().group_send)(
-            session.group_name, {"type": SESSION_ENDED, "reason": reason}
+            session.group_name,
+            {"type": SESSION_ENDED, "reason": reason, "session_id": str(session.id)},
         )
 
     def stop_desktop() -> None:

@@ -238,7 +238,13 @@ def viewer(request, session_id):
         messages.error(request, MFA_NEEDED)
         return redirect("catalog")
     workspace = session.workspace
-    desktop = (
+    # A web app through the gateway: the page asks for an app ticket and the whole tab goes to
+    # the app's own origin (static/workgate/app-viewer.js), never a frame.
+    web_app = (
+        session.upstream_kind == WorkspaceSession.UpstreamKind.HTTP
+        or session.provisioner == Workspace.Provisioner.WEB
+    )
+    desktop = not web_app and (
         bool(session.upstream_kind)
         or session.provisioner == Workspace.Provisioner.CONTAINER
         or (workspace is not None and workspace.connection_type == workspace.ConnectionType.VNC)
@@ -250,6 +256,9 @@ def viewer(request, session_id):
             "session": session,
             "workspace": workspace,
             "desktop": desktop,
-            "frame_url": "" if desktop or workspace is None else _frameable_url(workspace.url),
+            "web_app": web_app,
+            "frame_url": ""
+            if desktop or web_app or workspace is None
+            else _frameable_url(workspace.url),
         },
     )

@@ -32,6 +32,17 @@ _DESKTOP = (
 )
 
 
+# A web app reached through the app proxy (issue 21): tickets of its own (app_proxy).
+_APP = Q(upstream_kind=WorkspaceSession.UpstreamKind.HTTP) | Q(
+    provisioner=Workspace.Provisioner.WEB
+)
+
+
+def app_runtimes() -> QuerySet[WorkspaceSession]:
+    """Sessions of a web app the app proxy reaches (or will, once started)."""
+    return WorkspaceSession.objects.filter(_APP).order_by("-started_at", "-id")
+
+
 def desktop_runtimes() -> QuerySet[WorkspaceSession]:
     """Sessions with a desktop the relay can reach (or that will have one once started)."""
     return (
@@ -50,15 +61,25 @@ def live_runtimes() -> QuerySet[WorkspaceSession]:
     return desktop_runtimes().filter(status__in=WorkspaceSession.LIVE)
 
 
-def _own_runtime(user, runtime_id: str, *, to_connect: bool) -> QuerySet[WorkspaceSession]:
+def _own_runtime(
+    user, runtime_id: str, *, to_connect: bool, app: bool = False
+) -> QuerySet[WorkspaceSession]:
     # The session row alone: its callers read its own columns, and the workspace's secrets
     # would be decrypted for nothing on every ticket.
-    runtimes = desktop_runtimes_of(user).select_related(None)
+    if app:
+        runtimes = app_runtimes().filter(user_id=user.pk)
+    else:
+        runtimes = desktop_runtimes_of(user).select_related(None)
     if to_connect:
         # What a ticket needs of the session, no more: its other columns (the upstream's secret
         # above all, decrypted as it is read) would be converted for nothing on every ticket.
         runtimes = runtimes.only(
-            "id", "runtime_id", "status", "upstream_kind", "rfb_password", "provisioner"
+            "id",
+            "runtime_id",
+            "status",
+            "upstream_kind",
+            "provisioner",
+            *(("workspace_id",) if app else ("rfb_password",)),
         )
         table = WorkspaceSession._meta.db_table
         runtimes = runtimes.filter(usable_by(user, workspace_column=(table, "workspace_id")))
@@ -66,6 +87,8 @@ def _own_runtime(user, runtime_id: str, *, to_connect: bool) -> QuerySet[Workspa
             owner_mfa_enabled=owner_mfa_enabled(),
             requires_tunnel=F("workspace__requires_netbird"),
         )
+        if app:
+            runtimes = runtimes.annotate(prefix_allowed=F("workspace__app_path_prefix_allowed"))
     # runtime_id is unique: no ORDER BY (first() would add one).
     return runtimes.filter(runtime_id=runtime_id).order_by()[:1]
 
@@ -78,8 +101,11 @@ _runtime_to_connect = CompiledQuery(
 )
 
 
-def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> WorkspaceSession:
-    """The caller's own desktop runtime `runtime_id`, in any status.
+def access_runtime(
+    user, runtime_id: str, *, to_connect: bool = False, app: bool = False
+) -> WorkspaceSession:
+    """The caller's own desktop runtime `runtime_id` (with `app`: web app runtime, which the
+    app proxy reaches), in any status.
 
     Someone else's runtime and one that does not exist get the same 404, so runtime ids
     cannot be probed. `to_connect`: only while its workspace is still shared with the caller
@@ -90,6 +116,8 @@ def access_runtime(user, runtime_id: str, *, to_connect: bool = False) -> Worksp
     """
     if not queryable(runtime_id):
         runtimes = WorkspaceSession.objects.none()
+    elif app:
+        runtimes = _own_runtime(user, runtime_id, to_connect=to_connect, app=True)
     elif to_connect:
         runtimes = _runtime_to_connect(user_id=user.pk, runtime_id=runtime_id)
     else:

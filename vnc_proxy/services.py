@@ -57,7 +57,14 @@ def ticket_issue(*, user, workspace_id: str, origin: Origin, mfa_verified: bool)
     try:
         runtime = access_runtime(user, workspace_id, to_connect=True)
     except NotFound as exc:
-        _ticket_refused(user, f"runtime:{workspace_id}", workspace_id, origin=origin, error=exc)
+        error = exc
+        if _is_app_runtime(user, workspace_id):
+            error = Conflict(
+                "This runtime is a web app, not a desktop: ask for an app ticket "
+                "(POST /api/agents/workspace/app-ticket).",
+                "not_a_desktop",
+            )
+        _ticket_refused(user, f"runtime:{workspace_id}", workspace_id, origin=origin, error=error)
     refusal = None
     if runtime.requires_tunnel and not client_is_tunnelled(origin.ip):
         refusal = Forbidden(
@@ -115,6 +122,14 @@ def ticket_issue(*, user, workspace_id: str, origin: Origin, mfa_verified: bool)
     )
 
 
+def _is_app_runtime(user, workspace_id: str) -> bool:
+    try:
+        access_runtime(user, workspace_id, app=True)
+    except NotFound:
+        return False
+    return True
+
+
 def _ticket_refused(user, resource: str, workspace_id: str, *, origin, error) -> NoReturn:
     with transaction.atomic():
         audit.record(
@@ -145,10 +160,7 @@ def tickets_void(*, user) -> int:
     """Expire `user`'s tickets not yet used (the account was signed out everywhere); how many.
     The relay's single conditional UPDATE then refuses them as expired, even one that read its
     clock before this ran (they expire as of their issue)."""
-    now = tickets.now()
-    return Ticket.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).update(
-        expires_at=F("issued_at")
-    )
+    return tickets.tickets_unspent_void(Ticket.objects.filter(user=user), at=tickets.now())
 
 
 # --- The relay -----------------------------------------------------------------------------------
@@ -197,8 +209,8 @@ def relay_admit(*, ticket: str, workspace_id: str, origin: Origin) -> RelayTarge
     except tickets.InvalidTicket as exc:
         raise RelayRefused(CloseCode.TICKET_INVALID, str(exc)) from None
     at = tickets.now()
-    spent = Ticket.objects.filter(jti=claims.jti, used_at__isnull=True, expires_at__gt=at).update(
-        used_at=at, used_ip=origin.ip, alive_at=at
+    spent = tickets.ticket_spend(
+        Ticket.objects, jti=claims.jti, at=at, used_ip=origin.ip, alive_at=at
     )
     row = next(
         iter(_admitting(jti=claims.jti, user_id=claims.user_id, alive_after=at - ALIVE_FOR)), None
@@ -337,7 +349,7 @@ def _open_record(jti: str) -> QuerySet[Ticket]:
 def _first_replay(jti: str, at: datetime) -> bool:
     """A ticket shown again after it was used or expired is audited the first time only, so
     that replaying a captured ticket cannot grow the audit log without bound."""
-    return bool(Ticket.objects.filter(jti=jti, replayed_at__isnull=True).update(replayed_at=at))
+    return tickets.ticket_replayed(Ticket.objects, jti=jti, at=at)
 
 
 def _refusal(

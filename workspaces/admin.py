@@ -1,5 +1,6 @@
 """Workspaces in the Django admin. Saves and deletes go through the same services (and audit) as
-the admin API; the secrets (two passwords and a container's environment) are write-only: the
+the admin API; the secrets (two passwords, a container's environment and a web app's credential)
+are write-only: the
 form never shows them, a blank field keeps the stored value, and a checkbox clears it."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from workspaces import services
 from workspaces.models import Workspace
 from workspaces.validators import environment_stored, validate_container_environment
 
-SECRETS = ("vnc_secret", "rfb_password", "container_environment")
+SECRETS = ("vnc_secret", "rfb_password", "container_environment", "app_credential")
 
 
 class WorkspaceAdminForm(forms.ModelForm):
@@ -46,6 +47,15 @@ class WorkspaceAdminForm(forms.ModelForm):
     clear_container_environment = forms.BooleanField(
         label="Clear the container environment", required=False
     )
+    new_app_credential = forms.CharField(
+        label="New app credential",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The value of the header above, added to every request to the web app (e.g. "
+        "Bearer <token>). Encrypted, never shown again. Blank keeps it.",
+    )
+    clear_app_credential = forms.BooleanField(label="Clear the app credential", required=False)
     # The model's `groups` goes through WorkspaceGroup (a group that shares a workspace cannot
     # be deleted), which the admin does not edit directly: this field stands in for it.
     shared_with = forms.ModelMultipleChoiceField(
@@ -123,6 +133,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
         "vnc_secret_set",
         "rfb_password_set",
         "container_environment_names",
+        "app_credential_set",
         "created_at",
         "updated_at",
     )
@@ -161,6 +172,18 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        (
+            "Web app through the gateway",
+            {
+                "fields": (
+                    "app_credential_header",
+                    "app_credential_set",
+                    "new_app_credential",
+                    "clear_app_credential",
+                    "app_path_prefix_allowed",
+                )
+            },
+        ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 
@@ -171,6 +194,10 @@ class WorkspaceAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="RFB password set")
     def rfb_password_set(self, workspace):
         return workspace.rfb_password_set
+
+    @admin.display(boolean=True, description="App credential set")
+    def app_credential_set(self, workspace):
+        return workspace.app_credential_set
 
     @admin.display(description="Container environment (names)")
     def container_environment_names(self, workspace):

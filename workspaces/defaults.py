@@ -26,6 +26,9 @@ DEFAULT_WORKSPACES: tuple[dict, ...] = (
         "storage": "100 GB",
         "url": "http://tsplus.intranet.neosc/",
         "connection_type": Workspace.ConnectionType.HTML5,
+        # Reached through the gateway's app proxy once its network is in
+        # WORKGATE_APP_UPSTREAM_NETWORKS (README); until then its launch answers 503 naming it.
+        "provisioner": Workspace.Provisioner.WEB,
         "requires_netbird": True,
         "icon": "sap",
     },
@@ -40,6 +43,7 @@ DEFAULT_WORKSPACES: tuple[dict, ...] = (
         "storage": "100 GB",
         "url": "http://10.100.10.152/",
         "connection_type": Workspace.ConnectionType.HTML5,
+        "provisioner": Workspace.Provisioner.WEB,
         "requires_netbird": True,
         "icon": "windows",
     },
@@ -53,6 +57,8 @@ DEFAULT_WORKSPACES: tuple[dict, ...] = (
         "memory": "4 GB",
         "storage": "50 GB",
         "connection_type": Workspace.ConnectionType.WEB,
+        # A web app through the gateway once an administrator sets its url.
+        "provisioner": Workspace.Provisioner.WEB,
         "requires_netbird": True,
         "icon": "server",
     },

@@ -12,6 +12,7 @@ from workspaces.validators import (
     CREDENTIALS_IN_CLEAR,
     environment_of,
     sends_credentials_in_clear,
+    validate_app_credential_header,
     validate_capabilities,
     validate_container_environment,
     validate_container_image,
@@ -53,6 +54,7 @@ class Workspace(models.Model):
         STATIC = "static"
         LOCAL_DESKTOP = "local_desktop"
         CONTAINER = "container"
+        WEB = "web"  # a web app at `url`, reached through the gateway's app proxy (issue 21)
 
     class DesktopProtocol(models.TextChoices):
         """How the relay speaks to a container's desktop."""
@@ -91,7 +93,8 @@ class Workspace(models.Model):
     )
     vnc_tls_verify = models.BooleanField(
         default=True,
-        help_text="Verify the wss:// upstream's certificate (off only for lab servers)",
+        help_text="Verify the upstream's certificate: a wss:// desktop's, or an https:// web "
+        "app's (off only for lab servers)",
     )
     vnc_username = models.CharField(max_length=200, blank=True, default="")
     vnc_secret = EncryptedTextField(blank=True, default="")
@@ -127,6 +130,26 @@ class Workspace(models.Model):
         validators=[validate_capabilities],
     )
 
+    # A web app reached through the gateway (provisioner `web`, issue 21): a header the proxy
+    # adds to every request to the app (for apps with a login of their own), encrypted, never
+    # returned; and whether it may be reached under /apps/<runtime-id>/ on the gateway's own
+    # origin when no apps domain is configured.
+    app_credential_header = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="The header the app credential is sent in, e.g. Authorization or X-Api-Key",
+        validators=[validate_app_credential_header],
+    )
+    app_credential = EncryptedTextField(blank=True, default="")
+    app_path_prefix_allowed = models.BooleanField(
+        default=False,
+        help_text="Also reachable under /apps/<runtime-id>/ on the gateway's own origin (for "
+        "path-aware apps only). That mode shares the gateway's origin: the app's scripts run "
+        "with the gateway's origin and can call its API as the user. Off unless the app is "
+        "trusted as much as the gateway.",
+    )
+
     groups = models.ManyToManyField(
         "auth.Group",
         through="WorkspaceGroup",
@@ -159,6 +182,12 @@ class Workspace(models.Model):
                 code="image_required",
             )
             raise ValidationError({"container_image": error})
+        if self.app_credential and not self.app_credential_header:
+            error = ValidationError(
+                "An app credential is sent in a header: name it in app_credential_header.",
+                code="header_required",
+            )
+            raise ValidationError({"app_credential_header": error})
 
     @property
     def vnc_secret_set(self) -> bool:
@@ -167,6 +196,10 @@ class Workspace(models.Model):
     @property
     def rfb_password_set(self) -> bool:
         return bool(self.rfb_password)
+
+    @property
+    def app_credential_set(self) -> bool:
+        return bool(self.app_credential)
 
     @property
     def container_environment_names(self) -> list[str]:

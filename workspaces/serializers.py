@@ -22,6 +22,9 @@ ADMIN_FIELDS = (
     "container_port",
     "container_environment_names",
     "container_capabilities",
+    "app_credential_header",
+    "app_credential_set",
+    "app_path_prefix_allowed",
     "groups",
     "created_at",
     "updated_at",
@@ -83,6 +86,13 @@ class WorkspaceInput(serializers.ModelSerializer):
             "rfb_password": {
                 "write_only": True,
                 "help_text": WRITE_ONLY_HELP.format(name="rfb_password"),
+                "style": {"input_type": "password"},
+            },
+            "app_credential": {
+                "write_only": True,
+                "help_text": "The value of app_credential_header the gateway adds to every "
+                "request to the web app (e.g. `Bearer <token>`), for apps with a login of their "
+                "own. " + WRITE_ONLY_HELP.format(name="app_credential"),
                 "style": {"input_type": "password"},
             },
             "vnc_target": {
@@ -148,6 +158,11 @@ class WorkspaceOutput(serializers.Serializer):
     container_capabilities = serializers.ListField(
         child=serializers.CharField(), required=False, help_text=ADMIN_ONLY
     )
+    app_credential_header = serializers.CharField(
+        required=False, allow_blank=True, help_text=ADMIN_ONLY
+    )
+    app_credential_set = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
+    app_path_prefix_allowed = serializers.BooleanField(required=False, help_text=ADMIN_ONLY)
     groups = _GroupNames(
         source="*",
         required=False,

@@ -40,6 +40,9 @@ EDITABLE_FIELD_ORDER = (
     "container_port",
     "container_environment",
     "container_capabilities",
+    "app_credential_header",
+    "app_credential",
+    "app_path_prefix_allowed",
     "groups",
 )
 EDITABLE_FIELDS = frozenset(EDITABLE_FIELD_ORDER)

@@ -153,3 +153,52 @@ def validate_capabilities(value) -> None:
             f"{', '.join(sorted(GRANTABLE_CAPABILITIES))}.",
             code="invalid_capabilities",
         )
+
+
+# A request header name (RFC 9110 `token`), and those an app credential may never be sent as:
+# hop-by-hop headers (a proxy strips them), what the proxy itself sets (Host, the identity
+# assertion, X-Forwarded-*), and Cookie (the proxy filters the browser's cookies; a credential
+# there would be mixed into them).
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+RESERVED_APP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "cookie",
+        "content-length",
+        "expect",
+        "forwarded",
+        "x-workgate-assertion",
+    }
+)
+
+
+def validate_app_credential_header(value: str) -> None:
+    """Blank, or the name of the header the proxy sends a workspace's app credential in (e.g.
+    `Authorization`, `X-Api-Key`): a header token, and none the proxy sets or strips itself."""
+    if not value:
+        return
+    if not _HEADER_NAME.match(value):
+        raise ValidationError(
+            "Enter a header name (letters, digits and - only, e.g. Authorization or X-Api-Key).",
+            code="invalid_header",
+        )
+    lowered = value.lower()
+    if (
+        lowered in RESERVED_APP_HEADERS
+        or lowered.startswith(("x-forwarded-", "sec-websocket-"))
+        or lowered.startswith("x-workgate-")
+    ):
+        raise ValidationError(
+            f"{value} is set or removed by the gateway itself and cannot carry the app credential.",
+            code="reserved_header",
+        )

@@ -21,10 +21,12 @@ def provisioner_named(name: str) -> Provisioner:
     from sessions_app.provisioners.container import ContainerProvisioner
     from sessions_app.provisioners.local_desktop import LocalDesktopProvisioner
     from sessions_app.provisioners.static import StaticProvisioner
+    from sessions_app.provisioners.web import WebProvisioner
 
     registry: dict[str, type[Provisioner]] = {
         "static": StaticProvisioner,
         "local_desktop": LocalDesktopProvisioner,
         "container": ContainerProvisioner,
+        "web": WebProvisioner,
     }
     return registry.get(name, StaticProvisioner)()

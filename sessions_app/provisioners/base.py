@@ -14,12 +14,13 @@ class DesktopGone(Exception):
 
 @dataclass(frozen=True)
 class Upstream:
-    """Where the relay connects for a session, and with which credentials."""
+    """Where the relay (or the app proxy) connects for a session, and with which credentials."""
 
-    kind: Literal["tcp", "websocket"]
-    target: str  # "host:port" for tcp; the full ws(s):// URL for websocket
-    username: str = ""  # HTTP Basic auth for a KasmVNC-style websocket upstream
-    secret: str = ""
+    kind: Literal["tcp", "websocket", "http"]
+    target: str  # "host:port" for tcp; the full ws(s):// URL for websocket; the url for http
+    username: str = ""  # HTTP Basic auth for a KasmVNC-style websocket upstream; for http, the
+    secret: str = ""  # header an app credential goes in, and that credential
+    address: str = ""  # http: the address the url's name was pinned to at launch
     rfb_password: str = ""  # what the browser answers the VNC challenge with
     tls_verify: bool = True
     # start() itself saw the desktop answer, so the launch need not probe it again (for x11vnc a
