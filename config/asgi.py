@@ -1,5 +1,6 @@
-"""ASGI entry point: Django for HTTP (but Socket.IO polling); WebSockets pass the origin check and
-authentication first."""
+"""ASGI entry point: web apps by Host or `/apps/<runtime-id>/` first (app_proxy/proxy.py), then
+Django for HTTP (but Socket.IO polling); WebSockets pass the origin check and authentication
+first."""
 
 import os
 
@@ -24,6 +25,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from app_proxy.proxy import AppRouter  # noqa: E402
 from core.websocket import OriginCheck  # noqa: E402
 from sessions_app.provisioners.container import check_engine_configuration  # noqa: E402
 from sessions_app.provisioners.local_desktop import refuse_unsafe_configuration  # noqa: E402
@@ -34,7 +36,7 @@ from vnc_proxy.routing import websocket_urlpatterns as relay_routes  # noqa: E40
 refuse_unsafe_configuration()  # local desktops that would run as the gateway's own user
 check_engine_configuration()  # a container engine's API reached without TLS
 
-application = ProtocolTypeRouter(
+gateway = ProtocolTypeRouter(
     {
         # Socket.IO long-polling is a Channels consumer; every other request goes to Django.
         "http": URLRouter([*socketio_http_routes, re_path(r"", django_asgi_app)]),
@@ -47,3 +49,8 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# An app's own origin (a Host under WORKGATE_APPS_DOMAIN) and `/apps/<runtime-id>/` are the web-app
+# proxy's, before any of the gateway's routing, checks or middleware; everything else, lifespan
+# included, is the gateway's.
+application = AppRouter(gateway)

@@ -29,6 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Pinned exactly in pyproject.toml because the code relies on their internals.
 EXACT = (
+    "aiohttp",
     "asgiref",
     "autobahn",
     "channels",
@@ -149,6 +150,65 @@ def test_daphnes_access_log_is_a_callable_of_protocol_action_and_details():
         dist="daphne",
         internal="AccessLogGenerator.__call__(protocol, action, details) formatting details' path",
         where="vnc_proxy/access_log.py install",
+    )
+
+
+def test_daphne_calls_the_application_before_reading_the_request_body_into_its_queue():
+    from daphne.http_protocol import WebRequest
+
+    where = "app_proxy/daphne.py take_body (called from app_proxy/proxy.py AppRouter.__call__)"
+    contract(
+        "send=partial(self.handle_reply, protocol)" in source_without_import("daphne.server")
+        and "application_instance = self.application(" in source_without_import("daphne.server"),
+        dist="daphne",
+        internal="Server.create_application calling the application synchronously, with send "
+        "being partial(handle_reply, request)",
+        where=where,
+    )
+    process = inspect.getsource(WebRequest.process)
+    created = process.find("self.server.create_application")
+    contract(
+        0
+        < created
+        < process.find("self.content.closed")
+        < process.find("self.content.read(buffer_size)"),
+        dist="daphne",
+        internal="WebRequest.process reading self.content (and checking .closed) only after "
+        "create_application",
+        where=where,
+    )
+
+
+def test_daphnes_request_is_twisteds_with_the_hooks_the_body_limit_wraps():
+    from daphne.http_protocol import WebRequest
+    from twisted.web import http
+
+    where = "app_proxy/daphne.py install_body_limit"
+    contract(
+        issubclass(WebRequest, http.Request)
+        and "gotLength" not in vars(WebRequest)
+        and "handleContentChunk" not in vars(WebRequest),
+        dist="daphne",
+        internal="WebRequest inheriting Twisted's gotLength and handleContentChunk",
+        where=where,
+    )
+    contract(
+        "self.content = _getContentFile(length)" in inspect.getsource(http.Request.gotLength)
+        and "self.content.write(data)" in inspect.getsource(http.Request.handleContentChunk)
+        and "req.gotLength(self.length)" in inspect.getsource(http.HTTPChannel.allHeadersReceived)
+        and hasattr(http.HTTPChannel, "loseConnection"),
+        dist="twisted",
+        internal="Request.gotLength making self.content, handleContentChunk writing to it, "
+        "HTTPChannel.allHeadersReceived calling gotLength, HTTPChannel.loseConnection",
+        where=where,
+    )
+    contract(
+        all(hasattr(http.Request, name) for name in ("registerProducer", "unregisterProducer"))
+        and "self._requestProducer.pauseProducing()"
+        in inspect.getsource(http.HTTPChannel.pauseProducing),
+        dist="twisted",
+        internal="Request.registerProducer, and HTTPChannel pausing the request's producer",
+        where="app_proxy/daphne.py ResponseFlow",
     )
 
 
@@ -389,6 +449,24 @@ async def test_asyncios_stream_reader_keeps_what_it_read_ahead_in_buffer():
 
 
 # --- asgiref ---------------------------------------------------------------------------------
+
+
+def test_asgiref_takes_an_object_marked_single_callable_as_asgi_3():
+    from asgiref.compatibility import guarantee_single_callable, is_double_callable
+
+    class Marked:
+        _asgi_single_callable = True
+
+        def __call__(self, scope, receive, send):
+            return None
+
+    marked = Marked()
+    contract(
+        not is_double_callable(marked) and guarantee_single_callable(marked) is marked,
+        dist="asgiref",
+        internal="the _asgi_single_callable marker read by guarantee_single_callable",
+        where="app_proxy/proxy.py AppRouter (a plain __call__, so Daphne calls it synchronously)",
+    )
 
 
 def test_asgirefs_sync_to_async_runs_the_function_through_thread_handler():

@@ -61,6 +61,9 @@ class AsgiBrowser:
     async def send(self, data: bytes) -> None:
         await self._send({"type": "websocket.send", "bytes": data})
 
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
     async def close(self, code: int, reason: str = "") -> None:
         if self.closed:
             return
@@ -170,13 +173,17 @@ class _FrameReader:
         return all(hasattr(protocol, name) for name in ("data", "current_frame", "inside_message"))
 
 
-def _frame_header(length: int) -> bytes:
-    """RFC 6455 header of an unmasked, final, binary frame (server to client)."""
+BINARY = 0x82  # FIN and opcode 2
+TEXT = 0x81  # FIN and opcode 1: the web-app proxy's JSON messages (Jupyter's terminals)
+
+
+def _frame_header(length: int, first: int = BINARY) -> bytes:
+    """RFC 6455 header of an unmasked, final, binary (or text) frame (server to client)."""
     if length < 126:
-        return bytes((0x82, length))
+        return bytes((first, length))
     if length < 65536:
-        return struct.pack("!BBH", 0x82, 126, length)
-    return struct.pack("!BBQ", 0x82, 127, length)
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
 def _unbuffered_known(transport) -> bool:
@@ -236,13 +243,14 @@ class DaphneBrowser(AsgiBrowser):
         if _FrameReader.supported(protocol):
             protocol.dataReceived = _FrameReader(protocol, on_bytes)
 
-    def write_now(self, data: bytes) -> bool:
-        """Send one binary message now; False while the browser is behind (stop producing)."""
+    def write_now(self, data: bytes, first: int = BINARY) -> bool:
+        """Send one binary message (or, with `first=TEXT`, one UTF-8 text message) now; False
+        while the browser is behind (stop producing)."""
         protocol = self._protocol
         if protocol.state != protocol.STATE_OPEN:
             self.closed = True
             return False
-        header = _frame_header(len(data))
+        header = _frame_header(len(data), first)
         transport = protocol.transport
         sock = self._socket
         if (
@@ -272,6 +280,10 @@ class DaphneBrowser(AsgiBrowser):
 
     async def send(self, data: bytes) -> None:
         if not self.write_now(data) and self._drained is not None:
+            await self._drained
+
+    async def send_text(self, text: str) -> None:
+        if not self.write_now(text.encode(), TEXT) and self._drained is not None:
             await self._drained
 
     async def close(self, code: int, reason: str = "") -> None:

@@ -1,0 +1,227 @@
+"""Flow control for proxied HTTP under Daphne: every private Daphne and Twisted access of the
+web-app proxy, in one place (asserted in tests/test_upstream_contracts.py).
+
+Plain ASGI cannot give a proxy flow control under Daphne:
+- responses: Daphne writes every `http.response.body` straight to Twisted and returns, so a
+  slow browser downloading a large file makes the proxy hold everything the app sent;
+- request bodies: Twisted reads the whole body before Daphne starts the application (in memory
+  up to 100 KB, in a temporary file above), and Daphne then reads that whole file into the
+  application's queue at once.
+
+Under Daphne, a body larger than WORKGATE_APP_MAX_REQUEST_BODY is refused with 413 as soon as its
+Content-Length is known (or, chunked, once that much has arrived), before Twisted spools it: a
+class-level hook on Daphne's WebRequest (`install_body_limit`), for every request the process
+serves, since it runs before the request's route is known.
+
+So under Daphne the proxy also holds the Twisted Request behind `send` (Daphne's send is
+`functools.partial(server.handle_reply, request)`) and uses it for two things only:
+- a push producer registered on the Request (Twisted's public `registerProducer`), which
+  Twisted pauses while more than the transport's buffer waits for the browser: `send` of the
+  next chunk then waits until it has drained;
+- the request body: taken from the Request before Daphne reads it (the application is called,
+  synchronously, before Daphne's read loop runs) and read in bounded chunks as the upstream
+  takes them, never whole in memory. Daphne's loop then finds an empty body.
+
+Anywhere else (another ASGI server, a missing hook), `plain` flow: ASGI messages only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import io
+import json
+import logging
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from core.exceptions import error_body
+
+logger = logging.getLogger(__name__)
+
+WRITE_BUFFER = 512 * 1024  # bytes waiting for the browser before the app's body is paused
+BODY_CHUNK = 256 * 1024  # bytes read from a spooled request body at a time
+
+
+def daphne_request(send):
+    """The Twisted Request behind Daphne's `send` for an HTTP request, else None."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    request = send.args[0]
+    required = ("registerProducer", "unregisterProducer", "content", "channel", "finished")
+    if all(hasattr(request, name) for name in required):
+        return request
+    return None
+
+
+class _Discard:
+    """Where the rest of a refused body goes: nowhere."""
+
+    closed = False
+
+    def write(self, data) -> None:
+        return None
+
+    def seek(self, *args) -> int:
+        return 0
+
+    def read(self, *args) -> bytes:
+        return b""
+
+    def tell(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _refuse_too_large(request, limit: int) -> None:
+    body = json.dumps(
+        error_body(f"The request body is larger than {limit} bytes.", "too_large")
+    ).encode()
+    request.workgate_refused = True
+    request.content = _Discard()
+    channel = request.channel
+    if channel is None or channel.transport is None:
+        return
+    channel.transport.write(
+        b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+        b"Cache-Control: no-store\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    channel.loseConnection()  # Twisted stops reading the body: it is never spooled
+
+
+def install_body_limit(limit: Callable[[], int]) -> None:
+    """Refuse request bodies above `limit()` bytes before Twisted spools them (once per
+    process; nothing when Daphne is not importable or its Request is not as known)."""
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:
+        return
+    if getattr(WebRequest, "workgate_body_limit", False):
+        return
+    if not all(hasattr(WebRequest, name) for name in ("gotLength", "handleContentChunk")):
+        logger.warning("Daphne's WebRequest has no gotLength/handleContentChunk: no early 413")
+        return
+    got_length, content_chunk = WebRequest.gotLength, WebRequest.handleContentChunk
+
+    def gotLength(self, length):
+        self.workgate_received = 0
+        if length is not None and length > limit():
+            _refuse_too_large(self, limit())
+            return
+        got_length(self, length)
+
+    def handleContentChunk(self, data):
+        if getattr(self, "workgate_refused", False):
+            return
+        self.workgate_received = getattr(self, "workgate_received", 0) + len(data)
+        if self.workgate_received > limit():
+            _refuse_too_large(self, limit())
+            return
+        content_chunk(self, data)
+
+    WebRequest.gotLength = gotLength
+    WebRequest.handleContentChunk = handleContentChunk
+    WebRequest.workgate_body_limit = True
+
+
+REFUSED = object()  # take_body's answer for a request already refused with 413
+
+
+def take_body(send):
+    """Take the spooled request body (a file) from Daphne's Request before Daphne reads it into
+    the application's queue; None when not under Daphne as this module knows it. Must be called
+    synchronously from the application's call, before its coroutine first runs."""
+    request = daphne_request(send)
+    if request is None:
+        return None
+    if getattr(request, "workgate_refused", False):
+        return REFUSED
+    content = request.content
+    if content is None or getattr(content, "closed", True):
+        return None
+    content.seek(0, io.SEEK_END)
+    size = content.tell()
+    content.seek(0)
+    # Daphne reads this next, finds it empty, and queues one empty, final http.request.
+    request.content = io.BytesIO()
+    return SpooledBody(content, size)
+
+
+class SpooledBody:
+    """A request body Twisted has spooled, read in bounded chunks as the upstream takes them."""
+
+    def __init__(self, content, size: int):
+        self.content = content
+        self.size = size
+
+    async def chunks(self):
+        try:
+            while chunk := self.content.read(BODY_CHUNK):
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.content.close()
+
+
+@implementer(IPushProducer)
+class ResponseFlow:
+    """Registered on the Request as a push producer: `drained()` waits while Twisted has asked
+    it to pause (the browser is behind), and returns at once otherwise."""
+
+    def __init__(self, request):
+        self._request = request
+        self._paused: asyncio.Future | None = None
+        self.gone = False
+
+    @classmethod
+    def attach(cls, send) -> ResponseFlow | None:
+        request = daphne_request(send)
+        if request is None or request.finished or request.channel is None:
+            return None
+        flow = cls(request)
+        try:
+            transport = request.channel.transport
+            if transport is not None and getattr(transport, "bufferSize", 0) < WRITE_BUFFER:
+                transport.bufferSize = WRITE_BUFFER
+            request.registerProducer(flow, True)
+        except Exception:
+            logger.warning("no flow control for a proxied response", exc_info=True)
+            return None
+        return flow
+
+    async def drained(self) -> None:
+        paused = self._paused
+        if paused is not None:
+            await paused
+
+    def detach(self) -> None:
+        """Before the last body message: Twisted must not keep a producer past the response."""
+        self.resumeProducing()
+        request = self._request
+        if not request.finished and request.channel is not None:
+            with contextlib.suppress(Exception):
+                request.unregisterProducer()
+
+    # IPushProducer: Twisted calls these about the browser's write buffer.
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    def stopProducing(self) -> None:
+        self.gone = True
+        self.resumeProducing()

@@ -1,0 +1,151 @@
+"""The upstream side of the web-app proxy: how a request reaches the app pinned at launch.
+
+HTTP goes through aiohttp, one client session per pinned upstream (kept-alive pooled
+connections), whose resolver answers every name with the address pinned at launch and nothing
+else: the URL keeps the workspace's name, so Host, SNI and the certificate check all use that
+name, and no later DNS answer (rebinding) can move the app elsewhere. WebSockets go through
+`websockets` (as the desktop relay's KasmVNC upstreams do), dialled to the same pinned address
+with the name as server_hostname.
+
+Every session shares no cookies (DummyCookieJar: one user's app cookies must never be sent for
+another's request), follows no redirects (the browser does, through the proxy), decompresses
+nothing and adds no headers of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import ssl
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from django.conf import settings
+from websockets.asyncio.client import ClientConnection, connect
+
+from app_proxy.admission import AppUpstream
+
+READ_BUFFER = 256 * 1024  # bytes aiohttp reads from the upstream at a time (large bodies)
+POOL_PER_UPSTREAM = 100  # kept-alive connections to one pinned upstream
+KEEPALIVE_SECONDS = 30.0
+WS_MAX_MESSAGE = 16 * 1024 * 1024  # bytes: one WebSocket message from the app
+WS_MAX_QUEUE = 16  # messages read ahead from the app before reading stops (backpressure)
+WS_WRITE_LIMIT = 512 * 1024  # bytes waiting for the app before sending waits
+
+
+class PinnedResolver(AbstractResolver):
+    """Resolves every name to the one address pinned at launch."""
+
+    def __init__(self, address: str):
+        self._family = (
+            socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        )
+        self._address = address
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host,
+                host=self._address,
+                port=port,
+                family=self._family,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+@functools.cache
+def tls_context(*, verify: bool) -> ssl.SSLContext:
+    """Made once per process for each setting (reading the system's CA store costs ~30 ms).
+    Unverified only where the session says tls_verify false (an administrator's choice)."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_sessions: dict[tuple, aiohttp.ClientSession] = {}
+
+
+def http_session(upstream: AppUpstream) -> aiohttp.ClientSession:
+    """The pooled client session of one pinned upstream, made on first use in this process's
+    event loop (Daphne runs one)."""
+    key = (upstream.origin, upstream.address, upstream.port, upstream.tls_verify)
+    session = _sessions.get(key)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(
+            resolver=PinnedResolver(upstream.address),
+            use_dns_cache=False,
+            ssl=tls_context(verify=upstream.tls_verify),
+            limit=0,
+            limit_per_host=POOL_PER_UPSTREAM,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=settings.WORKGATE_APP_CONNECT_TIMEOUT,
+                sock_read=settings.WORKGATE_APP_IDLE_TIMEOUT,
+            ),
+            read_bufsize=READ_BUFFER,
+            trust_env=False,
+        )
+        _sessions[key] = session
+    return session
+
+
+class _connect_here_only(connect):
+    """websockets' connect without following redirects: the upstream's 3xx is refused like any
+    other status (the credential and the assertion go to the pinned app and nowhere else)."""
+
+    def process_redirect(self, exc: Exception) -> Exception:
+        return exc
+
+
+def ws_url(upstream: AppUpstream, path_and_query: str) -> str:
+    scheme = "wss" if upstream.origin.startswith("https:") else "ws"
+    return scheme + upstream.origin[upstream.origin.index(":") :] + path_and_query
+
+
+async def ws_connect(
+    upstream: AppUpstream,
+    path_and_query: str,
+    *,
+    headers: list[tuple[str, str]],
+    subprotocols: list[str] | None,
+    origin: str | None,
+) -> ClientConnection:
+    """A WebSocket to the pinned address, named as the workspace's url names it."""
+    url = ws_url(upstream, path_and_query)
+    tls = url.startswith("wss:")
+    name = upstream.origin.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+    return await _connect_here_only(
+        url,
+        host=upstream.address,
+        port=upstream.port,
+        ssl=tls_context(verify=upstream.tls_verify) if tls else None,
+        server_hostname=name if tls else None,
+        origin=origin,
+        additional_headers=headers,
+        subprotocols=subprotocols or None,
+        open_timeout=settings.WORKGATE_APP_CONNECT_TIMEOUT,
+        ping_interval=None,  # the browser and the app keep their own connection alive
+        max_size=WS_MAX_MESSAGE,
+        max_queue=WS_MAX_QUEUE,
+        write_limit=WS_WRITE_LIMIT,
+        compression=None,
+        user_agent_header=None,
+        proxy=None,
+    )
