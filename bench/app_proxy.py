@@ -293,8 +293,7 @@ def workgate_session(base_url: str, lab: apps.JupyterApp) -> Target:
         launched = client.post(f"/api/workspaces/{workspace.id}/launch")
         if launched.status_code != 201:
             raise RuntimeError(f"launch {launched.status_code}: {launched.text[:300]}")
-        me = client.get("/api/agents/workspace/me").json()
-        runtime = me["agent"]["workspace"]["runtime"]["workspaceId"]
+        runtime = launched.json()["runtime_id"]
         ticket = client.post("/api/agents/workspace/app-ticket", json={"workspaceId": runtime})
         if ticket.status_code != 200:
             raise RuntimeError(f"app ticket {ticket.status_code}: {ticket.text[:300]}")
@@ -400,6 +399,7 @@ def main() -> None:
         redis_url=args.redis_url,
         WORKGATE_APPS_DOMAIN=f"apps.localhost:{port}",
         WORKGATE_APP_UPSTREAM_NETWORKS="127.0.0.0/8",
+        WORKGATE_APP_SIGNING_KEY=apps.signing_key_pem(),
         WORKGATE_LAUNCH_RATE="1000/m",
         WORKGATE_TICKET_RATE="1000/m",
     )

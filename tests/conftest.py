@@ -4,6 +4,7 @@ per test; the suite-wide checks on every response; and the system programs a tes
 from __future__ import annotations
 
 import importlib
+import ipaddress
 
 import pyotp
 import pytest
@@ -267,6 +268,23 @@ def mcp_sse_app(tmp_path_factory):
     """npm's MCP server-everything in SSE mode for the run (tests/support/apps.py)."""
     with apps.mcp_sse(tmp_path_factory.mktemp("mcp")) as app:
         yield app
+
+
+@pytest.fixture(scope="session")
+def app_gateway(django_db_setup, tmp_path_factory):
+    """The gateway in a Daphne process for the run, serving app origins under
+    apps.localhost:<its port> with upstreams on loopback (tests/support/apps.py)."""
+    with apps.app_gateway(tmp_path_factory.mktemp("app-gateway") / "daphne.log") as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def app_settings(settings, app_gateway):
+    """This process's settings as the gateway's: launches here pin loopback upstreams, and the
+    tickets minted here name the gateway's app origins."""
+    settings.WORKGATE_APPS_DOMAIN = app_gateway.domain
+    settings.WORKGATE_APP_UPSTREAM_NETWORKS = [ipaddress.ip_network(apps.UPSTREAM_NETWORKS)]
+    return settings
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -285,12 +286,15 @@ UPSTREAM_NETWORKS = "127.0.0.0/8"  # the apps above, and nothing else
 
 @dataclass(frozen=True)
 class AppGateway:
-    """A Daphne process serving the gateway with WORKGATE_APPS_DOMAIN=apps.localhost:<its port>:
-    an app's origin is http://<runtime-id>.apps.localhost:<port>, which Chromium resolves to
-    loopback itself; other clients connect to 127.0.0.1 and send that Host."""
+    """The gateway with WORKGATE_APPS_DOMAIN=apps.localhost:<port>: an app's origin is
+    <scheme>://<runtime-id>.apps.localhost:<port>, which Chromium resolves to loopback itself;
+    other clients connect to 127.0.0.1 and send that Host. `port` is where browsers connect:
+    Daphne's own, or nginx's in front of it (`verify` then trusts nginx's certificate)."""
 
     port: int
     log: Path
+    scheme: str = "http"
+    verify: object = True  # an ssl.SSLContext for https
 
     @property
     def domain(self) -> str:
@@ -298,13 +302,13 @@ class AppGateway:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def host(self, runtime_id: str) -> str:
         return f"{runtime_id}.{self.domain}"
 
     def origin(self, runtime_id: str) -> str:
-        return f"http://{self.host(runtime_id)}"
+        return f"{self.scheme}://{self.host(runtime_id)}"
 
     def client(self, runtime_id: str, cookie: str | None = None, **kwargs):
         """An httpx client of the app's origin, with the app cookie when given (value only)."""
@@ -314,7 +318,9 @@ class AppGateway:
         if cookie is not None:
             headers["Cookie"] = f"{ORIGIN_COOKIE}={cookie}"
         kwargs.setdefault("timeout", 30)
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, **kwargs)
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, verify=self.verify, **kwargs
+        )
 
     def enter(self, app_url: str):
         """Open an app ticket's URL as a browser does (no redirect followed): the 303 answer."""
@@ -326,6 +332,7 @@ class AppGateway:
             headers={"Host": url.netloc.decode()},
             follow_redirects=False,
             timeout=30,
+            verify=self.verify,
         )
 
 
@@ -339,22 +346,39 @@ def set_cookie_value(response, name: str = ORIGIN_COOKIE) -> str | None:
     return None
 
 
+def signing_key_pem() -> str:
+    """A fresh EC P-256 private key (PEM): the WORKGATE_APP_SIGNING_KEY a gateway with an apps
+    domain requires outside DEBUG."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+
+
 @contextlib.contextmanager
 def app_gateway(log: Path, **environment: str) -> Iterator[AppGateway]:
     """The gateway on the test database and the suite's Redis, its apps domain under
-    apps.localhost on its own port, web upstreams allowed on loopback."""
+    apps.localhost on its own port, web upstreams allowed on loopback, a signing key of its own."""
     from django.conf import settings
 
     port = processes.free_port()
-    with processes.daphne(
-        log,
-        port=port,
-        REDIS_URL=settings.REDIS_URL,
-        WORKGATE_APPS_DOMAIN=f"apps.localhost:{port}",
-        WORKGATE_APP_UPSTREAM_NETWORKS=UPSTREAM_NETWORKS,
-        PYTHONUNBUFFERED="1",
+    environment = {
+        "REDIS_URL": settings.REDIS_URL,
+        "WORKGATE_APPS_DOMAIN": f"apps.localhost:{port}",
+        "WORKGATE_APP_UPSTREAM_NETWORKS": UPSTREAM_NETWORKS,
+        "WORKGATE_APP_SIGNING_KEY": signing_key_pem(),
+        "PYTHONUNBUFFERED": "1",
         **environment,
-    ):
+    }
+    with processes.daphne(log, port=port, **environment):
         yield AppGateway(port=port, log=log)
 
 
@@ -383,8 +407,7 @@ def launched_runtime(api, workspace) -> str:
 
     response = launch(api, str(workspace.id))
     assert response.status_code == 201, response.json()
-    me = api.get("/api/agents/workspace/me").json()
-    return me["agent"]["workspace"]["runtime"]["workspaceId"]
+    return response.json()["runtime_id"]
 
 
 def app_url(api, runtime_id: str) -> str:
@@ -404,3 +427,59 @@ def app_cookie(api, gateway: AppGateway, runtime_id: str) -> str:
     cookie = set_cookie_value(entered)
     assert cookie, entered.headers
     return cookie
+
+
+@contextlib.contextmanager
+def app_gateway_behind_nginx(folder: Path, **environment: str) -> Iterator[AppGateway]:
+    """docs/deployment.md's two nginx blocks as written (ports, certificates, log paths and the
+    apps domain's name changed) in front of one Daphne whose apps domain is nginx's HTTPS port:
+    the gateway as production runs it."""
+    from tests.support import nginx
+
+    blocks = nginx.documented("nginx", "deployment.md")
+    assert len(blocks) == 2, "deployment.md: the gateway's nginx block, then the apps domain's"
+    apps_http, apps_https = processes.free_port(), processes.free_port()
+    cert, key = nginx.self_signed(folder, hosts=("127.0.0.1", "::1", "*.apps.localhost"))
+    conf = blocks[1]
+    for old, new, count in (
+        ("listen 80;", f"listen 127.0.0.1:{apps_http};", 1),
+        ("listen [::]:80;", f"listen [::1]:{apps_http};", 1),
+        ("listen 443 ssl;", f"listen 127.0.0.1:{apps_https} ssl;", 1),
+        ("listen [::]:443 ssl;", f"listen [::1]:{apps_https} ssl;", 1),
+        ("server_name *.apps.example.com;", "server_name *.apps.localhost;", 2),
+        ("/etc/letsencrypt/live/apps.example.com/fullchain.pem", str(cert), 1),
+        ("/etc/letsencrypt/live/apps.example.com/privkey.pem", str(key), 1),
+        ("/var/log/nginx/workgate-apps.access.log", str(folder / "apps-access.log"), 1),
+    ):
+        conf = nginx.replace(conf, old, new, count)
+    log = folder / "daphne.log"
+    with contextlib.ExitStack() as stack:
+        direct = stack.enter_context(
+            app_gateway(
+                log,
+                WORKGATE_APPS_DOMAIN=f"apps.localhost:{apps_https}",
+                # As deployment.md says for nginx on the same host.
+                WORKGATE_TRUSTED_PROXIES="127.0.0.1/32,::1/128",
+                **environment,
+            )
+        )
+        main = nginx.local_config(
+            http=processes.free_port(),
+            https=processes.free_port(),
+            upstreams=[direct.port],
+            cert=cert,
+            key=key,
+            logs=folder,
+        )
+        (folder / "nginx.conf").write_text(main.rstrip().removesuffix("}") + conf + "}\n")
+        argv = [nginx.NGINX, "-p", folder, "-e", folder / "error.log", "-c", folder / "nginx.conf"]
+        try:
+            stack.enter_context(processes.running(argv, port=apps_https))
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError((folder / "error.log").read_text()[-3000:]) from exc
+        yield AppGateway(
+            port=apps_https,
+            log=log,
+            scheme="https",
+            verify=ssl.create_default_context(cafile=str(cert)),
+        )

@@ -40,8 +40,8 @@ def documented(language: str, document: str) -> list[str]:
 
 
 def documented_config() -> str:
-    (block,) = documented("nginx", "deployment.md")
-    return block
+    """The gateway's block: the first of deployment.md (the apps domain's follows it)."""
+    return documented("nginx", "deployment.md")[0]
 
 
 def replace(text: str, old: str, new: str, count: int = 1) -> str:
