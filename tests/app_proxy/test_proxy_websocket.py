@@ -1,0 +1,174 @@
+"""WebSockets through the app proxy (issue 21), served by a real Daphne process (`app_gateway`):
+JupyterLab's terminal (JSON text frames, the workspace's credential added by the proxy) and a
+binary echo server; the upgrade refused for a foreign Origin or without the app cookie; an open
+WebSocket closed within a second of the session's stop and of signing out everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from app_proxy.models import AppGrant
+from tests.support import apps
+from tests.support.database import orm, orm_until
+from tests.support.processes import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def opened(app_settings, app_gateway, api):
+    """Launch a web workspace at `url` as `api`'s user and open it: (workspace, runtime, cookie)."""
+
+    def open_app(workspace) -> tuple:
+        runtime = apps.launched_runtime(api, workspace)
+        return workspace, runtime, apps.app_cookie(api, app_gateway, runtime)
+
+    async def opener(workspace_factory, *args, **fields):
+        return await orm(lambda: open_app(workspace_factory(*args, **fields)))
+
+    return opener
+
+
+def app_socket(gateway, runtime: str, path: str, cookie: str | None, **kwargs):
+    """A WebSocket to the app's origin as a browser opens it (its Origin, its cookie)."""
+    headers = {"Cookie": f"{apps.ORIGIN_COOKIE}={cookie}"} if cookie else {}
+    kwargs.setdefault("origin", gateway.origin(runtime))
+    kwargs.setdefault("subprotocols", ["echo.v2"])  # echo_app's; Jupyter's terminal ignores it
+    return connect(
+        f"ws://{gateway.host(runtime)}{path}",
+        host="127.0.0.1",
+        port=gateway.port,
+        additional_headers=headers,
+        open_timeout=20,
+        ping_interval=None,
+        max_size=None,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+async def echo_app():
+    """A WebSocket server that sends every message back as it came (text as text, bytes as
+    bytes), and the subprotocol it chose."""
+
+    async def echo(connection):
+        async for message in connection:
+            await connection.send(message)
+
+    port = free_port()
+    async with serve(echo, "127.0.0.1", port, subprotocols=["echo.v2"], max_size=None):
+        yield f"http://127.0.0.1:{port}/"
+
+
+async def terminal(jupyter_app, gateway, runtime, cookie) -> str:
+    """A new Jupyter terminal through the proxy (the credential is the proxy's to add)."""
+    async with gateway.client(runtime, cookie) as client:
+        response = await client.post("/api/terminals")
+    assert response.status_code == 200, response.text
+    return response.json()["name"]
+
+
+async def read_until(ws, text: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while text not in seen:
+        message = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+        assert isinstance(message, str)  # JSON text frames, passed as text
+        kind, *payload = json.loads(message)
+        if kind == "stdout":
+            seen += payload[0]
+
+
+async def test_a_jupyter_terminal_echoes_through_the_proxy_in_text_frames(
+    opened, app_gateway, jupyter_app
+):
+    _, runtime, cookie = await opened(apps.jupyter_workspace, jupyter_app)
+    name = await terminal(jupyter_app, app_gateway, runtime, cookie)
+
+    async with app_socket(app_gateway, runtime, f"/terminals/websocket/{name}", cookie) as ws:
+        await ws.send(json.dumps(["stdin", "echo hello-4711 | rev\r"]))
+        await read_until(ws, "1174-olleh")
+
+
+async def test_binary_and_text_messages_and_the_subprotocol_pass_through_unchanged(
+    opened, app_gateway, echo_app, api
+):
+    workspace, runtime, cookie = await opened(apps.web_workspace, echo_app)
+    payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
+
+    async with app_socket(
+        app_gateway, runtime, "/echo?x=1", cookie, subprotocols=["echo.v1", "echo.v2"]
+    ) as ws:
+        assert ws.subprotocol == "echo.v2"
+        await ws.send(payload)
+        assert await asyncio.wait_for(ws.recv(), 10) == payload
+        await ws.send("héllo")
+        assert await asyncio.wait_for(ws.recv(), 10) == "héllo"
+        for n in range(200):
+            await ws.send(n.to_bytes(2, "big"))
+        for n in range(200):
+            assert await asyncio.wait_for(ws.recv(), 10) == n.to_bytes(2, "big")
+
+    # The bytes of the connection reach the grant's counters (written when the grant ends).
+    response = await orm(lambda: api.post(f"/api/workspaces/{workspace.id}/stop"))
+    assert response.status_code == 200, response.content
+    grant = await orm_until(
+        lambda: AppGrant.objects.filter(session__runtime_id=runtime, bytes_to_app__gt=0).first()
+    )
+    assert grant.bytes_to_app >= len(payload) and grant.bytes_to_browser >= len(payload)
+
+
+async def test_the_upgrade_is_refused_from_another_origin_and_without_the_app_cookie(
+    opened, app_gateway, echo_app
+):
+    _, runtime, cookie = await opened(apps.web_workspace, echo_app)
+
+    with pytest.raises(InvalidStatus) as foreign:
+        async with app_socket(app_gateway, runtime, "/", cookie, origin="http://evil.example"):
+            pass
+    with pytest.raises(InvalidStatus) as anonymous:
+        async with app_socket(app_gateway, runtime, "/", None):
+            pass
+    with pytest.raises(InvalidStatus) as reserved:
+        async with app_socket(app_gateway, runtime, "/.workgate/enter", cookie):
+            pass
+
+    assert foreign.value.response.status_code == 403
+    assert anonymous.value.response.status_code == 403
+    assert reserved.value.response.status_code == 403
+
+
+@pytest.mark.parametrize("how", ["stop", "sign out everywhere"])
+async def test_an_open_websocket_is_closed_within_a_second_of_the_end(
+    opened, app_gateway, echo_app, api, how
+):
+    workspace, runtime, cookie = await opened(apps.web_workspace, echo_app)
+
+    async with app_socket(app_gateway, runtime, "/", cookie) as ws:
+        await ws.send("still here")
+        assert await asyncio.wait_for(ws.recv(), 10) == "still here"
+        if how == "stop":
+            response = await orm(lambda: api.post(f"/api/workspaces/{workspace.id}/stop"))
+        else:
+            response = await orm(lambda: api.post("/api/auth/signout-everywhere"))
+        assert response.status_code == 200, response.content
+        ended_at = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        took = time.monotonic() - ended_at
+
+    assert took < 1.0
+    assert closed.value.rcvd.code == (4410 if how == "stop" else 4411)
+    # And the cookie opens nothing any more.
+    async with app_gateway.client(runtime, cookie) as client:
+        after = await client.get("/")
+    assert after.status_code in (401, 403, 404)
+    assert after.json()["success"] is False
