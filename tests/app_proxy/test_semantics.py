@@ -45,15 +45,10 @@ def rss_mib(pid: int) -> float:
 def opened(app_settings, app_gateway, api):
     """Open a real app as `api`'s user: (runtime id, app cookie) for a workspace at `url`."""
 
-    def open_app(url: str, **fields) -> tuple[str, str]:
-        workspace = apps.web_workspace(url, **fields)
-        runtime = apps.launched_runtime(api, workspace)
-        return runtime, apps.app_cookie(api, app_gateway, runtime)
+    async def open_app(url: str, **fields) -> tuple[str, str]:
+        return await orm(lambda: apps.open_app(api, app_gateway, url, **fields))
 
-    async def in_db_thread(url: str, **fields) -> tuple[str, str]:
-        return await orm(lambda: open_app(url, **fields))
-
-    return in_db_thread
+    return open_app
 
 
 async def test_a_redirect_to_the_apps_own_origin_comes_back_naming_the_app_origin(

@@ -483,3 +483,9 @@ def app_gateway_behind_nginx(folder: Path, **environment: str) -> Iterator[AppGa
             scheme="https",
             verify=ssl.create_default_context(cafile=str(cert)),
         )
+
+
+def open_app(api, gateway: AppGateway, url: str, **fields) -> tuple[str, str]:
+    """As `api`'s user, launch a new web workspace at `url` and open it: (runtime id, cookie)."""
+    runtime = launched_runtime(api, web_workspace(url, **fields))
+    return runtime, app_cookie(api, gateway, runtime)
