@@ -84,10 +84,13 @@ def _started(argv: list, *, url: str, log: Path, env: dict, cwd: Path, headers=N
 
 # JupyterLab ------------------------------------------------------------------------------------
 
-# The lab's own settings: no news or update checks (their toast would cover the page and fetch
-# from the internet).
-LAB_OVERRIDES = {
-    "@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"}
+# The lab's user settings: no news or update checks (their toast would cover the page, and the
+# lab would fetch from the internet).
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "checkForUpdates": False,
+        "fetchNews": "false",
+    }
 }
 
 
@@ -127,9 +130,12 @@ def jupyter(folder: Path, *, base_url: str = "/", token: str | None = None) -> I
     folder.mkdir(parents=True, exist_ok=True)
     home, root = folder / "home", folder / "root"
     data = home / ".local" / "share" / "jupyter"
-    for path in (home, root, data / "lab" / "settings"):
+    user_settings = home / ".jupyter" / "lab" / "user-settings"
+    for path in (home, root, data):
         path.mkdir(parents=True, exist_ok=True)
-    (data / "lab" / "settings" / "overrides.json").write_text(json.dumps(LAB_OVERRIDES))
+    for name, values in LAB_SETTINGS.items():
+        (user_settings / name).parent.mkdir(parents=True, exist_ok=True)
+        (user_settings / name).write_text(json.dumps(values))
     token = token or secrets.token_hex(24)
     port = processes.free_port()
     env = {
@@ -143,7 +149,7 @@ def jupyter(folder: Path, *, base_url: str = "/", token: str | None = None) -> I
         "JUPYTER_RUNTIME_DIR": str(folder / "runtime"),
         "IPYTHONDIR": str(home / ".ipython"),
         "JUPYTER_PLATFORM_DIRS": "1",
-        "JUPYTERLAB_SETTINGS_DIR": str(home / ".jupyter" / "lab" / "user-settings"),
+        "JUPYTERLAB_SETTINGS_DIR": str(user_settings),
         "JUPYTERLAB_WORKSPACES_DIR": str(home / ".jupyter" / "lab" / "workspaces"),
     }
     argv = [
