@@ -301,10 +301,11 @@ class AppGateway:
     log: Path
     scheme: str = "http"
     verify: object = True  # an ssl.SSLContext for https
+    name: str = "apps.localhost"  # the apps domain without its port
 
     @property
     def domain(self) -> str:
-        return f"apps.localhost:{self.port}"
+        return f"{self.name}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -445,14 +446,17 @@ def app_gateway_behind_nginx(folder: Path, **environment: str) -> Iterator[AppGa
     blocks = nginx.documented("nginx", "deployment.md")
     assert len(blocks) == 2, "deployment.md: the gateway's nginx block, then the apps domain's"
     apps_http, apps_https = processes.free_port(), processes.free_port()
-    cert, key = nginx.self_signed(folder, hosts=("127.0.0.1", "::1", "*.apps.localhost"))
+    # Not under .localhost, whose app origins are plain http: this apps domain is served over
+    # HTTPS, as production's. Clients connect to 127.0.0.1 and send the name as Host.
+    name = "apps.example.test"
+    cert, key = nginx.self_signed(folder, hosts=("127.0.0.1", "::1", f"*.{name}"))
     conf = blocks[1]
     for old, new, count in (
         ("listen 80;", f"listen 127.0.0.1:{apps_http};", 1),
         ("listen [::]:80;", f"listen [::1]:{apps_http};", 1),
         ("listen 443 ssl;", f"listen 127.0.0.1:{apps_https} ssl;", 1),
         ("listen [::]:443 ssl;", f"listen [::1]:{apps_https} ssl;", 1),
-        ("server_name *.apps.example.com;", "server_name *.apps.localhost;", 2),
+        ("server_name *.apps.example.com;", f"server_name *.{name};", 2),
         ("/etc/letsencrypt/live/apps.example.com/fullchain.pem", str(cert), 1),
         ("/etc/letsencrypt/live/apps.example.com/privkey.pem", str(key), 1),
         ("/var/log/nginx/workgate-apps.access.log", str(folder / "apps-access.log"), 1),
@@ -463,7 +467,7 @@ def app_gateway_behind_nginx(folder: Path, **environment: str) -> Iterator[AppGa
         direct = stack.enter_context(
             app_gateway(
                 log,
-                WORKGATE_APPS_DOMAIN=f"apps.localhost:{apps_https}",
+                WORKGATE_APPS_DOMAIN=f"{name}:{apps_https}",
                 # As deployment.md says for nginx on the same host.
                 WORKGATE_TRUSTED_PROXIES="127.0.0.1/32,::1/128",
                 **environment,
@@ -488,6 +492,7 @@ def app_gateway_behind_nginx(folder: Path, **environment: str) -> Iterator[AppGa
             log=log,
             scheme="https",
             verify=ssl.create_default_context(cafile=str(cert)),
+            name=name,
         )
 
 
