@@ -488,7 +488,7 @@ class TestTurningAnAccountOff:
 
         assert "1 live session(s) of alice@example.com ended." in response.content.decode()
         told = async_to_sync(asyncio.wait_for)(layer.receive(relay), 5)
-        assert told == {"type": "session.ended", "reason": "account_disabled"}
+        assert told == {"type": "session.ended", "reason": "account_disabled", "session_id": mine}
         told = async_to_sync(asyncio.wait_for)(layer.receive(sockets[user]), 5)
         assert told == {"type": "account.signed_out", "user_id": str(user.pk)}
         with pytest.raises(TimeoutError):  # the other account's sockets hear nothing

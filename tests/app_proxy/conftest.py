@@ -74,3 +74,61 @@ def web_app(db, names, app_networks, signing_key) -> Workspace:
         app_credential_header="Authorization",
         app_credential="Bearer app-credential-0042",
     )
+
+
+@pytest.fixture
+def app_runtime(api, web_app):
+    """The signed-in `user`'s launched session of `web_app` (ready, pinned)."""
+    from sessions_app.models import WorkspaceSession
+    from tests.support.sessions import launch
+
+    response = launch(api, web_app.id)
+    assert response.status_code == 201, response.content
+    return WorkspaceSession.objects.get(pk=response.json()["session_id"])
+
+
+@pytest.fixture
+def desktop_runtime(user, db):
+    """A ready desktop session of `user` (a relayable upstream, no real desktop)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sessions_app.models import WorkspaceSession
+
+    workspace = Workspace.objects.create(
+        id="ws-desktop01",
+        name="Desktop",
+        type=Workspace.Type.LINUX,
+        description="A desktop.",
+        connection_type=Workspace.ConnectionType.VNC,
+        vnc_target="tcp://127.0.0.1:9",
+        requires_netbird=False,
+    )
+    now = timezone.now()
+    return WorkspaceSession.objects.create(
+        user=user,
+        workspace=workspace,
+        workspace_name=workspace.name,
+        workspace_type=workspace.type,
+        status=WorkspaceSession.Status.READY,
+        started_at=now - timedelta(minutes=1),
+        ready_at=now,
+        last_seen_at=now,
+        provisioner="static",
+        upstream_kind=WorkspaceSession.UpstreamKind.TCP,
+        upstream_target="127.0.0.1:9",
+        rfb_password="pw123456",
+    )
+
+
+def ask_app_ticket(client, runtime_id: str, **extra):
+    return client.post(
+        "/api/agents/workspace/app-ticket", {"workspaceId": runtime_id}, format="json", **extra
+    )
+
+
+def ticket_in(app_url: str) -> str:
+    from urllib.parse import parse_qs, urlsplit
+
+    return parse_qs(urlsplit(app_url).query)["ticket"][0]

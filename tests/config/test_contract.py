@@ -29,6 +29,7 @@ DOCUMENT = document()
 
 # A valid body for each route that takes one: each violation changes exactly one field of it.
 VALID_BODIES = {
+    ("post", "/api/agents/workspace/app-ticket"): {"workspaceId": "a1b2c3d4"},
     ("post", "/api/agents/workspace/ticket"): {"workspaceId": "a1b2c3d4"},
     ("post", "/api/ai/personal-stream/qanda-stream"): {"inputs": ["What is running?"]},
     ("post", "/api/ai/personal/qanda"): {"inputs": ["What is running?"]},

@@ -37,6 +37,8 @@ def secrets_under_the_old_key(settings, user):
         vnc_secret="kasm-secret",
         rfb_password="rfb-secret",
         container_environment='{"LICENSE_KEY":"licence-secret"}',
+        app_credential_header="Authorization",
+        app_credential="Bearer app-secret",
     )
     Profile.objects.update_or_create(user=user, defaults={"totp_secret": "JBSWY3DPEHPK3PXP"})
     WorkspaceSession.objects.create(
@@ -53,6 +55,7 @@ def secrets_under_the_old_key(settings, user):
         (Workspace, "vnc_secret"): "kasm-secret",
         (Workspace, "rfb_password"): "rfb-secret",
         (Workspace, "container_environment"): '{"LICENSE_KEY":"licence-secret"}',
+        (Workspace, "app_credential"): "Bearer app-secret",
         (Profile, "totp_secret"): "JBSWY3DPEHPK3PXP",
         (WorkspaceSession, "upstream_secret"): "upstream-secret",
         (WorkspaceSession, "rfb_password"): "session-rfb",
@@ -65,6 +68,7 @@ def test_every_encrypted_column_is_found():
         (Workspace, "vnc_secret"),
         (Workspace, "rfb_password"),
         (Workspace, "container_environment"),
+        (Workspace, "app_credential"),
         (Profile, "totp_secret"),
         (WorkspaceSession, "upstream_secret"),
         (WorkspaceSession, "rfb_password"),
@@ -77,7 +81,7 @@ def test_a_rotation_re_encrypts_every_secret_and_the_old_key_can_then_go(
     before = {column: stored(*column) for column in secrets_under_the_old_key}
     settings.WORKGATE_ENCRYPTION_KEYS = [NEW, OLD]
 
-    with pytest.raises(CommandError, match="6 stored secrets are not under the first key"):
+    with pytest.raises(CommandError, match="7 stored secrets are not under the first key"):
         call_command("rotate_secrets", "--check")
     call_command("rotate_secrets")
     call_command("rotate_secrets", "--check")  # no error: none is left behind
@@ -88,7 +92,7 @@ def test_a_rotation_re_encrypts_every_secret_and_the_old_key_can_then_go(
         assert Fernet(NEW).decrypt(stored(model, field)[0].encode()).decode() == secret
         assert getattr(model.objects.get(), field) == secret
     entry = AuditEntry.objects.get(action="secrets_rotated")
-    assert entry.details == {"rotated": 6}
+    assert entry.details == {"rotated": 7}
     assert "secret" not in str(entry.details).replace("secrets", "")
 
 

@@ -67,7 +67,7 @@ def test_ending_a_session_tells_its_relays_and_stops_its_desktop(
         session_group(session_id), lambda: end(api, web_workspace.id, session_id)
     )
 
-    assert message == {"type": "session.ended", "reason": reason}
+    assert message == {"type": "session.ended", "reason": reason, "session_id": session_id}
     assert [str(pk) for pk in stopped_desktops] == [session_id]
     assert WorkspaceSession.objects.get(pk=session_id).status == "terminated"
 

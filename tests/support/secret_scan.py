@@ -1,9 +1,10 @@
 """The suite-wide check that no stored secret ever appears in a JSON response.
 
 After every response a test client receives, the secrets currently stored in the database (TOTP
-seeds, desktop passwords, upstream credentials) are read back decrypted and looked for in the
-body. Two routes exist to hand one kind of secret to its owner, and only they are exempt for
-that kind: enrolment shows the new TOTP secret, and a desktop ticket carries the RFB password.
+seeds, desktop passwords, upstream credentials, web apps' credentials) are read back decrypted
+and looked for in the body. Two routes exist to hand one kind of secret to its owner, and only
+they are exempt for that kind: enrolment shows the new TOTP secret, and a desktop ticket carries
+the RFB password.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ EXEMPT_PATHS = {
     "TOTP secret": {"/api/auth/mfa/setup"},
     "RFB password": {"/api/agents/workspace/ticket"},
     "VNC secret": set(),
+    "app credential": set(),  # sent to the app by the proxy only, never to anyone
 }
 
 
@@ -34,6 +36,7 @@ def stored_secrets() -> dict[str, set[str]]:
         | values(WorkspaceSession.objects.exclude(rfb_password=""), "rfb_password"),
         "VNC secret": values(Workspace.objects.all(), "vnc_secret")
         | values(WorkspaceSession.objects.exclude(upstream_secret=""), "upstream_secret"),
+        "app credential": values(Workspace.objects.exclude(app_credential=""), "app_credential"),
     }
 
 

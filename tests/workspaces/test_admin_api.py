@@ -293,7 +293,10 @@ class TestDelete:
     def test_an_admin_deletes_a_workspace_and_its_history_keeps_a_snapshot(
         self, defaults, admin_api, api, user, admin_user
     ):
-        Workspace.objects.filter(pk="ws-1panel-admin").update(requires_netbird=False)
+        # A session with nothing to proxy: these tests are about what a delete ends.
+        Workspace.objects.filter(pk="ws-1panel-admin").update(
+            requires_netbird=False, provisioner="static"
+        )
         session_id = api.post("/api/workspaces/ws-1panel-admin/launch").json()["session_id"]
 
         response = admin_api.delete("/api/workspaces/ws-1panel-admin")
@@ -316,7 +319,10 @@ class TestReset:
     def test_reset_ends_live_sessions_deletes_everything_and_recreates_the_defaults(
         self, defaults, admin_api, api, admin_user
     ):
-        Workspace.objects.filter(pk="ws-1panel-admin").update(requires_netbird=False)
+        # A session with nothing to proxy: these tests are about what a delete ends.
+        Workspace.objects.filter(pk="ws-1panel-admin").update(
+            requires_netbird=False, provisioner="static"
+        )
         session_id = api.post("/api/workspaces/ws-1panel-admin/launch").json()["session_id"]
         admin_api.post("/api/workspaces", NEW, format="json")
         admin_api.patch("/api/workspaces/ws-sap-neogenesys", {"name": "Renamed"}, format="json")

@@ -1,0 +1,267 @@
+"""Grants: what an app-session cookie stands for, every request's admission (services.app_admit,
+what the proxy calls), the per-process cache and the channel-layer messages that evict it, how
+grants end, and their byte counts and audit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import jwt
+import pytest
+from django.db.models import F
+
+from accounts.models import User
+from accounts.services import user_sign_out_everywhere
+from app_proxy import admission_cache, keys, services
+from app_proxy.admission import AppRefused
+from app_proxy.models import AppGrant
+from audit.models import AuditEntry
+from core.network import Origin
+from sessions_app.models import WorkspaceSession
+from sessions_app.services import EndReason, session_terminate
+from tests.app_proxy.conftest import APP_ADDRESS, APP_HOST, ask_app_ticket, ticket_in
+from tests.support.database import orm
+from workspaces.models import Workspace
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def entered(api, runtime, *, mode="origin"):
+    """A fresh app ticket through the API, spent as the app's door does: the Entry."""
+    return await orm(_entered, api, runtime, mode)
+
+
+def _entered(api, runtime, mode):
+    response = ask_app_ticket(api, runtime.runtime_id)
+    assert response.status_code == 200, response.content
+    return services.enter(
+        mode=mode,
+        runtime_id=runtime.runtime_id,
+        ticket=ticket_in(response.json()["appUrl"]),
+        client_ip="127.0.0.1",
+        user_agent="pytest-agent/1",
+    )
+
+
+@pytest.fixture
+async def cache():
+    """This test's loop's admission cache, closed (listener and groups) at its end."""
+    cache = admission_cache.for_this_loop()
+    yield cache
+    await cache.close()
+
+
+async def admit(runtime, cookie, *, mode="origin"):
+    return await services.app_admit(mode=mode, runtime_id=runtime.runtime_id, cookie_value=cookie)
+
+
+async def refusal(runtime, cookie, *, mode="origin") -> tuple[int, str]:
+    with pytest.raises(AppRefused) as refused:
+        await admit(runtime, cookie, mode=mode)
+    return refused.value.status, refused.value.code
+
+
+async def test_an_admission_carries_the_pinned_upstream_the_credential_and_an_assertion(
+    api, user, web_app, app_runtime, cache
+):
+    entry = await entered(api, app_runtime)
+
+    admission = await admit(app_runtime, entry.cookie_value)
+
+    assert admission.grant_id == entry.admission.grant_id
+    assert (admission.session_id, admission.runtime_id) == (app_runtime.id, app_runtime.runtime_id)
+    assert (admission.workspace_id, admission.user_id, admission.mode) == (
+        web_app.id,
+        user.pk,
+        "origin",
+    )
+    upstream = admission.upstream
+    assert upstream.origin == f"https://{APP_HOST}:8443" and upstream.base_path == "/base"
+    assert (upstream.address, upstream.port, upstream.tls_verify) == (APP_ADDRESS, 8443, True)
+    assert upstream.credential_header == "Authorization"
+    assert upstream.credential == "Bearer app-credential-0042"
+    # What the app checks: the assertion, against the published keys, for this workspace.
+    key = jwt.PyJWKSet.from_dict(keys.jwks()).keys[0]
+    claims = jwt.decode(admission.assertion, key.key, algorithms=["ES256"], audience=web_app.id)
+    assert (claims["sub"], claims["email"]) == (str(user.pk), user.email)
+    assert claims["exp"] - claims["iat"] == 60
+    # A hit: the same admission from memory, without the database.
+    assert (
+        cache.hit(mode="origin", runtime_id=app_runtime.runtime_id, cookie_value=entry.cookie_value)
+        is admission
+    )
+    assert cache.listening
+
+
+async def test_no_cookie_a_forged_one_and_another_apps_are_refused(
+    api, user, web_app, app_runtime, cache
+):
+    entry = await entered(api, app_runtime)
+    other = await orm(
+        WorkspaceSession.objects.create,
+        user=user,
+        workspace=None,
+        workspace_name="Other",
+        workspace_type="web",
+        status="ready",
+        started_at=app_runtime.started_at,
+        last_seen_at=app_runtime.started_at,
+        provisioner="web",
+        upstream_kind="http",
+    )
+
+    assert await refusal(app_runtime, None) == (401, "app_sign_in_required")
+    assert await refusal(app_runtime, entry.cookie_value + "x") == (401, "app_sign_in_required")
+    assert await refusal(app_runtime, services.grant_cookie("0" * 32)) == (
+        401,
+        "app_sign_in_required",
+    )
+    # Another app's door, before and after the cookie is in the cache.
+    assert await refusal(other, entry.cookie_value) == (403, "app_wrong_origin")
+    await admit(app_runtime, entry.cookie_value)
+    assert await refusal(other, entry.cookie_value) == (403, "app_wrong_origin")
+    assert await refusal(app_runtime, entry.cookie_value, mode="prefix") == (
+        403,
+        "app_wrong_origin",
+    )
+
+
+async def test_stopping_the_session_evicts_the_cache_at_once_and_ends_the_grant(
+    api, user, app_runtime, cache
+):
+    entry = await entered(api, app_runtime)
+    await admit(app_runtime, entry.cookie_value)
+    evictions = cache.evictions
+
+    await orm(
+        session_terminate,
+        session=app_runtime,
+        actor=user,
+        reason=EndReason.USER_STOP,
+        origin=Origin(ip="127.0.0.1"),
+    )
+    # The session's channel-layer message, through the suite's Redis: no sleeping, no TTL.
+    await asyncio.wait_for(cache.evicted(evictions), timeout=10)
+
+    assert entry.cookie_value not in cache.entries
+    assert await refusal(app_runtime, entry.cookie_value) == (403, "app_grant_ended")
+    grant = await orm(AppGrant.objects.get)
+    assert grant.ended_at is not None and grant.end_reason == "user_stop"
+    closed = await orm(lambda: list(AuditEntry.objects.filter(action="app_session_closed")))
+    assert len(closed) == 1
+    assert closed[0].actor_id == user.pk and closed[0].resource == f"session:{app_runtime.id}"
+    assert closed[0].details["reason"] == "user_stop"
+
+
+async def test_signing_out_everywhere_evicts_the_cache_and_ends_every_grant_of_the_account(
+    api, user, app_runtime, cache
+):
+    first, second = await entered(api, app_runtime), await entered(api, app_runtime)
+    await admit(app_runtime, first.cookie_value)
+    await admit(app_runtime, second.cookie_value)
+    evictions = cache.evictions
+
+    await orm(user_sign_out_everywhere, user=user, actor=user, origin=Origin())
+    await asyncio.wait_for(cache.evicted(evictions), timeout=10)
+
+    assert not cache.entries
+    for entry in (first, second):
+        assert await refusal(app_runtime, entry.cookie_value) == (403, "app_grant_ended")
+    reasons = await orm(lambda: sorted(AppGrant.objects.values_list("end_reason", flat=True)))
+    assert reasons == ["signed_out", "signed_out"]
+    # The session itself goes on: only the account's sign-ins ended.
+    assert (await orm(WorkspaceSession.objects.get)).status == "ready"
+    signed_out = await orm(AuditEntry.objects.get, action="signed_out_everywhere")
+    assert signed_out.details["desktop_passes_voided"] == 2
+
+
+async def test_an_administrator_terminating_the_session_evicts_the_cache_too(
+    api, user, admin_api, app_runtime, cache
+):
+    entry = await entered(api, app_runtime)
+    await admit(app_runtime, entry.cookie_value)
+    evictions = cache.evictions
+
+    response = await orm(admin_api.post, f"/api/sessions/{app_runtime.id}/terminate")
+    await asyncio.wait_for(cache.evicted(evictions), timeout=10)
+
+    assert response.status_code == 200, response.content
+    assert await refusal(app_runtime, entry.cookie_value) == (403, "app_grant_ended")
+    grant = await orm(AppGrant.objects.get)
+    assert grant.end_reason == "admin_terminate"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"is_active": False}, (403, "account_disabled")),
+        ({"sign_in_epoch": F("sign_in_epoch") + 1}, (403, "signed_out")),
+    ],
+)
+async def test_a_disabled_or_signed_out_account_is_refused_on_the_next_load(
+    api, user, app_runtime, cache, change, expected
+):
+    """Changed behind the services' back (no message): the next load from the database refuses
+    it, which is what the TTL fallback leads to when the channel layer is lost."""
+    entry = await entered(api, app_runtime)
+    await orm(User.objects.filter(pk=user.pk).update, **change)
+
+    assert await refusal(app_runtime, entry.cookie_value) == expected
+
+
+async def test_a_session_no_longer_ready_and_a_workspace_withdrawn_are_refused(
+    api, user, web_app, app_runtime, cache
+):
+    entry = await entered(api, app_runtime)
+    await orm(WorkspaceSession.objects.filter(pk=app_runtime.pk).update, status="error")
+    assert await refusal(app_runtime, entry.cookie_value) == (404, "app_session_ended")
+
+    await orm(WorkspaceSession.objects.filter(pk=app_runtime.pk).update, status="ready")
+    await orm(Workspace.objects.filter(pk=web_app.pk).update, app_path_prefix_allowed=False)
+    assert await refusal(app_runtime, entry.cookie_value, mode="prefix") == (
+        403,
+        "app_wrong_origin",
+    )
+
+
+async def test_an_entry_is_believed_only_briefly_while_the_channel_layer_cannot_be_heard(
+    api, user, app_runtime, cache, monkeypatch
+):
+    entry = await entered(api, app_runtime)
+    await admit(app_runtime, entry.cookie_value)
+    cache.listening = False  # as after the listener lost Redis
+    monkeypatch.setattr(admission_cache, "FALLBACK_TTL", 0.0)
+
+    assert (
+        cache.hit(mode="origin", runtime_id=app_runtime.runtime_id, cookie_value=entry.cookie_value)
+        is None
+    )
+
+
+async def test_bytes_are_counted_in_batches_and_audited_when_the_grant_ends(
+    api, user, app_runtime, cache, monkeypatch
+):
+    entry = await entered(api, app_runtime)
+    grant_id = entry.admission.grant_id
+    await services.app_record_bytes(grant_id, to_app=100, to_browser=2000)
+    await services.app_record_bytes(grant_id, to_app=5, to_browser=50)
+    held = await orm(AppGrant.objects.get)
+    assert (held.bytes_to_app, held.bytes_to_browser) == (0, 0)  # not yet written
+
+    monkeypatch.setattr(services, "FLUSH_INTERVAL", 0.0)
+    await services.app_record_bytes(grant_id, to_app=1, to_browser=1)
+
+    grant = await orm(AppGrant.objects.get)
+    assert (grant.bytes_to_app, grant.bytes_to_browser) == (106, 2051)
+    await orm(
+        session_terminate,
+        session=app_runtime,
+        actor=user,
+        reason=EndReason.USER_STOP,
+        origin=Origin(),
+    )
+    closed = await orm(AuditEntry.objects.get, action="app_session_closed")
+    assert (closed.details["bytes_to_app"], closed.details["bytes_to_browser"]) == (106, 2051)
+    opened = await orm(AuditEntry.objects.get, action="app_session_opened")
+    assert opened.success and opened.details["mode"] == "origin"
+    assert entry.cookie_value not in str(closed.details) + str(opened.details)
