@@ -82,6 +82,7 @@ class AdmissionCache:
         self.evictions = 0
         self._evicted = asyncio.Event()
         self.on_evict: Callable[[list[Admission]], None] | None = None
+        self.ticker: asyncio.Task | None = None
 
     # --- Hits ------------------------------------------------------------------------------
 
@@ -200,6 +201,22 @@ class AdmissionCache:
             elif kind == ACCOUNT_SIGNED_OUT:
                 self.evict(account_group(message.get("user_id")))
 
+    def every(self, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        """Run `job` every `seconds` while the cache lives (the byte counters' flush); a failed
+        run is logged and the next one comes all the same."""
+        if self.ticker is not None and not self.ticker.done():
+            return
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await job()
+                except Exception:
+                    logger.warning("the app proxy's periodic %s failed", job, exc_info=True)
+
+        self.ticker = asyncio.ensure_future(tick())
+
     def evict(self, group: str | None) -> list[Admission]:
         """Drop every entry standing on `group` (None: every entry); what was dropped."""
         self.sequence += 1
@@ -224,10 +241,11 @@ class AdmissionCache:
             await self._evicted.wait()
 
     async def close(self) -> None:
-        if self.listener is not None:
-            self.listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self.listener
+        for task in (self.listener, self.ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self.layer is not None and self.channel is not None:
             with contextlib.suppress(Exception):
                 await asyncio.gather(

@@ -357,6 +357,7 @@ async def app_admit(*, mode: Mode, runtime_id: str, cookie_value: str | None) ->
     grant_id = grant_id_of(cookie_value)
     if cache.on_evict is None:
         cache.on_evict = _flush_soon
+        cache.every(FLUSH_INTERVAL, app_bytes_flush)
     return await cache.admit(
         mode=mode,
         runtime_id=runtime_id,

@@ -302,10 +302,10 @@ WORKGATE_APPS_DOMAIN = env_str("WORKGATE_APPS_DOMAIN", "apps.localhost:8000" if 
 
 def _hostname(value: str) -> str:
     """A host as ALLOWED_HOSTS or WORKGATE_APPS_DOMAIN names it, without its port or a final dot."""
-    value = value.strip().lower().rstrip(".")
+    value = value.strip().lower()
     if value.startswith("["):
         return value.partition("]")[0] + "]"
-    return value.rpartition(":")[0] if value.count(":") == 1 else value
+    return (value.rpartition(":")[0] if value.count(":") == 1 else value).rstrip(".")
 
 
 def _check_apps_domain(domain: str) -> None:
