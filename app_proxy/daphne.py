@@ -130,6 +130,17 @@ def install_body_limit(limit: Callable[[], int]) -> None:
     WebRequest.workgate_body_limit = True
 
 
+def abort(send) -> bool:
+    """Drop the browser's connection of a response cut short (the app failed mid-answer), so
+    the browser sees an error rather than a complete-looking body; False when not possible."""
+    request = daphne_request(send)
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is None:
+        return False
+    transport.abortConnection()
+    return True
+
+
 REFUSED = object()  # take_body's answer for a request already refused with 413
 
 

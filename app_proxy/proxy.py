@@ -40,7 +40,7 @@ from yarl import URL
 from accounts.connections import ACCOUNT_SIGNED_OUT, account_group
 from app_proxy import admission, origins, upstreams
 from app_proxy.admission import Admission, AppRefused
-from app_proxy.daphne import REFUSED, ResponseFlow, install_body_limit, take_body
+from app_proxy.daphne import REFUSED, ResponseFlow, abort, install_body_limit, take_body
 from core.exceptions import error_body
 from core.groups import Membership
 from core.network import client_from_scope
@@ -148,9 +148,15 @@ def _strip_cookies(cookie_header: bytes, gateway_names: frozenset[str]) -> str:
     return "; ".join(part for part in kept if part)
 
 
+_SLASHES = re.compile(r"[/\\]+")
+
+
 def _reserved(path: str) -> bool:
-    if ".." in path or "//" in path or "/./" in path:
-        path = posixpath.normpath(path)
+    """Whether `path` (decoded) is under /.workgate/ however it is spelled: in any case, with
+    doubled slashes or backslashes, or dot segments an upstream might resolve."""
+    path = path.lower()
+    if ".." in path or "//" in path or "/./" in path or "\\" in path:
+        path = posixpath.normpath(_SLASHES.sub("/", path))
     return path == "/.workgate" or path.startswith(admission.RESERVED_PREFIX)
 
 
@@ -387,6 +393,9 @@ async def _proxy_http(scope, receive, send, mode, runtime_id, path, body) -> Non
     try:
         await _http(exchange, receive, send, body)
     except (AppRefused, _Refusal) as refused:
+        if exchange.status:  # the answer had started (a long one whose grant ended): it ends
+            await send({"type": "http.response.body", "body": b""})
+            return
         exchange.status = refused.status
         start, end = _error_response(refused.status, refused.code, refused.message)
         await send(start)
@@ -453,17 +462,24 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
     except _Refusal:
         raise
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        if exchange.status:
-            return  # the answer had started: it is cut short, nothing more can be said
+        if exchange.status:  # the answer had started: it is cut short, visibly
+            _cut_short(send)
+            return
         logger.info("app %s timed out: %s", request.runtime_id, type(exc).__name__)
         raise _Refusal(504, "upstream_timeout", "The app did not answer in time.") from None
     except (aiohttp.ClientError, OSError) as exc:
         if exchange.status:
+            _cut_short(send)
             return
         logger.info("app %s could not be reached: %s", request.runtime_id, exc)
         raise _Refusal(502, "upstream_unreachable", "The app could not be reached.") from None
     finally:
         await exchange.record_bytes()
+
+
+def _cut_short(send) -> None:
+    if not abort(send):
+        raise RuntimeError("the app's answer was cut short")  # the server drops the connection
 
 
 async def _counted(exchange: _Exchange, chunks):
@@ -507,12 +523,12 @@ async def _answer(exchange: _Exchange, response: aiohttp.ClientResponse, send) -
     if named is not None:
         tokens = {token.strip().lower().encode() for token in named.decode("latin-1").split(",")}
         headers = [(name, value) for name, value in headers if name not in tokens]
-    flow = ResponseFlow.attach(send)
     exchange.status = response.status
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     loop = asyncio.get_running_loop()
     recheck_at = loop.time() + RECHECK_AFTER
     content = response.content
+    flow = None
     try:
         while True:
             chunk = await _next_chunk(content, exchange, loop, recheck_at)
@@ -522,10 +538,19 @@ async def _answer(exchange: _Exchange, response: aiohttp.ClientResponse, send) -
             if not chunk:
                 break
             exchange.to_browser += len(chunk)
+            if content.at_eof():  # the last chunk (a small answer's only one): one write
+                if flow is not None:
+                    flow, last = None, flow
+                    last.detach()  # before the response ends: Twisted keeps no producer
+                await send({"type": "http.response.body", "body": chunk})
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if flow is not None:
-                if flow.gone:
-                    return
+            if flow is None:
+                # A longer answer: from now on, send waits while the browser is behind.
+                flow = ResponseFlow.attach(send)
+            elif flow.gone:
+                return
+            else:
                 await flow.drained()
     finally:
         if flow is not None:
