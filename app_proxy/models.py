@@ -5,8 +5,10 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+from vnc_proxy.models import SingleUseTicket
 
-class AppTicket(models.Model):
+
+class AppTicket(SingleUseTicket):
     """The server-side half of an app ticket (the JWT names it by `jti`): what a browser brings
     to an app's origin (`/.workgate/enter?ticket=`) to be given its app-session cookie.
 
@@ -15,30 +17,15 @@ class AppTicket(models.Model):
     attempts wins, shown again audited once (`replayed_at`), voided when the account signs out
     everywhere. The account's sign-in epoch at issue is in the JWT."""
 
-    jti = models.CharField(primary_key=True, max_length=64)
     session = models.ForeignKey(
         "sessions_app.WorkspaceSession", on_delete=models.CASCADE, related_name="app_tickets"
     )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="app_tickets"
     )
-    issued_at = models.DateTimeField()
-    expires_at = models.DateTimeField(db_index=True)
-    used_at = models.DateTimeField(null=True, blank=True)
-    client_ip = models.GenericIPAddressField(
-        null=True, blank=True, help_text="Where the ticket was requested from"
-    )
-    used_ip = models.GenericIPAddressField(
-        null=True, blank=True, help_text="Where the ticket was used from"
-    )
-    replayed_at = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text="When the ticket was first shown again after it was used or had expired",
-    )
 
-    class Meta:
-        ordering = ["-issued_at"]
+    class Meta(SingleUseTicket.Meta):
+        pass
 
     def __str__(self) -> str:
         return f"app ticket {self.jti} for session {self.session_id}"
