@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 FALLBACK_TTL = 5.0  # seconds an entry is believed while the channel layer cannot be heard
 REFRESH_BEFORE = 30.0  # seconds of assertion life left below which an entry is loaded again
 LOADS_PER_MISS = 3
+# A channel layer forgets a group membership after a day (channels_redis' group_expiry): one
+# older than this is added again, and counts as new (its load is made again after it).
+REJOIN_AFTER = 3600.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class AdmissionCache:
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}  # by cookie value
         self.members: dict[str, set[str]] = {}  # group -> cookie values
-        self.joined: set[str] = set()
+        self.joined: dict[str, float] = {}  # group -> time.monotonic() it was (re)joined
         self.layer = None
         self.channel: str | None = None
         self.listener: asyncio.Task | None = None
@@ -162,13 +165,16 @@ class AdmissionCache:
             logger.warning("the app proxy cannot reach the channel layer", exc_info=True)
             return
         # A new channel is in no group: what the old one had joined is joined again on demand.
-        self.layer, self.channel, self.joined = layer, channel, set()
+        self.layer, self.channel, self.joined = layer, channel, {}
         self.listening = True
         self.listener = asyncio.ensure_future(self._receive())
 
     async def _join(self, groups: tuple[str, ...]) -> bool:
-        """Join those of `groups` not joined yet; whether any was."""
-        missing = [group for group in groups if group not in self.joined]
+        """Join those of `groups` not joined yet (or too long ago); whether any was."""
+        now = time.monotonic()
+        missing = [
+            group for group in groups if now - self.joined.get(group, float("-inf")) >= REJOIN_AFTER
+        ]
         if not missing or not self.listening:
             return False
         try:
@@ -177,7 +183,7 @@ class AdmissionCache:
             logger.warning("the app proxy could not join %s", missing, exc_info=True)
             self.listening = False  # entries are believed for FALLBACK_TTL only
             return False
-        self.joined.update(missing)
+        self.joined.update(dict.fromkeys(missing, now))
         return True
 
     async def _receive(self) -> None:
