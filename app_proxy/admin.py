@@ -35,7 +35,8 @@ class AppGrantAdmin(_ReadOnly):
     )
     list_filter = ("mode", "end_reason")
     search_fields = ("session__runtime_id", "user__email")
-    exclude = ("id",)  # the cookie's payload: shown shortened only
+    # The cookie's payload (no use without SECRET_KEY's signature), shown shortened on the page.
+    exclude = ("id",)
     readonly_fields = (
         "short_id",
         "session",

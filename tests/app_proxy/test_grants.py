@@ -153,15 +153,25 @@ async def test_stopping_the_session_evicts_the_cache_at_once_and_ends_the_grant(
     assert closed[0].details["reason"] == "user_stop"
 
 
+def sign_out_everywhere(user) -> None:
+    user_sign_out_everywhere(user=user, actor=user, origin=Origin())
+
+
+def set_a_new_password(user) -> None:
+    user.set_password("a new passphrase, 43")
+    user.save()
+
+
+@pytest.mark.parametrize("signing_out", [sign_out_everywhere, set_a_new_password])
 async def test_signing_out_everywhere_evicts_the_cache_and_ends_every_grant_of_the_account(
-    api, user, app_runtime, cache
+    api, user, app_runtime, cache, signing_out
 ):
     first, second = await entered(api, app_runtime), await entered(api, app_runtime)
     await admit(app_runtime, first.cookie_value)
     await admit(app_runtime, second.cookie_value)
     evictions = cache.evictions
 
-    await orm(user_sign_out_everywhere, user=user, actor=user, origin=Origin())
+    await orm(signing_out, await orm(User.objects.get, pk=user.pk))
     await asyncio.wait_for(cache.evicted(evictions), timeout=10)
 
     assert not cache.entries
@@ -265,3 +275,35 @@ async def test_bytes_are_counted_in_batches_and_audited_when_the_grant_ends(
     opened = await orm(AuditEntry.objects.get, action="app_session_opened")
     assert opened.success and opened.details["mode"] == "origin"
     assert entry.cookie_value not in str(closed.details) + str(opened.details)
+
+
+async def test_the_credential_the_ticket_and_the_cookie_are_never_logged(
+    api, user, app_runtime, cache, caplog
+):
+    caplog.set_level("DEBUG")
+    entry = await entered(api, app_runtime)
+    await admit(app_runtime, entry.cookie_value)
+    await orm(
+        session_terminate,
+        session=app_runtime,
+        actor=user,
+        reason=EndReason.USER_STOP,
+        origin=Origin(),
+    )
+
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "app-credential-0042" not in logged
+    assert entry.cookie_value not in logged and entry.admission.grant_id not in logged
+    tickets = await orm(lambda: list(AuditEntry.objects.values_list("details", flat=True)))
+    assert "app-credential-0042" not in str(tickets)
+
+
+def test_grants_and_tickets_are_read_only_records_in_the_django_admin(site, api, app_runtime):
+    entry = _entered(api, app_runtime, "origin")
+
+    listed = site.get("/admin/app_proxy/appgrant/")
+    tickets = site.get("/admin/app_proxy/appticket/")
+
+    assert listed.status_code == tickets.status_code == 200
+    assert entry.cookie_value not in listed.content.decode()
+    assert b"Add app grant" not in listed.content
