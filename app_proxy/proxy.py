@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import posixpath
@@ -102,9 +103,12 @@ _BODY_METHODS_WITHOUT_LENGTH = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "T
 
 
 def _gateway_cookie_names() -> frozenset[str]:
-    return frozenset(
-        name.lower() for name in (settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)
-    )
+    return _lowered(settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME)
+
+
+@functools.cache
+def _lowered(*names: str) -> frozenset[str]:
+    return frozenset(name.lower() for name in names)
 
 
 class _Refusal(Exception):
@@ -561,6 +565,8 @@ async def _answer(exchange: _Exchange, response: aiohttp.ClientResponse, send) -
 async def _next_chunk(content, exchange: _Exchange, loop, recheck_at: float) -> bytes | None:
     """The next chunk of the answer (b"" at its end), or None when it is time to re-admit: a
     long answer (SSE) ends when the grant does (AppRefused out of here)."""
+    if content.is_eof():  # all of it has arrived (a small answer): nothing to wait for
+        return await content.readany()
     timeout = recheck_at - loop.time()
     if timeout > 0:
         try:
