@@ -299,6 +299,36 @@ async def test_a_large_upload_streams_to_the_app_with_the_servers_memory_flat(
     assert grew < 50, f"Daphne grew by {grew:.0f} MiB for a {size // MB} MiB upload"
 
 
+async def test_a_slow_browser_pauses_the_download_instead_of_filling_the_servers_memory(
+    app_settings, app_gateway, api, jupyter_app
+):
+    """The app could send 100 MiB in a fraction of a second; a browser reading ~10 MiB/s gets
+    it at its own pace, with Twisted's full buffer pausing the proxy (and so the app)."""
+
+    def open_lab() -> tuple[str, str]:
+        runtime = apps.launched_runtime(api, apps.jupyter_workspace(jupyter_app))
+        return runtime, apps.app_cookie(api, app_gateway, runtime)
+
+    runtime, cookie = await orm(open_lab)
+    path = apps.large_file(jupyter_app, name="slow.bin")
+    pid = daphne_pid(app_gateway.port)
+    before = peak = rss_mib(pid)
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_gateway.port, limit=65536)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {app_gateway.host(runtime)}\r\n"
+        f"Cookie: {apps.ORIGIN_COOKIE}={cookie}\r\n\r\n".encode()
+    )
+    received = 0
+    while received < 30 * MB:
+        received += len(await asyncio.wait_for(reader.read(65536), 10))
+        await asyncio.sleep(0.005)
+        if received % (2 * MB) < 65536:
+            peak = max(peak, rss_mib(pid))
+    writer.close()
+
+    assert peak - before < 40, f"Daphne grew by {peak - before:.0f} MiB for a slow reader"
+
+
 # --- Limits and failures: a gateway of its own, with a 5 s idle timeout and a 1 MiB body limit --
 
 
