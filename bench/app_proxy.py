@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -393,6 +394,7 @@ def summary(results: dict) -> list[dict]:
 
 def main() -> None:
     args = parse_args()
+    load_before = os.getloadavg()[0]
     port = free_port()
     env = server_env(
         database_url=args.database_url,
@@ -439,6 +441,7 @@ def main() -> None:
         "rounds": args.rounds,
         "size_mb": args.size_mb,
         "echoes": args.echoes,
+        "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         **measured,
     }
     wg, ng = measured["workgate"]["median"], measured["nginx"]["median"]
