@@ -268,14 +268,22 @@ def enter(
         user_agent=origin.user_agent,
         last_seen_at=at,
     )
-    audit.record_created(
-        grant,
-        action="app_session_opened",
-        actor=user,
-        resource=f"session:{session.id}",
-        details={"workspaceId": session.runtime_id, "mode": mode, "grant": grant.id[:12]},
-        origin=origin,
-    )
+    with transaction.atomic():
+        # Opened under the session's row lock, as its end is taken: a stop committing meanwhile
+        # either comes first (and this grant is not opened) or ends this grant with the others.
+        ready = WorkspaceSession.objects.select_for_update(no_key=True).filter(
+            pk=session.pk, status=READY
+        )
+        if not ready.exists():
+            raise AppRefused(404, "app_session_ended", "This app's session has ended.")
+        audit.record_created(
+            grant,
+            action="app_session_opened",
+            actor=user,
+            resource=f"session:{session.id}",
+            details={"workspaceId": session.runtime_id, "mode": mode, "grant": grant.id[:12]},
+            origin=origin,
+        )
     return Entry(
         admission=_admission(grant, session, user),
         cookie_value=grant_cookie(grant.id),
