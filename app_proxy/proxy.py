@@ -737,12 +737,13 @@ async def _relay(exchange: _Exchange, browser, app, membership) -> None:
     async def app_to_browser() -> None:
         try:
             async for data in app:
+                exchange.to_browser += len(data)
                 if isinstance(data, str):
-                    exchange.to_browser += len(data)
                     await browser.send_text(data)
                 else:
-                    exchange.to_browser += len(data)
                     await browser.send(data)
+                if browser.closed:  # the browser is closing: what the app sends is not for it
+                    return
         except ConnectionClosed:
             pass
         close = app.close_rcvd

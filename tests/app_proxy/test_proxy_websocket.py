@@ -6,6 +6,7 @@ WebSocket closed within a second of the session's stop and of signing out everyw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -15,6 +16,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app_proxy.models import AppGrant
+from tests.app_proxy.test_semantics import daphne_pid, rss_mib
 from tests.support import apps
 from tests.support.database import orm, orm_until
 from tests.support.processes import free_port
@@ -65,6 +67,23 @@ async def echo_app():
     port = free_port()
     async with serve(echo, "127.0.0.1", port, subprotocols=["echo.v2"], max_size=None):
         yield f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+async def flood_app():
+    """A WebSocket server that sends 64 KiB messages as fast as it is let, until stopped."""
+    sent = [0]
+    block = b"f" * 65536
+
+    async def flood(connection):
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await connection.send(block)
+                sent[0] += len(block)
+
+    port = free_port()
+    async with serve(flood, "127.0.0.1", port, subprotocols=["echo.v2"], max_size=None):
+        yield f"http://127.0.0.1:{port}/", sent
 
 
 async def terminal(jupyter_app, gateway, runtime, cookie) -> str:
@@ -172,3 +191,24 @@ async def test_an_open_websocket_is_closed_within_a_second_of_the_end(
         after = await client.get("/")
     assert after.status_code in (401, 403, 404)
     assert after.json()["success"] is False
+
+
+async def test_a_browser_that_stops_reading_pauses_the_app_instead_of_filling_the_servers_memory(
+    opened, app_gateway, flood_app
+):
+    url, sent = flood_app
+    _, runtime, cookie = await opened(apps.web_workspace, url)
+    pid = daphne_pid(app_gateway.port)
+    before = rss_mib(pid)
+
+    async with app_socket(app_gateway, runtime, "/", cookie, max_queue=1, close_timeout=1) as ws:
+        await ws.recv()
+        await asyncio.sleep(3)  # reading nothing while the app would send ~GB/s
+        stalled = sent[0]
+        grew = rss_mib(pid) - before
+        await asyncio.sleep(0.5)
+        assert sent[0] - stalled < 4 * 1024 * 1024  # the app is held back too
+        for _ in range(100):  # and the stream resumes once the browser reads
+            assert len(await asyncio.wait_for(ws.recv(), 10)) == 65536
+
+    assert grew < 40, f"Daphne grew by {grew:.0f} MiB for a browser that stopped reading"
