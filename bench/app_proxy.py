@@ -26,7 +26,8 @@ Run by hand (or by `make bench`); it measures and never fails. All on loopback:
      serving process's RSS before and after (Daphne's; nginx's);
    - WebSocket round trip: a lab terminal running `stty -echo; cat` (a real app echo through a
      pty); `--echoes` lines after 50 of warm-up, each timed from the send to its echo;
-   each figure is the median over the rounds.
+   each figure is the median over the rounds, and each ratio to nginx the median of the
+   rounds' own ratios (Workgate and nginx measured moments apart).
 
 Targets (issue 21): large-body throughput >= 0.5x nginx's; p50 <= 2x nginx's at c=1 and c=32
 (on loopback nginx adds next to nothing to the lab's own time, so "added latency <= 2x nginx's"
@@ -339,10 +340,17 @@ def _median(rounds: list[dict]) -> dict:
     return out
 
 
+def paired_ratio(results: dict, section: str, key: str) -> float:
+    """Workgate's figure over nginx's, round by round (the two measured moments apart), and
+    the median of those: steadier than the ratio of the medians when other work comes and goes."""
+    pairs = zip(results["workgate"]["rounds"], results["nginx"]["rounds"], strict=True)
+    return round(statistics.median(wg[section][key] / ng[section][key] for wg, ng in pairs), 2)
+
+
 def summary(results: dict) -> list[dict]:
     wg, ng = results["workgate"]["median"], results["nginx"]["median"]
     rows = []
-    large = round(wg["large"]["mb_per_s"] / ng["large"]["mb_per_s"], 2)
+    large = paired_ratio(results, "large", "mb_per_s")
     rows.append(
         summary_row(
             f"app proxy {results['size_mb']} MB download",
@@ -356,7 +364,7 @@ def summary(results: dict) -> list[dict]:
         )
     )
     for level in ("c1", "c32"):
-        ratio = round(wg[level]["p50_us"] / ng[level]["p50_us"], 2)
+        ratio = paired_ratio(results, level, "p50_us")
         rows.append(
             summary_row(
                 f"app proxy small answer p50 at {level.replace('c', 'c=')}",
@@ -376,7 +384,7 @@ def summary(results: dict) -> list[dict]:
                 "req/s",
                 anchor="nginx proxy_pass",
                 anchor_value=ng[level]["rps"],
-                ratio=round(wg[level]["rps"] / ng[level]["rps"], 2),
+                ratio=paired_ratio(results, level, "rps"),
             )
         )
     rows.append(
@@ -386,7 +394,7 @@ def summary(results: dict) -> list[dict]:
             "ms",
             anchor="nginx proxy_pass",
             anchor_value=ng["ws"]["p50_ms"],
-            ratio=round(wg["ws"]["p50_ms"] / ng["ws"]["p50_ms"], 2),
+            ratio=paired_ratio(results, "ws", "p50_ms"),
         )
     )
     return rows
