@@ -301,18 +301,22 @@ def _enter_refusal(
         return AppRefused(401, "ticket_expired", "This app ticket has expired.")
     if claims.workspace_id != runtime_id or session.runtime_id != runtime_id:
         return AppRefused(403, "app_wrong_origin", "This app ticket is for another app.")
+    return _standing_refusal(session, user, epoch=claims.sign_in_epoch, mode=mode, origin=origin)
+
+
+def _standing_refusal(
+    session, user, *, epoch: int, mode: Mode, origin: Origin | None
+) -> AppRefused | None:
+    """What an entry and every admission ask of what a grant stands on: the account active and
+    signed in as when the ticket was minted (`epoch`), the session ready, and the workspace
+    still shared with the user, reached under /apps/ only where it allows that, and through
+    the tunnel where it asks for it (at entry, with the client's `origin`)."""
     if not user.is_active:
         return AppRefused(403, "account_disabled", "This account is disabled.")
-    if claims.sign_in_epoch != user.sign_in_epoch:
-        return AppRefused(403, "signed_out", "You signed out everywhere since; sign in again.")
+    if epoch != user.sign_in_epoch:
+        return AppRefused(403, "signed_out", "You signed out everywhere; sign in again.")
     if session.status != READY or session.upstream_kind != HTTP:
         return AppRefused(404, "app_session_ended", "This app's session has ended.")
-    return _workspace_refusal(session, user, mode=mode, origin=origin)
-
-
-def _workspace_refusal(session, user, *, mode: Mode, origin: Origin | None) -> AppRefused | None:
-    """What the workspace itself now says: still shared with the user, reached under /apps/
-    only where it allows that, through the tunnel where it asks for it (at entry only)."""
     workspace = session.workspace
     if workspace is None or not workspace_granted(user, workspace.pk):
         return AppRefused(403, "app_not_shared", "This app is no longer shared with you.")
@@ -393,13 +397,7 @@ def admission_load(grant_id: str, mode: Mode, runtime_id: str) -> admission_cach
         raise admission_cache.wrong_app()
     if grant.ended_at is not None or grant.expires_at <= at:
         raise AppRefused(403, "app_grant_ended", "This app session has ended; open it again.")
-    if not user.is_active:
-        raise AppRefused(403, "account_disabled", "This account is disabled.")
-    if grant.sign_in_epoch != user.sign_in_epoch:
-        raise AppRefused(403, "signed_out", "You signed out everywhere; sign in again.")
-    if session.status != READY or session.upstream_kind != HTTP:
-        raise AppRefused(404, "app_session_ended", "This app's session has ended.")
-    refusal = _workspace_refusal(session, user, mode=mode, origin=None)
+    refusal = _standing_refusal(session, user, epoch=grant.sign_in_epoch, mode=mode, origin=None)
     if refusal is not None:
         raise refusal
     admission = _admission(grant, session, user)
