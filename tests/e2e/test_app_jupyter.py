@@ -2,7 +2,8 @@
 lands on the lab at the app's own origin (http://<runtime-id>.apps.localhost:<port>/, which
 Chromium resolves to loopback itself), opens a terminal, types into it and sees the shell answer
 over the lab's WebSocket; the lab's token is the workspace's app credential, added by the proxy.
-A stop closes that WebSocket within a second."""
+A stop, or signing out everywhere, closes that WebSocket within a second, and the lab's origin
+refuses the browser after it."""
 
 from __future__ import annotations
 
@@ -46,8 +47,15 @@ def open_terminal(page) -> None:
     page.locator(".jp-Terminal").last.click()
 
 
-def test_a_jupyterlab_terminal_answers_through_the_proxy_and_closes_at_a_stop(
-    app_settings, app_gateway, jupyter_app, api, new_page, screenshot
+ENDINGS = {
+    "a stop": lambda workspace: f"/api/workspaces/{workspace.id}/stop",
+    "signing out everywhere": lambda workspace: "/api/auth/signout-everywhere",
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_a_jupyterlab_terminal_answers_through_the_proxy_and_closes_at_the_end(
+    app_settings, app_gateway, jupyter_app, api, new_page, screenshot, ending
 ):
     workspace = apps.jupyter_workspace(jupyter_app)
     runtime = apps.launched_runtime(api, workspace)
@@ -69,17 +77,22 @@ def test_a_jupyterlab_terminal_answers_through_the_proxy_and_closes_at_a_stop(
     # with (security.md, "App proxy": an app may echo its credential).
     assert jupyter_app.token not in str(page.context.cookies())
 
-    # In a thread of its own: a stop notifies the proxies with async_to_sync, which refuses to
-    # run on this thread while Playwright's event loop is running here.
-    def stop():
+    # In a thread of its own: ending a session or an account's sign-ins notifies the proxies
+    # with async_to_sync, which refuses to run on this thread while Playwright's loop runs here.
+    def end():
         try:
-            return api.post(f"/api/workspaces/{workspace.id}/stop")
+            return api.post(ENDINGS[ending](workspace))
         finally:
             connections.close_all()
 
-    with ThreadPoolExecutor(1) as worker:
-        stopped = worker.submit(stop).result(60)
     began = time.monotonic()
+    with ThreadPoolExecutor(1) as worker:
+        ended = worker.submit(end).result(60)
     page.wait_for_function(f"() => ({TERMINAL_STATUS})() !== 'connected'", timeout=5_000)
-    assert stopped.status_code == 200
-    assert time.monotonic() - began < 1.0
+    took = time.monotonic() - began
+    reloaded = page.goto(app_gateway.origin(runtime) + "/lab")
+
+    assert ended.status_code == 200
+    assert took < 1.0, took
+    assert reloaded.status in (401, 403)
+    assert reloaded.json()["success"] is False
