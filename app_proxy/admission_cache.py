@@ -164,10 +164,18 @@ class AdmissionCache:
         except Exception:
             logger.warning("the app proxy cannot reach the channel layer", exc_info=True)
             return
-        # A new channel is in no group: what the old one had joined is joined again on demand.
+        # A new channel is in no group: what the old one had joined is joined again on demand,
+        # and what was cached on the old one's word is loaded again.
         self.layer, self.channel, self.joined = layer, channel, {}
+        self.entries.clear()
+        self.members.clear()
         self.listening = True
-        self.listener = asyncio.ensure_future(self._receive())
+        self.listener = listener = asyncio.ensure_future(self._receive())
+        # However it ends (the layer lost, cancelled), entries are believed for FALLBACK_TTL only
+        # from then on, until a miss starts listening again.
+        listener.add_done_callback(
+            lambda done: done is self.listener and setattr(self, "listening", False)
+        )
 
     async def _join(self, groups: tuple[str, ...]) -> bool:
         """Join those of `groups` not joined yet (or too long ago); whether any was."""

@@ -248,6 +248,32 @@ async def test_an_entry_is_believed_only_briefly_while_the_channel_layer_cannot_
     )
 
 
+async def test_after_losing_the_channel_layer_the_cache_listens_again_and_starts_afresh(
+    api, user, app_runtime, cache, monkeypatch
+):
+    entry = await entered(api, app_runtime)
+    await admit(app_runtime, entry.cookie_value)
+    cache.listener.cancel()  # as when its receive fails (Redis restarted)
+    await asyncio.wait([cache.listener])
+    await asyncio.sleep(0)  # the listener's done callback
+    assert not cache.listening
+    monkeypatch.setattr(admission_cache, "FALLBACK_TTL", 0.0)
+
+    await admit(app_runtime, entry.cookie_value)  # a miss: listening again, joined again
+
+    assert cache.listening and entry.cookie_value in cache.entries
+    evictions = cache.evictions
+    await orm(
+        session_terminate,
+        session=app_runtime,
+        actor=user,
+        reason=EndReason.USER_STOP,
+        origin=Origin(),
+    )
+    await asyncio.wait_for(cache.evicted(evictions), timeout=10)
+    assert entry.cookie_value not in cache.entries
+
+
 async def test_bytes_are_counted_in_batches_and_audited_when_the_grant_ends(
     api, user, app_runtime, cache, monkeypatch
 ):
