@@ -102,7 +102,7 @@ def install_body_limit(limit: Callable[[], int]) -> None:
         from daphne.http_protocol import WebRequest
     except ImportError:
         return
-    if getattr(WebRequest, "workgate_body_limit", False):
+    if "workgate_wrapped" in vars(WebRequest):
         return
     if not all(hasattr(WebRequest, name) for name in ("gotLength", "handleContentChunk")):
         logger.warning("Daphne's WebRequest has no gotLength/handleContentChunk: no early 413")
@@ -125,9 +125,9 @@ def install_body_limit(limit: Callable[[], int]) -> None:
             return
         content_chunk(self, data)
 
+    WebRequest.workgate_wrapped = {"gotLength": got_length, "handleContentChunk": content_chunk}
     WebRequest.gotLength = gotLength
     WebRequest.handleContentChunk = handleContentChunk
-    WebRequest.workgate_body_limit = True
 
 
 def abort(send) -> bool:

@@ -32,6 +32,7 @@ import logging
 import posixpath
 import re
 import time
+from urllib.parse import quote
 
 import aiohttp
 from django.conf import settings
@@ -193,10 +194,12 @@ class _Request:
         self.origin_header = origin.decode("latin-1") if origin is not None else None
         self.cookie_header = _header(headers, b"cookie")
         self.prefix = f"/apps/{runtime_id}" if mode == "prefix" else ""
-        raw = scope.get("raw_path") or path.encode()
+        raw = scope.get("raw_path") or b""
         if self.prefix:
-            raw = raw[len(self.prefix) :] or b"/"
-        self.raw_path = raw.decode("latin-1")
+            prefix = self.prefix.encode()
+            raw = raw[len(prefix) :] or b"/" if raw.startswith(prefix) else b""
+        # As the browser encoded it; rebuilt from the decoded path where that is not plain.
+        self.raw_path = raw.decode("latin-1") if raw else quote(path, safe="/:@!$&'()*+,;=~-._")
         if mode == "origin":
             self.public_origin = origins.app_origin(runtime_id)
         else:

@@ -18,6 +18,7 @@ import functools
 import ipaddress
 import socket
 import ssl
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -130,7 +131,7 @@ async def ws_connect(
     """A WebSocket to the pinned address, named as the workspace's url names it."""
     url = ws_url(upstream, path_and_query)
     tls = url.startswith("wss:")
-    name = upstream.origin.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+    name = urlsplit(upstream.origin).hostname
     return await _connect_here_only(
         url,
         host=upstream.address,
