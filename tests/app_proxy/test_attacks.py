@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from websockets.asyncio.client import connect
@@ -80,7 +81,9 @@ async def test_a_cookie_from_one_app_origin_is_refused_on_another_of_the_same_us
     assert own.status_code == 200
 
 
-async def test_a_replayed_ticket_opens_nothing(app_settings, app_gateway, httpbin_app, api):
+async def test_a_replayed_ticket_opens_nothing_and_no_log_holds_it(
+    app_settings, app_gateway, httpbin_app, api
+):
     runtime = await orm(lambda: apps.launched_runtime(api, apps.web_workspace(httpbin_app.url)))
     url = await orm(lambda: apps.app_url(api, runtime))
 
@@ -91,6 +94,11 @@ async def test_a_replayed_ticket_opens_nothing(app_settings, app_gateway, httpbi
     assert refused(again, 401)["code"] == "ticket_used"
     assert apps.set_cookie_value(again) is None
     assert await orm(lambda: AppGrant.objects.filter(session__runtime_id=runtime).count()) == 1
+    # Neither the ticket nor the cookie is in the gateway's log (Daphne's and the proxy's).
+    log = app_gateway.log.read_text()
+    assert "/.workgate/enter" in log
+    assert parse_qs(urlsplit(url).query)["ticket"][0] not in log
+    assert apps.set_cookie_value(first) not in log
 
 
 async def test_an_expired_ticket_opens_nothing(
