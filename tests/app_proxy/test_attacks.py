@@ -21,6 +21,7 @@ from sessions_app.models import WorkspaceSession
 from sessions_app.provisioners import web
 from tests.support import apps
 from tests.support.database import orm, orm_until
+from tests.support.signin import token_for
 from vnc_proxy import tickets
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -159,6 +160,39 @@ async def test_a_name_that_resolves_elsewhere_after_launch_still_reaches_the_pin
     session = await orm(lambda: WorkspaceSession.objects.get(runtime_id=runtime))
     assert session.upstream_address == "127.0.0.1"
     assert web.resolve("app.rebind.test", httpbin_app.port) == ["10.66.0.1"]
+
+
+async def test_an_app_cannot_set_a_cookie_for_other_apps_or_the_apps_domain(
+    app_settings, app_gateway, httpbin_app, api
+):
+    """An app (or a script it serves) that sets a cookie for the whole apps domain would plant
+    it in every other app's requests: the proxy makes every cookie an app sets host-only."""
+    runtime, cookie = await opened(api, app_gateway, httpbin_app.url)
+    tossed = "planted=1; Domain=apps.localhost; Path=/"
+    async with app_gateway.client(runtime, cookie) as client:
+        response = await client.get("/response-headers", params={"Set-Cookie": tossed})
+
+    assert response.status_code == 200
+    (set_cookie,) = response.headers.get_list("set-cookie")
+    assert set_cookie.startswith("planted=1")
+    assert "domain" not in set_cookie.lower()
+
+
+async def test_the_gateways_api_is_not_reachable_on_an_app_origin(
+    app_settings, app_gateway, httpbin_app, api, user
+):
+    """Every path on an app's origin is the app's: the gateway's API is not there for the app's
+    scripts to call, even with the user's access token."""
+    runtime, cookie = await opened(api, app_gateway, httpbin_app.url)
+    token = await orm(lambda: token_for(user))
+    epoch = user.sign_in_epoch
+    async with app_gateway.client(runtime, cookie, headers={"x-access-token": token}) as client:
+        response = await client.post(SIGN_OUT_EVERYWHERE)
+
+    assert response.status_code == 404  # httpbin's answer: no such page
+    assert "X-Workgate-Assertion" not in response.text
+    await orm(user.refresh_from_db)
+    assert user.sign_in_epoch == epoch
 
 
 # --- WebSockets: JupyterLab's terminal ----------------------------------------------------------
