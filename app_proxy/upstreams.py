@@ -95,9 +95,11 @@ def http_session(upstream: AppUpstream) -> aiohttp.ClientSession:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            # sock_connect, not connect: a timer only when a connection is dialled, not for
+            # every request that takes one from the pool.
             timeout=aiohttp.ClientTimeout(
                 total=None,
-                connect=settings.WORKGATE_APP_CONNECT_TIMEOUT,
+                sock_connect=settings.WORKGATE_APP_CONNECT_TIMEOUT,
                 sock_read=settings.WORKGATE_APP_IDLE_TIMEOUT,
             ),
             read_bufsize=READ_BUFFER,

@@ -2,6 +2,7 @@
 Django for HTTP (but Socket.IO polling); WebSockets pass the origin check and authentication
 first."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -54,3 +55,9 @@ gateway = ProtocolTypeRouter(
 # proxy's, before any of the gateway's routing, checks or middleware; everything else, lifespan
 # included, is the gateway's.
 application = AppRouter(gateway)
+
+# Everything loaded by now (Django, every app, their modules and settings) lives as long as the
+# process: it is moved out of the cyclic collector's sight, so a full collection no longer walks
+# it all while requests and frames wait (that pause was up to ~100 ms, measured on the app proxy).
+gc.collect()
+gc.freeze()
