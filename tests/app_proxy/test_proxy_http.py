@@ -38,12 +38,14 @@ class Recorder:
         self.heads: list[tuple[str, dict[str, str]]] = []
         self.port = free_port()
         self.hang = False  # read requests and never answer
+        self.connections = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     async def _serve(self, reader, writer) -> None:
+        self.connections += 1
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
@@ -164,6 +166,31 @@ async def test_the_upstream_gets_the_proxys_headers_and_none_of_the_gateways(
         assertion, key=key, algorithms=["ES256", "RS256"], options={"verify_aud": False}
     )
     assert claims["sub"] == str(user.pk) and claims["email"] == user.email
+
+
+async def test_requests_reuse_kept_alive_connections_to_the_app(opened, app_gateway, recorder):
+    _, runtime, cookie = await opened(recorder.url)
+    async with app_gateway.client(runtime, cookie) as client:
+        for n in range(20):
+            assert (await client.get(f"/n/{n}")).status_code == 200
+
+    assert len(recorder.heads) == 20
+    assert recorder.connections == 1
+
+
+async def test_the_apps_cookies_stay_host_only_on_its_origin(opened, app_gateway, httpbin_app):
+    _, runtime, cookie = await opened(httpbin_app.url)
+    async with app_gateway.client(runtime, cookie) as client:
+        response = await client.get(
+            "/response-headers",
+            params=[
+                ("Set-Cookie", "wide=1; Domain=apps.localhost; Path=/"),
+                ("Set-Cookie", f"own=2; domain={app_gateway.host(runtime)}; HttpOnly"),
+            ],
+        )
+
+    assert response.status_code == 200
+    assert response.headers.get_list("set-cookie") == ["wide=1; Path=/", "own=2; HttpOnly"]
 
 
 async def test_unsafe_requests_from_another_origin_are_refused_and_origin_is_rewritten(
