@@ -14,6 +14,7 @@ nothing and adds no headers of its own.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import socket
@@ -26,6 +27,7 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 
 from app_proxy.admission import AppUpstream
+from app_proxy.daphne import on_shutdown
 
 READ_BUFFER = 256 * 1024  # bytes aiohttp reads from the upstream at a time (large bodies)
 POOL_PER_UPSTREAM = 100  # kept-alive connections to one pinned upstream
@@ -76,12 +78,20 @@ def tls_context(*, verify: bool) -> ssl.SSLContext:
 _sessions: dict[tuple, aiohttp.ClientSession] = {}
 
 
+async def close_all() -> None:
+    sessions = list(_sessions.values())
+    _sessions.clear()
+    await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+
+
 def http_session(upstream: AppUpstream) -> aiohttp.ClientSession:
     """The pooled client session of one pinned upstream, made on first use in this process's
     event loop (Daphne runs one)."""
     key = (upstream.origin, upstream.address, upstream.port, upstream.tls_verify)
     session = _sessions.get(key)
     if session is None or session.closed:
+        if not _sessions:
+            on_shutdown(close_all)
         connector = aiohttp.TCPConnector(
             resolver=PinnedResolver(upstream.address),
             use_dns_cache=False,
