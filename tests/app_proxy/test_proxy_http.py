@@ -20,10 +20,9 @@ import httpx
 import jwt
 import pytest
 
-from tests.app_proxy.test_semantics import daphne_pid, rss_mib
 from tests.support import apps
 from tests.support.database import orm
-from tests.support.processes import free_port
+from tests.support.processes import daphne_pid, free_port, rss_mib
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

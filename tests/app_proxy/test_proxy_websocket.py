@@ -16,10 +16,9 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app_proxy.models import AppGrant
-from tests.app_proxy.test_semantics import daphne_pid, rss_mib
 from tests.support import apps
 from tests.support.database import orm, orm_until
-from tests.support.processes import free_port
+from tests.support.processes import daphne_pid, free_port, rss_mib
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import threading
 import time
 
@@ -19,26 +18,12 @@ import pytest
 from sessions_app.models import WorkspaceSession
 from tests.support import apps
 from tests.support.database import orm
+from tests.support.processes import daphne_pid, rss_mib
 from tests.support.signin import token_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 MB = 1024 * 1024
-
-
-def daphne_pid(port: int) -> int:
-    """The pid of the process listening on `port` (the gateway's Daphne)."""
-    out = subprocess.run(
-        ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
-    ).stdout
-    return int(out.split("pid=", 1)[1].split(",", 1)[0])
-
-
-def rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):  # noqa: SIM115 (read at once)
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @pytest.fixture

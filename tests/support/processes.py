@@ -101,6 +101,27 @@ def running(
         stop(proc)
 
 
+def daphne_pid(port: int) -> int:
+    """The pid of the Daphne that `daphne()` below started on `port`."""
+    endpoint = f"tcp:port={port}:".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+                if b"daphne" in b" ".join(argv) and any(arg.startswith(endpoint) for arg in argv):
+                    return int(entry)
+    raise AssertionError(f"no daphne on {port}")
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process `pid`, in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def test_database_url() -> str:
     """pytest-django's test database as a DATABASE_URL, for server processes the tests start."""
     from django.conf import settings
