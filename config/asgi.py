@@ -27,6 +27,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from app_proxy.proxy import AppRouter  # noqa: E402
+from core.serving import autobahn_debug_dumps_unformatted  # noqa: E402
 from core.websocket import OriginCheck  # noqa: E402
 from sessions_app.provisioners.container import check_engine_configuration  # noqa: E402
 from sessions_app.provisioners.local_desktop import refuse_unsafe_configuration  # noqa: E402
@@ -36,6 +37,7 @@ from vnc_proxy.routing import websocket_urlpatterns as relay_routes  # noqa: E40
 
 refuse_unsafe_configuration()  # local desktops that would run as the gateway's own user
 check_engine_configuration()  # a container engine's API reached without TLS
+autobahn_debug_dumps_unformatted()  # a debug string per WebSocket connection, debug on or off
 
 gateway = ProtocolTypeRouter(
     {

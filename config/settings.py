@@ -110,8 +110,10 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=0,
-        # A connection is checked (one empty query) before use: after a PostgreSQL restart or
-        # a connection dropped by the network, the next request gets a fresh one, not an error.
+        # A connection is checked before use: after a PostgreSQL restart or a connection
+        # dropped by the network, the next request gets a fresh one, not an error. One empty
+        # query; from Django's pool, only for a connection idle a while or whose socket holds
+        # the server's goodbye (core/database.py).
         conn_health_checks=True,
     )
 }

@@ -36,6 +36,7 @@ EXACT = (
     "daphne",
     "httpcore",
     "httpx",
+    "psycopg-pool",
     "twisted",
     "websockets",
     "whitenoise",
@@ -303,6 +304,24 @@ def test_autobahns_protocol_sends_closes_and_pings_as_the_relay_calls_it():
         dist="autobahn",
         internal="WebSocketProtocol.sendCloseFrame(code=, reasonUtf8=)",
         where=f"{where}.close",
+    )
+
+
+def test_autobahns_websocket_module_pretty_prints_only_for_debug_output():
+    # Read from the file: core/serving.py may have replaced the name in this process.
+    source = source_without_import("autobahn.websocket.protocol")
+    uses = {line.strip() for line in source.splitlines() if "pformat(" in line}
+    contract(
+        "from pprint import pformat" in source
+        and uses
+        == {
+            'self.log.debug("\\n{attrs}", attrs=pformat(configAttrLog))',  # _connectionMade
+            "return pformat(self._timings)",  # Timings.__str__
+            "transport_details=pformat(self._transport_details.marshal()),",  # a debug argument
+        },
+        dist="autobahn",
+        internal="websocket.protocol's module-level pformat, used for debug output only",
+        where="core/serving.py autobahn_debug_dumps_unformatted",
     )
 
 
@@ -608,6 +627,58 @@ def test_whitenoise_middleware_finds_and_serves_files_through_its_own_methods():
     )
 
 
+# --- channels_redis --------------------------------------------------------------------------
+
+
+def test_channels_redis_keys_a_group_with_its_underscored_group_key():
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:9"], prefix="wg")
+    contract(
+        layer._group_key("session.x") == b"wg:group:session.x",
+        dist="channels-redis",
+        internal="RedisChannelLayer._group_key (a group's sorted set)",
+        where="core/groups.py _pipelines",
+    )
+
+
+def test_channels_redis_joins_with_zadd_and_expire_and_leaves_with_zrem_on_the_groups_shard():
+    from channels_redis.core import RedisChannelLayer
+
+    add = inspect.getsource(RedisChannelLayer.group_add)
+    discard = inspect.getsource(RedisChannelLayer.group_discard)
+    shard = "connection = self.connection(self.consistent_hash(group))"
+    contract(
+        shard in add
+        and "await connection.zadd(group_key, {channel: time.time()})" in add
+        and "await connection.expire(group_key, self.group_expiry)" in add
+        and shard in discard
+        and "await connection.zrem(key, channel)" in discard,
+        dist="channels-redis",
+        internal="group_add's ZADD and EXPIRE and group_discard's ZREM, on connection("
+        "consistent_hash(group)), with group_expiry",
+        where="core/groups.py _groups_add and _groups_discard (the same commands, pipelined)",
+    )
+
+
+# --- psycopg_pool ----------------------------------------------------------------------------
+
+
+def test_psycopg_pool_keeps_the_check_it_is_given_as_check_and_runs_it_on_every_lending():
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool("", open=False, check=ConnectionPool.check_connection)
+    contract(
+        pool._check is ConnectionPool.check_connection
+        and "self._check(conn)" in inspect.getsource(ConnectionPool._check_connection)
+        and "self._check_connection(conn)"
+        in inspect.getsource(ConnectionPool._getconn_with_check_loop),
+        dist="psycopg-pool",
+        internal="ConnectionPool._check (check=), run before getconn lends a connection",
+        where="core/database.py _pools_check_unless_fresh",
+    )
+
+
 # --- When an internal is missing: the plain, documented path ---------------------------------
 
 
@@ -682,3 +753,28 @@ async def test_a_stream_reader_without_buffer_counts_an_idle_connection_as_reada
     del reader._buffer
     # httpcore then opens a new connection rather than reuse one it cannot see into.
     assert stream.get_extra_info("is_readable") is True
+
+
+async def test_a_channel_layer_other_than_channels_redis_is_joined_and_left_through_its_methods():
+    from channels.layers import InMemoryChannelLayer
+
+    from core.groups import _groups_add, _groups_discard, _pipelines
+
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    assert _pipelines(layer, [("session.x", channel)]) is None
+    await _groups_add(layer, [("session.x", channel)])
+    await layer.group_send("session.x", {"type": "test.message"})
+    assert (await layer.receive(channel))["type"] == "test.message"
+    await _groups_discard(layer, [("session.x", channel)])
+    assert "session.x" not in layer.groups
+
+
+def test_an_autobahn_without_its_pformat_name_is_left_as_it_is(monkeypatch):
+    from autobahn.websocket import protocol
+
+    from core.serving import autobahn_debug_dumps_unformatted
+
+    monkeypatch.delattr(protocol, "pformat")
+    autobahn_debug_dumps_unformatted()
+    assert not hasattr(protocol, "pformat")

@@ -20,6 +20,7 @@ ready, still signed in; and last_seen_at while traffic flows).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -48,6 +49,7 @@ STUCK_CHECKS = 4  # intervals after which a check still running no longer holds 
 DESKTOP_CLOSED = "the desktop closed the connection"
 
 
+@functools.cache  # made once per function, not on every call: it costs as much as a hop
 def _db(function):
     """`function` on the relay's own database threads (core.database): each call is
     self-contained, outside any transaction, and never queues behind the assistant's calls."""
