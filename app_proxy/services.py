@@ -31,7 +31,6 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Greatest
 
 from accounts.models import User
-from accounts.selectors import mfa_required_for
 from app_proxy import admission_cache
 from app_proxy.admission import (
     ENTER_PATH,
@@ -47,11 +46,12 @@ from app_proxy.origins import app_origin, apps_domain
 from app_proxy.tickets import AppTicketToken
 from audit import services as audit
 from core.database import in_db_thread
-from core.exceptions import APIError, Conflict, Forbidden, NotFound
+from core.exceptions import APIError, Conflict, NotFound
 from core.network import SYSTEM, Origin, client_is_tunnelled
 from sessions_app.models import WorkspaceSession
 from vnc_proxy import tickets
 from vnc_proxy.selectors import access_runtime
+from vnc_proxy.services import connect_refusal
 from workspaces.selectors import workspace_granted
 
 logger = logging.getLogger(__name__)
@@ -120,16 +120,7 @@ def app_ticket_issue(
                 "not_an_app",
             )
         _ticket_refused(user, f"runtime:{workspace_id}", workspace_id, origin=origin, error=error)
-    refusal = None
-    if runtime.requires_tunnel and not client_is_tunnelled(origin.ip):
-        refusal = Forbidden(
-            "This app requires an encrypted tunnel: connect through NetBird and try again.",
-            "tunnel_required",
-        )
-    elif mfa_required_for(user, mfa_enabled=runtime.owner_mfa_enabled) and not mfa_verified:
-        refusal = Forbidden(
-            "Opening an app requires a sign-in verified with a one-time code.", "mfa_required"
-        )
+    refusal = connect_refusal(user, runtime, origin=origin, mfa_verified=mfa_verified, what="app")
     if refusal is not None:
         _ticket_refused(
             user, f"session:{runtime.id}", runtime.runtime_id, origin=origin, error=refusal

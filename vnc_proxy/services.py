@@ -65,21 +65,14 @@ def ticket_issue(*, user, workspace_id: str, origin: Origin, mfa_verified: bool)
                 "not_a_desktop",
             )
         _ticket_refused(user, f"runtime:{workspace_id}", workspace_id, origin=origin, error=error)
-    refusal = None
-    if runtime.requires_tunnel and not client_is_tunnelled(origin.ip):
-        refusal = Forbidden(
-            "This desktop requires an encrypted tunnel: connect through NetBird and try again.",
-            "tunnel_required",
-        )
-    elif mfa_required_for(user, mfa_enabled=runtime.owner_mfa_enabled) and not mfa_verified:
-        refusal = Forbidden(
-            "Connecting to a desktop requires a sign-in verified with a one-time code.",
-            "mfa_required",
-        )
-    else:
+    refusal = connect_refusal(
+        user, runtime, origin=origin, mfa_verified=mfa_verified, what="desktop"
+    ) or local_desktop.refusal_for(
         # As its launch: an account no longer a superuser (or a server that withdrew the
         # opt-in) gets no new connection to a shell on the gateway's host.
-        refusal = local_desktop.refusal_for(user, provisioner=runtime.provisioner)
+        user,
+        provisioner=runtime.provisioner,
+    )
     if refusal is not None:
         _ticket_refused(
             user, f"session:{runtime.id}", runtime.runtime_id, origin=origin, error=refusal
@@ -120,6 +113,26 @@ def ticket_issue(*, user, workspace_id: str, origin: Origin, mfa_verified: bool)
         rfb_password=runtime.rfb_password,
         expires_in=tickets.TICKET_TTL_SECONDS,
     )
+
+
+def connect_refusal(
+    user, runtime, *, origin: Origin, mfa_verified: bool, what: str
+) -> Forbidden | None:
+    """Why `user` may not connect to `runtime` (a desktop or an app, as `what` says) from
+    `origin`, or None: the tunnel its workspace requires, or the one-time code its launch
+    needed. The one rule for desktop and app tickets alike."""
+    if runtime.requires_tunnel and not client_is_tunnelled(origin.ip):
+        return Forbidden(
+            f"This {what} requires an encrypted tunnel: connect through NetBird and try again.",
+            "tunnel_required",
+        )
+    if mfa_required_for(user, mfa_enabled=runtime.owner_mfa_enabled) and not mfa_verified:
+        return Forbidden(
+            f"Connecting to {'an' if what[0] in 'aeiou' else 'a'} {what} requires a sign-in "
+            "verified with a one-time code.",
+            "mfa_required",
+        )
+    return None
 
 
 def _is_app_runtime(user, workspace_id: str) -> bool:
