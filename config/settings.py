@@ -232,6 +232,13 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Over https the gateway's cookies have __Host- names: a browser takes such a cookie only from
+# this host itself, Secure, with Path=/ and no Domain, so no other name under the same parent
+# domain (a web app behind the gateway at <runtime-id>.apps.example.com beside gw.example.com,
+# whose scripts can write `Domain=example.com` cookies) can plant a session or a CSRF token here.
+if SESSION_COOKIE_SECURE:
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from django.http import parse_cookie
 
 from tests.support.processes import ROOT, import_fresh
 
@@ -93,3 +94,41 @@ def test_an_apps_domain_of_its_own_starts_and_the_debug_default_is_apps_localhos
         timeout=60,
     )
     assert shown.stdout.split("\n")[0] == "apps.localhost:8000 []", shown.stderr
+
+
+def test_an_apps_domain_beside_the_gateway_leaves_it_no_cookie_an_app_can_plant():
+    """apps.example.com beside gw.example.com starts (a sibling shares no host with the
+    gateway), and every app's scripts there may write `Domain=example.com` cookies, which the
+    browser sends to the gateway too. Over https the gateway's cookies have __Host- names, which
+    a browser takes only from the gateway's own host: a planted `sessionid` or `csrftoken` is
+    not the cookie the gateway reads."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORKGATE_APP")},
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "x" * 50,
+        "WORKGATE_ENCRYPTION_KEY": "q5oZ3n8Yf0tq7bU4rQ1xwz6m0F4c2dXv9Hh8JkLmN0s=",
+        "ALLOWED_HOSTS": "gw.example.com",
+        "WORKGATE_APPS_DOMAIN": "apps.example.com",
+        "WORKGATE_APP_SIGNING_KEY": "unused: loaded on first use",
+    }
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings as s; "
+            "print(s.SESSION_COOKIE_NAME, s.CSRF_COOKIE_NAME, s.SESSION_COOKIE_SECURE)",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    session_cookie, csrf_cookie, secure = shown.stdout.split()
+    assert (session_cookie, csrf_cookie, secure) == ("__Host-sessionid", "__Host-csrftoken", "True")
+    # What the gateway reads from a browser that also holds a cookie an app planted.
+    sent = parse_cookie(f"{session_cookie}=users; sessionid=attackers; csrftoken=attackers")
+    assert sent[session_cookie] == "users"
