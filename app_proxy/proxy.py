@@ -199,6 +199,9 @@ class _Request:
             prefix = self.prefix.encode()
             raw = raw[len(prefix) :] or b"/" if raw.startswith(prefix) else b""
         # As the browser encoded it; rebuilt from the decoded path where that is not plain.
+        # Anything not starting with "/" (`@host:port/x`, or `%2F@host...` right after the
+        # prefix) is refused as a bad target (`target_ok`): glued after the upstream's origin,
+        # it would name another host.
         self.raw_path = raw.decode("latin-1") if raw else quote(path, safe="/:@!$&'()*+,;=~-._")
         if mode == "origin":
             self.public_origin = origins.app_origin(runtime_id)
@@ -212,10 +215,18 @@ class _Request:
     def origin_ok(self) -> bool:
         return self.origin_header is None or self.origin_header == self.public_origin
 
-    def upstream_path(self, upstream) -> str:
-        query = self.scope.get("query_string") or b""
-        path = upstream.base_path + self.raw_path
-        return f"{path}?{query.decode('latin-1')}" if query else path
+    def target_ok(self) -> bool:
+        """Whether the request target is a path ("/..." as sent, and a literal "/" right after
+        the prefix in prefix mode)."""
+        return self.raw_path.startswith("/")
+
+    def upstream_url(self, upstream, *, websocket: bool = False) -> URL:
+        """Built from the pinned origin's parts and the path and query (never by gluing strings:
+        the request cannot name another host)."""
+        query = (self.scope.get("query_string") or b"").decode("latin-1")
+        return upstreams.url_for(
+            upstream, upstream.base_path + self.raw_path, query, websocket=websocket
+        )
 
     def forwarded(self, upstream, policy: frozenset[bytes]) -> list[tuple[str, str]]:
         """The headers the upstream receives."""
@@ -417,6 +428,8 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
     request = exchange.request
     if not request.runtime_id:
         raise _Refusal(404, "not_found", "No app is reached at this address.")
+    if not request.target_ok():
+        raise _Refusal(400, "bad_request", "The request target is not a path.")
     if _reserved(request.path):
         if request.path == admission.ENTER_PATH:
             await _enter(exchange, send)
@@ -453,10 +466,10 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
             data = _counted(exchange, body.chunks())
     elif has_body:
         data = _received(exchange, receive, limit)
-    url = URL(upstream.origin + request.upstream_path(upstream), encoded=True)
-    session = upstreams.http_session(upstream)
+    url = request.upstream_url(upstream)
     try:
-        async with session.request(
+        async with upstreams.request(
+            upstream,
             method,
             url,
             headers=forwarded,
@@ -468,6 +481,8 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
             await _answer(exchange, response, send)
     except _Refusal:
         raise
+    except upstreams.NotPinned:  # never dialled: the target named another host
+        raise _Refusal(400, "bad_request", "The request target is not a path.") from None
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         if exchange.status:  # the answer had started: it is cut short, visibly
             _cut_short(send)
@@ -657,6 +672,10 @@ async def _websocket(exchange: _Exchange, receive, send) -> None:
         exchange.status = 404
         await send(refuse)
         return
+    if not request.target_ok():
+        exchange.status = 400
+        await send(refuse)
+        return
     try:
         admitted = exchange.admission = await admission.admit(
             mode=request.mode, runtime_id=request.runtime_id, cookie_value=request.cookie()
@@ -684,7 +703,7 @@ async def _websocket(exchange: _Exchange, receive, send) -> None:
         try:
             app = await upstreams.ws_connect(
                 upstream,
-                request.upstream_path(upstream),
+                request.upstream_url(upstream, websocket=True),
                 headers=headers,
                 subprotocols=list(request.scope.get("subprotocols") or ()),
                 origin=upstream.origin if request.origin_header is not None else None,
@@ -693,7 +712,7 @@ async def _websocket(exchange: _Exchange, receive, send) -> None:
             exchange.status = exc.response.status_code
             await send(refuse)
             return
-        except (OSError, TimeoutError, WebSocketException) as exc:
+        except (OSError, TimeoutError, WebSocketException, upstreams.NotPinned) as exc:
             logger.info("app %s: no WebSocket upstream: %s", request.runtime_id, exc)
             exchange.status = 502
             await send(refuse)

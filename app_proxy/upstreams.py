@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
+from yarl import URL
 
 from app_proxy.admission import AppUpstream
 from app_proxy.daphne import on_shutdown
@@ -119,6 +120,44 @@ def http_session(upstream: AppUpstream) -> aiohttp.ClientSession:
     return session
 
 
+class NotPinned(ValueError):
+    """A URL for the upstream that names another host or port than the one pinned at launch."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _pinned(origin: str) -> tuple[str, str, str]:
+    """(scheme, authority, host) of a pinned upstream's origin."""
+    url = URL(origin)
+    return url.scheme, url.raw_authority, url.host
+
+
+def url_for(upstream: AppUpstream, path: str, query: str = "", *, websocket: bool = False) -> URL:
+    """The URL of a request to the pinned upstream, built from its parts: the scheme, host and
+    port are the pinned origin's, never anything the request says. `path` (already encoded,
+    the base path included) must start with "/"."""
+    if not path.startswith("/"):
+        raise NotPinned("an upstream path starts with '/'")
+    scheme, authority, _ = _pinned(upstream.origin)
+    if websocket:
+        scheme = "wss" if scheme == "https" else "ws"
+    return URL.build(
+        scheme=scheme, authority=authority, path=path, query_string=query, encoded=True
+    )
+
+
+def check_pinned(upstream: AppUpstream, url: URL) -> None:
+    """Before dialling (defence in depth): `url` names the pinned host and port, and carries no
+    userinfo; NotPinned otherwise. An IP literal in a URL would skip the pinned resolver."""
+    if url.host != _pinned(upstream.origin)[2] or url.port != upstream.port or url.raw_user:
+        raise NotPinned(f"{url.host}:{url.port} is not the pinned upstream")
+
+
+def request(upstream: AppUpstream, method: str, url: URL, **kwargs):
+    """`session.request` on the upstream's pooled session, once `url` is checked to name it."""
+    check_pinned(upstream, url)
+    return http_session(upstream).request(method, url, **kwargs)
+
+
 class _connect_here_only(connect):
     """websockets' connect without following redirects: the upstream's 3xx is refused like any
     other status (the credential and the assertion go to the pinned app and nowhere else)."""
@@ -127,25 +166,20 @@ class _connect_here_only(connect):
         return exc
 
 
-def ws_url(upstream: AppUpstream, path_and_query: str) -> str:
-    scheme = "wss" if upstream.origin.startswith("https:") else "ws"
-    return scheme + upstream.origin[upstream.origin.index(":") :] + path_and_query
-
-
 async def ws_connect(
     upstream: AppUpstream,
-    path_and_query: str,
+    url: URL,
     *,
     headers: list[tuple[str, str]],
     subprotocols: list[str] | None,
     origin: str | None,
 ) -> ClientConnection:
     """A WebSocket to the pinned address, named as the workspace's url names it."""
-    url = ws_url(upstream, path_and_query)
-    tls = url.startswith("wss:")
+    check_pinned(upstream, url)
+    tls = url.scheme == "wss"
     name = urlsplit(upstream.origin).hostname
     return await _connect_here_only(
-        url,
+        str(url),
         host=upstream.address,
         port=upstream.port,
         ssl=tls_context(verify=upstream.tls_verify) if tls else None,

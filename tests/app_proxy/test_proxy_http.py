@@ -19,11 +19,14 @@ import time
 import httpx
 import jwt
 import pytest
+from django.conf import settings
 
 from tests.support import apps
 from tests.support.database import orm
 from tests.support.processes import daphne_pid, free_port, rss_mib
 
+# The gateway's own cookies under the names it gives them (__Host- ones over https).
+GATEWAY_COOKIES = f"{settings.SESSION_COOKIE_NAME}=gw-session; {settings.CSRF_COOKIE_NAME}=gw-csrf"
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 MB = 1024 * 1024
@@ -125,7 +128,7 @@ async def test_the_upstream_gets_the_proxys_headers_and_none_of_the_gateways(
 ):
     _, runtime, cookie = await opened(recorder.url)
     sent = {
-        "Cookie": f"{apps.ORIGIN_COOKIE}={cookie}; sessionid=gw-session; csrftoken=gw-csrf; "
+        "Cookie": f"{apps.ORIGIN_COOKIE}={cookie}; {GATEWAY_COOKIES}; "
         "__Secure-workgate-app-wg-0123456789ab=other-app; theme=dark",
         "Authorization": "Bearer gw-token",
         "X-Access-Token": "gw-token-2",
@@ -482,7 +485,7 @@ async def test_under_a_prefix_the_app_gets_its_own_paths_and_answers_come_back_u
         entered = await client.get(path)
         name = f"__Secure-workgate-app-{runtime}"
         cookie = apps.set_cookie_value(entered, name)
-        client.headers["Cookie"] = f"{name}={cookie}; sessionid=gw-session"
+        client.headers["Cookie"] = f"{name}={cookie}; {GATEWAY_COOKIES}"
         headers = (await client.get(f"{prefix}/headers", params={"show_env": "1"})).json()
         relative = await client.get(f"{prefix}/relative-redirect/1")
         absolute = await client.get(f"{prefix}/absolute-redirect/1")

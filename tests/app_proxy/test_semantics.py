@@ -14,6 +14,7 @@ import time
 import httpx
 import jwt
 import pytest
+from django.conf import settings
 
 from sessions_app.models import WorkspaceSession
 from tests.support import apps
@@ -21,6 +22,8 @@ from tests.support.database import orm
 from tests.support.processes import daphne_pid, rss_mib
 from tests.support.signin import token_for
 
+# The gateway's own cookies under the names it gives them (__Host- ones over https).
+GATEWAY_COOKIES = f"{settings.SESSION_COOKIE_NAME}=gw-session; {settings.CSRF_COOKIE_NAME}=gw-csrf"
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 MB = 1024 * 1024
@@ -116,8 +119,7 @@ async def test_the_upstream_never_sees_the_gateways_cookies_tokens_or_the_app_co
     runtime, cookie = await opened(httpbin_app.url)
     token = await orm(lambda: token_for(user))
     sent = {
-        "Cookie": f"{apps.ORIGIN_COOKIE}={cookie}; sessionid=gw-session; csrftoken=gw-csrf; "
-        "theme=dark",
+        "Cookie": f"{apps.ORIGIN_COOKIE}={cookie}; {GATEWAY_COOKIES}; theme=dark",
         "Authorization": f"Bearer {token}",
         "x-access-token": token,
     }

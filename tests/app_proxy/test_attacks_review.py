@@ -1,0 +1,189 @@
+"""Attacks from the review of the web-app proxy (issue 21), through the real app proxy (a Daphne
+process on the test database) to real or minimal upstreams, as test_attacks.py does: what an
+attacker sends, and what the gateway, the app and the network saw."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+
+import httpx
+import pytest
+
+from tests.support import apps
+from tests.support.database import orm
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def refused(response, status: int | tuple[int, ...]) -> dict:
+    """A refusal by the gateway in the one error shape (never an answer of the app's)."""
+    statuses = (status,) if isinstance(status, int) else status
+    assert response.status_code in statuses, (response.status_code, response.content[:300])
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["success"] is False and body["detail"] and body["code"]
+    return body
+
+
+def prefix_opened(api, gateway, url: str, **fields) -> tuple[str, str, str]:
+    """(runtime id, cookie name, cookie value) of an app opened under `/apps/<runtime-id>/`."""
+    workspace = apps.web_workspace(url, app_path_prefix_allowed=True, **fields)
+    runtime = apps.launched_runtime(api, workspace)
+    ticket = httpx.URL(apps.app_url(api, runtime)).params["ticket"]
+    entered = httpx.get(
+        f"{gateway.base_url}/apps/{runtime}/.workgate/enter",
+        params={"ticket": ticket},
+        follow_redirects=False,
+        timeout=30,
+    )
+    name = f"__Secure-workgate-app-{runtime}"
+    cookie = apps.set_cookie_value(entered, name)
+    assert entered.status_code == 303 and cookie, entered.text
+    return runtime, name, cookie
+
+
+def raw_request(port: int, target: str, host: str, cookie: str, *, method: str = "GET") -> bytes:
+    """`target` sent as written (no client normalises it), the whole answer read."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        conn.sendall(
+            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Cookie: {cookie}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+# --- 1. SSRF: a request target that is not a path ---------------------------------------------
+
+
+@contextlib.contextmanager
+def canary(host: str):
+    """An HTTP server on `host` (outside the allowed 127.0.0.0/8) recording what reaches it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((host, 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                seen.append(data)
+                body = b"internal-only-secret"
+                with contextlib.suppress(OSError):
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                    )
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], seen
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+async def test_a_request_target_without_a_leading_slash_cannot_move_the_upstream(
+    app_settings, app_gateway, httpbin_app, api
+):
+    """`GET @[::1]:<port>/x`: glued after the upstream's origin it was userinfo@[::1]:<port>,
+    an IP literal aiohttp dials without the pinned resolver, with the credential attached."""
+    runtime, cookie = await orm(
+        lambda: apps.open_app(
+            api,
+            app_gateway,
+            httpbin_app.url,
+            app_credential_header="X-Api-Key",
+            app_credential="workspace-credential-0042",
+        )
+    )
+    with canary("::1") as (port, seen):
+        answer = await asyncio.to_thread(
+            raw_request,
+            app_gateway.port,
+            f"@[::1]:{port}/latest/meta-data/",
+            app_gateway.host(runtime),
+            f"{apps.ORIGIN_COOKIE}={cookie}",
+        )
+
+    assert seen == [], seen[0][:600]
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"internal-only-secret" not in answer
+
+
+async def test_an_encoded_slash_after_the_prefix_cannot_move_the_upstream(
+    app_settings, app_gateway, httpbin_app, api
+):
+    """Prefix mode, a target a browser sends as written (a link): decoded it is
+    `/apps/<rid>/@[::1]:<port>/x`, raw after the prefix `%2F@[::1]:<port>/x`."""
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    with canary("::1") as (port, seen):
+        answer = await asyncio.to_thread(
+            raw_request,
+            app_gateway.port,
+            f"/apps/{runtime}%2F@[::1]:{port}/x",
+            f"127.0.0.1:{app_gateway.port}",
+            f"{name}={cookie}",
+        )
+
+    assert seen == [], seen[0][:600]
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"internal-only-secret" not in answer
+
+
+def test_the_upstream_side_refuses_a_url_naming_another_host_or_port():
+    """Defence in depth: whatever builds the URL, nothing is dialled but the pinned host and
+    port (an IP literal would skip the pinned resolver)."""
+    from yarl import URL
+
+    from app_proxy import upstreams
+    from app_proxy.admission import AppUpstream
+
+    upstream = AppUpstream(
+        origin="http://app.intranet.test:8080",
+        base_path="",
+        address="10.20.0.5",
+        port=8080,
+        tls_verify=True,
+        credential_header="",
+        credential="",
+    )
+
+    assert str(upstreams.url_for(upstream, "/a/@[::1]:9/x", "q=1")) == (
+        "http://app.intranet.test:8080/a/@[::1]:9/x?q=1"
+    )
+    assert str(upstreams.url_for(upstream, "/ws", websocket=True)).startswith("ws://app.")
+    for target in ("@[::1]:9/x", "[::1]:9/x", ""):
+        with pytest.raises(upstreams.NotPinned):
+            upstreams.url_for(upstream, target)
+    for url in (
+        "http://app.intranet.test:8080@[::1]:9/x",
+        "http://[::1]:8080/x",
+        "http://app.intranet.test:8081/x",
+        "http://user@app.intranet.test:8080/x",
+    ):
+        with pytest.raises(upstreams.NotPinned):
+            upstreams.check_pinned(upstream, URL(url, encoded=True))
