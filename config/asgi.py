@@ -26,6 +26,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from app_proxy.daphne import quiet_twisted_access_log  # noqa: E402
 from app_proxy.proxy import AppRouter  # noqa: E402
 from core.serving import autobahn_debug_dumps_unformatted  # noqa: E402
 from core.websocket import OriginCheck  # noqa: E402
@@ -57,6 +58,7 @@ gateway = ProtocolTypeRouter(
 # proxy's, before any of the gateway's routing, checks or middleware; everything else, lifespan
 # included, is the gateway's.
 application = AppRouter(gateway)
+quiet_twisted_access_log()  # Daphne's own access log stays; Twisted's duplicate line goes
 
 # Everything loaded by now (Django, every app, their modules and settings) lives as long as the
 # process: it is moved out of the cyclic collector's sight, so a full collection no longer walks
