@@ -46,6 +46,10 @@ LOADS_PER_MISS = 3
 # A channel layer forgets a group membership after a day (channels_redis' group_expiry): one
 # older than this is added again, and counts as new (its load is made again after it).
 REJOIN_AFTER = 3600.0
+# How often a miss first forgets what no longer stands (see sweep): entries past their time, the
+# groups no entry needs that were joined more than REJOIN_AFTER ago, and evictions no load in
+# flight can still be told of. A process serving apps for months keeps what its last hour used.
+SWEEP_EVERY = 60.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class AdmissionCache:
         self._evicted = asyncio.Event()
         self.on_evict: Callable[[list[Admission]], None] | None = None
         self.ticker: asyncio.Task | None = None
+        self.loading = 0  # misses whose loads are under way
+        self.swept_at = time.monotonic()
 
     # --- Hits ------------------------------------------------------------------------------
 
@@ -111,17 +117,39 @@ class AdmissionCache:
     async def admit(
         self, *, mode: Mode, runtime_id: str, cookie_value: str, grant_id: str, load: Loader
     ) -> Admission:
+        if time.monotonic() - self.swept_at >= SWEEP_EVERY:
+            self.sweep()
         await self._listen()
         loaded = None
-        for _ in range(LOADS_PER_MISS):
-            sequence = self.sequence
-            loaded = await load(grant_id, mode, runtime_id)
-            groups = (session_group(loaded.session_id), account_group(loaded.user_id))
-            joined_anew = await self._join(groups)
-            if not joined_anew and not self._evicted_since(sequence, groups):
-                self._put(cookie_value, loaded, groups)
-                break
+        self.loading += 1
+        try:
+            for _ in range(LOADS_PER_MISS):
+                sequence = self.sequence
+                loaded = await load(grant_id, mode, runtime_id)
+                groups = (session_group(loaded.session_id), account_group(loaded.user_id))
+                joined_anew = await self._join(groups)
+                if not joined_anew and not self._evicted_since(sequence, groups):
+                    self._put(cookie_value, loaded, groups)
+                    break
+        finally:
+            self.loading -= 1
         return loaded.admission
+
+    def sweep(self) -> None:
+        """Forget what nothing stands on any more. An entry whose cookie never comes back (a
+        closed tab) is otherwise kept until it would be hit; a group joined for a session long
+        ended is otherwise remembered for good. Such a group is forgotten, not left: the layer
+        drops the membership at its own expiry, and a message to it meanwhile evicts nothing."""
+        now, wall = time.monotonic(), time.time()
+        for cookie, entry in list(self.entries.items()):
+            if now >= entry.fresh_until or wall >= entry.expires_at:
+                self._drop(cookie)
+        for group, joined_at in list(self.joined.items()):
+            if group not in self.members and now - joined_at >= REJOIN_AFTER:
+                del self.joined[group]
+        if not self.loading:
+            self.evicted_at.clear()  # only a load in flight compares against it
+        self.swept_at = now
 
     def _put(self, cookie_value: str, loaded: Loaded, groups: tuple[str, str]) -> None:
         now, wall = time.monotonic(), time.time()

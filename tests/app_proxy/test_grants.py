@@ -5,6 +5,8 @@ grants end, and their byte counts and audit."""
 from __future__ import annotations
 
 import asyncio
+import time
+import types
 
 import jwt
 import pytest
@@ -272,6 +274,29 @@ async def test_after_losing_the_channel_layer_the_cache_listens_again_and_starts
     )
     await asyncio.wait_for(cache.evicted(evictions), timeout=10)
     assert entry.cookie_value not in cache.entries
+
+
+async def test_the_cache_forgets_what_no_longer_stands_and_the_app_still_opens(
+    api, app_runtime, cache, monkeypatch
+):
+    entry = await entered(api, app_runtime)
+    await admit(app_runtime, entry.cookie_value)
+    groups = set(cache.joined)
+    cache.sweep()  # nothing is old yet: kept
+    assert entry.cookie_value in cache.entries and set(cache.joined) == groups
+
+    # Two hours on: the entry's assertion is long spent and its groups were joined long ago.
+    later = types.SimpleNamespace(
+        monotonic=lambda: time.monotonic() + 7200, time=lambda: time.time() + 7200
+    )
+    monkeypatch.setattr(admission_cache, "time", later)
+    cache.sweep()
+    assert (cache.entries, cache.members, cache.joined, cache.evicted_at) == ({}, {}, {}, {})
+
+    monkeypatch.undo()  # back to now: the tab comes back, its next request loads and joins again
+    admission = await admit(app_runtime, entry.cookie_value)
+    assert admission.grant_id == entry.admission.grant_id
+    assert entry.cookie_value in cache.entries and set(cache.joined) == groups
 
 
 async def test_bytes_are_counted_in_batches_and_audited_when_the_grant_ends(
