@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "audit",
     "workspaces",
     "sessions_app",
+    "recordings",
     "vnc_proxy",
     "app_proxy",
     "streaming",
@@ -261,6 +262,11 @@ WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE = env_bool(
     "WORKGATE_LOCAL_DESKTOP_HOST_SHELL_FOR_EVERYONE", False
 )
 WORKGATE_RUNTIME_DIR = Path(env_str("WORKGATE_RUNTIME_DIR", str(BASE_DIR / ".runtime")))
+
+# Recordings (issue 22, docs/recordings.md): the directory store, created 0700, files 0600.
+WORKGATE_RECORDINGS_DIR = Path(
+    env_str("WORKGATE_RECORDINGS_DIR", str(WORKGATE_RUNTIME_DIR / "recordings"))
+)
 
 # Desktops of one's own (the `container` provisioner, docs/deployment.md "Desktop hosts"): the
 # Docker-API engines (Docker Engine, or Podman's `podman system service`) a launch may go to,

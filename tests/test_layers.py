@@ -24,6 +24,7 @@ FLOORS = (
     "accounts",
     "workspaces",
     "sessions_app",
+    "recordings",
     "vnc_proxy",
     "app_proxy",
     "streaming",
