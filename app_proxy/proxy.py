@@ -32,7 +32,7 @@ import logging
 import posixpath
 import re
 import time
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aiohttp
 from django.conf import settings
@@ -165,6 +165,28 @@ def _reserved(path: str) -> bool:
     return path == "/.workgate" or path.startswith(admission.RESERVED_PREFIX)
 
 
+def _climbs(path: str) -> bool:
+    """Whether dot segments in `path` (decoded, so %2e and %2f are spelled out; and decoded
+    again while it still decodes, for an upstream that decodes twice) climb above "/": joined
+    to the workspace url's base path, the upstream would resolve them outside it. Backslashes
+    count as slashes (some servers take them as such)."""
+    if "%" in path:
+        again = unquote(path)
+        if again != path and _climbs(again):
+            return True
+    if ".." not in path:
+        return False
+    depth = 0
+    for segment in _SLASHES.split(path):
+        if segment == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif segment and segment != ".":
+            depth += 1
+    return False
+
+
 class _Request:
     """What one request to an app is, worked out once from its scope."""
 
@@ -273,20 +295,21 @@ class _Request:
         path = self.prefix + path
         return self.public_origin + path if absolute else path
 
-    def rewrite_set_cookie(self, value: str) -> str:
-        """Host-only on the app's origin (no Domain); under the prefix in prefix mode."""
+    def rewrite_set_cookie(self, value: str) -> str | None:
+        """None (dropped) for a cookie named as one of the gateway's; otherwise host-only on the
+        app's origin (no Domain) and, in prefix mode, with exactly one Path: the app's last one
+        (the one browsers obey, RFC 6265 5.3) under the prefix, at the end."""
+        name, equals, _ = value.split(";", 1)[0].partition("=")
+        name = name.strip().lower() if equals else ""
+        if name in _gateway_cookie_names() or name.startswith(_GATEWAY_COOKIE_PREFIXES):
+            return None
         value = _DOMAIN_ATTRIBUTE.sub("", value)
         if self.prefix:
-            match = _PATH_ATTRIBUTE.search(value)
-            if match is None:
-                value += f"; Path={self.prefix}/"
-            else:
-                path = match.group(1).strip() or "/"
-                if not path.startswith("/"):
-                    path = "/"
-                value = (
-                    value[: match.start()] + f"; Path={self.prefix}{path}" + value[match.end() :]
-                )
+            paths = _PATH_ATTRIBUTE.findall(value)
+            path = paths[-1].strip() if paths else "/"
+            if not path.startswith("/"):
+                path = "/"
+            value = _PATH_ATTRIBUTE.sub("", value) + f"; Path={self.prefix}{path}"
         return value
 
 
@@ -430,6 +453,11 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
         raise _Refusal(404, "not_found", "No app is reached at this address.")
     if not request.target_ok():
         raise _Refusal(400, "bad_request", "The request target is not a path.")
+    if _climbs(request.path):
+        raise _Refusal(400, "bad_request", "The path climbs above the app's root.")
+    if request.prefix and _header(request.scope["headers"], b"service-worker") is not None:
+        # A worker registered on the gateway's origin would outlive the app session.
+        raise _Refusal(403, "service_worker_refused", "An app under a prefix has no workers.")
     if _reserved(request.path):
         if request.path == admission.ENTER_PATH:
             await _enter(exchange, send)
@@ -540,7 +568,12 @@ async def _answer(exchange: _Exchange, response: aiohttp.ClientResponse, send) -
         if lowered == b"location":
             value = request.rewrite_location(value.decode("latin-1"), upstream).encode("latin-1")
         elif lowered == b"set-cookie":
-            value = request.rewrite_set_cookie(value.decode("latin-1")).encode("latin-1")
+            rewritten = request.rewrite_set_cookie(value.decode("latin-1"))
+            if rewritten is None:
+                continue
+            value = rewritten.encode("latin-1")
+        elif lowered == b"service-worker-allowed" and request.prefix:
+            continue  # a worker's scope stays under the prefix (and workers are refused there)
         headers.append((lowered, value))
     if named is not None:
         tokens = {token.strip().lower().encode() for token in named.decode("latin-1").split(",")}
@@ -672,7 +705,7 @@ async def _websocket(exchange: _Exchange, receive, send) -> None:
         exchange.status = 404
         await send(refuse)
         return
-    if not request.target_ok():
+    if not request.target_ok() or _climbs(request.path):
         exchange.status = 400
         await send(refuse)
         return

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 
 import httpx
 import pytest
+from django.conf import settings
 
-from tests.support import apps
+from tests.support import apps, processes
 from tests.support.database import orm
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -152,6 +155,143 @@ async def test_an_encoded_slash_after_the_prefix_cannot_move_the_upstream(
     assert seen == [], seen[0][:600]
     assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
     assert b"internal-only-secret" not in answer
+
+
+# --- 3. The workspace url's path is a boundary --------------------------------------------------
+
+
+@contextlib.contextmanager
+def static_site(folder):
+    """python -m http.server (which resolves dot segments) over `folder`: /wiki/ is what the
+    workspace publishes, /secret.txt is beside it."""
+    (folder / "wiki").mkdir(parents=True, exist_ok=True)
+    (folder / "wiki" / "index.html").write_text("the published wiki")
+    (folder / "secret.txt").write_text("not-published-secret")
+    port = processes.free_port()
+    argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+    with processes.running(
+        argv, port=port, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ):
+        yield port
+
+
+DOT_SEGMENTS = (
+    "/../secret.txt",
+    "/%2e%2e/secret.txt",
+    "/..%2fsecret.txt",
+    "/a/..%5c..%5csecret.txt",
+)
+
+
+async def test_dot_segments_do_not_leave_the_workspaces_base_path(
+    app_settings, app_gateway, api, tmp_path
+):
+    with static_site(tmp_path / "site") as port:
+        runtime, cookie = await orm(
+            lambda: apps.open_app(api, app_gateway, f"http://127.0.0.1:{port}/wiki/")
+        )
+        host, cookie = app_gateway.host(runtime), f"{apps.ORIGIN_COOKIE}={cookie}"
+        published = await asyncio.to_thread(
+            raw_request, app_gateway.port, "/a/../index.html", host, cookie
+        )
+        answers = [
+            await asyncio.to_thread(raw_request, app_gateway.port, target, host, cookie)
+            for target in DOT_SEGMENTS
+        ]
+
+    assert b"the published wiki" in published  # dot segments that stay inside are the app's
+    for target, answer in zip(DOT_SEGMENTS, answers, strict=True):
+        assert b"not-published-secret" not in answer, target
+        assert answer.startswith(b"HTTP/1.1 400"), (target, answer[:300])
+
+
+# --- 2. An app under a prefix does not take over the gateway's origin ---------------------------
+
+
+async def prefix_get(gateway, runtime, name, cookie, path, params=None, headers=None):
+    async with httpx.AsyncClient(base_url=gateway.base_url, timeout=30) as client:
+        return await client.get(
+            f"/apps/{runtime}{path}",
+            params=params,
+            headers={"Cookie": f"{name}={cookie}", **(headers or {})},
+        )
+
+
+def effective_path(set_cookie: str) -> str | None:
+    """The Path a browser applies: the last Path attribute (RFC 6265 5.2.4, 5.3 step 7)."""
+    path = None
+    for attribute in set_cookie.split(";")[1:]:
+        key, _, value = attribute.strip().partition("=")
+        if key.strip().lower() == "path":
+            path = value.strip()
+    return path
+
+
+async def test_an_app_under_a_prefix_cannot_set_a_cookie_for_the_whole_gateway_origin(
+    app_settings, app_gateway, httpbin_app, api
+):
+    """Two Path attributes: the proxy rewrote the first, browsers obey the last."""
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    planted = "theme=attackers; Path=/; Path=/; HttpOnly; SameSite=Lax"
+
+    response = await prefix_get(
+        app_gateway, runtime, name, cookie, "/response-headers", {"Set-Cookie": planted}
+    )
+
+    assert response.status_code == 200
+    (set_cookie,) = response.headers.get_list("set-cookie")
+    assert effective_path(set_cookie) == f"/apps/{runtime}/", set_cookie
+    assert set_cookie.lower().count("path=") == 1, set_cookie
+
+
+@pytest.mark.parametrize("mode", ["origin", "prefix"])
+async def test_an_app_cannot_set_the_gateways_cookies(
+    app_settings, app_gateway, httpbin_app, api, mode
+):
+    names = [
+        settings.SESSION_COOKIE_NAME,
+        settings.CSRF_COOKIE_NAME,
+        "__Host-workgate-app",
+        "__Secure-workgate-app-wg-0123456789ab",
+    ]
+    params = [("Set-Cookie", f"{n}=attackers; Path=/; Secure") for n in names]
+    params.append(("Set-Cookie", "theme=dark; Path=/"))
+    if mode == "origin":
+        runtime, cookie = await orm(lambda: apps.open_app(api, app_gateway, httpbin_app.url))
+        async with app_gateway.client(runtime, cookie) as client:
+            response = await client.get("/response-headers", params=params)
+    else:
+        runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+        response = await prefix_get(app_gateway, runtime, name, cookie, "/response-headers", params)
+
+    assert response.status_code == 200
+    (kept,) = response.headers.get_list("set-cookie")
+    assert kept.startswith("theme=dark;"), kept
+
+
+async def test_an_app_under_a_prefix_cannot_have_a_service_worker(
+    app_settings, app_gateway, httpbin_app, api
+):
+    """A worker allowed the whole origin (Service-Worker-Allowed: /) answers the gateway's own
+    pages, the sign-in included, after the app session has ended; under the prefix no worker
+    script is served at all, and the header never reaches the browser."""
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    params = {"Service-Worker-Allowed": "/", "Content-Type": "text/javascript"}
+
+    widened = await prefix_get(app_gateway, runtime, name, cookie, "/response-headers", params)
+    script = await prefix_get(
+        app_gateway,
+        runtime,
+        name,
+        cookie,
+        "/response-headers",
+        params,
+        headers={"Service-Worker": "script"},
+    )
+
+    assert widened.status_code == 200
+    assert "service-worker-allowed" not in widened.headers
+    assert refused(script, 403)["code"] == "service_worker_refused"
 
 
 def test_the_upstream_side_refuses_a_url_naming_another_host_or_port():

@@ -172,6 +172,9 @@ def sign_in(page, user, *, mfa: bool = False) -> None:
                 "domain": "127.0.0.1",  # cookies ignore the port: the proxy's pages get it too
                 "path": "/",
                 "httpOnly": True,
+                # A __Host- name (over https, config/settings.py) needs it; Chromium sends a
+                # Secure cookie to http://127.0.0.1 too.
+                "secure": settings.SESSION_COOKIE_SECURE,
             }
         ]
     )
