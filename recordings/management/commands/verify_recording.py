@@ -46,8 +46,8 @@ class Command(BaseCommand):
         for name in paths:
             path = Path(name)
             try:
-                key = None if no_decrypt else read_key(path, key_file)
                 with open(path, "rb") as stream:
+                    key = None if no_decrypt else read_key(path, key_file)
                     seal = RecordingReader(stream, key).verify()
             except (RecordingBroken, OSError) as exc:
                 reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
