@@ -72,6 +72,13 @@ class Entry:
     max_age: int  # seconds
 
 
+def cookie_is_signed(cookie_value: str | None) -> bool:
+    """Whether an app cookie was signed by this gateway (no database, no grant looked up)."""
+    from app_proxy import services
+
+    return services.cookie_is_signed(cookie_value)
+
+
 async def admit(*, mode: Mode, runtime_id: str, cookie_value: str | None) -> Admission:
     """The admission for one request, or AppRefused (401 no or bad cookie, 403 another user's or
     an ended grant, 404 no such live app session). Cheap on a hit: per-process cache, evicted at

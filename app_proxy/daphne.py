@@ -8,10 +8,12 @@ Plain ASGI cannot give a proxy flow control under Daphne:
   up to 100 KB, in a temporary file above), and Daphne then reads that whole file into the
   application's queue at once.
 
-Under Daphne, a body larger than WORKGATE_APP_MAX_REQUEST_BODY is refused with 413 as soon as its
+Under Daphne, a body larger than its request's limit is refused with 413 as soon as its
 Content-Length is known (or, chunked, once that much has arrived), before Twisted spools it: a
 class-level hook on Daphne's WebRequest (`install_body_limit`), for every request the process
-serves, since it runs before the request's route is known.
+serves, with the limit decided on the request's head (`request_head`: the app's limit only for a
+request to an app with a signed app cookie, app_proxy/proxy.py `_body_limit`); a body that
+arrives too slowly is answered 408 and its connection closed (`_watch_body`).
 
 So under Daphne the proxy also holds the Twisted Request behind `send` (Daphne's send is
 `functools.partial(server.handle_reply, request)`) and uses it for two things only:
@@ -86,25 +88,76 @@ class _Discard:
 
 
 def _refuse_too_large(request, limit: int) -> None:
-    body = json.dumps(
-        error_body(f"The request body is larger than {limit} bytes.", "too_large")
-    ).encode()
+    message = f"The request body is larger than {limit} bytes."
+    _refuse_body(request, b"413 Request Entity Too Large", message, "too_large")
+
+
+def _refuse_body(request, status: bytes, message: str, code: str) -> None:
+    """Answer (the one error shape) and close the connection of a request whose body is not
+    wanted; what was spooled of it is let go, the rest never read."""
+    body = json.dumps(error_body(message, code)).encode()
     request.workgate_refused = True
-    request.content = _Discard()
-    channel = request.channel
+    content, request.content = getattr(request, "content", None), _Discard()
+    if content is not None:
+        with contextlib.suppress(Exception):
+            content.close()  # a temporary file: its disk space is given back now
+    channel = getattr(request, "channel", None)
     if channel is None or channel.transport is None:
         return
     channel.transport.write(
-        b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
         b"Cache-Control: no-store\r\nConnection: close\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
     channel.loseConnection()  # Twisted stops reading the body: it is never spooled
 
 
-def install_body_limit(limit: Callable[[], int]) -> None:
-    """Refuse request bodies above `limit()` bytes before Twisted spools them (once per
-    process; nothing when Daphne is not importable or its Request is not as known)."""
+def request_head(request) -> tuple[bytes, bytes, bytes]:
+    """(Host, request target, Cookie) of a Twisted Request whose headers have arrived and whose
+    body has not: the target is still on the channel then (HTTPChannel._path, until the body is
+    complete; asserted in tests/test_upstream_contracts.py), b"" where unknown."""
+    headers = request.requestHeaders
+    host = headers.getRawHeaders(b"host") or (b"",)
+    cookies = headers.getRawHeaders(b"cookie") or ()
+    target = getattr(request.channel, "_path", b"")
+    return host[0], target if isinstance(target, bytes) else b"", b"; ".join(cookies)
+
+
+MIN_BODY_RATE = 16 * 1024  # bytes a second a body must average over each window, at least
+
+
+def _watch_body(request, window: float) -> None:
+    """Every `window` seconds until the body is whole, it must have grown by MIN_BODY_RATE *
+    window bytes, or the request is answered 408 and its connection closed: a body sent a byte
+    at a time holds a connection and its spooled file for no longer than that."""
+    from twisted.internet import reactor
+    from twisted.web.http import Request
+
+    request.workgate_checked = 0
+
+    def check() -> None:
+        if request.method is not Request.method or getattr(request, "workgate_refused", False):
+            return  # whole (requestReceived set the method), or already refused
+        if getattr(request, "channel", None) is None:
+            return  # the browser left
+        received = getattr(request, "workgate_received", 0)
+        if received - request.workgate_checked < MIN_BODY_RATE * window:
+            message = "The request body arrived too slowly."
+            _refuse_body(request, b"408 Request Timeout", message, "body_too_slow")
+            return
+        request.workgate_checked = received
+        reactor.callLater(window, check)
+
+    reactor.callLater(window, check)
+
+
+def install_body_limit(
+    limit: Callable[[object], int], body_window: Callable[[], float] | None = None
+) -> None:
+    """Refuse request bodies above `limit(request)` bytes (decided on the request's head, see
+    `request_head`) before Twisted spools them, and bodies slower than MIN_BODY_RATE over each
+    `body_window()` seconds (once per process; nothing when Daphne is not importable or its
+    Request is not as known)."""
     try:
         from daphne.http_protocol import WebRequest
     except ImportError:
@@ -118,17 +171,25 @@ def install_body_limit(limit: Callable[[], int]) -> None:
 
     def gotLength(self, length):
         self.workgate_received = 0
-        if length is not None and length > limit():
-            _refuse_too_large(self, limit())
+        if length == 0:
+            self.workgate_limit = 0
+            got_length(self, length)
+            return
+        self.workgate_limit = allowed = limit(self)
+        if length is not None and length > allowed:
+            _refuse_too_large(self, allowed)
             return
         got_length(self, length)
+        if body_window is not None:
+            _watch_body(self, body_window())
 
     def handleContentChunk(self, data):
         if getattr(self, "workgate_refused", False):
             return
         self.workgate_received = getattr(self, "workgate_received", 0) + len(data)
-        if self.workgate_received > limit():
-            _refuse_too_large(self, limit())
+        allowed = getattr(self, "workgate_limit", 0)
+        if self.workgate_received > allowed:
+            _refuse_too_large(self, allowed)
             return
         content_chunk(self, data)
 

@@ -42,7 +42,14 @@ from yarl import URL
 from accounts.connections import ACCOUNT_SIGNED_OUT, account_group
 from app_proxy import admission, origins, upstreams
 from app_proxy.admission import Admission, AppRefused
-from app_proxy.daphne import REFUSED, ResponseFlow, abort, install_body_limit, take_body
+from app_proxy.daphne import (
+    REFUSED,
+    ResponseFlow,
+    abort,
+    install_body_limit,
+    request_head,
+    take_body,
+)
 from core.exceptions import error_body
 from core.groups import Membership
 from core.network import client_from_scope
@@ -339,7 +346,7 @@ class AppRouter:
 
     def __init__(self, gateway):
         self.gateway = gateway
-        install_body_limit(lambda: settings.WORKGATE_APP_MAX_REQUEST_BODY)
+        install_body_limit(_body_limit, _body_window)
 
     def __call__(self, scope, receive, send):
         kind = scope["type"]
@@ -374,6 +381,37 @@ class AppRouter:
 
 async def _nothing() -> None:
     return None
+
+
+GATEWAY_MAX_REQUEST_BODY = 10 * 1024 * 1024  # bytes, unless WORKGATE_MAX_REQUEST_BODY says
+BODY_TIMEOUT = 30.0  # seconds, unless WORKGATE_APP_BODY_TIMEOUT says (see daphne._watch_body)
+
+
+def _body_limit(twisted_request) -> int:
+    """The largest body a request may send, decided on its head before Twisted spools any of
+    it: WORKGATE_APP_MAX_REQUEST_BODY only for a request routed to an app (by Host or prefix)
+    whose Cookie carries that app's cookie signed by this gateway (a signature check, no
+    database); the gateway's own limit for every other request, so no anonymous client makes
+    the gateway spool a large body."""
+    gateway = getattr(settings, "WORKGATE_MAX_REQUEST_BODY", GATEWAY_MAX_REQUEST_BODY)
+    host, target, cookies = request_head(twisted_request)
+    if b"workgate-app" not in cookies:
+        return gateway
+    runtime_id = origins.runtime_from_host(host.decode("latin-1"))
+    if runtime_id:
+        mode = "origin"
+    else:
+        found = origins.runtime_from_prefix(target.split(b"?", 1)[0].decode("latin-1"))
+        if found is None:
+            return gateway
+        mode, runtime_id = "prefix", found[0]
+    app = settings.WORKGATE_APP_MAX_REQUEST_BODY
+    value = _cookie_value(cookies, admission.cookie_name(mode, runtime_id))
+    return app if admission.cookie_is_signed(value) else min(gateway, app)
+
+
+def _body_window() -> float:
+    return float(getattr(settings, "WORKGATE_APP_BODY_TIMEOUT", BODY_TIMEOUT))
 
 
 class _Exchange:

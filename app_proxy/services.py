@@ -186,6 +186,17 @@ def grant_cookie(grant_id: str) -> str:
     return signing.dumps(grant_id, salt=COOKIE_SALT, compress=False)
 
 
+def cookie_is_signed(cookie_value: str | None) -> bool:
+    """Whether an app cookie's value was signed by this gateway: a signature check only, no
+    database (the grant may have ended). What earns a request the app's body limit."""
+    if not cookie_value:
+        return False
+    try:
+        return isinstance(signing.loads(cookie_value, salt=COOKIE_SALT), str)
+    except signing.BadSignature:
+        return False
+
+
 def grant_id_of(cookie_value: str | None) -> str:
     """The grant a cookie names; AppRefused 401 for none, or one the gateway did not sign."""
     if not cookie_value:

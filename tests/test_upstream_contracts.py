@@ -209,6 +209,19 @@ def test_daphnes_request_is_twisteds_with_the_hooks_the_body_limit_wraps():
         where=where,
     )
     contract(
+        "self._path = request" in inspect.getsource(http.HTTPChannel.lineReceived)
+        and "del self._command, self._path"
+        in inspect.getsource(http.HTTPChannel.allContentReceived)
+        and "self.method, self.uri = command, path"
+        in inspect.getsource(http.Request.requestReceived)
+        and "method" in vars(http.Request),
+        dist="twisted",
+        internal="HTTPChannel._path holding the request target until the body is whole, and "
+        "Request.method a class default until requestReceived sets it (request_head, "
+        "_watch_body)",
+        where="app_proxy/daphne.py request_head and _watch_body",
+    )
+    contract(
         all(hasattr(http.Request, name) for name in ("registerProducer", "unregisterProducer"))
         and "self._requestProducer.pauseProducing()"
         in inspect.getsource(http.HTTPChannel.pauseProducing),

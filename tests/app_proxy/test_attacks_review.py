@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import pytest
@@ -292,6 +295,130 @@ async def test_an_app_under_a_prefix_cannot_have_a_service_worker(
     assert widened.status_code == 200
     assert "service-worker-allowed" not in widened.headers
     assert refused(script, 403)["code"] == "service_worker_refused"
+
+
+# --- 4. No anonymous disk fill: the app's body limit only with a signed app cookie ---------------
+
+MiB = 1024 * 1024
+
+
+def spooled_bytes(pid: int) -> int:
+    """The largest temporary file (deleted or under /tmp) the Daphne process holds open."""
+    largest = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        path = f"/proc/{pid}/fd/{fd}"
+        with contextlib.suppress(OSError):
+            target = os.readlink(path)
+            if "(deleted)" in target or target.startswith("/tmp"):  # noqa: S108 (reading)
+                largest = max(largest, os.stat(path).st_size)
+    return largest
+
+
+def upload_without_finishing(
+    port: int, target: str, host: str, cookie: str = "", *, length: int = (1 << 30) - 1
+) -> tuple[bytes, int]:
+    """Declare `length`, send up to 64 MiB: (what the server said, the most it spooled)."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        cookie = f"Cookie: {cookie}\r\n" if cookie else ""
+        conn.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: {host}\r\n{cookie}"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+        )
+        answer = b""
+        for _ in range(64):
+            try:
+                conn.sendall(b"x" * MiB)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if select.select([conn], [], [], 0)[0]:
+                answer += conn.recv(65536)
+                break
+        time.sleep(1.0)
+        spooled = spooled_bytes(processes.daphne_pid(port))
+        conn.settimeout(1)
+        with contextlib.suppress(TimeoutError, OSError):
+            answer += conn.recv(65536)
+        return answer, spooled
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "cookie"),
+    [
+        ("/api/auth/signin", "127.0.0.1", ""),  # the gateway's own route
+        ("/upload", "wg-000000000000.{domain}", ""),  # an app origin, no cookie
+        # a cookie of the right name the gateway did not sign
+        ("/upload", "wg-000000000000.{domain}", f"{apps.ORIGIN_COOKIE}=forged.value.sig"),
+        ("/apps/wg-000000000000/upload", "127.0.0.1", "__Secure-workgate-app-x=forged"),
+    ],
+)
+async def test_an_anonymous_client_cannot_make_the_gateway_spool_a_large_body(
+    app_settings, app_gateway, target, host, cookie
+):
+    host = host.format(domain=app_gateway.domain)
+    answer, spooled = await asyncio.to_thread(
+        upload_without_finishing, app_gateway.port, target, host, cookie
+    )
+
+    assert spooled < 8 * MiB, f"{spooled / MiB:.0f} MiB spooled to disk for {target} on {host}"
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"too_large"' in answer
+
+
+async def test_a_signed_in_app_under_a_prefix_still_takes_a_large_upload(
+    app_settings, app_gateway, httpbin_app, api
+):
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    body = b"0123456789abcdef" * (MiB // 16) * 12  # above the gateway's own 10 MiB
+    async with httpx.AsyncClient(base_url=app_gateway.base_url, timeout=60) as client:
+        response = await client.post(
+            f"/apps/{runtime}/anything", content=body, headers={"Cookie": f"{name}={cookie}"}
+        )
+
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["data"]) == len(body)
+
+
+@pytest.fixture(scope="module")
+def slow_body_gateway(django_db_setup, tmp_path_factory):
+    """A gateway whose bodies must grow by 16 KiB/s over every 2-second window."""
+    log = tmp_path_factory.mktemp("slow-body-gateway") / "daphne.log"
+    with apps.app_gateway(log, WORKGATE_APP_BODY_TIMEOUT="2") as gateway:
+        yield gateway
+
+
+def trickle(port: int, host: str, seconds: float) -> tuple[bytes, float]:
+    """A body declared 1000 bytes long, sent a byte a second: (what came back, when)."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(
+            f"POST /api/auth/signin HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode()
+        )
+        answer = b""
+        while time.monotonic() - began < seconds:
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+            if select.select([conn], [], [], 1.0)[0]:
+                chunk = conn.recv(65536)
+                answer += chunk
+                if not chunk:
+                    break
+        return answer, time.monotonic() - began
+
+
+async def test_a_body_sent_a_byte_at_a_time_does_not_hold_the_connection(
+    slow_body_gateway,
+):
+    answer, took = await asyncio.to_thread(trickle, slow_body_gateway.port, "127.0.0.1", 15)
+
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"body_too_slow"' in answer
+    assert took < 6, took
 
 
 def test_the_upstream_side_refuses_a_url_naming_another_host_or_port():
