@@ -195,7 +195,9 @@ class RecordingWriter:
         self._aad = encode_header(header)
         self._hash = hashlib.sha256()
         self.size = 0
-        self._body = bytearray()
+        # The open segment's plain text: its mode byte (set at the cut), then its records, so
+        # sealing a stored segment copies nothing.
+        self._body = bytearray(MODE_STORED)
         self._first_us: int | None = None  # the open segment's first record
         self._last_us = 0
         self._index = 0
@@ -230,7 +232,7 @@ class RecordingWriter:
             self._body += bytes([kind]) + _uvarint(participant) + _uvarint(delta)
             self._body += _uvarint(len(piece))
             self._body += piece
-            if len(self._body) >= SEGMENT_BYTES:
+            if len(self._body) > SEGMENT_BYTES:
                 self._cut(last=False)
             start += RECORD_BYTES
             if start >= len(view):
@@ -243,18 +245,18 @@ class RecordingWriter:
             self._cut(last=False)
 
     def _cut(self, *, last: bool) -> None:
-        body = bytes(self._body)
-        probe = body[:PROBE_BYTES]
-        mode = MODE_STORED
-        if probe and len(self._compressor.compress(probe)) <= (1 - MIN_SAVING) * len(probe):
-            packed = self._compressor.compress(body)
-            if len(packed) < len(body):
-                mode, body = MODE_ZSTD, packed
-        sealed = self._aead.encrypt(_nonce(self._prefix, self._index, last), mode + body, self._aad)
+        plain = self._body
+        with memoryview(plain) as view, view[1:] as records, records[:PROBE_BYTES] as probe:
+            if probe and len(self._compressor.compress(probe)) <= (1 - MIN_SAVING) * len(probe):
+                packed = self._compressor.compress(records)
+                if len(packed) < len(records):
+                    plain = MODE_ZSTD + packed
+        sealed = self._aead.encrypt(_nonce(self._prefix, self._index, last), plain, self._aad)
         self._table.append([self.size, self._first_us if self._first_us is not None else 0])
-        self._write(_U32.pack(len(sealed)) + sealed)
+        self._write(_U32.pack(len(sealed)))
+        self._write(sealed)
         self._index += 1
-        self._body.clear()
+        del self._body[1:]
         self._first_us = None
         if self._sync is not None:
             self._sync()

@@ -257,7 +257,9 @@ class _WriterThread:
                         self._remove(sink)
                         sink._spool.abandon()
                     time.sleep(0)  # let the loop thread have the GIL between batches
-            self.cpu_seconds += time.thread_time() - cpu
+                now = time.thread_time()
+                self.cpu_seconds += now - cpu
+                cpu = now
 
     def _remove(self, sink: RecordingSink) -> None:
         with self._lock:
