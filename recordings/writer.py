@@ -118,7 +118,7 @@ class RecordingSink:
             self._loop.call_soon(callback, *args)
 
     def _fail(self, reason: str) -> None:
-        """On the loop: mark failed once, drop the backlog, tell the relay."""
+        """On the loop: mark failed once (later puts are dropped), tell the relay."""
         if self.failed is not None:
             return
         self.failed = reason
@@ -138,9 +138,8 @@ class RecordingSink:
     async def close(self, end: dict) -> Seal:
         """Write what is queued, the END record (`end`) and the last segment, then rename the
         file to its key. The Seal says `failed` (with the reason) when the recording failed; its
-        size and SHA-256 are then of what was written."""
-        if self._seal is not None:
-            return self._seal
+        size and SHA-256 are then of what was written. Every sink must be closed: until then
+        the writer thread keeps it."""
         if self._closing is None:
             self._closing = (dict(end), self._loop.create_future())
             _thread().wake()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from recordings import writer
 from recordings.format import Kind, RecordingReader, new_data_key
 from recordings.storage import DirectoryStore
 from recordings.writer import RecordingSink
@@ -186,6 +187,7 @@ async def test_a_storage_error_fails_the_recording_and_tells_the_relay(store):
     assert seal.status == "failed" and "No space left" in seal.error
     assert list(store.partials()) == [gated.object_key]  # the file never takes its final name
     assert store.size_and_sha256(gated.object_key + ".partial") == (seal.size, seal.sha256)
+    await until(lambda: sink not in writer._writer_thread._sinks)  # the thread lets go of it
 
 
 async def test_storage_that_stalls_past_the_timeout_fails_the_recording(store):
