@@ -536,6 +536,7 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
     try:
         async with upstreams.request(
             upstream,
+            admitted.user_id,
             method,
             url,
             headers=forwarded,
@@ -549,6 +550,9 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
         raise
     except upstreams.NotPinned:  # never dialled: the target named another host
         raise _Refusal(400, "bad_request", "The request target is not a path.") from None
+    except upstreams.Busy:
+        message = "Too many requests to this app at once; try again when one has ended."
+        raise _Refusal(503, "app_busy", message) from None
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         if exchange.status:  # the answer had started: it is cut short, visibly
             _cut_short(send)

@@ -15,6 +15,7 @@ nothing and adds no headers of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import socket
@@ -32,6 +33,7 @@ from app_proxy.daphne import on_shutdown
 
 READ_BUFFER = 256 * 1024  # bytes aiohttp reads from the upstream at a time (large bodies)
 POOL_PER_UPSTREAM = 100  # kept-alive connections to one pinned upstream
+PER_ACCOUNT = 32  # requests one account may have at once on one pooled upstream (SSE included)
 KEEPALIVE_SECONDS = 30.0
 WS_MAX_MESSAGE = 16 * 1024 * 1024  # bytes: one WebSocket message from the app
 WS_MAX_QUEUE = 16  # messages read ahead from the app before reading stops (backpressure)
@@ -85,10 +87,14 @@ async def close_all() -> None:
     await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
 
 
+def _pool_key(upstream: AppUpstream) -> tuple:
+    return (upstream.origin, upstream.address, upstream.port, upstream.tls_verify)
+
+
 def http_session(upstream: AppUpstream) -> aiohttp.ClientSession:
     """The pooled client session of one pinned upstream, made on first use in this process's
     event loop (Daphne runs one)."""
-    key = (upstream.origin, upstream.address, upstream.port, upstream.tls_verify)
+    key = _pool_key(upstream)
     session = _sessions.get(key)
     if session is None or session.closed:
         if not _sessions:
@@ -152,10 +158,57 @@ def check_pinned(upstream: AppUpstream, url: URL) -> None:
         raise NotPinned(f"{url.host}:{url.port} is not the pinned upstream")
 
 
-def request(upstream: AppUpstream, method: str, url: URL, **kwargs):
-    """`session.request` on the upstream's pooled session, once `url` is checked to name it."""
+class Busy(Exception):
+    """The account already has PER_ACCOUNT requests on this upstream's pool."""
+
+
+_in_flight: dict[tuple, int] = {}  # pool key -> requests holding or awaiting a connection
+_per_account: dict[tuple, int] = {}  # (pool key, account) -> the same, for one account
+
+
+@contextlib.asynccontextmanager
+async def request(upstream: AppUpstream, account: object, method: str, url: URL, **kwargs):
+    """`session.request` on the upstream's pooled session, once `url` is checked to name it.
+
+    The pool is shared by every user of the upstream: one account may hold PER_ACCOUNT of its
+    connections at once (Busy past that, before anything is sent), so long answers (SSE, slow
+    downloads) of one user cannot starve the others; and when the pool is full, the wait for a
+    connection is bounded by WORKGATE_APP_CONNECT_TIMEOUT (aiohttp's `connect` timeout covers
+    the wait and the dial: ServerTimeoutError), a timer paid only then."""
     check_pinned(upstream, url)
-    return http_session(upstream).request(method, url, **kwargs)
+    pool = _pool_key(upstream)
+    mine = (pool, account)
+    held = _per_account.get(mine, 0)
+    if held >= PER_ACCOUNT:
+        raise Busy(f"{held} requests of this account on this app already")
+    _per_account[mine] = held + 1
+    _in_flight[pool] = waiting = _in_flight.get(pool, 0) + 1
+    try:
+        if waiting > POOL_PER_UPSTREAM:
+            kwargs["timeout"] = _waiting_timeout()
+        async with http_session(upstream).request(method, url, **kwargs) as response:
+            yield response
+    finally:
+        _release(_per_account, mine)
+        _release(_in_flight, pool)
+
+
+def _release(counts: dict, key) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
+def _waiting_timeout() -> aiohttp.ClientTimeout:
+    connect = settings.WORKGATE_APP_CONNECT_TIMEOUT
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=connect,
+        sock_connect=connect,
+        sock_read=settings.WORKGATE_APP_IDLE_TIMEOUT,
+    )
 
 
 class _connect_here_only(connect):

@@ -421,6 +421,130 @@ async def test_a_body_sent_a_byte_at_a_time_does_not_hold_the_connection(
     assert took < 6, took
 
 
+# --- 5. One user's long answers do not starve the others ---------------------------------------
+
+
+@contextlib.contextmanager
+def streaming_app():
+    """/stream: an endless slow event stream; anything else: "ok" at once."""
+    port = processes.free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    stop = asyncio.Event()
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if head.split(b" ", 2)[1].startswith(b"/stream"):
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n"
+                    )
+                    while True:
+                        writer.write(b"6\r\ndata:\n\r\n")
+                        await writer.drain()
+                        await asyncio.sleep(0.5)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+        started.set()
+        await stop.wait()
+        server.close()
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(5)
+
+
+async def test_one_users_long_answers_do_not_starve_another_users_requests(
+    app_settings, app_gateway, api, client_for, other_user
+):
+    """The pool to one upstream (100 connections) is shared by all its users: one user holding
+    100 event streams left every other user's request waiting, with no time limit."""
+    with streaming_app() as url:
+        runtime_a, cookie_a = await orm(lambda: apps.open_app(api, app_gateway, url))
+        runtime_b, cookie_b = await orm(
+            lambda: apps.open_app(client_for(other_user), app_gateway, url)
+        )
+        limits = httpx.Limits(max_connections=110)
+        async with (
+            app_gateway.client(runtime_a, cookie_a, limits=limits) as attacker,
+            app_gateway.client(runtime_b, cookie_b) as victim,
+        ):
+            statuses = []
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(100):
+                    response = await stack.enter_async_context(attacker.stream("GET", "/stream"))
+                    statuses.append(response.status_code)
+                    if response.status_code != 200:
+                        await response.aread()
+                        busy = response.json()
+                try:
+                    answer = await asyncio.wait_for(victim.get("/ok"), 10)
+                except TimeoutError:
+                    answer = None
+
+    assert answer is not None, "another user's request waited >10 s for the shared pool"
+    assert answer.status_code == 200 and answer.text == "ok"
+    assert statuses.count(200) == 32 and statuses.count(503) == 68, statuses
+    assert busy["code"] == "app_busy" and busy["success"] is False
+
+
+async def test_the_wait_for_a_pooled_connection_is_bounded(settings, monkeypatch):
+    """When the pool is full, a request waits for a connection no longer than the connect
+    timeout (504 in the proxy), whoever holds the pool."""
+    import aiohttp
+
+    from app_proxy import upstreams
+    from app_proxy.admission import AppUpstream
+
+    settings.WORKGATE_APP_CONNECT_TIMEOUT = 1
+    monkeypatch.setattr(upstreams, "POOL_PER_UPSTREAM", 2)
+    with streaming_app() as url:
+        upstream = AppUpstream(
+            origin=url.rstrip("/"),
+            base_path="",
+            address="127.0.0.1",
+            port=int(url.rsplit(":", 1)[1].strip("/")),
+            tls_verify=True,
+            credential_header="",
+            credential="",
+        )
+        stream, ok = upstreams.url_for(upstream, "/stream"), upstreams.url_for(upstream, "/ok")
+        try:
+            async with (
+                upstreams.request(upstream, 1, "GET", stream) as first,
+                upstreams.request(upstream, 2, "GET", stream) as second,
+            ):
+                assert first.status == second.status == 200
+                began = time.monotonic()
+                with pytest.raises(aiohttp.ServerTimeoutError):
+                    async with upstreams.request(upstream, 3, "GET", ok):
+                        pass
+                waited = time.monotonic() - began
+            async with upstreams.request(upstream, 3, "GET", ok) as after:
+                assert await after.read() == b"ok"
+        finally:
+            await upstreams.close_all()
+
+    assert waited < 3, waited
+    assert upstreams._in_flight == {} and upstreams._per_account == {}
+
+
 def test_the_upstream_side_refuses_a_url_naming_another_host_or_port():
     """Defence in depth: whatever builds the URL, nothing is dialled but the pinned host and
     port (an IP literal would skip the pinned resolver)."""
