@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from accounts.models import Profile
@@ -160,7 +161,8 @@ def test_a_cookie_stolen_while_its_owner_sets_up_can_neither_read_nor_confirm_th
     owner = browser_for(user)
     secret, proof = start(owner)
     thief = Client()
-    thief.cookies["sessionid"] = owner.cookies["sessionid"].value
+    name = settings.SESSION_COOKIE_NAME  # __Host-sessionid where the cookie is Secure
+    thief.cookies[name] = owner.cookies[name].value
 
     shown = thief.post(PAGE, {"action": "verify", "otp": "x"})
     confirmed = thief.post(PAGE, {"action": "verify", "otp": pyotp.TOTP(secret).now()})
