@@ -36,6 +36,7 @@ from urllib.parse import quote, unquote
 
 import aiohttp
 from django.conf import settings
+from django.http.request import split_domain_port, validate_host
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from yarl import URL
 
@@ -100,6 +101,7 @@ _NOT_TO_APP_WS = _NOT_TO_APP | {
 }
 _NOT_TO_BROWSER = _HOP_BY_HOP
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_OTHER_SITES = frozenset({b"same-site", b"cross-site"})  # Sec-Fetch-Site of another origin's page
 _GATEWAY_COOKIE_PREFIXES = ("__host-workgate", "__secure-workgate")
 _DOMAIN_ATTRIBUTE = re.compile(r";\s*domain\s*=[^;]*", re.IGNORECASE)
 _PATH_ATTRIBUTE = re.compile(r";\s*path\s*=\s*([^;]*)", re.IGNORECASE)
@@ -243,6 +245,19 @@ class _Request:
 
     def origin_ok(self) -> bool:
         return self.origin_header is None or self.origin_header == self.public_origin
+
+    def host_ok(self) -> bool:
+        """In prefix mode, whether Host is one of the gateway's (ALLOWED_HOSTS, as Django checks
+        it for its own requests): the app receives it as X-Forwarded-Host and its redirects are
+        rewritten onto it, so a poisoned Host would build the app's links elsewhere. An app's
+        own origin was routed by its Host already."""
+        if not self.prefix:
+            return True
+        domain, _ = split_domain_port(self.host)
+        allowed = settings.ALLOWED_HOSTS
+        if settings.DEBUG and not allowed:
+            allowed = [".localhost", "127.0.0.1", "[::1]"]  # as Django's get_host
+        return bool(domain) and validate_host(domain, allowed)
 
     def target_ok(self) -> bool:
         """Whether the request target is a path ("/..." as sent, and a literal "/" right after
@@ -489,6 +504,8 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
     request = exchange.request
     if not request.runtime_id:
         raise _Refusal(404, "not_found", "No app is reached at this address.")
+    if not request.host_ok():
+        raise _Refusal(400, "bad_request", "This host is not one of the gateway's.")
     if not request.target_ok():
         raise _Refusal(400, "bad_request", "The request target is not a path.")
     if _climbs(request.path):
@@ -502,6 +519,12 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
             return
         raise _Refusal(404, "not_found", "Not found.")
     headers = request.scope["headers"]
+    if _header(headers, b"sec-fetch-site") in _OTHER_SITES and (
+        _header(headers, b"sec-fetch-mode") != b"navigate"
+    ):
+        # Every <runtime-id>.<apps domain> is one site: another app's page would send this app's
+        # SameSite=Lax cookie along with its <img>, <script> or no-cors fetch.
+        raise _Refusal(403, "cross_site_refused", "Another site's page may not send this.")
     limit = settings.WORKGATE_APP_MAX_REQUEST_BODY
     length = _header(headers, b"content-length")
     try:
@@ -747,7 +770,7 @@ async def _websocket(exchange: _Exchange, receive, send) -> None:
         exchange.status = 404
         await send(refuse)
         return
-    if not request.target_ok() or _climbs(request.path):
+    if not request.host_ok() or not request.target_ok() or _climbs(request.path):
         exchange.status = 400
         await send(refuse)
         return

@@ -545,6 +545,62 @@ async def test_the_wait_for_a_pooled_connection_is_bounded(settings, monkeypatch
     assert upstreams._in_flight == {} and upstreams._per_account == {}
 
 
+# --- 6. Another app's page does not send requests with this app's cookie ------------------------
+
+
+@pytest.mark.parametrize(
+    ("fetch", "admitted"),
+    [
+        ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors"}, False),  # <img>, <script>
+        ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"}, False),  # fetch(credentials)
+        ({"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}, False),
+        ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"}, True),  # a link
+        ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}, True),  # the app itself
+        ({"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"}, True),  # typed in
+        ({}, True),  # not a browser that says
+    ],
+)
+async def test_a_subrequest_from_a_sibling_app_origin_is_not_admitted(
+    app_settings, app_gateway, httpbin_app, api, fetch, admitted
+):
+    """Every app origin is `<runtime-id>.<apps domain>`: one site for browsers, so the app
+    cookie's SameSite=Lax does not keep it out of what another app's page requests."""
+    runtime, cookie = await orm(lambda: apps.open_app(api, app_gateway, httpbin_app.url))
+    headers = {**fetch, "Referer": f"http://wg-0123456789ab.{app_gateway.domain}/"}
+    async with app_gateway.client(runtime, cookie, headers=headers) as client:
+        response = await client.get("/anything/delete-everything")
+
+    if admitted:
+        assert response.status_code == 200, response.text[:300]
+    else:
+        assert refused(response, 403)["code"] == "cross_site_refused"
+        assert "X-Workgate-Assertion" not in response.text
+
+
+# --- 7. Prefix mode checks the Host as Django would ---------------------------------------------
+
+
+async def test_a_host_outside_allowed_hosts_is_not_passed_to_an_app_under_a_prefix(
+    app_settings, app_gateway, httpbin_app, api
+):
+    """Prefix mode is routed before Django, so ALLOWED_HOSTS never saw it: any Host reached the
+    app as X-Forwarded-Host, and its absolute redirects were rewritten onto it."""
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    async with httpx.AsyncClient(base_url=app_gateway.base_url, timeout=30) as client:
+        poisoned = await client.get(
+            f"/apps/{runtime}/absolute-redirect/1",
+            headers={"Host": "evil.example", "Cookie": f"{name}={cookie}"},
+        )
+        allowed = await client.get(
+            f"/apps/{runtime}/absolute-redirect/1", headers={"Cookie": f"{name}={cookie}"}
+        )
+
+    assert refused(poisoned, 400)["code"] == "bad_request"
+    assert "evil.example" not in poisoned.text
+    assert allowed.status_code == 302
+    assert allowed.headers["location"].startswith(f"http://127.0.0.1:{app_gateway.port}/apps/")
+
+
 def test_the_upstream_side_refuses_a_url_naming_another_host_or_port():
     """Defence in depth: whatever builds the URL, nothing is dialled but the pinned host and
     port (an IP literal would skip the pinned resolver)."""
