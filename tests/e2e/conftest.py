@@ -17,7 +17,7 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
-from django.conf import settings
+from django.conf import global_settings, settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.db import connections
 from playwright.sync_api import sync_playwright
@@ -156,8 +156,11 @@ def screenshot(request):
     return take
 
 
-def sign_in(page, user, *, mfa: bool = False) -> None:
-    """Give the page's browser context a signed-in session cookie for `user` (no form typing)."""
+def sign_in(page, user, *, mfa: bool = False, secure: bool = False) -> None:
+    """Give the page's browser context a signed-in session cookie for `user` (no form typing),
+    named as a server whose SESSION_COOKIE_SECURE is `secure` names it: Django's own name on the
+    plain-http server of these tests (server_port), the __Host- one where cookies are Secure
+    (config/settings.py; the suite's settings and the app gateway of tests/support/apps.py)."""
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     store[SESSION_KEY] = str(user.pk)
     store[BACKEND_SESSION_KEY] = MODEL_BACKEND
@@ -167,14 +170,15 @@ def sign_in(page, user, *, mfa: bool = False) -> None:
     page.context.add_cookies(
         [
             {
-                "name": settings.SESSION_COOKIE_NAME,
+                "name": settings.SESSION_COOKIE_NAME
+                if secure
+                else global_settings.SESSION_COOKIE_NAME,
                 "value": store.session_key,
                 "domain": "127.0.0.1",  # cookies ignore the port: the proxy's pages get it too
                 "path": "/",
                 "httpOnly": True,
-                # A __Host- name (over https, config/settings.py) needs it; Chromium sends a
-                # Secure cookie to http://127.0.0.1 too.
-                "secure": settings.SESSION_COOKIE_SECURE,
+                # A __Host- name needs it; Chromium sends a Secure cookie to http://127.0.0.1 too.
+                "secure": secure,
             }
         ]
     )

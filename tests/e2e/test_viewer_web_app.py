@@ -5,6 +5,7 @@ gateway's own origin, it asks for an app ticket and sends the whole tab to the a
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
 from sessions_app.models import WorkspaceSession
 from tests.e2e.conftest import sign_in
@@ -20,7 +21,7 @@ def test_the_viewer_sends_the_tab_to_the_apps_own_origin(
     runtime = apps.launched_runtime(api, workspace)
     session = WorkspaceSession.objects.get(runtime_id=runtime)
     page = new_page(app_gateway.base_url)
-    sign_in(page, user)
+    sign_in(page, user, secure=settings.SESSION_COOKIE_SECURE)
 
     page.goto(f"/viewer/{session.id}")
     page.wait_for_url(f"{app_gateway.origin(runtime)}/", timeout=15_000)
