@@ -398,17 +398,13 @@ async def _nothing() -> None:
     return None
 
 
-GATEWAY_MAX_REQUEST_BODY = 10 * 1024 * 1024  # bytes, unless WORKGATE_MAX_REQUEST_BODY says
-BODY_TIMEOUT = 30.0  # seconds, unless WORKGATE_APP_BODY_TIMEOUT says (see daphne._watch_body)
-
-
 def _body_limit(twisted_request) -> int:
     """The largest body a request may send, decided on its head before Twisted spools any of
     it: WORKGATE_APP_MAX_REQUEST_BODY only for a request routed to an app (by Host or prefix)
     whose Cookie carries that app's cookie signed by this gateway (a signature check, no
     database); the gateway's own limit for every other request, so no anonymous client makes
     the gateway spool a large body."""
-    gateway = getattr(settings, "WORKGATE_MAX_REQUEST_BODY", GATEWAY_MAX_REQUEST_BODY)
+    gateway = settings.WORKGATE_MAX_REQUEST_BODY
     host, target, cookies = request_head(twisted_request)
     if b"workgate-app" not in cookies:
         return gateway
@@ -426,7 +422,7 @@ def _body_limit(twisted_request) -> int:
 
 
 def _body_window() -> float:
-    return float(getattr(settings, "WORKGATE_APP_BODY_TIMEOUT", BODY_TIMEOUT))
+    return float(settings.WORKGATE_APP_BODY_TIMEOUT)
 
 
 class _Exchange:

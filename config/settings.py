@@ -370,6 +370,12 @@ WORKGATE_APP_CONNECT_TIMEOUT = env_int("WORKGATE_APP_CONNECT_TIMEOUT", 10, minim
 WORKGATE_APP_IDLE_TIMEOUT = env_int("WORKGATE_APP_IDLE_TIMEOUT", 300, minimum=5)
 # The largest request body passed to an app, in bytes (413 beyond it); 1 GiB.
 WORKGATE_APP_MAX_REQUEST_BODY = env_int("WORKGATE_APP_MAX_REQUEST_BODY", 1 << 30, minimum=0)
+# The largest body of every other request (the gateway's own routes, and a request to an app that
+# carries no cookie of that app signed here), in bytes: 413 before the server spools any of it.
+WORKGATE_MAX_REQUEST_BODY = env_int("WORKGATE_MAX_REQUEST_BODY", 10 << 20, minimum=0)
+# Seconds within which a request body must grow by at least 16 KiB/s, or the request is answered
+# 408 and its connection closed (a body sent a byte at a time holds no connection for long).
+WORKGATE_APP_BODY_TIMEOUT = env_int("WORKGATE_APP_BODY_TIMEOUT", 30, minimum=1)
 
 
 def _development_app_signing_key() -> str:

@@ -18,9 +18,3 @@ from config.settings import *  # noqa: F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast hashing in tests only
 WHITENOISE_AUTOREFRESH = True  # serve from the finders; the suite never runs collectstatic
 WHITENOISE_USE_FINDERS = True
-
-# The app proxy's settings config/settings.py does not read (yet): its defaults otherwise
-# (app_proxy/proxy.py), set here for the test gateways that need another value.
-for _name in ("WORKGATE_MAX_REQUEST_BODY", "WORKGATE_APP_BODY_TIMEOUT"):
-    if os.environ.get(_name):
-        globals()[_name] = int(os.environ[_name])
