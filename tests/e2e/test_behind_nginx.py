@@ -45,7 +45,7 @@ def page(browser, gateway):
 def test_the_viewer_survives_a_rolling_restart_behind_nginx(gateway, page, user, screenshot):
     opened = []
     page.on("websocket", lambda websocket: opened.append(websocket.url))
-    sign_in(page, user)
+    sign_in(page, user, secure=True)  # over https, as production: a __Host- cookie
     session = launch_linux_desktop(page)  # the launch form's POST passes CSRF behind the proxy
     wait_for_canvas(page, "s.colours > 1")
     [holding] = gateway.serving(RELAY)
