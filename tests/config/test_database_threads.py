@@ -39,7 +39,9 @@ def _backend_pid() -> int:
 def _terminate(pids) -> None:
     """End these backends from a connection of its own, as a restart would, and wait until the
     server has closed them."""
-    with psycopg.connect(**connection.get_connection_params()) as admin:
+    # Autocommit: each poll its own transaction, since a transaction reads pg_stat_activity from
+    # one snapshot (a backend still there at the first poll would be there at every poll).
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
         gone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s::int[]))"
         wait_for(lambda: admin.execute(gone, [pids]).fetchone()[0])
