@@ -62,6 +62,6 @@ quiet_twisted_access_log()  # Daphne's own access log stays; Twisted's duplicate
 
 # Everything loaded by now (Django, every app, their modules and settings) lives as long as the
 # process: it is moved out of the cyclic collector's sight, so a full collection no longer walks
-# it all while requests and frames wait (that pause was up to ~100 ms, measured on the app proxy).
+# it all while requests and frames wait (a pause of tens of milliseconds in a process this size).
 gc.collect()
 gc.freeze()

@@ -102,8 +102,8 @@ def _tidy_connections(*, keep: bool = True) -> None:
 # --- The pool's check of a connection it lends -------------------------------------------------
 #
 # psycopg_pool, as Django sets it up (CONN_HEALTH_CHECKS), checks every connection it lends with an
-# empty query: a round trip and, measured here, 120 µs of this process's CPU per borrow, four
-# times what the borrow costs otherwise; each relay connection borrows three times. A connection
+# empty query: a round trip and several times the CPU the borrow costs otherwise, on every
+# borrow; each relay connection borrows three times. A connection
 # that the server closed (a restart, a terminated backend, an idle timeout) has the server's
 # goodbye or the kernel's hang-up waiting on its socket, which a poll sees without a round trip;
 # one that sat unused for CHECK_AFTER_IDLE may have been dropped silently on the way (a firewall's

@@ -1,8 +1,9 @@
 """A live connection's place in channel-layer groups: joined while it opens, listened to for the
 message that must end it (a session's stop, an account's sign-out everywhere), left when it ends.
 
-One way to do it for everything that holds a connection in a user's name: the desktop relay
-(vnc_proxy/consumers.py) and the web-app proxy's WebSockets and long responses (app_proxy/).
+One way to do it for every connection held in a user's name: the desktop relay
+(vnc_proxy/consumers.py) and the web-app proxy's WebSockets (app_proxy/; its long HTTP answers
+end by being admitted again, its admission cache listens on a channel of its own).
 The caller names the groups and the message types that end it; this module knows no app.
 
 A process is in each group once, however many of its connections are: the first connection of a
@@ -10,8 +11,8 @@ group here joins it on a channel of the group's own (a `_Subscription`), one tas
 that channel and hands each message to every connection of the group here, and the last one to
 leave takes the channel out of the group. Joining and leaving a group costs round trips to Redis
 and a receiving task each; viewers opening one desktop together, or a web app's many requests,
-would otherwise each pay them for the same two groups (a fifth of the CPU of opening a desktop,
-docs/benchmarks.md, "Openings"). What a connection is promised is unchanged: once its `joining`
+would otherwise each pay them for the same two groups, a large share of what opening one costs.
+What a connection is promised is unchanged: once its `joining`
 is done, every message sent to its groups reaches it, until it leaves.
 """
 

@@ -1,10 +1,9 @@
 """What a server process changes in a library once, before it takes connections.
 
 autobahn pretty-prints its settings for a debug line on every WebSocket connection, whether or
-not debug logging is on (the arguments are built before the logger drops the line): found with
-py-spy on Daphne while desktops were opened 32 at once, it cost more CPU than reading the
-handshake (docs/benchmarks.md, "Openings"). That module's `pformat` becomes `repr`: the same
-data, on one line, when debug logging shows it.
+not debug logging is on (the arguments are built before the logger drops the line), which
+costs more CPU than reading the handshake itself. That module's `pformat` becomes `repr`: the
+same data, on one line, when debug logging shows it.
 """
 
 from __future__ import annotations
