@@ -334,9 +334,16 @@ class RecordingReader:
     segment's tag, and raises RecordingBroken at the first segment that fails, at a file that ends
     without its last segment, or at bytes after it. `size` and `sha256` are of what was read.
 
-    With `key=None` only the layout is checked (lengths, header, segment count), no tags."""
+    With `key=None` only the layout is checked (lengths, header, segment count), no tags.
 
-    def __init__(self, stream: BinaryIO, key: bytes | None) -> None:
+    A file whose header says `"cipher": "none"` (an export) is refused as "not an encrypted
+    recording" unless the caller asks for an export with `export=True`; an export reader refuses
+    anything else. An export has no tags: its reader checks only its layout, that every segment
+    is stored, and that the segments number what its header's `source` says. That proves nothing
+    against a forger (the header is plain text too); an export is verified only against the
+    original's sealed SHA-256 (docs/recordings.md, "Export")."""
+
+    def __init__(self, stream: BinaryIO, key: bytes | None, *, export: bool = False) -> None:
         self._in = _Hashed(stream)
         self._aead = AESGCM(key) if key is not None else None
         preamble = self._in.read(len(PREAMBLE) + 4)
@@ -352,9 +359,23 @@ class RecordingReader:
             raise RecordingBroken("the file ends inside its header")
         self.header = parse_header(raw)
         self.aad = preamble + raw
-        self.export = self.header.get("cipher") == "none"
-        if not self.export:
-            if self.header.get("cipher") != CIPHER:
+        self.export = export
+        cipher = self.header.get("cipher")
+        if export:
+            if cipher != "none" or self.header.get("compression") != "none":
+                raise RecordingBroken("not an export (its header names a cipher)")
+            source = self.header.get("source")
+            segments = source.get("segments") if isinstance(source, dict) else None
+            if not isinstance(segments, int) or isinstance(segments, bool) or segments < 1:
+                raise RecordingBroken("its header has no source segment count")
+            self._source_segments = segments
+        else:
+            if cipher == "none":
+                raise RecordingBroken(
+                    'not an encrypted recording (its header says "cipher": "none": an '
+                    "export, which is verified only against the original's sealed SHA-256)"
+                )
+            if cipher != CIPHER:
                 raise RecordingBroken(f"unknown cipher {self.header.get('cipher')!r}")
             try:
                 self._prefix = bytes.fromhex(self.header["nonce_prefix"])
@@ -396,7 +417,14 @@ class RecordingReader:
         while True:
             found = self._segment_at()
             if found is None:
-                if not self.last_seen and not self.export:
+                if self.export:
+                    if self.segments != self._source_segments:
+                        raise RecordingBroken(
+                            f"the export has {self.segments} segments, its header's source "
+                            f"{self._source_segments}"
+                        )
+                    return
+                if not self.last_seen:
                     raise RecordingBroken(
                         f"the file ends after segment {self.segments - 1} without its last "
                         "segment (truncated, or the recording was interrupted)"
@@ -407,7 +435,10 @@ class RecordingReader:
             if self.last_seen:
                 raise RecordingBroken(f"bytes follow the last segment ({index - 1})")
             if self.export:
+                if sealed[:1] != MODE_STORED:
+                    raise RecordingBroken(f"segment {index} of the export is not stored")
                 plain = sealed
+                at_end = index == self._source_segments - 1
             elif self._aead is None:
                 plain = b""
             else:
@@ -437,6 +468,7 @@ class RecordingReader:
 
     def records(self) -> Iterator[Record]:
         offset = 0
+        last_kind = None
         decompressor = zstandard.ZstdDecompressor()
         for index, plain in self.plains():
             if self._aead is None and not self.export:
@@ -453,9 +485,12 @@ class RecordingReader:
                         raise ValueError("a record runs past its segment")
                     offset += delta
                     yield Record(kind, participant, offset, body[at : at + length])
+                    last_kind = kind
                     at += length
             except ValueError as exc:
                 raise RecordingBroken(f"segment {index}: {exc}") from exc
+        if self.export and last_kind != Kind.END:
+            raise RecordingBroken("the export does not end with its END record")
 
     def verify(self) -> Seal:
         """Read to the end (every tag, the last flag); the seal of what was read."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from recordings.format import Kind, RecordingReader
+from recordings.format import Kind, RecordingBroken, RecordingReader
 from tests.recordings.traffic import segments_of, synthetic_rfb, write_recording
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ def test_export_decrypts_to_a_file_that_reads_without_a_key(recordings, tmp_path
     assert manifest["export"]["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
     assert result.stdout.strip().endswith(f"manifest {tmp_path / 'export.wgrec.manifest.json'}")
     with open(target, "rb") as stream:
-        exported = RecordingReader(stream, None)
+        exported = RecordingReader(stream, None, export=True)
         records = list(exported.records())
     assert exported.header["cipher"] == "none"
     assert exported.header["source"]["sha256"] == manifest["source"]["sha256"]
@@ -120,3 +120,46 @@ def test_a_broken_recording_exports_nothing(recordings, tmp_path):
         result.stderr
     )
     assert list(tmp_path.glob("export*")) == []
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_an_edited_export_copied_over_its_recording_is_refused(tmp_path, several):
+    """The forgery: export, edit the plain bytes (or drop segments), copy the export over the
+    recording. `verify_recording` refuses it, with one segment and with several."""
+    source = tmp_path / "rec.wgrec"
+    chunks = synthetic_rfb(seconds=11, seed=7)
+    write_recording(source, chunks if several else chunks[:8])  # the handshake: one segment
+    exported = tmp_path / "x.wgrec"
+    assert run("export_recording", str(source), "-o", str(exported)).returncode == 0
+    header, segments = segments_of(exported)
+    assert (len(segments) > 1) == several
+    forged = bytearray(header + b"".join(segments))
+    forged[len(header) + 20] ^= 1  # an edited byte of the first segment's records
+    source.write_bytes(forged)
+    refused = f"{source}: BROKEN: not an encrypted recording"
+
+    result = run("verify_recording", str(source))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith(refused)
+    assert "1 of 1 recordings are broken" in result.stderr
+    # Layout only (no key) refuses it too.
+    result = run("verify_recording", "--no-decrypt", str(source))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith(refused)
+
+    if several:  # segments dropped from a multi-segment export
+        source.write_bytes(header + segments[0])
+        result = run("verify_recording", str(source))
+        assert result.returncode == 1
+        assert result.stdout.splitlines()[0].startswith(refused)
+        # The export's own reader counts the segments against its header's source.
+        with open(source, "rb") as stream, pytest.raises(RecordingBroken, match="has 1 segments"):
+            RecordingReader(stream, None, export=True).verify()
+
+
+def test_an_export_reader_refuses_an_encrypted_recording(recordings):
+    with (
+        open(recordings["intact"], "rb") as stream,
+        pytest.raises(RecordingBroken, match="not an export"),
+    ):
+        RecordingReader(stream, None, export=True)
