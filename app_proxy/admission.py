@@ -61,6 +61,9 @@ class Admission:
     mode: Mode
     upstream: AppUpstream
     assertion: str  # the X-Workgate-Assertion value, valid for at least 30 more seconds
+    # The workspace asks for the tunnel (requires_netbird): the proxy refuses every request and
+    # WebSocket from an address outside WORKGATE_TRUSTED_NETWORKS, not only the ticket and entry.
+    requires_tunnel: bool = False
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from app_proxy.daphne import (
 )
 from core.exceptions import error_body
 from core.groups import Membership
-from core.network import client_from_scope
+from core.network import client_from_scope, client_is_tunnelled
 from sessions_app.models import SESSION_ENDED, session_group
 from vnc_proxy.browser import browser_for
 from vnc_proxy.close_codes import CloseCode
@@ -335,6 +335,14 @@ class _Request:
         return value
 
 
+def _tunnel_refusal(request: _Request, admitted: Admission) -> AppRefused | None:
+    """For a workspace that asks for the tunnel, every request from outside it is refused, with
+    the client's address as X-Forwarded-For gives it (the admission says; no database)."""
+    if admitted.requires_tunnel and not client_is_tunnelled(request.client.ip or None):
+        return AppRefused(403, "tunnel_required", "This app requires an encrypted tunnel.")
+    return None
+
+
 def _error_response(status: int, code: str, message: str) -> tuple[dict, dict]:
     body = json.dumps(error_body(message, code)).encode()
     start = {
@@ -532,6 +540,9 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
     admitted = exchange.admission = await admission.admit(
         mode=request.mode, runtime_id=request.runtime_id, cookie_value=request.cookie()
     )
+    refused = _tunnel_refusal(request, admitted)
+    if refused is not None:
+        raise refused
     method = exchange.method
     if method not in _SAFE_METHODS and not request.origin_ok():
         raise _Refusal(403, "origin_not_allowed", "This origin may not send this request.")
@@ -776,6 +787,11 @@ async def _websocket(exchange: _Exchange, receive, send) -> None:
         )
     except AppRefused as refused:
         exchange.status = refused.status
+        await send(refuse)
+        return
+    tunnel = _tunnel_refusal(request, admitted)
+    if tunnel is not None:
+        exchange.status = tunnel.status
         await send(refuse)
         return
     if not request.origin_ok():

@@ -356,6 +356,7 @@ def _admission(grant: AppGrant, session: WorkspaceSession, user: User) -> Admiss
             credential=session.upstream_secret,
         ),
         assertion=assertion,
+        requires_tunnel=bool(session.workspace is not None and session.workspace.requires_netbird),
     )
 
 

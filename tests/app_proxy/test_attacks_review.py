@@ -634,3 +634,93 @@ def test_the_upstream_side_refuses_a_url_naming_another_host_or_port():
     ):
         with pytest.raises(upstreams.NotPinned):
             upstreams.check_pinned(upstream, URL(url, encoded=True))
+
+
+# --- The tunnel on every request, not only at the ticket and the door ----------------------------
+
+OUTSIDE_IP = "203.0.113.9"
+
+
+def tunnel_admission(*, requires_tunnel: bool):
+    from app_proxy.admission import Admission, AppUpstream
+
+    return Admission(
+        grant_id="g" * 43,
+        session_id=__import__("uuid").uuid4(),
+        runtime_id="wg-0123456789ab",
+        workspace_id="ws",
+        user_id=1,
+        mode="origin",
+        upstream=AppUpstream(
+            f"http://127.0.0.1:{processes.free_port()}", "", "127.0.0.1", 1, False, "", ""
+        ),
+        assertion="assertion",
+        requires_tunnel=requires_tunnel,
+    )
+
+
+def in_process_scope(kind: str, client_ip: str) -> dict:
+    return {
+        "type": kind,
+        "method": "GET",
+        "scheme": "http" if kind == "http" else "ws",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [(b"host", b"wg-0123456789ab.apps.localhost"), (b"cookie", b"c=1")],
+        "client": (client_ip, 50000),
+        "subprotocols": [],
+    }
+
+
+async def proxied_http(client_ip: str, admitted) -> tuple[int, dict]:
+    from app_proxy import proxy
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    scope = in_process_scope("http", client_ip)
+    await proxy._proxy_http(scope, receive, send, "origin", "wg-0123456789ab", "/", None)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], (__import__("json").loads(body) if body else {})
+
+
+@pytest.mark.parametrize("kind", ["http", "websocket"])
+async def test_an_app_cookie_of_a_tunnelled_workspace_opens_nothing_from_outside_the_tunnel(
+    kind, monkeypatch
+):
+    """The cookie was issued through the tunnel; shown from any other address, every request is
+    403 tunnel_required (a WebSocket is closed before it is accepted), with no database call."""
+    from app_proxy import admission, proxy
+
+    admitted = tunnel_admission(requires_tunnel=True)
+
+    async def admit(**_):
+        return admitted
+
+    monkeypatch.setattr(admission, "admit", admit)
+    if kind == "http":
+        status, body = await proxied_http(OUTSIDE_IP, admitted)
+        assert (status, body["code"]) == (403, "tunnel_required")
+        # Through the tunnel the request goes on to the app (here: down, 502), not refused.
+        status, body = await proxied_http("100.64.0.7", admitted)
+        assert status != 403 and body.get("code") != "tunnel_required"
+        return
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    messages = [{"type": "websocket.connect"}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "websocket.disconnect", "code": 1000}
+
+    scope = in_process_scope("websocket", OUTSIDE_IP)
+    await proxy._proxy_websocket(scope, receive, send, "origin", "wg-0123456789ab", "/")
+    assert [m["type"] for m in sent] == ["websocket.close"]

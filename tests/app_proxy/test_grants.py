@@ -358,3 +358,18 @@ def test_grants_and_tickets_are_read_only_records_in_the_django_admin(site, api,
     assert listed.status_code == tickets.status_code == 200
     assert entry.cookie_value not in listed.content.decode()
     assert b"Add app grant" not in listed.content
+
+
+async def test_an_admission_says_whether_the_workspace_asks_for_the_tunnel(
+    api, web_app, app_runtime, cache
+):
+    """What the proxy checks each request's address against, with no database call of its own."""
+    entry = await entered(api, app_runtime)
+    assert entry.admission.requires_tunnel is False
+
+    await orm(lambda: Workspace.objects.filter(pk=web_app.pk).update(requires_netbird=True))
+    loaded = await orm(
+        services.admission_load, entry.admission.grant_id, "origin", app_runtime.runtime_id
+    )
+
+    assert loaded.admission.requires_tunnel is True
