@@ -1,8 +1,9 @@
 """The relay's side of a recording: `RecordingSink.put` on the event loop, one writer thread per
 process doing everything else (spike 22, sections 4.2 and 12).
 
-`put` is the hot path: a clock read, a tuple and a `deque.append` (no lock, no wake-up). The
-writer thread wakes every WAKE_SECONDS (or at once on a close), takes at most BATCH records from
+`put` is the hot path: a clock read, a tuple and a `deque.append` (no lock, no wake-up). While it
+has sinks, the writer thread wakes every WAKE_SECONDS (or at once on a close); with none it waits
+untimed until a sink is added. Each pass takes at most BATCH records from
 a sink, then `time.sleep(0)` so the loop thread gets the GIL between batches; it compresses,
 seals, hashes and writes through `format.RecordingWriter`.
 
@@ -221,7 +222,6 @@ class _WriterThread:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self.cpu_seconds = 0.0  # this thread's CPU time so far (bench/recording_writer.py)
 
     def add(self, sink: RecordingSink) -> None:
         with self._lock:
@@ -231,15 +231,18 @@ class _WriterThread:
                     target=self._run, name="recording-writer", daemon=True
                 )
                 self._thread.start()
+        self._wake.set()  # it may be waiting untimed, with no sinks
 
     def wake(self) -> None:
         self._wake.set()
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(WAKE_SECONDS)
+            with self._lock:
+                idle = not self._sinks
+            # add() sets the event after appending: a sink added since the check is not missed.
+            self._wake.wait(None if idle else WAKE_SECONDS)
             self._wake.clear()
-            cpu = time.thread_time()
             busy = True
             while busy:
                 busy = False
@@ -256,9 +259,6 @@ class _WriterThread:
                         self._remove(sink)
                         sink._spool.abandon()
                     time.sleep(0)  # let the loop thread have the GIL between batches
-                now = time.thread_time()
-                self.cpu_seconds += now - cpu
-                cpu = now
 
     def _remove(self, sink: RecordingSink) -> None:
         with self._lock:
@@ -271,8 +271,3 @@ _writer_thread = _WriterThread()
 
 def _thread() -> _WriterThread:
     return _writer_thread
-
-
-def writer_cpu_seconds() -> float:
-    """CPU time the writer thread has used in this process."""
-    return _writer_thread.cpu_seconds

@@ -234,3 +234,37 @@ async def test_a_relay_that_does_not_pause_overflows_the_backlog_and_fails(store
     finally:
         gated.release()
     assert (await sink.close({})).status == "failed"
+
+
+async def test_the_writer_thread_waits_untimed_once_it_has_no_sinks(store):
+    """With sinks it wakes every WAKE_SECONDS; with none left it waits without a timeout (it does
+    not keep waking for a process that recorded once), and a new sink wakes it."""
+    waits: list[float | None] = []
+
+    class Counted(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            return super().wait(timeout)
+
+    thread = writer._thread()
+    old, counted = thread._wake, Counted()
+    thread._wake = counted
+    old.set()  # it may be waiting untimed on the old event
+    try:
+        for _ in range(2):  # the second sink is added while the thread waits untimed
+            spool = store.open_spool(ID, datetime.now(UTC))
+            sink = RecordingSink(spool, key=new_data_key(), recording_id=ID)
+            sink.put(Kind.TO_VIEWER, 1, b"RFB 003.008\n")
+            await until(lambda: writer.WAKE_SECONDS in waits)
+            seal = await asyncio.wait_for(sink.close({}), 5)
+            assert seal.status == "complete"
+            await until(lambda: waits[-1] is None)
+            await asyncio.sleep(0.05)  # its last passes after the close
+            seen = len(waits)
+            await asyncio.sleep(0.2)  # 40 wake-ups' worth
+            assert len(waits) == seen and waits[-1] is None
+            waits.clear()
+            store.delete(spool.object_key)
+    finally:
+        thread._wake = old
+        counted.set()
