@@ -75,11 +75,12 @@ class Entry:
     max_age: int  # seconds
 
 
-def cookie_is_signed(cookie_value: str | None) -> bool:
-    """Whether an app cookie was signed by this gateway (no database, no grant looked up)."""
+def cookie_is_signed(cookie_value: str | None, runtime_id: str | None = None) -> bool:
+    """Whether an app cookie was signed by this gateway within a grant's longest life, and for
+    `runtime_id` when given (no database, no grant looked up)."""
     from app_proxy import services
 
-    return services.cookie_is_signed(cookie_value)
+    return services.cookie_is_signed(cookie_value, runtime_id)
 
 
 async def admit(*, mode: Mode, runtime_id: str, cookie_value: str | None) -> Admission:

@@ -409,9 +409,9 @@ async def _nothing() -> None:
 def _body_limit(twisted_request) -> int:
     """The largest body a request may send, decided on its head before Twisted spools any of
     it: WORKGATE_APP_MAX_REQUEST_BODY only for a request routed to an app (by Host or prefix)
-    whose Cookie carries that app's cookie signed by this gateway (a signature check, no
-    database); the gateway's own limit for every other request, so no anonymous client makes
-    the gateway spool a large body."""
+    whose Cookie carries that app's cookie signed by this gateway for that runtime, less than a
+    grant's longest life ago (a signature check, no database); the gateway's own limit for
+    every other request, so no anonymous client makes the gateway spool a large body."""
     gateway = settings.WORKGATE_MAX_REQUEST_BODY
     host, target, cookies = request_head(twisted_request)
     if b"workgate-app" not in cookies:
@@ -426,7 +426,7 @@ def _body_limit(twisted_request) -> int:
         mode, runtime_id = "prefix", found[0]
     app = settings.WORKGATE_APP_MAX_REQUEST_BODY
     value = _cookie_value(cookies, admission.cookie_name(mode, runtime_id))
-    return app if admission.cookie_is_signed(value) else min(gateway, app)
+    return app if admission.cookie_is_signed(value, runtime_id) else min(gateway, app)
 
 
 def _body_window() -> float:

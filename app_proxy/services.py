@@ -182,32 +182,49 @@ def app_tickets_void(*, user) -> int:
 # --- Entering: a ticket for a cookie ----------------------------------------------------------
 
 
-def grant_cookie(grant_id: str) -> str:
-    return signing.dumps(grant_id, salt=COOKIE_SALT, compress=False)
+def grant_cookie(grant_id: str, runtime_id: str = "") -> str:
+    """The app cookie's value: the grant id and the runtime it opens, signed (and timestamped:
+    no cookie is believed past GRANT_MAX_AGE, the longest a grant lives)."""
+    value = [grant_id, runtime_id] if runtime_id else grant_id
+    return signing.dumps(value, salt=COOKIE_SALT, compress=False)
 
 
-def cookie_is_signed(cookie_value: str | None) -> bool:
-    """Whether an app cookie's value was signed by this gateway: a signature check only, no
-    database (the grant may have ended). What earns a request the app's body limit."""
+def _cookie_claims(cookie_value: str) -> tuple[str, str | None] | None:
+    """(grant id, runtime id) from a cookie this gateway signed less than GRANT_MAX_AGE ago;
+    the runtime id is None in a cookie from before it was signed in. None for any other."""
+    try:
+        value = signing.loads(cookie_value, salt=COOKIE_SALT, max_age=GRANT_MAX_AGE.total_seconds())
+    except signing.BadSignature:
+        return None
+    if isinstance(value, str):
+        return value, None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(part, str) and part for part in value)
+    ):
+        return value[0], value[1]
+    return None
+
+
+def cookie_is_signed(cookie_value: str | None, runtime_id: str | None = None) -> bool:
+    """Whether an app cookie's value was signed by this gateway, not longer ago than a grant
+    lives, and (given `runtime_id`) for that runtime: a signature check only, no database (the
+    grant may have ended). What earns a request the app's body limit."""
     if not cookie_value:
         return False
-    try:
-        return isinstance(signing.loads(cookie_value, salt=COOKIE_SALT), str)
-    except signing.BadSignature:
+    claims = _cookie_claims(cookie_value)
+    if claims is None:
         return False
+    return runtime_id is None or claims[1] in (None, runtime_id)
 
 
 def grant_id_of(cookie_value: str | None) -> str:
     """The grant a cookie names; AppRefused 401 for none, or one the gateway did not sign."""
-    if not cookie_value:
+    claims = _cookie_claims(cookie_value) if cookie_value else None
+    if claims is None:
         raise AppRefused(401, "app_sign_in_required", "Open this app from Workgate.")
-    try:
-        grant_id = signing.loads(cookie_value, salt=COOKIE_SALT)
-    except signing.BadSignature:
-        raise AppRefused(401, "app_sign_in_required", "Open this app from Workgate.") from None
-    if not isinstance(grant_id, str):
-        raise AppRefused(401, "app_sign_in_required", "Open this app from Workgate.")
-    return grant_id
+    return claims[0]
 
 
 async def app_enter(
@@ -288,7 +305,7 @@ def enter(
         )
     return Entry(
         admission=_admission(grant, session, user),
-        cookie_value=grant_cookie(grant.id),
+        cookie_value=grant_cookie(grant.id, session.runtime_id),
         max_age=max(1, int((expires_at - at).total_seconds())),
     )
 

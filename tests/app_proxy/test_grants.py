@@ -373,3 +373,23 @@ async def test_an_admission_says_whether_the_workspace_asks_for_the_tunnel(
     )
 
     assert loaded.admission.requires_tunnel is True
+
+
+async def test_a_cookie_earns_the_apps_body_limit_only_for_its_runtime_and_while_a_grant_may_live(
+    api, app_runtime, cache, monkeypatch
+):
+    """The signature check behind the 1 GiB upload limit (no database): not forever, not on
+    another runtime; a cookie signed before the runtime was signed in with it still verifies."""
+    entry = await entered(api, app_runtime)
+    runtime_id = app_runtime.runtime_id
+
+    assert services.cookie_is_signed(entry.cookie_value, runtime_id)
+    assert not services.cookie_is_signed(entry.cookie_value, "wg-000000000000")
+    old_style = services.grant_cookie(entry.admission.grant_id)
+    assert services.cookie_is_signed(old_style, runtime_id)
+    assert services.grant_id_of(entry.cookie_value) == entry.admission.grant_id
+
+    later = time.time() + services.GRANT_MAX_AGE.total_seconds() + 60
+    monkeypatch.setattr("django.core.signing.time.time", lambda: later)
+    assert not services.cookie_is_signed(entry.cookie_value, runtime_id)
+    assert not services.cookie_is_signed(old_style)
