@@ -328,7 +328,8 @@ def _standing_refusal(
 ) -> AppRefused | None:
     """What an entry and every admission ask of what a grant stands on: the account active and
     signed in as when the ticket was minted (`epoch`), the session ready, and the workspace
-    still shared with the user, reached under /apps/ only where it allows that, and through
+    still shared with the user, reached in the one mode its tickets name (under /apps/ only
+    where it allows that and no apps domain is set), and through
     the tunnel where it asks for it (at entry, with the client's `origin`)."""
     if not user.is_active:
         return AppRefused(403, "account_disabled", "This account is disabled.")
@@ -339,11 +340,20 @@ def _standing_refusal(
     workspace = session.workspace
     if workspace is None or not workspace_granted(user, workspace.pk):
         return AppRefused(403, "app_not_shared", "This app is no longer shared with you.")
-    if mode == "prefix" and not workspace.app_path_prefix_allowed:
-        return AppRefused(404, "app_not_found", "This app is not reached under /apps/.")
+    if mode != _reached_in(workspace):
+        return AppRefused(404, "app_not_found", "This app is not reached at this address.")
     if origin is not None and workspace.requires_netbird and not client_is_tunnelled(origin.ip):
         return AppRefused(403, "tunnel_required", "This app requires an encrypted tunnel.")
     return None
+
+
+def _reached_in(workspace) -> Mode | None:
+    """The one mode this deployment serves `workspace`'s app in (as its tickets say): on its
+    own origin wherever an apps domain is set, never under /apps/ then; None for neither."""
+    try:
+        return app_mode(prefix_allowed=bool(workspace.app_path_prefix_allowed))
+    except APIError:
+        return None
 
 
 def _admission(grant: AppGrant, session: WorkspaceSession, user: User) -> Admission:

@@ -17,6 +17,7 @@ import time
 import httpx
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from tests.support import apps, processes
 from tests.support.database import orm
@@ -34,11 +35,23 @@ def refused(response, status: int | tuple[int, ...]) -> dict:
     return body
 
 
+@pytest.fixture(scope="module")
+def prefix_gateway(django_db_setup, tmp_path_factory):
+    """A gateway without an apps domain: the only one that serves apps under /apps/ (where an
+    apps domain is set, an app is reached on its own origin and never under the prefix)."""
+    with apps.app_gateway(
+        tmp_path_factory.mktemp("prefix-gateway") / "daphne.log", WORKGATE_APPS_DOMAIN=""
+    ) as gateway:
+        yield gateway
+
+
 def prefix_opened(api, gateway, url: str, **fields) -> tuple[str, str, str]:
-    """(runtime id, cookie name, cookie value) of an app opened under `/apps/<runtime-id>/`."""
+    """(runtime id, cookie name, cookie value) of an app opened under `/apps/<runtime-id>/` on
+    `gateway` (`prefix_gateway`), its ticket minted as that gateway's (no apps domain)."""
     workspace = apps.web_workspace(url, app_path_prefix_allowed=True, **fields)
     runtime = apps.launched_runtime(api, workspace)
-    ticket = httpx.URL(apps.app_url(api, runtime)).params["ticket"]
+    with override_settings(WORKGATE_APPS_DOMAIN=""):
+        ticket = httpx.URL(apps.app_url(api, runtime)).params["ticket"]
     entered = httpx.get(
         f"{gateway.base_url}/apps/{runtime}/.workgate/enter",
         params={"ticket": ticket},
@@ -141,17 +154,17 @@ async def test_a_request_target_without_a_leading_slash_cannot_move_the_upstream
 
 
 async def test_an_encoded_slash_after_the_prefix_cannot_move_the_upstream(
-    app_settings, app_gateway, httpbin_app, api
+    app_settings, prefix_gateway, httpbin_app, api
 ):
     """Prefix mode, a target a browser sends as written (a link): decoded it is
     `/apps/<rid>/@[::1]:<port>/x`, raw after the prefix `%2F@[::1]:<port>/x`."""
-    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, prefix_gateway, httpbin_app.url))
     with canary("::1") as (port, seen):
         answer = await asyncio.to_thread(
             raw_request,
-            app_gateway.port,
+            prefix_gateway.port,
             f"/apps/{runtime}%2F@[::1]:{port}/x",
-            f"127.0.0.1:{app_gateway.port}",
+            f"127.0.0.1:{prefix_gateway.port}",
             f"{name}={cookie}",
         )
 
@@ -231,14 +244,14 @@ def effective_path(set_cookie: str) -> str | None:
 
 
 async def test_an_app_under_a_prefix_cannot_set_a_cookie_for_the_whole_gateway_origin(
-    app_settings, app_gateway, httpbin_app, api
+    app_settings, prefix_gateway, httpbin_app, api
 ):
     """Two Path attributes: the proxy rewrote the first, browsers obey the last."""
-    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, prefix_gateway, httpbin_app.url))
     planted = "theme=attackers; Path=/; Path=/; HttpOnly; SameSite=Lax"
 
     response = await prefix_get(
-        app_gateway, runtime, name, cookie, "/response-headers", {"Set-Cookie": planted}
+        prefix_gateway, runtime, name, cookie, "/response-headers", {"Set-Cookie": planted}
     )
 
     assert response.status_code == 200
@@ -249,7 +262,7 @@ async def test_an_app_under_a_prefix_cannot_set_a_cookie_for_the_whole_gateway_o
 
 @pytest.mark.parametrize("mode", ["origin", "prefix"])
 async def test_an_app_cannot_set_the_gateways_cookies(
-    app_settings, app_gateway, httpbin_app, api, mode
+    app_settings, app_gateway, prefix_gateway, httpbin_app, api, mode
 ):
     names = [
         settings.SESSION_COOKIE_NAME,
@@ -264,8 +277,12 @@ async def test_an_app_cannot_set_the_gateways_cookies(
         async with app_gateway.client(runtime, cookie) as client:
             response = await client.get("/response-headers", params=params)
     else:
-        runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
-        response = await prefix_get(app_gateway, runtime, name, cookie, "/response-headers", params)
+        runtime, name, cookie = await orm(
+            lambda: prefix_opened(api, prefix_gateway, httpbin_app.url)
+        )
+        response = await prefix_get(
+            prefix_gateway, runtime, name, cookie, "/response-headers", params
+        )
 
     assert response.status_code == 200
     (kept,) = response.headers.get_list("set-cookie")
@@ -273,17 +290,17 @@ async def test_an_app_cannot_set_the_gateways_cookies(
 
 
 async def test_an_app_under_a_prefix_cannot_have_a_service_worker(
-    app_settings, app_gateway, httpbin_app, api
+    app_settings, prefix_gateway, httpbin_app, api
 ):
     """A worker allowed the whole origin (Service-Worker-Allowed: /) answers the gateway's own
     pages, the sign-in included, after the app session has ended; under the prefix no worker
     script is served at all, and the header never reaches the browser."""
-    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, prefix_gateway, httpbin_app.url))
     params = {"Service-Worker-Allowed": "/", "Content-Type": "text/javascript"}
 
-    widened = await prefix_get(app_gateway, runtime, name, cookie, "/response-headers", params)
+    widened = await prefix_get(prefix_gateway, runtime, name, cookie, "/response-headers", params)
     script = await prefix_get(
-        app_gateway,
+        prefix_gateway,
         runtime,
         name,
         cookie,
@@ -368,11 +385,11 @@ async def test_an_anonymous_client_cannot_make_the_gateway_spool_a_large_body(
 
 
 async def test_a_signed_in_app_under_a_prefix_still_takes_a_large_upload(
-    app_settings, app_gateway, httpbin_app, api
+    app_settings, prefix_gateway, httpbin_app, api
 ):
-    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, prefix_gateway, httpbin_app.url))
     body = b"0123456789abcdef" * (MiB // 16) * 12  # above the gateway's own 10 MiB
-    async with httpx.AsyncClient(base_url=app_gateway.base_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=prefix_gateway.base_url, timeout=60) as client:
         response = await client.post(
             f"/apps/{runtime}/anything", content=body, headers={"Cookie": f"{name}={cookie}"}
         )
@@ -581,12 +598,12 @@ async def test_a_subrequest_from_a_sibling_app_origin_is_not_admitted(
 
 
 async def test_a_host_outside_allowed_hosts_is_not_passed_to_an_app_under_a_prefix(
-    app_settings, app_gateway, httpbin_app, api
+    app_settings, prefix_gateway, httpbin_app, api
 ):
     """Prefix mode is routed before Django, so ALLOWED_HOSTS never saw it: any Host reached the
     app as X-Forwarded-Host, and its absolute redirects were rewritten onto it."""
-    runtime, name, cookie = await orm(lambda: prefix_opened(api, app_gateway, httpbin_app.url))
-    async with httpx.AsyncClient(base_url=app_gateway.base_url, timeout=30) as client:
+    runtime, name, cookie = await orm(lambda: prefix_opened(api, prefix_gateway, httpbin_app.url))
+    async with httpx.AsyncClient(base_url=prefix_gateway.base_url, timeout=30) as client:
         poisoned = await client.get(
             f"/apps/{runtime}/absolute-redirect/1",
             headers={"Host": "evil.example", "Cookie": f"{name}={cookie}"},
@@ -598,7 +615,7 @@ async def test_a_host_outside_allowed_hosts_is_not_passed_to_an_app_under_a_pref
     assert refused(poisoned, 400)["code"] == "bad_request"
     assert "evil.example" not in poisoned.text
     assert allowed.status_code == 302
-    assert allowed.headers["location"].startswith(f"http://127.0.0.1:{app_gateway.port}/apps/")
+    assert allowed.headers["location"].startswith(f"http://127.0.0.1:{prefix_gateway.port}/apps/")
 
 
 def test_the_upstream_side_refuses_a_url_naming_another_host_or_port():

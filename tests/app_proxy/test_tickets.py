@@ -257,3 +257,21 @@ def test_a_forged_or_foreign_token_is_no_ticket(api, app_runtime):
         with pytest.raises(AppRefused) as refused:
             enter(app_runtime.runtime_id, raw)
         assert refused.value.status == 401
+
+
+def test_a_ticket_opens_its_app_only_in_the_mode_the_workspace_is_reached_in(
+    api, app_runtime, settings
+):
+    """Where an apps domain is set an app is never served under /apps/ (its pages would run on
+    the gateway's origin), even for a workspace that allows the prefix; without one, never on
+    an app origin."""
+    Workspace.objects.filter(pk=app_runtime.workspace_id).update(app_path_prefix_allowed=True)
+    with pytest.raises(AppRefused) as under_prefix:
+        enter(app_runtime.runtime_id, mint(api, app_runtime), mode="prefix")
+    assert (under_prefix.value.status, under_prefix.value.code) == (404, "app_not_found")
+
+    settings.WORKGATE_APPS_DOMAIN = ""
+    with pytest.raises(AppRefused) as on_an_origin:
+        enter(app_runtime.runtime_id, mint(api, app_runtime), mode="origin")
+    assert (on_an_origin.value.status, on_an_origin.value.code) == (404, "app_not_found")
+    assert not AppGrant.objects.exists()
