@@ -751,6 +751,33 @@ async def _enter(exchange: _Exchange, send) -> None:
 # --- WebSockets -------------------------------------------------------------------------------
 
 
+# Closing before accept: Daphne answers the handshake 403 (RFC 6455 1008, policy violation).
+REFUSE_BEFORE_ACCEPT = 1008
+
+# How an open WebSocket ends when its re-admission is refused, in the relay's codes (a sign-out
+# everywhere is 4411 for an app as for a desktop); anything else: the app session ended.
+_CLOSE_FOR_REFUSAL = {
+    "signed_out": (CloseCode.SIGNED_OUT, "signed out"),
+    "account_disabled": (CloseCode.SIGNED_OUT, "the account is disabled"),
+    "app_not_shared": (CloseCode.FORBIDDEN, "the app is no longer shared"),
+    "tunnel_required": (CloseCode.FORBIDDEN, "the app requires an encrypted tunnel"),
+    "app_wrong_origin": (CloseCode.FORBIDDEN, "another app's session"),
+    "app_not_found": (CloseCode.UNKNOWN_WORKSPACE, "no such app here"),
+    "app_sign_in_required": (CloseCode.TICKET_INVALID, "open this app from Workgate"),
+    "app_signing_key_unset": (CloseCode.UPSTREAM_FAILED, "the app cannot be told who is asking"),
+}
+
+
+def close_for_refusal(refused: AppRefused) -> tuple[int, str]:
+    """(close code, reason) for an open WebSocket whose re-admission was refused."""
+    return _CLOSE_FOR_REFUSAL.get(refused.code, (CloseCode.SESSION_ENDED, "the app session ended"))
+
+
+def frame_size(data: str | bytes) -> int:
+    """The bytes a frame's payload carries: a text frame's in UTF-8, not its characters."""
+    return len(data.encode()) if isinstance(data, str) else len(data)
+
+
 def _close_code(code: int | None) -> int:
     """A code that may be sent in a close frame (1005, 1006 and 1015 may not)."""
     if code is None or code in (1005, 1006, 1015) or not (1000 <= code < 5000):
@@ -772,7 +799,7 @@ async def _proxy_websocket(scope, receive, send, mode, runtime_id, path) -> None
 
 async def _websocket(exchange: _Exchange, receive, send) -> None:
     request = exchange.request
-    refuse = {"type": "websocket.close", "code": 1008}  # before accept: Daphne answers 403
+    refuse = {"type": "websocket.close", "code": REFUSE_BEFORE_ACCEPT}
     if not request.runtime_id or _reserved(request.path):
         exchange.status = 404
         await send(refuse)
@@ -856,7 +883,7 @@ async def _relay(exchange: _Exchange, browser, app, membership) -> None:
             data = message.get("bytes")
             if data is None:
                 data = message.get("text") or ""
-            exchange.to_app += len(data)
+            exchange.to_app += frame_size(data)
             if transport.get_write_buffer_size() > upstreams.WS_WRITE_LIMIT:
                 browser.pause_reading()  # the app is behind: stop reading from the browser
                 try:
@@ -869,7 +896,7 @@ async def _relay(exchange: _Exchange, browser, app, membership) -> None:
     async def app_to_browser() -> None:
         try:
             async for data in app:
-                exchange.to_browser += len(data)
+                exchange.to_browser += frame_size(data)
                 if isinstance(data, str):
                     await browser.send_text(data)
                 else:
@@ -915,8 +942,8 @@ async def _relay(exchange: _Exchange, browser, app, membership) -> None:
                         runtime_id=request.runtime_id,
                         cookie_value=request.cookie(),
                     )
-                except AppRefused:
-                    await browser.close(CloseCode.SESSION_ENDED, "the app session ended")
+                except AppRefused as refused:
+                    await browser.close(*close_for_refusal(refused))
                     return
                 if loop.time() >= next_bytes:
                     next_bytes = loop.time() + BYTES_EVERY

@@ -140,7 +140,9 @@ async def test_binary_and_text_messages_and_the_subprotocol_pass_through_unchang
     grant = await orm_until(
         lambda: AppGrant.objects.filter(session__runtime_id=runtime, bytes_to_app__gt=0).first()
     )
-    assert grant.bytes_to_app >= len(payload) and grant.bytes_to_browser >= len(payload)
+    # Bytes, not characters: "héllo" is 6 of them.
+    sent = len(payload) + len("héllo".encode()) + 200 * 2
+    assert (grant.bytes_to_app, grant.bytes_to_browser) == (sent, sent)
 
 
 async def test_the_upgrade_is_refused_from_another_origin_and_without_the_app_cookie(
@@ -211,3 +213,30 @@ async def test_a_browser_that_stops_reading_pauses_the_app_instead_of_filling_th
             assert len(await asyncio.wait_for(ws.recv(), 10)) == 65536
 
     assert grew < 40, f"Daphne grew by {grew:.0f} MiB for a browser that stopped reading"
+
+
+@pytest.mark.parametrize(
+    ("code", "close"),
+    [
+        ("signed_out", 4411),
+        ("account_disabled", 4411),
+        ("app_not_shared", 4403),
+        ("tunnel_required", 4403),
+        ("app_grant_ended", 4410),
+        ("app_session_ended", 4410),
+    ],
+)
+def test_a_websocket_refused_on_re_admission_closes_with_the_relays_code_for_why(code, close):
+    """As the desktop relay does (vnc_proxy/close_codes.py): a sign-out everywhere (or an
+    account turned off) is 4411, a workspace no longer shared 4403, only an ended session 4410."""
+    from app_proxy.admission import AppRefused
+    from app_proxy.proxy import close_for_refusal
+
+    assert close_for_refusal(AppRefused(403, code, "refused"))[0] == close
+
+
+def test_websocket_byte_counts_are_bytes_not_characters():
+    from app_proxy.proxy import frame_size
+
+    assert frame_size("héllo ✓") == len("héllo ✓".encode())  # 10 bytes, 7 characters
+    assert frame_size(b"\x00\xff") == 2
