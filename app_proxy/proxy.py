@@ -109,7 +109,6 @@ _PATH_ATTRIBUTE = re.compile(r";\s*path\s*=\s*([^;]*)", re.IGNORECASE)
 RECHECK_AFTER = 2.0  # seconds an answer may run before it is re-admitted periodically
 RECHECK_EVERY = 2.0  # seconds between re-admissions of a long answer (SSE) or a WebSocket
 BYTES_EVERY = 30.0  # seconds between byte reports of an open WebSocket
-_BODY_METHODS_WITHOUT_LENGTH = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 
 
 def _gateway_cookie_names() -> frozenset[str]:
@@ -119,14 +118,6 @@ def _gateway_cookie_names() -> frozenset[str]:
 @functools.cache
 def _lowered(*names: str) -> frozenset[str]:
     return frozenset(name.lower() for name in names)
-
-
-class _Refusal(Exception):
-    """A request the proxy itself refuses (413, 403, 404), before or instead of the upstream."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def _header(headers, name: bytes) -> bytes | None:
@@ -272,7 +263,7 @@ class _Request:
             upstream, upstream.base_path + self.raw_path, query, websocket=websocket
         )
 
-    def forwarded(self, upstream, policy: frozenset[bytes]) -> list[tuple[str, str]]:
+    def forwarded(self, policy: frozenset[bytes]) -> list[tuple[str, str]]:
         """The headers the upstream receives."""
         headers = []
         named = None
@@ -490,7 +481,7 @@ async def _proxy_http(scope, receive, send, mode, runtime_id, path, body) -> Non
     exchange = _Exchange(request, scope["method"])
     try:
         await _http(exchange, receive, send, body)
-    except (AppRefused, _Refusal) as refused:
+    except AppRefused as refused:
         if exchange.status:  # the answer had started (a long one whose grant ended): it ends
             await send({"type": "http.response.body", "body": b""})
             return
@@ -507,36 +498,36 @@ async def _proxy_http(scope, receive, send, mode, runtime_id, path, body) -> Non
 async def _http(exchange: _Exchange, receive, send, body) -> None:
     request = exchange.request
     if not request.runtime_id:
-        raise _Refusal(404, "not_found", "No app is reached at this address.")
+        raise AppRefused(404, "not_found", "No app is reached at this address.")
     if not request.host_ok():
-        raise _Refusal(400, "bad_request", "This host is not one of the gateway's.")
+        raise AppRefused(400, "bad_request", "This host is not one of the gateway's.")
     if not request.target_ok():
-        raise _Refusal(400, "bad_request", "The request target is not a path.")
+        raise AppRefused(400, "bad_request", "The request target is not a path.")
     if _climbs(request.path):
-        raise _Refusal(400, "bad_request", "The path climbs above the app's root.")
+        raise AppRefused(400, "bad_request", "The path climbs above the app's root.")
     if request.prefix and _header(request.scope["headers"], b"service-worker") is not None:
         # A worker registered on the gateway's origin would outlive the app session.
-        raise _Refusal(403, "service_worker_refused", "An app under a prefix has no workers.")
+        raise AppRefused(403, "service_worker_refused", "An app under a prefix has no workers.")
     if _reserved(request.path):
         if request.path == admission.ENTER_PATH:
             await _enter(exchange, send)
             return
-        raise _Refusal(404, "not_found", "Not found.")
+        raise AppRefused(404, "not_found", "Not found.")
     headers = request.scope["headers"]
     if _header(headers, b"sec-fetch-site") in _OTHER_SITES and (
         _header(headers, b"sec-fetch-mode") != b"navigate"
     ):
         # Every <runtime-id>.<apps domain> is one site: another app's page would send this app's
         # SameSite=Lax cookie along with its <img>, <script> or no-cors fetch.
-        raise _Refusal(403, "cross_site_refused", "Another site's page may not send this.")
+        raise AppRefused(403, "cross_site_refused", "Another site's page may not send this.")
     limit = settings.WORKGATE_APP_MAX_REQUEST_BODY
     length = _header(headers, b"content-length")
     try:
         declared = int(length) if length is not None else None
     except ValueError:
-        raise _Refusal(400, "invalid", "Content-Length is not a number.") from None
+        raise AppRefused(400, "invalid", "Content-Length is not a number.") from None
     if (declared is not None and declared > limit) or (body is not None and body.size > limit):
-        raise _Refusal(413, "too_large", f"The request body is larger than {limit} bytes.")
+        raise AppRefused(413, "too_large", f"The request body is larger than {limit} bytes.")
     admitted = exchange.admission = await admission.admit(
         mode=request.mode, runtime_id=request.runtime_id, cookie_value=request.cookie()
     )
@@ -545,9 +536,9 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
         raise refused
     method = exchange.method
     if method not in _SAFE_METHODS and not request.origin_ok():
-        raise _Refusal(403, "origin_not_allowed", "This origin may not send this request.")
+        raise AppRefused(403, "origin_not_allowed", "This origin may not send this request.")
     upstream = admitted.upstream
-    forwarded = request.forwarded(upstream, _NOT_TO_APP)
+    forwarded = request.forwarded(_NOT_TO_APP)
     if request.origin_header is not None:
         forwarded.append(("Origin", upstream.origin))
     forwarded.append(("Host", upstream.origin.split("://", 1)[1]))
@@ -576,25 +567,25 @@ async def _http(exchange: _Exchange, receive, send, body) -> None:
             compress=None,
         ) as response:
             await _answer(exchange, response, send)
-    except _Refusal:
+    except AppRefused:
         raise
     except upstreams.NotPinned:  # never dialled: the target named another host
-        raise _Refusal(400, "bad_request", "The request target is not a path.") from None
+        raise AppRefused(400, "bad_request", "The request target is not a path.") from None
     except upstreams.Busy:
         message = "Too many requests to this app at once; try again when one has ended."
-        raise _Refusal(503, "app_busy", message) from None
+        raise AppRefused(503, "app_busy", message) from None
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         if exchange.status:  # the answer had started: it is cut short, visibly
             _cut_short(send)
             return
         logger.info("app %s timed out: %s", request.runtime_id, type(exc).__name__)
-        raise _Refusal(504, "upstream_timeout", "The app did not answer in time.") from None
+        raise AppRefused(504, "upstream_timeout", "The app did not answer in time.") from None
     except (aiohttp.ClientError, OSError) as exc:
         if exchange.status:
             _cut_short(send)
             return
         logger.info("app %s could not be reached: %s", request.runtime_id, exc)
-        raise _Refusal(502, "upstream_unreachable", "The app could not be reached.") from None
+        raise AppRefused(502, "upstream_unreachable", "The app could not be reached.") from None
     finally:
         await exchange.record_bytes()
 
@@ -620,7 +611,9 @@ async def _received(exchange: _Exchange, receive, limit: int):
         if chunk:
             exchange.to_app += len(chunk)
             if exchange.to_app > limit:
-                raise _Refusal(413, "too_large", f"The request body is larger than {limit} bytes.")
+                raise AppRefused(
+                    413, "too_large", f"The request body is larger than {limit} bytes."
+                )
             yield chunk
         if not message.get("more_body", False):
             return
@@ -708,7 +701,7 @@ async def _next_chunk(content, exchange: _Exchange, loop, recheck_at: float) -> 
 async def _enter(exchange: _Exchange, send) -> None:
     request = exchange.request
     if exchange.method != "GET":
-        raise _Refusal(405, "method_not_allowed", "Open this address with GET.")
+        raise AppRefused(405, "method_not_allowed", "Open this address with GET.")
     ticket = ""
     query = request.scope.get("query_string", b"").decode("latin-1")
     for part in query.split("&"):
@@ -826,7 +819,7 @@ async def _websocket(exchange: _Exchange, receive, send) -> None:
         await send(refuse)
         return
     upstream = admitted.upstream
-    headers = request.forwarded(upstream, _NOT_TO_APP_WS)
+    headers = request.forwarded(_NOT_TO_APP_WS)
     headers.append(("X-Workgate-Assertion", admitted.assertion))
     if upstream.credential_header:
         headers.append((upstream.credential_header, upstream.credential))

@@ -40,7 +40,7 @@ from app_proxy.admission import (
     Entry,
     Mode,
 )
-from app_proxy.assertions import NoSigningKey, assertion_for
+from app_proxy.assertions import LIFETIME, NoSigningKey, assertion_for
 from app_proxy.models import AppGrant, AppTicket
 from app_proxy.origins import app_origin, apps_domain
 from app_proxy.tickets import AppTicketToken
@@ -49,6 +49,7 @@ from core.database import in_db_thread
 from core.exceptions import APIError, Conflict, NotFound
 from core.network import SYSTEM, Origin, client_is_tunnelled
 from sessions_app.models import WorkspaceSession
+from sessions_app.provisioners.web import DEFAULT_PORTS
 from vnc_proxy import tickets
 from vnc_proxy.selectors import access_runtime
 from vnc_proxy.services import connect_refusal
@@ -62,7 +63,6 @@ COOKIE_SALT = "workgate.app_proxy.grant"
 # A grant lasts as long as its session may, and never longer than this.
 GRANT_MAX_AGE = timedelta(hours=12)
 FLUSH_INTERVAL = 30.0  # seconds between writes of a grant's byte counters
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 # --- App tickets ---------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def _admission(grant: AppGrant, session: WorkspaceSession, user: User) -> Admiss
             origin=f"{parts.scheme}://{parts.netloc}",
             base_path=parts.path,
             address=session.upstream_address or "",
-            port=parts.port or _DEFAULT_PORTS.get(parts.scheme, 443),
+            port=parts.port or DEFAULT_PORTS.get(parts.scheme, 443),
             tls_verify=session.upstream_tls_verify,
             credential_header=session.upstream_username,
             credential=session.upstream_secret,
@@ -438,7 +438,7 @@ def admission_load(grant_id: str, mode: Mode, runtime_id: str) -> admission_cach
         admission=admission,
         session_id=str(session.id),
         user_id=user.pk,
-        assertion_expires_at=time.time() + 60,
+        assertion_expires_at=time.time() + LIFETIME.total_seconds(),
         grant_expires_at=grant.expires_at.timestamp(),
     )
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "web"
 NETWORKS_SETTING = "WORKGATE_APP_UPSTREAM_NETWORKS"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -128,7 +128,7 @@ def normalized(url: str) -> tuple[str, str, int]:
         port = parts.port
     except ValueError:
         parts, port = None, None
-    if parts is None or parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+    if parts is None or parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname:
         raise ProvisionerUnavailable("The workspace's url is not an http:// or https:// URL.")
     if parts.username or parts.password:
         raise ProvisionerUnavailable(
@@ -136,9 +136,9 @@ def normalized(url: str) -> tuple[str, str, int]:
         )
     scheme = parts.scheme.lower()
     host = parts.hostname.lower().rstrip(".")
-    port = port or _DEFAULT_PORTS[scheme]
+    port = port or DEFAULT_PORTS[scheme]
     netloc = f"[{host}]" if ":" in host else host
-    if port != _DEFAULT_PORTS[scheme]:
+    if port != DEFAULT_PORTS[scheme]:
         netloc = f"{netloc}:{port}"
     return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", "")), host, port
 
