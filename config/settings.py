@@ -364,8 +364,9 @@ for _network in WORKGATE_APP_UPSTREAM_NETWORKS:
             f"WORKGATE_APP_UPSTREAM_NETWORKS: {_network} is wider than a /8 (IPv4) or /16 "
             "(IPv6): list the networks the apps are on, never the internet"
         )
-# Seconds to connect to an app (then 504 upstream_timeout); seconds an open request or proxied
-# WebSocket may pass with nothing in either direction before it is closed.
+# Seconds to connect to an app (then 504 upstream_timeout); seconds an HTTP request waits for
+# the app's next bytes (aiohttp's sock_read: 504 before the answer starts, cut short after). It
+# covers nothing else: a proxied WebSocket has no idle timeout here.
 WORKGATE_APP_CONNECT_TIMEOUT = env_int("WORKGATE_APP_CONNECT_TIMEOUT", 10, minimum=1)
 WORKGATE_APP_IDLE_TIMEOUT = env_int("WORKGATE_APP_IDLE_TIMEOUT", 300, minimum=5)
 # The largest request body passed to an app, in bytes (413 beyond it); 1 GiB.
