@@ -140,8 +140,11 @@ async def test_put_never_waits_for_storage_and_the_loop_keeps_running(store):
         gated.release()
     seal = await sink.close({})
     assert seal.status == "complete"
-    assert elapsed < 1.0, f"20,000 puts took {elapsed:.3f} s"
-    assert slowest < 0.05, f"the slowest put took {slowest * 1e3:.1f} ms"
+    # Storage was held the whole time: a put that waited for it would not have returned at all.
+    # The bounds only catch a put grown slow; they leave room for a loaded machine's scheduling
+    # (the writer thread holds the GIL for up to a switch interval at a time).
+    assert elapsed < 5.0, f"20,000 puts took {elapsed:.3f} s"
+    assert slowest < 0.5, f"the slowest put took {slowest * 1e3:.1f} ms"
 
 
 async def test_the_backlog_pauses_at_the_high_mark_and_resumes_at_the_low_one(store):
