@@ -278,6 +278,16 @@ def app_gateway(django_db_setup, tmp_path_factory):
         yield gateway
 
 
+@pytest.fixture(scope="session")
+def prefix_gateway(django_db_setup, tmp_path_factory):
+    """A gateway without an apps domain: the only kind that serves apps under /apps/ (where an
+    apps domain is set, an app is reached on its own origin and never under the prefix)."""
+    with apps.app_gateway(
+        tmp_path_factory.mktemp("prefix-gateway") / "daphne.log", WORKGATE_APPS_DOMAIN=""
+    ) as gateway:
+        yield gateway
+
+
 @pytest.fixture
 def app_settings(settings, app_gateway):
     """This process's settings as the gateway's: launches here pin loopback upstreams, and the

@@ -35,16 +35,6 @@ def refused(response, status: int | tuple[int, ...]) -> dict:
     return body
 
 
-@pytest.fixture(scope="module")
-def prefix_gateway(django_db_setup, tmp_path_factory):
-    """A gateway without an apps domain: the only one that serves apps under /apps/ (where an
-    apps domain is set, an app is reached on its own origin and never under the prefix)."""
-    with apps.app_gateway(
-        tmp_path_factory.mktemp("prefix-gateway") / "daphne.log", WORKGATE_APPS_DOMAIN=""
-    ) as gateway:
-        yield gateway
-
-
 def prefix_opened(api, gateway, url: str, **fields) -> tuple[str, str, str]:
     """(runtime id, cookie name, cookie value) of an app opened under `/apps/<runtime-id>/` on
     `gateway` (`prefix_gateway`), its ticket minted as that gateway's (no apps domain)."""

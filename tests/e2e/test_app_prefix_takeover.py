@@ -15,6 +15,7 @@ import httpx
 import pytest
 from django.conf import settings
 from django.db import connections
+from django.test import override_settings
 
 from tests.support import apps, processes
 
@@ -37,15 +38,16 @@ def in_a_thread(call):
 
 
 def test_an_app_under_a_prefix_cannot_take_over_the_gateways_origin(
-    app_settings, app_gateway, api, new_page
+    app_settings, prefix_gateway, api, new_page
 ):
     name = settings.SESSION_COOKIE_NAME
     port = processes.free_port()
     with processes.running([sys.executable, APP, str(port), name], port=port):
         workspace = apps.web_workspace(f"http://127.0.0.1:{port}/", app_path_prefix_allowed=True)
         runtime = apps.launched_runtime(api, workspace)
-        ticket = httpx.URL(apps.app_url(api, runtime)).params["ticket"]
-        page = new_page(app_gateway.base_url)
+        with override_settings(WORKGATE_APPS_DOMAIN=""):  # minted as prefix_gateway's
+            ticket = httpx.URL(apps.app_url(api, runtime)).params["ticket"]
+        page = new_page(prefix_gateway.base_url)
         page.context.add_cookies(
             [
                 {
@@ -69,7 +71,7 @@ def test_an_app_under_a_prefix_cannot_take_over_the_gateways_origin(
         }
         stopped = in_a_thread(lambda: api.post(f"/api/workspaces/{workspace.id}/stop"))
         after = page.context.new_page()
-        after.goto(f"{app_gateway.base_url}/api/auth/signin")
+        after.goto(f"{prefix_gateway.base_url}/api/auth/signin")
         signin_page = after.content()
 
     assert stopped.status_code == 200
